@@ -1,0 +1,262 @@
+"""The agent: one trio nursery owning the proxy listeners, the peer pool and the admin API.
+
+Shutdown is graceful: stop accepting (listening sockets closed, so new connections
+are refused), GOAWAY every HTTP/2 connection and close idle HTTP/1.1 keep-alives,
+let in-flight streams finish up to ``drain_timeout``, then cancel what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import trio
+
+from peermesh import __version__
+from peermesh.admin import AdminResponse, AdminServer
+from peermesh.config import AgentConfig
+from peermesh.control.client import ControlCallError, ControlClient
+from peermesh.control.router import ControlRequest, ControlRouter
+from peermesh.metrics import AgentMetrics
+from peermesh.proxy.endpoints import Endpoint, EndpointError, StaticEndpoints, parse_host_port
+from peermesh.proxy.inbound import InboundProxy
+from peermesh.proxy.localapp import LocalApp
+from peermesh.proxy.outbound import OutboundProxy
+from peermesh.proxy.pool import PeerPool
+from peermesh.proxy.tracker import ConnectionTracker
+from peermesh.tls import MeshTls, TlsNotReady
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    """A running ``peermesh agent``; ``run()`` owns every task it starts."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.metrics = AgentMetrics()
+        self.tls = MeshTls(config.data_dir, config.trust_domain, require=False)
+        self.endpoints = StaticEndpoints(config.peers, config.endpoints_file)
+        self.control = ControlRouter()
+        self.control.register("ping", self._ping)
+        self.admin = AdminServer()
+        self.admin.route("/healthz", self._healthz)
+        self.admin.route("/readyz", self._readyz)
+        self.admin.route("/metrics", self._metrics)
+        self.admin.route("/v1/status", self._status)
+        self.admin.route("/v1/ping", self._admin_ping)
+        self.outbound_tracker = ConnectionTracker("outbound")
+        self.inbound_tracker = ConnectionTracker("inbound")
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self.listening = False
+        self.draining = False
+        self._shutdown = trio.Event()
+        self._pool: PeerPool | None = None
+        self._started_at = 0.0
+
+    # lifecycle -----------------------------------------------------------------------
+    @property
+    def pool(self) -> PeerPool:
+        assert self._pool is not None, "agent is not running"
+        return self._pool
+
+    @property
+    def control_client(self) -> ControlClient:
+        return ControlClient(self.pool)
+
+    def request_shutdown(self) -> None:
+        """Begin the graceful drain (what SIGTERM/SIGINT do)."""
+        self._shutdown.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[Agent] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        self._started_at = trio.current_time()
+        async with trio.open_nursery() as root:
+            self._pool = PeerPool(
+                self.tls,
+                root,
+                connect_timeout=cfg.connect_timeout,
+                on_tls_failure=lambda why: self.metrics.tls_failures.labels("client", why).inc(),
+            )
+            app = LocalApp(cfg.service.host, cfg.service.port, cfg.service.protocol, root)
+            outbound = OutboundProxy(
+                local_service=cfg.service.name,
+                trust_domain=cfg.trust_domain,
+                endpoints=self.endpoints,
+                pool=self._pool,
+                metrics=self.metrics,
+                tracker=self.outbound_tracker,
+            )
+            inbound = InboundProxy(
+                service=cfg.service.name,
+                tls=self.tls,
+                app=app,
+                control=self.control,
+                metrics=self.metrics,
+                tracker=self.inbound_tracker,
+            )
+            out_listeners = await _listen(cfg.outbound, "outbound")
+            in_listeners = await _listen(cfg.inbound, "inbound")
+            admin_listeners = await _listen(cfg.admin, "admin")
+            self.addresses = {
+                "outbound": _bound(out_listeners),
+                "inbound": _bound(in_listeners),
+                "admin": _bound(admin_listeners),
+            }
+            root.start_soon(trio.serve_listeners, self.admin.serve_connection, admin_listeners)
+            async with trio.open_nursery() as connections:
+                accept_scope = trio.CancelScope()
+
+                async def accept() -> None:
+                    with accept_scope:
+                        async with trio.open_nursery() as acceptors:
+                            acceptors.start_soon(
+                                _serve, outbound.serve_connection, out_listeners, connections
+                            )
+                            acceptors.start_soon(
+                                _serve, inbound.serve_connection, in_listeners, connections
+                            )
+
+                connections.start_soon(accept)
+                self.listening = True
+                log.info("agent %s up: %s", cfg.name, self.addresses)
+                task_status.started(self)
+                await self._shutdown.wait()
+
+                # Graceful drain.
+                self.draining = True
+                log.info("agent %s draining (up to %.1fs)", cfg.name, cfg.drain_timeout)
+                accept_scope.cancel()
+                for listener in out_listeners + in_listeners:
+                    await listener.aclose()
+                self.outbound_tracker.drain()
+                self.inbound_tracker.drain()
+                self._pool.drain()
+                with trio.move_on_after(cfg.drain_timeout):
+                    # Connections end on their own tasks; a short poll is simplest here.
+                    while self._open_connections():  # noqa: ASYNC110
+                        await trio.sleep(0.02)
+                connections.cancel_scope.cancel()
+            root.cancel_scope.cancel()
+        log.info("agent %s stopped", cfg.name)
+
+    def _open_connections(self) -> int:
+        return self.outbound_tracker.connections + self.inbound_tracker.connections
+
+    # control RPCs ----------------------------------------------------------------------
+    async def _ping(self, request: ControlRequest) -> Any:
+        return {
+            "node": self.config.name,
+            "service": self.config.service.name,
+            "caller": str(request.peer),
+            "echo": request.body,
+        }
+
+    # admin routes ----------------------------------------------------------------------
+    async def _healthz(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        return AdminResponse.text(200, "ok")
+
+    @property
+    def ready(self) -> bool:
+        return self.listening and not self.draining and self.tls.loaded
+
+    async def _readyz(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        self.tls.maybe_reload()
+        if self.ready:
+            return AdminResponse.text(200, "ready")
+        why = []
+        if not self.listening:
+            why.append("listeners not up")
+        if self.draining:
+            why.append("draining")
+        if not self.tls.loaded:
+            why.append(f"no certificate loaded ({self.tls.last_reload_error})")
+        return AdminResponse.text(503, "not ready: " + "; ".join(why))
+
+    async def _metrics(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        return AdminResponse(200, self.metrics.exposition(), b"text/plain; version=0.0.4")
+
+    def status(self) -> dict[str, Any]:
+        """The JSON behind ``/v1/status``."""
+        try:
+            identity: str | None = str(self.tls.identity)
+            not_after: str | None = self.tls.not_after.isoformat()
+        except TlsNotReady:
+            identity = not_after = None
+        traffic = [
+            {"direction": d, "service": s, "status": code, "count": n}
+            for (d, s, code), n in sorted(self.metrics.tally.items())
+        ]
+        return {
+            "node": self.config.name,
+            "service": self.config.service.name,
+            "version": __version__,
+            "pid": os.getpid(),
+            "ready": self.ready,
+            "draining": self.draining,
+            "identity": identity,
+            "certificate_not_after": not_after,
+            "trust_domain": self.config.trust_domain,
+            "listeners": {k: f"{h}:{p}" for k, (h, p) in self.addresses.items()},
+            "app": {
+                "address": f"{self.config.service.host}:{self.config.service.port}",
+                "protocol": self.config.service.protocol,
+            },
+            "connections": {
+                "outbound": {
+                    "connections": self.outbound_tracker.connections,
+                    "streams": self.outbound_tracker.streams,
+                },
+                "inbound": {
+                    "connections": self.inbound_tracker.connections,
+                    "streams": self.inbound_tracker.streams,
+                },
+            },
+            "peers": self.pool.status() if self._pool is not None else [],
+            "endpoints": {
+                service: [e.address for e in (self.endpoints.endpoints(service) or [])]
+                for service in self.endpoints.services()
+            },
+            "traffic": traffic,
+        }
+
+    async def _status(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        return AdminResponse.json(200, self.status())
+
+    async def _admin_ping(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        """``POST /v1/ping {"address": "HOST:PORT"}``: a control RPC to a peer agent."""
+        import json
+
+        try:
+            request = json.loads(body or b"{}")
+            host, port = parse_host_port(str(request.get("address", "")), what="address")
+        except (ValueError, EndpointError, AttributeError) as exc:
+            return AdminResponse.json(400, {"error": str(exc)})
+        endpoint = Endpoint(service="", host=host, port=port)
+        started = trio.current_time()
+        try:
+            result = await self.control_client.call(endpoint, "ping", request.get("echo"))
+        except ControlCallError as exc:
+            return AdminResponse.json(502, {"error": str(exc)})
+        result["rtt_ms"] = round((trio.current_time() - started) * 1000, 3)
+        return AdminResponse.json(200, result)
+
+
+async def _listen(address: tuple[str, int], what: str) -> list[trio.SocketListener]:
+    host, port = address
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"cannot listen for {what} on {host}:{port}: {exc.strerror}"
+        ) from None
+
+
+def _bound(listeners: list[trio.SocketListener]) -> tuple[str, int]:
+    host, port = listeners[0].socket.getsockname()[:2]
+    return str(host), int(port)
+
+
+async def _serve(handler: Any, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
+    await trio.serve_listeners(handler, listeners, handler_nursery=nursery)

@@ -1,0 +1,254 @@
+"""``peermesh`` command line: the agent, and tools that talk to a running agent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+from rich.console import Console
+from rich.table import Table
+
+from certs.cli import dev_ca
+from peermesh import __version__
+from peermesh.config import (
+    DEFAULT_ADMIN,
+    DEFAULT_INBOUND,
+    DEFAULT_OUTBOUND,
+    AgentConfig,
+    ConfigError,
+)
+
+console = Console()
+
+
+def _load_toml(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--config FILE``: TOML keys (top level or ``[agent]``) become option defaults."""
+    if not value:
+        return value
+    try:
+        data = tomllib.loads(Path(value).read_text())
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {value}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(f"{value} is not valid TOML: {exc}") from None
+    table = data.get("agent", data)
+    if not isinstance(table, dict):
+        raise click.BadParameter(f"{value}: [agent] must be a table")
+    known = {p.name for p in ctx.command.params if p.name}
+    defaults: dict[str, Any] = {}
+    for key, item in table.items():
+        name = key.replace("-", "_")
+        if name == "peers":
+            name = "peer"
+        if name not in known or name == "config":
+            raise click.BadParameter(f"{value}: unknown setting {key!r}")
+        defaults[name] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+@click.group()
+@click.version_option(__version__, prog_name="peermesh")
+def main() -> None:
+    """peermesh: a service mesh with no central control plane."""
+
+
+main.add_command(dev_ca)
+
+
+@main.command()
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    callback=_load_toml,
+    is_eager=True,
+    expose_value=False,
+    envvar="PEERMESH_CONFIG",
+    help="TOML file with any of these options (flags and PEERMESH_* env win).",
+)
+@click.option("--name", envvar="PEERMESH_NAME", required=True, help="This node's name.")
+@click.option(
+    "--service",
+    envvar="PEERMESH_SERVICE",
+    required=True,
+    help="The local service: NAME=PORT[,proto=h1|h2c][,host=ADDR].",
+)
+@click.option("--data-dir", envvar="PEERMESH_DATA_DIR", help="Key, certificate, bundle, state.")
+@click.option("--trust-domain", envvar="PEERMESH_TRUST_DOMAIN", help="SPIFFE trust domain.")
+@click.option("--outbound", envvar="PEERMESH_OUTBOUND", default=DEFAULT_OUTBOUND, show_default=True)
+@click.option("--inbound", envvar="PEERMESH_INBOUND", default=DEFAULT_INBOUND, show_default=True)
+@click.option("--admin", envvar="PEERMESH_ADMIN", default=DEFAULT_ADMIN, show_default=True)
+@click.option(
+    "--peer",
+    envvar="PEERMESH_PEER",
+    multiple=True,
+    help="Static endpoint SERVICE=HOST:PORT (repeatable; env: space-separated).",
+)
+@click.option(
+    "--endpoints-file",
+    envvar="PEERMESH_ENDPOINTS_FILE",
+    type=click.Path(dir_okay=False),
+    help="YAML/JSON endpoint table, re-read when it changes.",
+)
+@click.option(
+    "--drain-timeout",
+    envvar="PEERMESH_DRAIN_TIMEOUT",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds to let in-flight requests finish on SIGTERM.",
+)
+@click.option(
+    "--log-level",
+    envvar="PEERMESH_LOG_LEVEL",
+    default="info",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def agent(
+    name: str,
+    service: str,
+    data_dir: str | None,
+    trust_domain: str | None,
+    outbound: str,
+    inbound: str,
+    admin: str,
+    peer: tuple[str, ...],
+    endpoints_file: str | None,
+    drain_timeout: float,
+    log_level: str,
+) -> None:
+    """Run the sidecar agent beside one service."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = AgentConfig.build(
+            name=name,
+            service=service,
+            data_dir=data_dir,
+            trust_domain=trust_domain,
+            outbound=outbound,
+            inbound=inbound,
+            admin=admin,
+            peers=tuple(p for item in peer for p in item.split()),
+            endpoints_file=endpoints_file,
+            drain_timeout=drain_timeout,
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        trio.run(_run_agent, config)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(0)
+
+
+async def _run_agent(config: AgentConfig) -> None:
+    from peermesh.agent import Agent
+    from peermesh.proxy.endpoints import EndpointError
+
+    try:
+        node = Agent(config)
+    except EndpointError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not node.tls.loaded:
+        logging.getLogger("peermesh").warning(
+            "no certificate in %s yet (%s); mTLS is refused until one appears",
+            config.data_dir,
+            node.tls.last_reload_error,
+        )
+    async with trio.open_nursery() as nursery:
+
+        async def on_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                count = 0
+                async for _ in signals:
+                    count += 1
+                    if count == 1:
+                        node.request_shutdown()
+                    else:
+                        nursery.cancel_scope.cancel()  # second signal: stop now
+
+        nursery.start_soon(on_signals)
+        await node.run()  # returns once the graceful drain is over
+        nursery.cancel_scope.cancel()
+
+
+def _admin_get(agent_url: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        agent_url.rstrip("/") + path,
+        data=data,
+        method="POST" if data is not None else "GET",
+        headers={"content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, None
+    except (urllib.error.URLError, OSError) as exc:
+        raise click.ClickException(
+            f"cannot reach the agent's admin API at {agent_url}: {exc}; is the agent running?"
+        ) from None
+
+
+agent_option = click.option(
+    "--agent",
+    "agent_url",
+    envvar="PEERMESH_AGENT",
+    default=f"http://{DEFAULT_ADMIN}",
+    show_default=True,
+    help="Admin URL of the local agent.",
+)
+
+
+@main.command()
+@agent_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def status(agent_url: str, output: str) -> None:
+    """Show the local agent's status."""
+    _code, data = _admin_get(agent_url, "/v1/status")
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"agent {data['node']} ({data['service']})")
+    table.add_column("field")
+    table.add_column("value")
+    for key in ("identity", "ready", "draining", "certificate_not_after", "trust_domain"):
+        table.add_row(key, str(data.get(key)))
+    for name, address in data["listeners"].items():
+        table.add_row(f"listener {name}", address)
+    for peer in data["peers"]:
+        table.add_row(
+            f"peer {peer['address']}", f"{peer['connections']} conn, {peer['streams']} streams"
+        )
+    console.print(table)
+
+
+@main.command()
+@agent_option
+@click.argument("address")
+def ping(agent_url: str, address: str) -> None:
+    """Ping a peer agent's control API (HOST:PORT of its inbound listener) through mTLS."""
+    code, data = _admin_get(agent_url, "/v1/ping", {"address": address})
+    if code != 200:
+        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    click.echo(f"{address}: node {data['node']} ({data['service']}) in {data['rtt_ms']} ms")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

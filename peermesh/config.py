@@ -1,0 +1,168 @@
+"""Agent configuration: flags, then ``PEERMESH_*`` environment, then a TOML file, then defaults.
+
+Everything is validated here, before any socket is opened, so a typo is a clear
+message at start-up rather than a surprise under traffic.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from peermesh.proxy.endpoints import EndpointError, parse_host_port
+
+DEFAULT_OUTBOUND = "127.0.0.1:15001"
+DEFAULT_INBOUND = "0.0.0.0:15443"
+DEFAULT_ADMIN = "127.0.0.1:15000"
+DEFAULT_TRUST_DOMAIN = "mesh.local"
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the setting and the fix."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """The one service this agent stands beside."""
+
+    name: str
+    port: int
+    protocol: Literal["h1", "h2c"] = "h1"
+    host: str = "127.0.0.1"
+
+    @classmethod
+    def parse(cls, text: str) -> ServiceSpec:
+        """``NAME=PORT[,proto=h1|h2c][,host=ADDR]``."""
+        name, sep, rest = text.partition("=")
+        if not sep:
+            raise ConfigError(f"--service {text!r}: write NAME=PORT[,proto=h1|h2c]")
+        check_name(name, "--service name")
+        parts = rest.split(",")
+        try:
+            port = int(parts[0])
+        except ValueError:
+            raise ConfigError(f"--service {text!r}: port {parts[0]!r} is not a number") from None
+        if not 0 < port < 65536:
+            raise ConfigError(f"--service {text!r}: port {port} is outside 1-65535")
+        protocol: Literal["h1", "h2c"] = "h1"
+        host = "127.0.0.1"
+        for option in parts[1:]:
+            key, _, value = option.partition("=")
+            if key == "proto":
+                if value not in ("h1", "h2c"):
+                    raise ConfigError(f"--service {text!r}: proto must be h1 or h2c, not {value!r}")
+                protocol = "h1" if value == "h1" else "h2c"
+            elif key == "host":
+                if not value:
+                    raise ConfigError(f"--service {text!r}: host is empty")
+                host = value
+            else:
+                raise ConfigError(f"--service {text!r}: unknown option {key!r} (proto, host)")
+        return cls(name=name, port=port, protocol=protocol, host=host)
+
+
+def check_name(name: str, what: str) -> str:
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"{what} {name!r} must be lowercase letters, digits and '-' (DNS label, ≤63 chars)"
+        )
+    return name
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    """``HOST:PORT`` for a listener; port 0 means "pick one" (tests)."""
+    try:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ConfigError(f"{what} {text!r}: write HOST:PORT")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: port is not a number") from None
+    if not 0 <= port < 65536:
+        raise ConfigError(f"{what} {text!r}: port outside 0-65535")
+    return host or "0.0.0.0", port
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything an agent needs to start."""
+
+    name: str
+    service: ServiceSpec
+    data_dir: Path
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    outbound: tuple[str, int] = ("127.0.0.1", 15001)
+    inbound: tuple[str, int] = ("0.0.0.0", 15443)
+    admin: tuple[str, int] = ("127.0.0.1", 15000)
+    peers: tuple[str, ...] = ()
+    endpoints_file: Path | None = None
+    drain_timeout: float = 10.0
+    connect_timeout: float = 2.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        name: str,
+        service: str,
+        data_dir: str | Path | None,
+        trust_domain: str | None = None,
+        outbound: str = DEFAULT_OUTBOUND,
+        inbound: str = DEFAULT_INBOUND,
+        admin: str = DEFAULT_ADMIN,
+        peers: tuple[str, ...] = (),
+        endpoints_file: str | Path | None = None,
+        drain_timeout: float = 10.0,
+    ) -> AgentConfig:
+        check_name(name, "--name")
+        spec = ServiceSpec.parse(service)
+        admin_addr = parse_address(admin, "--admin")
+        if admin_addr[0] not in ("127.0.0.1", "::1", "localhost"):
+            raise ConfigError(
+                f"--admin {admin!r}: the admin API must listen on loopback (127.0.0.1 or ::1);"
+                " it can change policy and must not be reachable from the network"
+            )
+        for spec_text in peers:
+            _service, sep, address = spec_text.partition("=")
+            if not sep:
+                raise ConfigError(f"--peer {spec_text!r}: write SERVICE=HOST:PORT")
+            try:
+                parse_host_port(address, what=f"--peer {spec_text!r}")
+            except EndpointError as exc:
+                raise ConfigError(str(exc)) from None
+        if drain_timeout < 0:
+            raise ConfigError("--drain-timeout must be ≥ 0 seconds")
+        directory = Path(data_dir) if data_dir else Path("peermesh-data") / name
+        return cls(
+            name=name,
+            service=spec,
+            data_dir=directory,
+            trust_domain=trust_domain or trust_domain_from_data_dir(directory),
+            outbound=parse_address(outbound, "--outbound"),
+            inbound=parse_address(inbound, "--inbound"),
+            admin=admin_addr,
+            peers=tuple(peers),
+            endpoints_file=Path(endpoints_file) if endpoints_file else None,
+            drain_timeout=drain_timeout,
+        )
+
+
+def trust_domain_from_data_dir(data_dir: Path) -> str:
+    """The trust domain of the certificate already in ``data_dir``, else the default."""
+    from cryptography import x509
+
+    from certs.devca import CERT_FILE
+    from certs.spiffe import IdentityError, spiffe_id_from_certificate
+
+    try:
+        cert = x509.load_pem_x509_certificate((data_dir / CERT_FILE).read_bytes())
+        return spiffe_id_from_certificate(cert).trust_domain
+    except (OSError, ValueError, IdentityError):
+        return DEFAULT_TRUST_DOMAIN

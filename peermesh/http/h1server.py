@@ -1,0 +1,283 @@
+"""HTTP/1.1 server connections (trio shell around h11) for apps talking to their sidecar.
+
+Keep-alive, chunked bodies, trailers and ``Expect: 100-continue`` come from h11; we
+send the 100 only when the proxy starts reading the body, as RFC 9110 intends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import h11
+import trio
+
+from peermesh.http.headers import HeaderError, Headers, RequestHead, h1_request_to_head
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 64 << 10
+READ_SIZE = 1 << 16
+
+
+class ClientGone(Exception):
+    """The HTTP/1.1 client closed or broke its connection mid-exchange."""
+
+
+@dataclass(frozen=True)
+class H1Request:
+    """A parsed request plus what the server knows about its connection."""
+
+    head: RequestHead
+    http_version: bytes
+
+
+class H1ServerConnection:
+    """Serves one HTTP/1.1 connection: each request goes to ``handler`` in turn."""
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        handler: Callable[[RequestHead, H1RequestBody, H1ResponseWriter], Awaitable[None]],
+        *,
+        initial_data: bytes = b"",
+        client_address: str | None = None,
+        on_bad_request: Callable[[str], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.handler = handler
+        self.client_address = client_address
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._initial = initial_data
+        self._on_bad_request = on_bad_request
+        self.draining = False
+        self.busy = False
+
+    async def _read_more(self) -> None:
+        try:
+            data = await self.transport.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ClientGone(str(exc)) from exc
+        self.conn.receive_data(bytes(data))
+
+    async def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                await self._read_more()
+                continue
+            return event
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.conn.send(event)
+        if data:
+            try:
+                await self.transport.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise ClientGone(str(exc)) from exc
+
+    async def run(self) -> None:
+        """Serve requests until the client leaves, an error, or drain."""
+        if self._initial:
+            self.conn.receive_data(self._initial)
+        try:
+            while True:
+                try:
+                    event = await self.next_event()
+                except h11.RemoteProtocolError as exc:
+                    await self._refuse(exc)
+                    return
+                if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                    return
+                if not isinstance(event, h11.Request):
+                    return
+                try:
+                    head = h1_request_to_head(
+                        event.method,
+                        event.target,
+                        list(event.headers),
+                        client_address=self.client_address,
+                    )
+                except HeaderError as exc:
+                    await self._simple(400, "bad-request", str(exc), close=True)
+                    return
+                body = H1RequestBody(self, has_body=_has_body(event.headers))
+                writer = H1ResponseWriter(self, event.http_version, head.method)
+                self.busy = True
+                try:
+                    await self.handler(head, body, writer)
+                finally:
+                    self.busy = False
+                if writer.aborted or self.conn.our_state is not h11.DONE:
+                    return
+                # If the handler answered without reading the whole body, drain a bounded amount.
+                if self.conn.their_state is not h11.DONE and not await body.discard(limit=1 << 20):
+                    return
+                if self.draining or self.conn.our_state is h11.MUST_CLOSE:
+                    return
+                try:
+                    self.conn.start_next_cycle()
+                except h11.LocalProtocolError:
+                    return
+        except ClientGone:
+            return
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                try:
+                    await self.transport.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+
+    async def _refuse(self, exc: h11.RemoteProtocolError) -> None:
+        status = exc.error_status_hint
+        reason = str(exc) or "malformed HTTP/1.1 request"
+        if self._on_bad_request is not None:
+            self._on_bad_request(reason)
+        code = "headers-too-large" if status == 431 else "bad-request"
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            try:
+                await self._simple(status, code, reason, close=True)
+            except (ClientGone, h11.LocalProtocolError):
+                pass
+
+    async def _simple(self, status: int, code: str, text: str, *, close: bool) -> None:
+        body = (text + "\n").encode()
+        headers: Headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-peermesh-error", code.encode()),
+        ]
+        if close:
+            headers.append((b"connection", b"close"))
+        if self.conn.our_state is h11.SEND_RESPONSE or self.conn.our_state is h11.IDLE:
+            if self.conn.our_state is h11.IDLE:
+                # h11 refuses to answer before a request; write the bytes ourselves.
+                raw = f"HTTP/1.1 {status} {h11_reason(status)}\r\n".encode()
+                raw += b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n" + body
+                try:
+                    await self.transport.send_all(raw)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+                return
+            await self.send(h11.Response(status_code=status, headers=headers))
+            await self.send(h11.Data(data=body))
+            await self.send(h11.EndOfMessage())
+
+
+def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether an HTTP/1.1 request carries a body (RFC 9112 §6.3)."""
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length":
+            return value.strip() != b"0"
+    return False
+
+
+def h11_reason(status: int) -> str:
+    return {400: "Bad Request", 431: "Request Header Fields Too Large"}.get(status, "Error")
+
+
+class H1RequestBody:
+    """The body of the request being served, read on demand (so TCP pushes back)."""
+
+    def __init__(self, server: H1ServerConnection, *, has_body: bool) -> None:
+        self.server = server
+        self.has_body = has_body
+        self._trailers: Headers | None = None
+        self._done = False
+
+    @property
+    def trailers(self) -> Headers | None:
+        return self._trailers
+
+    async def receive_data(self) -> bytes:
+        if self._done:
+            return b""
+        conn = self.server.conn
+        if conn.they_are_waiting_for_100_continue:
+            await self.server.send(h11.InformationalResponse(status_code=100, headers=[]))
+        while True:
+            try:
+                event = await self.server.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise ClientGone(f"malformed request body: {exc}") from exc
+            if isinstance(event, h11.Data):
+                if event.data:
+                    return bytes(event.data)
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                self._done = True
+                if event.headers:
+                    self._trailers = list(event.headers)
+                return b""
+            if isinstance(event, h11.ConnectionClosed):
+                raise ClientGone("client closed the connection before the body ended")
+            raise ClientGone(f"unexpected event while reading body: {event!r}")
+
+    async def discard(self, limit: int) -> bool:
+        """Read and drop the rest of the body; False if it was larger than ``limit``."""
+        if self.server.conn.they_are_waiting_for_100_continue:
+            return False
+        seen = 0
+        while not self._done:
+            try:
+                seen += len(await self.receive_data())
+            except ClientGone:
+                return False
+            if seen > limit:
+                return False
+        return True
+
+
+class H1ResponseWriter:
+    """Writes the response to the request being served."""
+
+    def __init__(self, server: H1ServerConnection, http_version: bytes, method: bytes) -> None:
+        self.server = server
+        self.http_version = http_version
+        self.method = method
+        self._headers_sent = False
+        self._chunked = False
+        self.aborted = False
+
+    @property
+    def headers_sent(self) -> bool:
+        return self._headers_sent
+
+    async def send_head(self, status: int, headers: Headers, *, end: bool = False) -> None:
+        from peermesh.http.headers import join_cookies, strip_hop_by_hop
+
+        out = join_cookies(strip_hop_by_hop(headers, keep_te_trailers=False))
+        if self.server.draining:
+            out.append((b"connection", b"close"))
+        has_length = any(n == b"content-length" for n, _ in out)
+        if end and not has_length and status not in (204, 304) and self.method != b"HEAD":
+            out.append((b"content-length", b"0"))
+        self._chunked = not has_length and not end
+        self._headers_sent = True
+        try:
+            await self.server.send(h11.Response(status_code=status, headers=out))
+        except h11.LocalProtocolError as exc:
+            self.abort()
+            raise ClientGone(f"cannot send response: {exc}") from exc
+        if end:
+            await self.server.send(h11.EndOfMessage())
+
+    async def send_data(self, data: bytes) -> None:
+        if data:
+            await self.server.send(h11.Data(data=data))
+
+    async def finish(self, trailers: Headers | None = None) -> None:
+        if self.server.conn.our_state is not h11.SEND_BODY:
+            return
+        if trailers and self.http_version == b"1.1" and self._chunked:
+            await self.server.send(h11.EndOfMessage(headers=trailers))
+        else:
+            await self.server.send(h11.EndOfMessage())
+
+    def abort(self) -> None:
+        """HTTP/1.1 has no stream reset: closing the connection is the only signal."""
+        self.aborted = True
+        self.server.conn.send_failed()

@@ -1,0 +1,78 @@
+"""Prometheus metrics for one agent (its own registry, so several agents share a process).
+
+Labels stay bounded: services, directions, codes and reasons, never paths or ids.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as TallyCounter
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+DURATION_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+class AgentMetrics:
+    """Every metric the data plane records, plus a small tally for status pages."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "peermesh_requests",
+            "Requests handled by this sidecar, by direction and outcome.",
+            ["direction", "source_service", "destination_service", "response_code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "peermesh_request_duration_seconds",
+            "Time from request head to the end of the response, as seen by this sidecar.",
+            ["direction", "destination_service"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.sidecar_errors = Counter(
+            "peermesh_sidecar_errors",
+            "Requests the sidecar answered itself (x-peermesh-error), by cause.",
+            ["direction", "error"],
+            registry=self.registry,
+        )
+        self.rejected_connections = Counter(
+            "peermesh_connections_rejected",
+            "Connections closed for bad input: garbage, bad preface, protocol errors.",
+            ["listener", "reason"],
+            registry=self.registry,
+        )
+        self.tls_failures = Counter(
+            "peermesh_tls_handshake_failures",
+            "TLS handshakes that failed, by side and reason.",
+            ["side", "reason"],
+            registry=self.registry,
+        )
+        self.open_connections = Gauge(
+            "peermesh_open_connections",
+            "Connections currently open, per listener.",
+            ["listener"],
+            registry=self.registry,
+        )
+        self.control_calls = Counter(
+            "peermesh_control_calls",
+            "Control RPCs served under /peermesh.v1/, by method and status.",
+            ["method", "status"],
+            registry=self.registry,
+        )
+        self.tally: TallyCounter[tuple[str, str, int]] = TallyCounter()
+
+    def record_request(
+        self, direction: str, source: str, destination: str, status: int, seconds: float
+    ) -> None:
+        self.requests.labels(direction, source, destination, str(status)).inc()
+        self.duration.labels(direction, destination).observe(seconds)
+        self.tally[(direction, destination, status)] += 1
+
+    def reject(self, listener: str, reason: str) -> None:
+        self.rejected_connections.labels(listener, reason).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,186 @@
+"""Where each service runs: the endpoint table the outbound proxy balances over.
+
+The proxy asks an ``EndpointSource``; it never cares whether the answer came from a
+static file, ``--peer`` flags, or (later) gossip membership.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+
+class EndpointError(ValueError):
+    """An endpoint file or flag that cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One agent's inbound listener fronting one instance of a service."""
+
+    service: str
+    host: str
+    port: int
+    node: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class EndpointSource(Protocol):
+    """Answers "where does service X run?" for the outbound proxy."""
+
+    def endpoints(self, service: str) -> Sequence[Endpoint] | None:
+        """Endpoints of ``service``; None when the service is unknown to the mesh."""
+
+    def services(self) -> Iterable[str]:
+        """Every service this source knows."""
+
+
+def parse_host_port(text: str, *, what: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` into its parts, with an error naming ``what``."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise EndpointError(f"{what}: {text!r} is not [IPv6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise EndpointError(f"{what}: {text!r} has no port; write HOST:PORT")
+    if not host:
+        raise EndpointError(f"{what}: {text!r} has no host")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise EndpointError(f"{what}: port {port_text!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise EndpointError(f"{what}: port {port} is outside 1-65535")
+    return host, port
+
+
+class StaticEndpoints:
+    """Endpoints from ``--peer SERVICE=HOST:PORT`` flags and/or a YAML/JSON file.
+
+    The file is re-read when it changes (checked at most once a second), so an operator
+    can edit it without restarting the agent. A bad edit keeps the previous table and
+    records the error in ``last_error``.
+
+    File format::
+
+        services:
+          orders:
+            - {address: "10.0.0.7:15443", node: node-b, labels: {version: v1}}
+    """
+
+    def __init__(self, peers: Sequence[str] = (), path: Path | None = None) -> None:
+        self._flag_table: dict[str, list[Endpoint]] = {}
+        for spec in peers:
+            service, sep, address = spec.partition("=")
+            if not sep or not service:
+                raise EndpointError(f"--peer {spec!r}: write SERVICE=HOST:PORT")
+            host, port = parse_host_port(address, what=f"--peer {spec!r}")
+            self._flag_table.setdefault(service, []).append(
+                Endpoint(service=service, host=host, port=port)
+            )
+        self.path = path
+        self.last_error: str | None = None
+        self._file_table: dict[str, list[Endpoint]] = {}
+        self._file_stamp: tuple[int, int] | None = None
+        self._checked_at = -1.0
+        if path is not None:
+            self._file_table = load_endpoint_file(path)
+            self._file_stamp = _stamp(path)
+
+    def _maybe_reload(self) -> None:
+        if self.path is None:
+            return
+        import time
+
+        now = time.monotonic()
+        if now - self._checked_at < 1.0:
+            return
+        self._checked_at = now
+        stamp = _stamp(self.path)
+        if stamp == self._file_stamp:
+            return
+        self._file_stamp = stamp
+        try:
+            self._file_table = load_endpoint_file(self.path)
+            self.last_error = None
+        except EndpointError as exc:
+            self.last_error = str(exc)
+
+    def endpoints(self, service: str) -> Sequence[Endpoint] | None:
+        self._maybe_reload()
+        found = self._flag_table.get(service, []) + self._file_table.get(service, [])
+        if not found and service not in self._flag_table and service not in self._file_table:
+            return None
+        return found
+
+    def services(self) -> Iterable[str]:
+        self._maybe_reload()
+        return sorted(set(self._flag_table) | set(self._file_table))
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def load_endpoint_file(path: Path) -> dict[str, list[Endpoint]]:
+    """Parse an endpoint file (YAML or JSON) into service -> endpoints."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise EndpointError(f"endpoint file {path}: cannot read: {exc.strerror}") from None
+    try:
+        doc: Any = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise EndpointError(f"endpoint file {path}: not valid YAML/JSON: {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("services", {}), dict):
+        raise EndpointError(f"endpoint file {path}: expected a mapping with a 'services' mapping")
+    table: dict[str, list[Endpoint]] = {}
+    for service, entries in (doc.get("services") or {}).items():
+        if not isinstance(entries, list):
+            raise EndpointError(f"endpoint file {path}: services.{service} must be a list")
+        out: list[Endpoint] = []
+        for i, entry in enumerate(entries):
+            where = f"endpoint file {path}: services.{service}[{i}]"
+            if isinstance(entry, str):
+                entry = {"address": entry}
+            if not isinstance(entry, dict) or "address" not in entry:
+                raise EndpointError(f"{where}: needs an 'address: HOST:PORT'")
+            unknown = set(entry) - {"address", "node", "labels"}
+            if unknown:
+                raise EndpointError(f"{where}: unknown field(s) {sorted(unknown)}")
+            host, port = parse_host_port(str(entry["address"]), what=where)
+            labels = entry.get("labels") or {}
+            if not isinstance(labels, dict):
+                raise EndpointError(f"{where}: labels must be a mapping")
+            out.append(
+                Endpoint(
+                    service=str(service),
+                    host=host,
+                    port=port,
+                    node=str(entry.get("node", "")),
+                    labels={str(k): str(v) for k, v in labels.items()},
+                )
+            )
+        table[str(service)] = out
+    return table

@@ -1,0 +1,182 @@
+"""Connections to peer agents: one multiplexed mTLS HTTP/2 connection per peer.
+
+Opened lazily on first use; a second one is opened when the first reaches the
+peer's MAX_CONCURRENT_STREAMS. After a failed dial the peer is in backoff (full
+jitter, doubling to a cap): requests meanwhile fail fast with 503 rather than hang,
+which is what a caller on the wrong side of a partition needs.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from certs.spiffe import SpiffeId
+from peermesh.http.h2session import H2Session
+from peermesh.proxy import errors
+from peermesh.proxy.endpoints import Endpoint
+from peermesh.tls import MeshTls, PeerIdentityError, TlsNotReady, peer_identity
+
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 5.0
+
+
+@dataclass
+class _PeerState:
+    sessions: list[H2Session] = field(default_factory=list)
+    dialing: trio.Lock = field(default_factory=trio.Lock)
+    failures: int = 0
+    retry_at: float = 0.0
+    last_error: errors.ProxyError | None = None
+
+
+class PeerPool:
+    """Hands out an H2 session to a peer's inbound listener, dialling when needed."""
+
+    def __init__(
+        self,
+        tls: MeshTls,
+        nursery: trio.Nursery,
+        *,
+        connect_timeout: float = 2.0,
+        ping_interval: float | None = 30.0,
+        rng: random.Random | None = None,
+        on_tls_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        self.tls = tls
+        self.nursery = nursery
+        self.connect_timeout = connect_timeout
+        self.ping_interval = ping_interval
+        self.rng = rng or random.Random()
+        self.on_tls_failure = on_tls_failure
+        self._peers: dict[tuple[str, int], _PeerState] = {}
+        self.dials = 0
+
+    def sessions(self) -> list[H2Session]:
+        return [s for p in self._peers.values() for s in p.sessions if not s.is_closed]
+
+    def status(self) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for (host, port), state in sorted(self._peers.items()):
+            live = [s for s in state.sessions if not s.is_closed]
+            out.append(
+                {
+                    "address": f"{host}:{port}",
+                    "connections": len(live),
+                    "streams": sum(s.open_streams for s in live),
+                    "identity": str(live[0].peer) if live else None,
+                    "failures": state.failures,
+                    "last_error": str(state.last_error) if state.last_error else None,
+                }
+            )
+        return out
+
+    async def session_for(self, endpoint: Endpoint, *, expect: SpiffeId | None) -> H2Session:
+        """A session that can open a stream now, or a ProxyError saying why not."""
+        key = (endpoint.host, endpoint.port)
+        state = self._peers.setdefault(key, _PeerState())
+        session = self._pick(state)
+        if session is not None:
+            return self._checked(session, endpoint, expect)
+        now = trio.current_time()
+        if now < state.retry_at and state.last_error is not None:
+            raise state.last_error
+        async with state.dialing:
+            session = self._pick(state)  # someone else may have dialled meanwhile
+            if session is not None:
+                return self._checked(session, endpoint, expect)
+            try:
+                session = await self._dial(endpoint)
+            except errors.ProxyError as exc:
+                state.failures += 1
+                delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(state.failures, 16))
+                state.retry_at = trio.current_time() + self.rng.uniform(0, delay)
+                state.last_error = exc
+                raise
+            state.failures = 0
+            state.last_error = None
+            state.sessions.append(session)
+        return self._checked(session, endpoint, expect)
+
+    @staticmethod
+    def _pick(state: _PeerState) -> H2Session | None:
+        state.sessions = [s for s in state.sessions if not s.is_closed]
+        for session in state.sessions:
+            if session.can_open_stream:
+                return session
+        return None
+
+    @staticmethod
+    def _checked(session: H2Session, endpoint: Endpoint, expect: SpiffeId | None) -> H2Session:
+        if expect is not None and session.peer != expect:
+            raise errors.tls_refused(
+                endpoint.service,
+                endpoint.address,
+                f"peer identity is {session.peer}, expected {expect}",
+            )
+        return session
+
+    async def _dial(self, endpoint: Endpoint) -> H2Session:
+        try:
+            context = self.tls.client_context()
+        except TlsNotReady:
+            raise errors.no_identity() from None
+        self.dials += 1
+        tcp: trio.SocketStream | None = None
+        with trio.move_on_after(self.connect_timeout) as scope:
+            try:
+                tcp = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+            except OSError as exc:
+                raise errors.peer_unreachable(
+                    endpoint.service, endpoint.address, exc.strerror or str(exc)
+                ) from None
+            tls_stream = trio.SSLStream(tcp, context, server_hostname=endpoint.service or None)
+            try:
+                await tls_stream.do_handshake()
+            except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+                await trio.aclose_forcefully(tls_stream)
+                reason = _tls_reason(exc)
+                if self.on_tls_failure is not None:
+                    self.on_tls_failure(reason)
+                raise errors.tls_refused(endpoint.service, endpoint.address, reason) from None
+        if scope.cancelled_caught:
+            if tcp is not None:
+                await trio.aclose_forcefully(tcp)
+            raise errors.peer_unreachable(
+                endpoint.service, endpoint.address, f"no answer within {self.connect_timeout}s"
+            )
+        if tls_stream.selected_alpn_protocol() != "h2":
+            await trio.aclose_forcefully(tls_stream)
+            raise errors.tls_refused(endpoint.service, endpoint.address, "peer did not accept h2")
+        try:
+            identity = peer_identity(tls_stream, self.tls.trust_domain)
+        except PeerIdentityError as exc:
+            await trio.aclose_forcefully(tls_stream)
+            if self.on_tls_failure is not None:
+                self.on_tls_failure("peer-identity")
+            raise errors.tls_refused(endpoint.service, endpoint.address, str(exc)) from None
+        session = H2Session(
+            tls_stream,
+            client_side=True,
+            ping_interval=self.ping_interval,
+            peer=identity,
+        )
+        self.nursery.start_soon(session.run)
+        return session
+
+    def drain(self) -> None:
+        """Stop using every connection once its streams finish."""
+        for state in self._peers.values():
+            for session in state.sessions:
+                session.start_drain()
+
+
+def _tls_reason(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__ or exc
+    if isinstance(cause, ssl.SSLError):
+        return cause.reason or str(cause)
+    return str(cause) or type(cause).__name__

@@ -1,0 +1,37 @@
+"""Live connections of a listener, so shutdown can drain them gracefully."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from peermesh.http.h1server import H1ServerConnection
+from peermesh.http.h2session import H2Session
+
+
+@dataclass
+class ConnectionTracker:
+    """What is open on one listener; ``drain()`` sends GOAWAY / closes idle keep-alives."""
+
+    name: str
+    h2: set[H2Session] = field(default_factory=set)
+    h1: dict[H1ServerConnection, trio.CancelScope] = field(default_factory=dict)
+    draining: bool = False
+
+    @property
+    def connections(self) -> int:
+        return len(self.h2) + len(self.h1)
+
+    @property
+    def streams(self) -> int:
+        return sum(s.open_streams for s in self.h2) + sum(1 for c in self.h1 if c.busy)
+
+    def drain(self) -> None:
+        self.draining = True
+        for session in list(self.h2):
+            session.start_drain()
+        for conn, scope in list(self.h1.items()):
+            conn.draining = True
+            if not conn.busy:
+                scope.cancel()
