@@ -7,6 +7,7 @@ Routes:
   POST /upload       reads the whole body, answers its size and SHA-256
   GET  /bytes/N      streams N bytes (chunked)
   GET  /status/N     answers with status N
+  GET  /slow/MS      answers after MS milliseconds
   GET  /headers      JSON of the request headers
   GET  /static       1 KiB static body (the benchmark's upstream)
 
@@ -83,7 +84,9 @@ class ExampleService:
             await _send(
                 conn,
                 stream,
-                h11.Response(status_code=200, headers=[(b"content-type", b"application/octet-stream")]),
+                h11.Response(
+                    status_code=200, headers=[(b"content-type", b"application/octet-stream")]
+                ),
             )
             trailers: list[tuple[bytes, bytes]] = []
             while True:
@@ -123,6 +126,9 @@ class ExampleService:
                 await _send(conn, stream, h11.Data(data=piece))
                 sent += len(piece)
             await _send(conn, stream, h11.EndOfMessage())
+        elif path.startswith("/slow/"):
+            await trio.sleep(int(path.split("/")[2]) / 1000)
+            await _json(conn, stream, 200, {"service": self.config.name, "slept_ms": path[6:]})
         elif path.startswith("/status/"):
             await _json(conn, stream, int(path.split("/")[2]), {"service": self.config.name})
         elif path == "/headers":
@@ -193,7 +199,9 @@ async def _send(conn: h11.Connection, stream: trio.SocketStream, event: h11.Even
         await stream.send_all(data)
 
 
-async def _json(conn: h11.Connection, stream: trio.SocketStream, status: int, payload: object) -> None:
+async def _json(
+    conn: h11.Connection, stream: trio.SocketStream, status: int, payload: object
+) -> None:
     body = json.dumps(payload).encode()
     await _send(
         conn,

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
+from pki import TRUST_DOMAIN, make_mesh_pki
 
 from examples.service import ExampleService, ServiceConfig
 from peermesh.agent import Agent
 from peermesh.config import AgentConfig
-from pki import TRUST_DOMAIN, make_mesh_pki
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,9 @@ async def two_agents(
         if app_port is None:
             app = ExampleService(ServiceConfig(name="orders", port=0))
             app_port = await nursery.start(app.run)
-        server = Agent(agent_config("node-b", "orders", dirs["node-b"], app_port=app_port, proto=proto))
+        server = Agent(
+            agent_config("node-b", "orders", dirs["node-b"], app_port=app_port, proto=proto)
+        )
         await nursery.start(server.run)
         host, port = server.addresses["inbound"]
         client = Agent(
@@ -132,3 +134,11 @@ def wait_http_ok(url: str, timeout: float = 20.0) -> None:
             last = exc
         time.sleep(0.05)
     raise TimeoutError(f"{url} not ready: {last}")
+
+
+async def eventually(predicate: object, *, timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` is true: for counters another task updates after replying."""
+    assert callable(predicate)
+    with trio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - the counter has no event to wait on
+            await trio.sleep(0.01)

@@ -1,6 +1,4 @@
 import httpx
-import pytest
-
 from meshkit import two_agents
 
 

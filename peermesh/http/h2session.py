@@ -101,6 +101,8 @@ class H2Stream:
     remote_ended: bool = False
     local_ended: bool = False
     reset_code: int | None = None
+    #: True when the request HEADERS carried END_STREAM: a message without a body.
+    headers_only: bool = False
     _chunks: deque[tuple[bytes, int]] = field(default_factory=deque)
     _changed: trio.Event = field(default_factory=trio.Event)
     _window: trio.Event = field(default_factory=trio.Event)
@@ -253,17 +255,17 @@ class H2Session:
             client_side=client_side, header_encoding=None, validate_inbound_headers=True
         )
         self._conn = _DrainingH2Connection(config=config)
-        self._conn.local_settings = h2.settings.Settings(
-            client=client_side,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-            },
-        )
         self._conn.initiate_connection()
+        # Announced after the preface; h2 applies each value when the peer ACKs it.
+        settings: dict[h2.settings.SettingCodes | int, int] = {
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+        }
+        if client_side:
+            settings[h2.settings.SettingCodes.ENABLE_PUSH] = 0
+        self._conn.update_settings(settings)
         self._conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self._streams: dict[int, H2Stream] = {}
         self._send_lock = trio.Lock()
@@ -306,9 +308,8 @@ class H2Session:
                 if self._ping_interval:
                     nursery.start_soon(self._keepalive)
                 await self._flush()
-                if self._initial_data:
-                    await self._feed(self._initial_data)
-                await self._reader()
+                if not self._initial_data or await self._feed(self._initial_data):
+                    await self._reader()
                 nursery.cancel_scope.cancel()
         finally:
             self._mark_closed(self.close_reason or "connection closed")
@@ -357,6 +358,7 @@ class H2Session:
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 stream.headers = list(event.headers)
+                stream.headers_only = event.stream_ended is not None
                 stream._wake()
         elif isinstance(event, h2.events.DataReceived):
             stream = self._streams.get(event.stream_id)
@@ -402,6 +404,7 @@ class H2Session:
             return
         if event.stream_ended is not None:
             stream.remote_ended = True
+            stream.headers_only = True
         self._streams[event.stream_id] = stream
         self.stats.streams_opened += 1
         self._handlers.start_soon(self._run_handler, stream)

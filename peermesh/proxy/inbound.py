@@ -133,7 +133,7 @@ class InboundProxy:
                 self.metrics.control_calls.labels(label, str(status)).inc()
                 return
             head = _with_client_cert(head, peer, self.tls)
-            has_body = not stream.remote_ended
+            has_body = not stream.headers_only
             try:
                 call = await self.app.start(head, has_body=has_body)
             except AppUnavailable as exc:

@@ -151,7 +151,7 @@ class OutboundProxy:
         except HeaderError as exc:
             await errors.send_error(writer, errors.bad_request(str(exc)))
             return
-        await self.handle(head, H2StreamBody(stream), writer, has_body=not stream.remote_ended)
+        await self.handle(head, H2StreamBody(stream), writer, has_body=not stream.headers_only)
 
     async def handle(
         self, head: RequestHead, body: BodySource, writer: ResponseWriter, *, has_body: bool

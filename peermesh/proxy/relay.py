@@ -81,7 +81,7 @@ def _response_already_complete(call: UpstreamCall) -> bool:
     stream = getattr(call, "stream", None)
     if stream is None:
         return False
-    return bool(stream.remote_ended and not stream._chunks and stream.trailers is None)
+    return bool(stream.headers_only)
 
 
 async def _pump_request(body: BodySource, call: UpstreamCall, result: RelayResult) -> None:
