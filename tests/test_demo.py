@@ -1,0 +1,22 @@
+"""`make demo` must keep working: run it briefly and read what it shows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_demo_runs_and_stops_cleanly(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.demo", "--duration", "3", "--dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", "TERM": "dumb"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "edge → frontend → orders → payments" in out
+    assert "node node-orders (orders)" in out  # the control-RPC ping
+    assert "no-route" in out or "inventory" in out
+    assert out.count("✔") == 7  # 4 agents + 3 apps exited 0 after SIGTERM
