@@ -210,3 +210,25 @@ async def test_control_ping_rides_mtls(tmp_path):
                 mesh.outbound_url + "/peermesh.v1/ping", headers={"host": "orders"}
             )
         assert r.status_code == 405
+
+
+async def test_agent_without_certificate_is_not_ready_and_says_why(tmp_path):
+    from meshkit import agent_config
+
+    from peermesh.agent import Agent
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    agent = Agent(agent_config("node-x", "frontend", empty, peers=("orders=127.0.0.1:9",)))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        host, port = agent.addresses["admin"]
+        out_host, out_port = agent.addresses["outbound"]
+        async with httpx.AsyncClient() as client:
+            ready = await client.get(f"http://{host}:{port}/readyz")
+            r = await client.get(f"http://{out_host}:{out_port}/", headers={"host": "orders"})
+        assert ready.status_code == 503
+        assert "no certificate loaded" in ready.text
+        assert r.status_code == 503
+        assert r.headers["x-peermesh-error"] == "no-identity"
+        nursery.cancel_scope.cancel()

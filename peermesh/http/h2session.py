@@ -273,6 +273,7 @@ class H2Session:
         self._closed = trio.Event()
         self._handlers: trio.Nursery | None = None
         self._ping_acked = trio.Event()
+        self._settings_received = trio.Event()
         self._resets_window_start = 0.0
         self._resets_in_window = 0
         self.goaway_received: int | None = None  # last_stream_id the peer will process
@@ -388,6 +389,7 @@ class H2Session:
                 if stream is not None:
                     stream._window_opened()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._settings_received.set()
             for stream in self._streams.values():
                 stream._window_opened()
         elif isinstance(event, h2.events.ConnectionTerminated):
@@ -499,6 +501,19 @@ class H2Session:
             if stream._handler_scope is not None:
                 stream._handler_scope.cancel()
         self._streams.clear()
+
+    async def wait_settings(self) -> bool:
+        """Wait for the peer's first SETTINGS (its stream limit); False if it closed first."""
+        async with trio.open_nursery() as nursery:
+
+            async def closed() -> None:
+                await self._closed.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(closed)
+            await self._settings_received.wait()
+            nursery.cancel_scope.cancel()
+        return self._settings_received.is_set()
 
     async def wait_closed(self) -> None:
         await self._closed.wait()

@@ -166,7 +166,15 @@ class PeerPool:
             peer=identity,
         )
         self.nursery.start_soon(session.run)
-        return session
+        # The server's SETTINGS carry its stream limit; using the connection before they
+        # arrive would let a burst overrun it.
+        with trio.move_on_after(self.connect_timeout):
+            if await session.wait_settings():
+                return session
+        session.close("no SETTINGS from peer")
+        raise errors.peer_unreachable(
+            endpoint.service, endpoint.address, "peer sent no HTTP/2 SETTINGS"
+        )
 
     def drain(self) -> None:
         """Stop using every connection once its streams finish."""

@@ -1,0 +1,88 @@
+"""Agent configuration from flags, PEERMESH_* environment and TOML, with clear refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from peermesh import cli
+from peermesh.config import AgentConfig, ConfigError, ServiceSpec
+
+
+def test_service_spec_parsing():
+    assert ServiceSpec.parse("orders=8080") == ServiceSpec("orders", 8080, "h1", "127.0.0.1")
+    assert ServiceSpec.parse("grpc=9000,proto=h2c,host=::1") == ServiceSpec(
+        "grpc", 9000, "h2c", "::1"
+    )
+    for bad, why in [
+        ("orders", "NAME=PORT"),
+        ("orders=x", "not a number"),
+        ("orders=70000", "outside"),
+        ("orders=80,proto=h3", "h1 or h2c"),
+        ("Orders=80", "lowercase"),
+        ("orders=80,color=red", "unknown option"),
+    ]:
+        with pytest.raises(ConfigError, match=why):
+            ServiceSpec.parse(bad)
+
+
+def test_admin_must_be_loopback():
+    with pytest.raises(ConfigError, match="loopback"):
+        AgentConfig.build(name="a", service="s=1", data_dir="d", admin="0.0.0.0:15000")
+
+
+def test_defaults():
+    config = AgentConfig.build(name="node-a", service="orders=8080", data_dir=None)
+    assert config.outbound == ("127.0.0.1", 15001)
+    assert config.inbound == ("0.0.0.0", 15443)
+    assert config.admin == ("127.0.0.1", 15000)
+    assert config.data_dir == Path("peermesh-data/node-a")
+
+
+def _captured_config(monkeypatch, args, env=None):
+    seen: dict[str, AgentConfig] = {}
+
+    def fake_run(fn, config):
+        seen["config"] = config
+
+    monkeypatch.setattr(cli.trio, "run", fake_run)
+    result = CliRunner().invoke(cli.main, ["agent", *args], env=env or {}, catch_exceptions=False)
+    return result, seen.get("config")
+
+
+def test_toml_env_and_flags_precedence(monkeypatch, tmp_path):
+    toml = tmp_path / "agent.toml"
+    toml.write_text(
+        '[agent]\nname = "from-toml"\nservice = "orders=8080"\noutbound = "127.0.0.1:16001"\n'
+        'peers = ["payments=10.0.0.2:15443"]\ndrain-timeout = 3.5\n'
+    )
+    result, config = _captured_config(
+        monkeypatch,
+        ["--config", str(toml), "--outbound", "127.0.0.1:17001"],
+        env={"PEERMESH_NAME": "from-env", "PEERMESH_ADMIN": "127.0.0.1:15999"},
+    )
+    assert result.exit_code == 0, result.output
+    assert config is not None
+    assert config.name == "from-env"  # env beats TOML
+    assert config.outbound == ("127.0.0.1", 17001)  # flag beats TOML
+    assert config.admin == ("127.0.0.1", 15999)
+    assert config.peers == ("payments=10.0.0.2:15443",)
+    assert config.drain_timeout == 3.5
+
+
+def test_cli_errors_are_clear(monkeypatch, tmp_path):
+    result, _ = _captured_config(monkeypatch, ["--name", "a", "--service", "orders"])
+    assert result.exit_code == 2
+    assert "write NAME=PORT" in result.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[agent]\nnmae = 'typo'\n")
+    result, _ = _captured_config(monkeypatch, ["--config", str(bad)])
+    assert result.exit_code == 2
+    assert "unknown setting 'nmae'" in result.output
+    result, _ = _captured_config(
+        monkeypatch, ["--name", "a", "--service", "o=1", "--peer", "orders=nohost"]
+    )
+    assert result.exit_code == 2
+    assert "has no port" in result.output
