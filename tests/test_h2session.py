@@ -73,13 +73,14 @@ async def test_client_reset_cancels_server_handler():
 
 async def test_server_reset_reaches_client():
     async def handler(stream: H2Stream) -> None:
-        stream.reset(h2.errors.ErrorCode.REFUSED_STREAM)
+        stream.reset(h2.errors.ErrorCodes.REFUSED_STREAM)
 
     async with trio.open_nursery() as nursery:
         client, _server = await _pair(nursery, handler)
         stream = await client.open_stream(REQUEST, end_stream=True)
-        with pytest.raises(StreamReset):
+        with pytest.raises(StreamReset) as caught:
             await stream.receive_headers()
+        assert caught.value.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
         nursery.cancel_scope.cancel()
 
 
