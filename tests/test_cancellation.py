@@ -6,10 +6,10 @@ import h2.errors
 import httpx
 import pytest
 import trio
-
 from meshkit import eventually, two_agents
-from peermesh.http.h2session import H2Session, H2Stream, StreamReset
 from pki import mesh_ca
+
+from peermesh.http.h2session import H2Session, H2Stream, StreamReset
 
 
 async def _h2c_client(address: tuple[str, int], nursery: trio.Nursery) -> H2Session:
@@ -56,16 +56,18 @@ async def test_upstream_reset_reaches_the_client(tmp_path):
 
     async with trio.open_nursery() as outer:
         outer.start_soon(trio.serve_listeners, serve_app, app_listeners)
-        async with two_agents(tmp_path, app_port=app_port, proto="h2c") as mesh:
-            async with trio.open_nursery() as nursery:
-                client = await _h2c_client(mesh.outbound, nursery)
-                stream = await client.open_stream(_get(b"/"), end_stream=True)
-                headers = await stream.receive_headers()
-                assert (b":status", b"200") in headers
-                with pytest.raises(StreamReset):
-                    while await stream.receive_data():
-                        pass
-                nursery.cancel_scope.cancel()
+        async with (
+            two_agents(tmp_path, app_port=app_port, proto="h2c") as mesh,
+            trio.open_nursery() as nursery,
+        ):
+            client = await _h2c_client(mesh.outbound, nursery)
+            stream = await client.open_stream(_get(b"/"), end_stream=True)
+            headers = await stream.receive_headers()
+            assert (b":status", b"200") in headers
+            with pytest.raises(StreamReset):
+                while await stream.receive_data():
+                    pass
+            nursery.cancel_scope.cancel()
         outer.cancel_scope.cancel()
 
 
@@ -84,7 +86,6 @@ async def test_certificate_rotation_keeps_open_connections(tmp_path):
         import ssl
 
         from cryptography import x509
-
         from pki import raw_client_context
 
         tcp = await trio.open_tcp_stream(*mesh.inbound)
