@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 << 10
 READ_SIZE = 1 << 16
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
 
 
 class ClientGone(Exception):
@@ -92,6 +94,19 @@ class H1ServerConnection:
                     return
                 if not isinstance(event, h11.Request):
                     return
+                size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+                if size > MAX_HEADER_BYTES:
+                    # h11 only bounds *incomplete* heads; a big one arriving whole gets here.
+                    if self._on_bad_request is not None:
+                        self._on_bad_request("headers too large")
+                    await self._simple(
+                        431,
+                        "headers-too-large",
+                        f"request head is {size} bytes; the limit is {MAX_HEADER_BYTES}",
+                        close=True,
+                    )
+                    await self._lingering_close()
+                    return
                 try:
                     head = h1_request_to_head(
                         event.method,
@@ -110,6 +125,8 @@ class H1ServerConnection:
                 finally:
                     self.busy = False
                 if writer.aborted or self.conn.our_state is not h11.DONE:
+                    if self.conn.their_state is not h11.DONE:
+                        await self._lingering_close()
                     return
                 # If the handler answered without reading the whole body, drain a bounded amount.
                 if self.conn.their_state is not h11.DONE and not await body.discard(limit=1 << 20):
@@ -139,7 +156,29 @@ class H1ServerConnection:
             try:
                 await self._simple(status, code, reason, close=True)
             except (ClientGone, h11.LocalProtocolError):
-                pass
+                return
+            await self._lingering_close()
+
+    async def _lingering_close(self) -> None:
+        """Half-close and drain what the client is still sending before closing.
+
+        Closing a socket with unread input makes the kernel send RST, which can destroy
+        the error response before the client reads it (nginx's lingering_close).
+        """
+        send_eof = getattr(self.transport, "send_eof", None)
+        if send_eof is None:
+            return
+        try:
+            await send_eof()
+            with trio.move_on_after(LINGER_SECONDS):
+                drained = 0
+                while drained < LINGER_BYTES:
+                    chunk = await self.transport.receive_some(READ_SIZE)
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
 
     async def _simple(self, status: int, code: str, text: str, *, close: bool) -> None:
         body = (text + "\n").encode()
