@@ -1,6 +1,8 @@
 """``make demo``: a local mesh of real agents and services, with a live view of the traffic.
 
-Four nodes on loopback, each an agent process beside an app process:
+Four nodes on loopback, each an agent process beside an app process. No endpoint
+is configured anywhere: the agents find each other by mDNS and agree on who is
+alive (and which services each fronts) by SWIM gossip.
 
     edge (this script's load) ─▶ frontend ─▶ orders ─▶ payments
 
@@ -52,6 +54,7 @@ class Node:
     outbound: int = field(default_factory=free_port)
     inbound: int = field(default_factory=free_port)
     admin: int = field(default_factory=free_port)
+    gossip: int = field(default_factory=free_port)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -127,8 +130,13 @@ def build_mesh(root: Path) -> list[Node]:
 
 
 def start_mesh(root: Path, nodes: list[Node]) -> None:
-    peers = [f"--peer={n.service}=127.0.0.1:{n.inbound}" for n in nodes if n.service != "edge"]
-    console.print("[bold]2.[/] starting apps and agents (one agent beside each app)")
+    key = root / "gossip.key"
+    run_cli("keygen", "gossip", "--out", str(key))
+    console.print(f"   gossip key (AES-256-GCM keyring) → {key}")
+    console.print(
+        "[bold]2.[/] starting apps and agents (one agent beside each app); no endpoint is"
+        " configured: agents find each other by mDNS and agree on members by SWIM gossip"
+    )
     for node in nodes:
         calls = dict(CHAIN).get(node.service)
         if node.service != "edge":
@@ -149,15 +157,36 @@ def start_mesh(root: Path, nodes: list[Node]) -> None:
             "--inbound", f"127.0.0.1:{node.inbound}",
             "--admin", f"127.0.0.1:{node.admin}",
             "--drain-timeout", "5",
-            *peers,
+            "--gossip", f"127.0.0.1:{node.gossip}",
+            "--gossip-key-file", str(key),
+            "--gossip-profile", "local",
+            "--advertise", "127.0.0.1",
+            "--label", "version=v1",
         ]  # fmt: skip
         node.procs.append(start(agent, root / "logs" / f"{node.name}.log"))
     for node in nodes:
         wait_ready(node)
         console.print(
             f"   {node.name:14} admin {node.admin_url}  outbound :{node.outbound}"
-            f"  inbound :{node.inbound}"
+            f"  inbound :{node.inbound}  gossip :{node.gossip}/udp"
         )
+    wait_converged(nodes)
+
+
+def wait_converged(nodes: list[Node], timeout: float = 30) -> None:
+    """Until every agent sees every other alive (mDNS finds them, gossip agrees)."""
+    deadline = time.monotonic() + timeout
+    names = {n.name for n in nodes}
+    while time.monotonic() < deadline:
+        views = []
+        for node in nodes:
+            _, members = get_json(node.admin_url + "/v1/members")
+            views.append({m["name"] for m in members.get("members", []) if m["state"] == "alive"})
+        if all(view == names for view in views):
+            console.print("   membership converged: every agent sees all four alive")
+            return
+        time.sleep(0.2)
+    raise SystemExit("agents did not find each other by mDNS; see demo-data/logs/")
 
 
 def send(edge: Node, service: str) -> tuple[int, str]:
@@ -173,10 +202,14 @@ def send(edge: Node, service: str) -> tuple[int, str]:
     return status, f"edge → {service}: {error}"
 
 
+def _short(identity: str | None) -> str:
+    return (identity or "").replace(f"spiffe://{TRUST_DOMAIN}", "")
+
+
 def render(nodes: list[Node], sent: int, last: list[tuple[int, str]], elapsed: float) -> Group:
     table = Table(title=f"peermesh demo — {sent} requests in {elapsed:.0f}s", expand=True)
     table.add_column("node")
-    table.add_column("identity", no_wrap=True, min_width=28)
+    table.add_column(f"identity (spiffe://{TRUST_DOMAIN}…)", no_wrap=True)
     for column in ("direction", "service", "status", "count"):
         table.add_column(column)
     for node in nodes:
@@ -190,7 +223,7 @@ def render(nodes: list[Node], sent: int, last: list[tuple[int, str]], elapsed: f
             colour = "green" if row["status"] < 400 else "red"
             table.add_row(
                 node.name if first else "",
-                (status["identity"] or "") if first else "",
+                _short(status["identity"]) if first else "",
                 row["direction"],
                 row["service"],
                 f"[{colour}]{row['status']}[/]",
@@ -198,7 +231,7 @@ def render(nodes: list[Node], sent: int, last: list[tuple[int, str]], elapsed: f
             )
             first = False
         if first:
-            table.add_row(node.name, status["identity"] or "", "", "", "", "")
+            table.add_row(node.name, _short(status["identity"]), "", "", "", "")
     recent = Table(title="last requests", expand=True, show_header=False)
     recent.add_column("status")
     recent.add_column("path")
@@ -243,7 +276,11 @@ def main() -> None:
     try:
         start_mesh(root, nodes)
         edge = nodes[0]
-        console.print("[bold]3.[/] control RPC over the same mTLS connections:")
+        console.print("[bold]3.[/] the mesh as node-edge sees it ([cyan]peermesh members[/]):")
+        subprocess.run(
+            [sys.executable, "-m", "peermesh", "members", "--agent", edge.admin_url], check=False
+        )
+        console.print("   control RPC over the same mTLS connections:")
         subprocess.run(
             [sys.executable, "-m", "peermesh", "ping", "--agent", edge.admin_url,
              f"127.0.0.1:{nodes[2].inbound}"],

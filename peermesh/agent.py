@@ -18,8 +18,16 @@ from peermesh.admin import AdminResponse, AdminServer
 from peermesh.config import AgentConfig
 from peermesh.control.client import ControlCallError, ControlClient
 from peermesh.control.router import ControlRequest, ControlRouter
+from peermesh.membership.gossip import GossipSettings, Membership, default_advertise_address
+from peermesh.membership.mdns import Candidate, MdnsDiscovery
 from peermesh.metrics import AgentMetrics
-from peermesh.proxy.endpoints import Endpoint, EndpointError, StaticEndpoints, parse_host_port
+from peermesh.proxy.endpoints import (
+    CompositeEndpoints,
+    Endpoint,
+    EndpointError,
+    StaticEndpoints,
+    parse_host_port,
+)
 from peermesh.proxy.inbound import InboundProxy
 from peermesh.proxy.localapp import LocalApp
 from peermesh.proxy.outbound import OutboundProxy
@@ -37,7 +45,15 @@ class Agent:
         self.config = config
         self.metrics = AgentMetrics()
         self.tls = MeshTls(config.data_dir, config.trust_domain, require=False)
-        self.endpoints = StaticEndpoints(config.peers, config.endpoints_file)
+        self.static_endpoints = StaticEndpoints(config.peers, config.endpoints_file)
+        self.endpoints = CompositeEndpoints([self.static_endpoints])
+        self.membership: Membership | None = None
+        self.mdns: MdnsDiscovery | None = None
+        self._keyring = None
+        if config.gossip is not None and config.gossip_key_file is not None:
+            from gossip.codec import load_keyring
+
+            self._keyring = load_keyring(config.gossip_key_file)
         self.control = ControlRouter()
         self.control.register("ping", self._ping)
         self.admin = AdminServer()
@@ -46,6 +62,7 @@ class Agent:
         self.admin.route("/metrics", self._metrics)
         self.admin.route("/v1/status", self._status)
         self.admin.route("/v1/ping", self._admin_ping)
+        self.admin.route("/v1/members", self._members)
         self.outbound_tracker = ConnectionTracker("outbound")
         self.inbound_tracker = ConnectionTracker("inbound")
         self.addresses: dict[str, tuple[str, int]] = {}
@@ -105,6 +122,8 @@ class Agent:
                 "admin": _bound(admin_listeners),
             }
             root.start_soon(trio.serve_listeners, self.admin.serve_connection, admin_listeners)
+            if cfg.gossip is not None:
+                await self._start_membership(root)
             async with trio.open_nursery() as connections:
                 accept_scope = trio.CancelScope()
 
@@ -124,9 +143,11 @@ class Agent:
                 task_status.started(self)
                 await self._shutdown.wait()
 
-                # Graceful drain.
+                # Graceful drain: leave the mesh first so peers stop routing to us.
                 self.draining = True
                 log.info("agent %s draining (up to %.1fs)", cfg.name, cfg.drain_timeout)
+                if self.membership is not None:
+                    await self.membership.leave()
                 accept_scope.cancel()
                 for listener in out_listeners + in_listeners:
                     await listener.aclose()
@@ -140,6 +161,74 @@ class Agent:
                 connections.cancel_scope.cancel()
             root.cancel_scope.cancel()
         log.info("agent %s stopped", cfg.name)
+
+    async def _start_membership(self, nursery: trio.Nursery) -> None:
+        cfg = self.config
+        assert cfg.gossip is not None
+        from gossip.profiles import LAN, LOCAL, WAN
+
+        profile = {"lan": LAN, "wan": WAN, "local": LOCAL}[cfg.gossip_profile]
+        advertise = cfg.advertise or default_advertise_address(self.addresses["inbound"][0])
+        services = {cfg.service.name: dict(cfg.labels)}
+        self.membership = Membership(
+            GossipSettings(
+                name=cfg.name,
+                bind=cfg.gossip,
+                advertise=advertise,
+                inbound_port=self.addresses["inbound"][1],
+                services=services,
+                profile=profile,
+                keyring=self._keyring,
+                join=cfg.join,
+            ),
+            ControlClient(self.pool),
+            self.control,
+        )
+        await nursery.start(self.membership.run)
+        self.addresses["gossip"] = self.membership.bound
+        self.endpoints.sources.append(self.membership)
+        if cfg.mdns:
+            self.mdns = MdnsDiscovery(
+                node=cfg.name,
+                address=advertise,
+                gossip_port=self.membership.bound[1],
+                inbound_port=self.addresses["inbound"][1],
+                trust_domain=cfg.trust_domain,
+                on_candidate=self._on_mdns_candidate,
+            )
+            nursery.start_soon(self._run_mdns)
+
+    async def _run_mdns(self) -> None:
+        assert self.mdns is not None
+        try:
+            await self.mdns.run()
+        except OSError as exc:
+            # No multicast-capable interface (e.g. loopback only): seeds still work.
+            log.warning("mDNS discovery unavailable: %s; use --join seeds", exc)
+
+    async def _on_mdns_candidate(self, candidate: Candidate) -> None:
+        membership = self.membership
+        if membership is None:
+            return
+        known = membership.swim.member(candidate.node)
+        if known is not None and known.state.name in ("ALIVE", "SUSPECT"):
+            return
+        log.info("mDNS found %s at %s; joining", candidate.node, candidate.address)
+        assert self._pool is not None
+        self._pool.nursery.start_soon(
+            lambda: membership.join_via((candidate.address, candidate.inbound_port), attempts=3)
+        )
+
+    async def _members(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        if self.membership is None:
+            return AdminResponse.json(200, {"running": False, "reason": "gossip is off"})
+        status = self.membership.status()
+        if self.mdns is not None:
+            status["mdns"] = {
+                "running": self.mdns.running,
+                "discovered": sorted(self.mdns.discovered),
+            }
+        return AdminResponse.json(200, status)
 
     def _open_connections(self) -> int:
         return self.outbound_tracker.connections + self.inbound_tracker.connections

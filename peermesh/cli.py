@@ -108,6 +108,52 @@ main.add_command(dev_ca)
     help="Seconds to let in-flight requests finish on SIGTERM.",
 )
 @click.option(
+    "--label",
+    envvar="PEERMESH_LABEL",
+    multiple=True,
+    help="Service label KEY=VALUE advertised to the mesh (e.g. version=v2); repeatable.",
+)
+@click.option(
+    "--gossip",
+    envvar="PEERMESH_GOSSIP",
+    default="0.0.0.0:15946",
+    show_default=True,
+    help="UDP address for SWIM gossip, or 'off' (static --peer endpoints only).",
+)
+@click.option(
+    "--join",
+    envvar="PEERMESH_JOIN",
+    multiple=True,
+    help="Seed: a peer agent's inbound HOST[:PORT] (mTLS); repeatable.",
+)
+@click.option(
+    "--gossip-key-file",
+    envvar="PEERMESH_GOSSIP_KEY_FILE",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Mesh gossip keyring (from 'peermesh keygen gossip').",
+)
+@click.option(
+    "--insecure-gossip",
+    envvar="PEERMESH_INSECURE_GOSSIP",
+    is_flag=True,
+    help="Gossip without encryption (local experiments only).",
+)
+@click.option(
+    "--gossip-profile",
+    envvar="PEERMESH_GOSSIP_PROFILE",
+    type=click.Choice(["lan", "wan", "local"]),
+    default="lan",
+    show_default=True,
+)
+@click.option(
+    "--mdns/--no-mdns",
+    envvar="PEERMESH_MDNS",
+    default=True,
+    show_default=True,
+    help="Advertise and discover agents on the local link with mDNS.",
+)
+@click.option("--advertise", envvar="PEERMESH_ADVERTISE", help="Address peers use to reach us.")
+@click.option(
     "--log-level",
     envvar="PEERMESH_LOG_LEVEL",
     default="info",
@@ -124,6 +170,14 @@ def agent(
     peer: tuple[str, ...],
     endpoints_file: str | None,
     drain_timeout: float,
+    label: tuple[str, ...],
+    gossip: str,
+    join: tuple[str, ...],
+    gossip_key_file: str | None,
+    insecure_gossip: bool,
+    gossip_profile: str,
+    mdns: bool,
+    advertise: str | None,
     log_level: str,
 ) -> None:
     """Run the sidecar agent beside one service."""
@@ -143,6 +197,14 @@ def agent(
             peers=tuple(p for item in peer for p in item.split()),
             endpoints_file=endpoints_file,
             drain_timeout=drain_timeout,
+            labels=label,
+            gossip=gossip,
+            join=tuple(j for item in join for j in item.split()),
+            gossip_key_file=gossip_key_file,
+            insecure_gossip=insecure_gossip,
+            gossip_profile=gossip_profile,
+            mdns=mdns,
+            advertise=advertise,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -154,12 +216,13 @@ def agent(
 
 
 async def _run_agent(config: AgentConfig) -> None:
+    from gossip.codec import KeyfileError
     from peermesh.agent import Agent
     from peermesh.proxy.endpoints import EndpointError
 
     try:
         node = Agent(config)
-    except EndpointError as exc:
+    except (EndpointError, KeyfileError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if not node.tls.loaded:
         logging.getLogger("peermesh").warning(
@@ -248,6 +311,59 @@ def ping(agent_url: str, address: str) -> None:
     if code != 200:
         raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
     click.echo(f"{address}: node {data['node']} ({data['service']}) in {data['rtt_ms']} ms")
+
+
+@main.command()
+@agent_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def members(agent_url: str, output: str) -> None:
+    """List the mesh members this agent sees (gossip membership)."""
+    _code, data = _admin_get(agent_url, "/v1/members")
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data.get("running"):
+        raise click.ClickException(f"gossip is not running: {data.get('reason', 'unknown')}")
+    table = Table(title=f"members seen by {data['node']} (digest {data['digest']})")
+    for column in ("name", "state", "address", "inbound", "services", "incarnation"):
+        table.add_column(column)
+    colours = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+    for member in data["members"]:
+        services = ", ".join(
+            name + ("{" + ",".join(f"{k}={v}" for k, v in labels.items()) + "}" if labels else "")
+            for name, labels in member["services"].items()
+        )
+        state = member["state"]
+        table.add_row(
+            member["name"],
+            f"[{colours.get(state, 'white')}]{state}[/]",
+            member["address"],
+            str(member["inbound_port"]),
+            services,
+            str(member["incarnation"]),
+        )
+    console.print(table)
+
+
+@main.group()
+def keygen() -> None:
+    """Make mesh secrets."""
+
+
+@keygen.command("gossip")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Key file.")
+@click.option("--force", is_flag=True, help="Replace an existing key file.")
+def keygen_gossip(out: str, force: bool) -> None:
+    """A new AES-256 gossip key file (mode 0600); copy it to every agent."""
+    from gossip.codec import generate_gossip_key, save_keyring
+
+    if Path(out).exists() and not force:
+        raise click.ClickException(
+            f"{out} exists; pass --force to replace it (agents with the old key stop hearing"
+            " this one), or add a key for rotation by editing the file (primary key first)"
+        )
+    save_keyring(out, [generate_gossip_key()])
+    click.echo(f"wrote gossip key to {out} (mode 0600); give it to every agent")
 
 
 if __name__ == "__main__":  # pragma: no cover

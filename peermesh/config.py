@@ -17,6 +17,7 @@ DEFAULT_OUTBOUND = "127.0.0.1:15001"
 DEFAULT_INBOUND = "0.0.0.0:15443"
 DEFAULT_ADMIN = "127.0.0.1:15000"
 DEFAULT_TRUST_DOMAIN = "mesh.local"
+DEFAULT_GOSSIP = "0.0.0.0:15946"
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -104,7 +105,13 @@ class AgentConfig:
     endpoints_file: Path | None = None
     drain_timeout: float = 10.0
     connect_timeout: float = 2.0
-    extra: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    gossip: tuple[str, int] | None = ("0.0.0.0", 15946)
+    join: tuple[tuple[str, int], ...] = ()
+    gossip_key_file: Path | None = None
+    gossip_profile: str = "lan"
+    mdns: bool = True
+    advertise: str | None = None
 
     @classmethod
     def build(
@@ -120,6 +127,14 @@ class AgentConfig:
         peers: tuple[str, ...] = (),
         endpoints_file: str | Path | None = None,
         drain_timeout: float = 10.0,
+        labels: tuple[str, ...] = (),
+        gossip: str = DEFAULT_GOSSIP,
+        join: tuple[str, ...] = (),
+        gossip_key_file: str | Path | None = None,
+        insecure_gossip: bool = False,
+        gossip_profile: str = "lan",
+        mdns: bool = True,
+        advertise: str | None = None,
     ) -> AgentConfig:
         check_name(name, "--name")
         spec = ServiceSpec.parse(service)
@@ -139,6 +154,32 @@ class AgentConfig:
                 raise ConfigError(str(exc)) from None
         if drain_timeout < 0:
             raise ConfigError("--drain-timeout must be ≥ 0 seconds")
+        label_map: dict[str, str] = {}
+        for item in labels:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--label {item!r}: write KEY=VALUE (e.g. version=v2)")
+            label_map[key] = value
+        gossip_addr = None if gossip == "off" else parse_address(gossip, "--gossip")
+        if gossip_addr is not None and gossip_key_file is None and not insecure_gossip:
+            raise ConfigError(
+                "gossip needs the mesh gossip key: make one with 'peermesh keygen gossip --out"
+                " FILE', give every agent --gossip-key-file FILE; or pass --insecure-gossip"
+                " (local experiments only), or --gossip off (static --peer endpoints only)"
+            )
+        if gossip_key_file is not None and insecure_gossip:
+            raise ConfigError("--gossip-key-file and --insecure-gossip exclude each other")
+        if gossip_profile not in ("lan", "wan", "local"):
+            raise ConfigError(f"--gossip-profile {gossip_profile!r}: choose lan, wan or local")
+        seeds = []
+        for seed in join:
+            host, sep, port_text = seed.rpartition(":")
+            if not sep:
+                host, port_text = seed, "15443"
+            try:
+                seeds.append(parse_host_port(f"{host}:{port_text}", what=f"--join {seed!r}"))
+            except EndpointError as exc:
+                raise ConfigError(str(exc)) from None
         directory = Path(data_dir) if data_dir else Path("peermesh-data") / name
         return cls(
             name=name,
@@ -151,6 +192,13 @@ class AgentConfig:
             peers=tuple(peers),
             endpoints_file=Path(endpoints_file) if endpoints_file else None,
             drain_timeout=drain_timeout,
+            labels=label_map,
+            gossip=gossip_addr,
+            join=tuple(seeds),
+            gossip_key_file=Path(gossip_key_file) if gossip_key_file else None,
+            gossip_profile=gossip_profile,
+            mdns=mdns and gossip_addr is not None,
+            advertise=advertise,
         )
 
 

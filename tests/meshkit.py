@@ -54,8 +54,11 @@ def agent_config(
     proto: str = "h1",
     peers: tuple[str, ...] = (),
     drain_timeout: float = 5.0,
+    **gossip: object,
 ) -> AgentConfig:
-    return AgentConfig.build(
+    """An agent on ephemeral loopback ports; static endpoints unless gossip options are given."""
+    gossip.setdefault("gossip", "off")
+    return AgentConfig.build(  # type: ignore[arg-type]
         name=name,
         service=f"{service}={app_port},proto={proto}",
         data_dir=data_dir,
@@ -65,6 +68,7 @@ def agent_config(
         admin="127.0.0.1:0",
         peers=peers,
         drain_timeout=drain_timeout,
+        **gossip,
     )
 
 

@@ -47,7 +47,7 @@ def _agent_args(
         "--inbound", f"127.0.0.1:{inbound}",
         "--admin", f"127.0.0.1:{admin}",
         "--log-level", "warning",
-        *extra,
+        *(extra or ("--gossip", "off")),
     )  # fmt: skip
 
 
@@ -70,7 +70,7 @@ def proc_mesh(tmp_path: Path) -> Iterator[ProcMesh]:
             process(
                 _agent_args(
                     "node-a", "frontend=9", dirs["node-a"], out_port, free_port(), admin_a,
-                    "--peer", f"orders=127.0.0.1:{in_port}",
+                    "--peer", f"orders=127.0.0.1:{in_port}", "--gossip", "off",
                 )
             )
         )  # fmt: skip

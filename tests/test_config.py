@@ -30,11 +30,17 @@ def test_service_spec_parsing():
 
 def test_admin_must_be_loopback():
     with pytest.raises(ConfigError, match="loopback"):
-        AgentConfig.build(name="a", service="s=1", data_dir="d", admin="0.0.0.0:15000")
+        AgentConfig.build(
+            name="a", service="s=1", data_dir="d", admin="0.0.0.0:15000", gossip="off"
+        )
 
 
 def test_defaults():
-    config = AgentConfig.build(name="node-a", service="orders=8080", data_dir=None)
+    config = AgentConfig.build(
+        name="node-a", service="orders=8080", data_dir=None, insecure_gossip=True
+    )
+    assert config.gossip == ("0.0.0.0", 15946)
+    assert config.mdns
     assert config.outbound == ("127.0.0.1", 15001)
     assert config.inbound == ("0.0.0.0", 15443)
     assert config.admin == ("127.0.0.1", 15000)
@@ -56,6 +62,7 @@ def test_toml_env_and_flags_precedence(monkeypatch, tmp_path):
     toml = tmp_path / "agent.toml"
     toml.write_text(
         '[agent]\nname = "from-toml"\nservice = "orders=8080"\noutbound = "127.0.0.1:16001"\n'
+        'gossip = "off"\n'
         'peers = ["payments=10.0.0.2:15443"]\ndrain-timeout = 3.5\n'
     )
     result, config = _captured_config(
@@ -86,3 +93,10 @@ def test_cli_errors_are_clear(monkeypatch, tmp_path):
     )
     assert result.exit_code == 2
     assert "has no port" in result.output
+    result, _ = _captured_config(monkeypatch, ["--name", "a", "--service", "o=1"])
+    assert result.exit_code == 2
+    assert "gossip needs the mesh gossip key" in result.output
+    result, _ = _captured_config(
+        monkeypatch, ["--name", "a", "--service", "o=1", "--insecure-gossip", "--label", "v2"]
+    )
+    assert "write KEY=VALUE" in result.output

@@ -16,6 +16,8 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    assert "membership converged" in out  # found by mDNS, agreed by gossip
+    assert "members seen by node-edge" in out
     assert "edge → frontend → orders → payments" in out
     assert "node node-orders (orders)" in out  # the control-RPC ping
     assert "no-route" in out or "inventory" in out

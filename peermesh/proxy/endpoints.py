@@ -184,3 +184,31 @@ def load_endpoint_file(path: Path) -> dict[str, list[Endpoint]]:
             )
         table[str(service)] = out
     return table
+
+
+class CompositeEndpoints:
+    """Several sources merged: static flags/files beside live gossip membership."""
+
+    def __init__(self, sources: Sequence[EndpointSource]) -> None:
+        self.sources = list(sources)
+
+    def endpoints(self, service: str) -> Sequence[Endpoint] | None:
+        found: list[Endpoint] = []
+        known = False
+        seen: set[tuple[str, int]] = set()
+        for source in self.sources:
+            result = source.endpoints(service)
+            if result is None:
+                continue
+            known = True
+            for endpoint in result:
+                if (endpoint.host, endpoint.port) not in seen:
+                    seen.add((endpoint.host, endpoint.port))
+                    found.append(endpoint)
+        return found if known else None
+
+    def services(self) -> Iterable[str]:
+        names: set[str] = set()
+        for source in self.sources:
+            names.update(source.services())
+        return sorted(names)

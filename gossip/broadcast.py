@@ -1,0 +1,155 @@
+"""The transmit-limited broadcast queue that feeds piggybacked gossip.
+
+Each membership change is sent a limited number of times, mult·ceil(log10(N+1)),
+which is enough for epidemic spread to reach everyone with high probability and
+keeps per-node load logarithmic in cluster size. When several changes wait,
+the least transmitted go first (news travels before old news is repeated, and
+the newest first among equals), and a newer change about a node replaces any
+older one still queued: only the latest word about a member is worth the bytes.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def retransmit_limit(mult: int, n: int) -> int:
+    """How many times a broadcast is sent in a cluster of ``n`` live members."""
+    return mult * max(1, math.ceil(math.log10(n + 1)))
+
+
+class _Item:
+    __slots__ = ("dead", "key", "payload", "size", "transmits")
+
+    def __init__(self, key: str, payload: bytes) -> None:
+        self.key = key
+        self.payload = payload
+        self.size = len(payload)
+        self.transmits = 0
+        self.dead = False
+
+
+class BroadcastQueue:
+    """Pending broadcasts keyed by the member they are about.
+
+    Internally one stack per transmit count, newest on top. Entries are removed
+    lazily (an entry is stale once its item was sent again or replaced), which
+    keeps every operation proportional to what is actually packed.
+    """
+
+    # Stop looking for a message small enough to fill the tail of a datagram after
+    # this many misses: perfect packing is not worth walking the whole queue.
+    MAX_MISSES = 16
+    MIN_USEFUL = 8
+
+    def __init__(self, retransmit_mult: int) -> None:
+        self.retransmit_mult = retransmit_mult
+        self._tiers: list[list[_Item]] = [[]]
+        self._counts: list[int] = [0]
+        self._items: dict[str, _Item] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def _forget(self, item: _Item) -> None:
+        item.dead = True
+        self._counts[item.transmits] -= 1
+
+    def queue(self, key: str, payload: bytes) -> None:
+        """Queue ``payload`` (an encoded message) about ``key``, replacing older news of it."""
+        old = self._items.get(key)
+        if old is not None:
+            self._forget(old)
+        item = _Item(key, payload)
+        self._items[key] = item
+        stack = self._tiers[0]
+        stack.append(item)
+        self._counts[0] += 1
+        if len(stack) > 2 * self._counts[0] + 64:
+            self._compact(0)
+
+    def discard(self, key: str) -> None:
+        """Forget any pending broadcast about ``key``."""
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._forget(old)
+
+    def transmits(self, key: str) -> int | None:
+        """How many times the pending broadcast about ``key`` has been sent (None: none)."""
+        item = self._items.get(key)
+        return None if item is None else item.transmits
+
+    def _compact(self, t: int) -> None:
+        self._tiers[t] = [it for it in self._tiers[t] if not it.dead and it.transmits == t]
+
+    def get(self, budget: int, n: int) -> list[bytes]:
+        """Payloads that fit in ``budget`` bytes, fewest-transmitted and newest first.
+
+        Each returned payload counts one transmission; those that reach the limit
+        for a cluster of ``n`` live members leave the queue.
+        """
+        items = self._items
+        if not items:
+            return []
+        limit = retransmit_limit(self.retransmit_mult, n)
+        tiers = self._tiers
+        counts = self._counts
+        while len(tiers) > limit:  # the cluster shrank: these were sent often enough
+            t = len(tiers) - 1
+            for it in tiers.pop():
+                if not it.dead and it.transmits == t:
+                    it.dead = True
+                    del items[it.key]
+            counts.pop()
+        picked: list[_Item] = []
+        remaining = budget
+        misses = 0
+        min_useful = self.MIN_USEFUL
+        max_misses = self.MAX_MISSES
+        for t in range(len(tiers)):
+            stack = tiers[t]
+            if not counts[t]:
+                if stack:
+                    stack.clear()
+                continue
+            i = len(stack) - 1
+            while i >= 0:
+                it = stack[i]
+                if it.dead or it.transmits != t:
+                    if i == len(stack) - 1:
+                        stack.pop()
+                elif it.size <= remaining:
+                    picked.append(it)
+                    remaining -= it.size
+                    it.transmits = t + 1
+                    counts[t] -= 1
+                    if i == len(stack) - 1:
+                        stack.pop()
+                    if remaining < min_useful:
+                        break
+                else:
+                    misses += 1
+                    if misses > max_misses:
+                        break
+                i -= 1
+            if len(stack) > 2 * counts[t] + 64:
+                self._compact(t)
+            if remaining < min_useful or misses > max_misses:
+                break
+        if not picked:
+            return []
+        for it in reversed(picked):  # keep newest-first order in the next tier
+            t = it.transmits
+            if t >= limit:
+                it.dead = True
+                del items[it.key]
+                continue
+            if t == len(tiers):
+                tiers.append([])
+                counts.append(0)
+            tiers[t].append(it)
+            counts[t] += 1
+        return [it.payload for it in picked]

@@ -1,0 +1,368 @@
+"""The trio shell around the sans-IO SWIM core: UDP datagrams, timers, push-pull, endpoints.
+
+The core (``gossip.swim.Swim``) decides; this module only moves bytes and sleeps:
+datagrams in and out of one UDP socket, ``tick`` at the core's next deadline, and
+full-state push-pull exchanges carried as control RPCs over the agents' mTLS HTTP/2
+connections (``/peermesh.v1/gossip/pushpull``). Joining is such an exchange with a
+peer's *inbound* address, so only a holder of a mesh certificate can join; the UDP
+probes that follow are sealed with the mesh gossip key.
+
+The live member table is also the proxy's endpoint table (``EndpointSource``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from gossip.codec import Codec, Keyring
+from gossip.messages import Address, Member, MemberState, NodeMeta
+from gossip.profiles import Profile
+from gossip.swim import (
+    Event,
+    MemberDead,
+    MemberJoined,
+    MemberLeft,
+    MemberSuspect,
+    MemberUpdated,
+    Output,
+    SendDatagram,
+    StartPushPull,
+    Swim,
+)
+from peermesh.control.client import ControlCallError, ControlClient
+from peermesh.control.router import ControlError, ControlRequest, ControlRouter
+from peermesh.proxy.endpoints import Endpoint
+
+log = logging.getLogger(__name__)
+
+PUSH_PULL_METHOD = "gossip/pushpull"
+MAX_DATAGRAM_READ = 65536
+
+
+@dataclass(frozen=True)
+class GossipSettings:
+    """How this node takes part in gossip."""
+
+    name: str
+    bind: tuple[str, int]
+    advertise: str
+    inbound_port: int
+    services: dict[str, dict[str, str]]
+    profile: Profile
+    keyring: Keyring | None
+    join: tuple[tuple[str, int], ...] = ()
+
+
+class Membership:
+    """Runs SWIM for the agent and answers "where does service X run?"."""
+
+    def __init__(
+        self,
+        settings: GossipSettings,
+        control: ControlClient,
+        router: ControlRouter,
+        *,
+        rng: random.Random | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.control = control
+        self.rng = rng or random.Random()
+        self.on_event = on_event
+        self._socket: trio.socket.SocketType | None = None
+        self._raw: socket.socket
+        self._wakeup = trio.Event()
+        self._swim: Swim | None = None
+        self._nursery: trio.Nursery | None = None
+        self.bound: tuple[str, int] = settings.bind
+        self.events: list[tuple[float, str, str]] = []  # (time, kind, member) recent history
+        self.push_pull_failures = 0
+        self.joined = trio.Event()
+        router.register(PUSH_PULL_METHOD, self._serve_push_pull)
+
+    # -- setup ------------------------------------------------------------------------
+    @property
+    def swim(self) -> Swim:
+        assert self._swim is not None, "membership is not running"
+        return self._swim
+
+    @property
+    def running(self) -> bool:
+        return self._swim is not None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        s = self.settings
+        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            raw.bind(s.bind)
+        except OSError as exc:
+            raw.close()
+            raise OSError(
+                exc.errno, f"cannot bind gossip UDP {s.bind[0]}:{s.bind[1]}: {exc.strerror}"
+            ) from None
+        raw.setblocking(False)
+        # Sends are synchronous and non-blocking (a full buffer is just packet loss);
+        # receives go through trio.
+        self._raw = raw
+        sock = trio.socket.from_stdlib_socket(raw)
+        self._socket = sock
+        self.bound = sock.getsockname()[:2]
+        meta = NodeMeta.create(
+            (s.advertise,),
+            gossip_port=self.bound[1],
+            inbound_port=s.inbound_port,
+            services=s.services,
+        )
+        now = trio.current_time()
+        # Wall-clock derived numbers make a restarted node start above what the mesh
+        # remembers of its previous life (incarnation) and above its old datagrams (epoch).
+        wall_ms = int(time.time() * 1000)
+        codec = Codec(s.name, keyring=s.keyring, insecure=s.keyring is None, epoch=wall_ms)
+        self._swim = Swim(
+            s.name, meta, codec=codec, profile=s.profile, rng=self.rng, now=now,
+            incarnation=wall_ms,
+        )  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._receive_loop)
+            nursery.start_soon(self._timer_loop)
+            for address in s.join:
+                nursery.start_soon(self.join_via, address)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                sock.close()
+
+    # -- the loops ----------------------------------------------------------------------
+    async def _receive_loop(self) -> None:
+        assert self._socket is not None
+        while True:
+            try:
+                data, addr = await self._socket.recvfrom(MAX_DATAGRAM_READ)
+            except OSError as exc:  # e.g. ICMP port unreachable surfacing on Linux
+                log.debug("gossip recv error: %s", exc)
+                continue
+            self._apply(self.swim.handle_datagram(trio.current_time(), addr[:2], data))
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.swim.next_deadline()
+            with trio.move_on_at(deadline):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            self._apply(self.swim.tick(trio.current_time()))
+
+    def _apply(self, outputs: Iterable[Output]) -> None:
+        """Carry out the core's decisions: send, start exchanges, publish events."""
+        for output in outputs:
+            if isinstance(output, SendDatagram):
+                self._send(output.addr, output.data)
+            elif isinstance(output, StartPushPull):
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._push_pull, output)
+            else:
+                self._record(output)
+        self._wakeup.set()  # the next deadline may have moved earlier
+
+    def _send(self, addr: Address, data: bytes) -> None:
+        try:
+            self._raw.sendto(data, addr)
+        except BlockingIOError:
+            pass  # UDP: a full buffer is packet loss, which SWIM tolerates
+        except OSError as exc:
+            log.debug("gossip send to %s failed: %s", addr, exc)
+
+    def _record(self, event: Event) -> None:
+        kind = {
+            MemberJoined: "joined",
+            MemberSuspect: "suspect",
+            MemberDead: "dead",
+            MemberLeft: "left",
+            MemberUpdated: "updated",
+        }[type(event)]
+        self.events.append((trio.current_time(), kind, event.member.name))
+        del self.events[:-200]
+        if kind in ("joined", "dead", "left"):
+            log.info("member %s %s", event.member.name, kind)
+        if not self.joined.is_set() and self.swim.num_live > 1:
+            self.joined.set()
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # -- push-pull over mTLS --------------------------------------------------------------
+    async def join_via(self, address: tuple[str, int], *, attempts: int = 0) -> bool:
+        """Join through a peer's inbound address (``--join`` or mDNS); retries with backoff.
+
+        ``attempts=0`` keeps trying until joined (seeds may start after us).
+        """
+        delay = 0.2
+        tried = 0
+        while not attempts or tried < attempts:
+            tried += 1
+            if await self._exchange(address, joining=True):
+                return True
+            await trio.sleep(self.rng.uniform(0, delay))
+            delay = min(delay * 2, 10.0)
+        return False
+
+    async def _push_pull(self, action: StartPushPull) -> None:
+        member = self.swim.member(action.node) if action.node else None
+        if member is None:
+            return
+        host = member.meta.addresses[0] if member.meta.addresses else action.addr[0]
+        await self._exchange((host, member.meta.inbound_port), joining=False)
+
+    async def _exchange(self, address: tuple[str, int], *, joining: bool) -> bool:
+        endpoint = Endpoint(service="", host=address[0], port=address[1])
+        try:
+            if joining:
+                self._apply(self.swim.join(trio.current_time(), ()))
+            reply = await self.control.call(
+                endpoint, PUSH_PULL_METHOD, self.swim.push_pull_state(), timeout=5.0
+            )
+        except ControlCallError as exc:
+            self.push_pull_failures += 1
+            log.debug("push-pull with %s:%d failed: %s", address[0], address[1], exc)
+            return False
+        if not isinstance(reply, bytes):
+            self.push_pull_failures += 1
+            return False
+        self._apply(self.swim.merge_push_pull(trio.current_time(), reply))
+        return True
+
+    async def _serve_push_pull(self, request: ControlRequest) -> Any:
+        if not self.running:
+            raise ControlError(503, "gossip is not running on this agent yet")
+        if not isinstance(request.body, bytes):
+            raise ControlError(400, "push-pull body must be the msgpack state bytes")
+        before = self.swim.stats.push_pull_rejected
+        # Merge first, then answer: the caller learns what we know including itself.
+        self._apply(self.swim.merge_push_pull(trio.current_time(), request.body))
+        if self.swim.stats.push_pull_rejected != before:
+            raise ControlError(400, "push-pull state was malformed or came from ourselves")
+        return self.swim.push_pull_state()
+
+    # -- changing ourselves ----------------------------------------------------------------
+    def update_services(self, services: dict[str, dict[str, str]]) -> None:
+        """Advertise new services/labels (a new incarnation, gossiped to everyone)."""
+        meta = self.swim.meta.with_services(services)
+        self._apply(self.swim.update_metadata(trio.current_time(), meta))
+
+    async def leave(self, timeout: float = 2.0) -> None:
+        """Tell the mesh we are leaving (not failing) and give the news time to spread."""
+        if not self.running or self.swim.leaving:
+            return
+        self._apply(self.swim.leave(trio.current_time()))
+        with trio.move_on_after(timeout):
+            while not self.swim.leave_complete:
+                await trio.sleep(0.05)
+                self._apply(self.swim.tick(trio.current_time()))
+
+    # -- the endpoint table ------------------------------------------------------------------
+    def endpoints(self, service: str) -> Sequence[Endpoint] | None:
+        """Alive members fronting ``service`` (suspects only if nobody else is left)."""
+        if not self.running:
+            return None
+        alive: list[Endpoint] = []
+        suspect: list[Endpoint] = []
+        known = False
+        for member in self.swim.members():
+            svc = member.meta.service(service)
+            if svc is None:
+                continue
+            known = True
+            if member.state == MemberState.ALIVE:
+                alive.append(_endpoint(member, service, svc.labels_dict()))
+            elif member.state == MemberState.SUSPECT:
+                suspect.append(_endpoint(member, service, svc.labels_dict()))
+        if not known:
+            return None
+        return alive or suspect
+
+    def services(self) -> Iterable[str]:
+        if not self.running:
+            return []
+        names: set[str] = set()
+        for member in self.swim.members():
+            if member.state in (MemberState.ALIVE, MemberState.SUSPECT):
+                names.update(s.name for s in member.meta.services)
+        return sorted(names)
+
+    def status(self) -> dict[str, Any]:
+        """The JSON behind ``/v1/members``."""
+        if not self.running:
+            return {"running": False}
+        swim = self.swim
+        members = [
+            {
+                "name": m.name,
+                "state": m.state.name.lower(),
+                "incarnation": m.incarnation,
+                "address": m.meta.addresses[0] if m.meta.addresses else "",
+                "gossip_port": m.meta.gossip_port,
+                "inbound_port": m.meta.inbound_port,
+                "services": m.meta.services_map(),
+                "meta_version": m.meta.version,
+            }
+            for m in sorted(swim.members(), key=lambda m: m.name)
+        ]
+        return {
+            "running": True,
+            "node": swim.name,
+            "incarnation": swim.incarnation,
+            "gossip": f"{self.bound[0]}:{self.bound[1]}",
+            "profile": swim.profile.name,
+            "encrypted": self.settings.keyring is not None,
+            "members": members,
+            "live": swim.num_live,
+            "digest": membership_digest(swim.members()),
+            "drops": {reason.name.lower(): n for reason, n in swim.drops.items() if n},
+            "push_pull_failures": self.push_pull_failures,
+            "recent_events": [
+                {"at": round(t, 3), "event": kind, "member": name}
+                for t, kind, name in self.events[-20:]
+            ],
+        }
+
+
+def _endpoint(member: Member, service: str, labels: dict[str, str]) -> Endpoint:
+    host = member.meta.addresses[0] if member.meta.addresses else ""
+    return Endpoint(
+        service=service, host=host, port=member.meta.inbound_port, node=member.name, labels=labels
+    )
+
+
+def membership_digest(members: Iterable[Member]) -> str:
+    """A short hash of who is alive, to compare views across nodes (``peermesh check``)."""
+    import hashlib
+
+    live = sorted(m.name for m in members if m.state == MemberState.ALIVE)
+    return hashlib.sha256("\n".join(live).encode()).hexdigest()[:16]
+
+
+def default_advertise_address(inbound_host: str) -> str:
+    """The address peers should use for us: the inbound host if specific, else a guess."""
+    if inbound_host not in ("0.0.0.0", "", "::"):
+        return inbound_host
+    try:
+        import psutil
+
+        for name, addrs in sorted(psutil.net_if_addrs().items()):
+            stats = psutil.net_if_stats().get(name)
+            if stats is None or not stats.isup or name == "lo":
+                continue
+            for addr in addrs:
+                if addr.family == socket.AF_INET and not addr.address.startswith("127."):
+                    return str(addr.address)
+    except Exception:  # pragma: no cover - best effort
+        pass
+    return "127.0.0.1"

@@ -1,0 +1,225 @@
+"""Gossip membership with real agents on loopback: join, endpoints, failure, rejoin."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import trio
+from meshkit import agent_config, eventually, free_port, process, python, wait_http_ok
+from pki import TRUST_DOMAIN, make_mesh_pki
+
+from examples.service import ExampleService, ServiceConfig
+from gossip.codec import generate_gossip_key, save_keyring
+from peermesh.agent import Agent
+
+NODES = {
+    "node-1": "frontend",
+    "node-2": "orders",
+    "node-3": "orders",
+    "node-4": "payments",
+    "node-5": "inventory",
+}
+
+
+def _live(agent: Agent) -> set[str]:
+    assert agent.membership is not None
+    return {m["name"] for m in agent.membership.status()["members"] if m["state"] == "alive"}
+
+
+async def test_five_agents_one_seed_each_converge_and_route(tmp_path):
+    dirs = make_mesh_pki(tmp_path, nodes=NODES)
+    key = tmp_path / "gossip.key"
+    save_keyring(key, [generate_gossip_key()])
+    agents: list[Agent] = []
+    async with trio.open_nursery() as nursery:
+        for i, (node, service) in enumerate(NODES.items()):
+            app = ExampleService(ServiceConfig(name=service, port=0, version=node))
+            app_port = await nursery.start(app.run)
+            seed: tuple[str, ...] = ()
+            if agents:  # each agent knows only the one started before it
+                host, port = agents[-1].addresses["inbound"]
+                seed = (f"{host}:{port}",)
+            config = agent_config(
+                node, service, dirs[node], app_port=app_port,
+                gossip="127.0.0.1:0", join=seed, gossip_key_file=key,
+                gossip_profile="local", mdns=False, advertise="127.0.0.1",
+            )  # fmt: skip
+            agent = Agent(config)
+            await nursery.start(agent.run)
+            agents.append(agent)
+            assert i == 0 or seed
+        everyone = set(NODES)
+        await eventually(lambda: all(_live(a) == everyone for a in agents), timeout=30)
+        digests = {a.membership.status()["digest"] for a in agents if a.membership}
+        assert len(digests) == 1
+        # The endpoint table comes from gossip: two nodes front orders.
+        table = agents[0].endpoints.endpoints("orders")
+        assert table is not None and {e.node for e in table} == {"node-2", "node-3"}
+        host, port = agents[0].addresses["outbound"]
+        seen: set[str] = set()
+        async with httpx.AsyncClient() as client:
+            for _ in range(10):
+                r = await client.get(f"http://{host}:{port}/", headers={"host": "orders"})
+                assert r.status_code == 200
+                seen.add(r.json()["version"])
+        assert seen == {"node-2", "node-3"}
+        # No datagram was dropped for bad authentication between members sharing a key.
+        for agent in agents:
+            assert agent.membership is not None
+            drops = agent.membership.status()["drops"]
+            assert "auth" not in " ".join(drops), drops
+        # A graceful stop is seen as "left", not failed.
+        agents[4].request_shutdown()
+        await eventually(
+            lambda: all(
+                a.membership is not None
+                and a.membership.swim.member("node-5") is not None
+                and a.membership.swim.member("node-5").state.name == "LEFT"
+                for a in agents[:4]
+            ),
+            timeout=30,
+        )
+        nursery.cancel_scope.cancel()
+
+
+def _members(admin_port: int) -> dict[str, dict]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/v1/members", timeout=5) as r:
+        return {m["name"]: m for m in json.loads(r.read())["members"]}
+
+
+def _wait(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.1)
+
+
+def test_kill_9_is_seen_dead_everywhere_and_restart_rejoins_higher(tmp_path):
+    dirs = make_mesh_pki(tmp_path, nodes=NODES)
+    key = tmp_path / "gossip.key"
+    save_keyring(key, [generate_gossip_key()])
+    ports = {n: {k: free_port() for k in ("app", "out", "in", "admin", "gossip")} for n in NODES}
+    names = list(NODES)
+
+    def agent_cmd(node: str) -> list[str]:
+        p = ports[node]
+        seed = names[names.index(node) - 1] if node != names[0] else names[1]
+        return python(
+            "-m", "peermesh", "agent", "--name", node,
+            "--service", f"{NODES[node]}={p['app']}", "--data-dir", str(dirs[node]),
+            "--trust-domain", TRUST_DOMAIN,
+            "--outbound", f"127.0.0.1:{p['out']}", "--inbound", f"127.0.0.1:{p['in']}",
+            "--admin", f"127.0.0.1:{p['admin']}", "--gossip", f"127.0.0.1:{p['gossip']}",
+            "--join", f"127.0.0.1:{ports[seed]['in']}", "--gossip-key-file", str(key),
+            "--gossip-profile", "local", "--no-mdns", "--advertise", "127.0.0.1",
+            "--log-level", "warning",
+        )  # fmt: skip
+
+    with ExitStack() as stack:
+        procs = {}
+        for node in names:
+            stack.enter_context(
+                process(
+                    python(
+                        "-m", "examples.service", "--name", NODES[node],
+                        "--port", str(ports[node]["app"]), "--version", node,
+                    )
+                )
+            )  # fmt: skip
+            procs[node] = stack.enter_context(process(agent_cmd(node)))
+        for node in names:
+            wait_http_ok(f"http://127.0.0.1:{ports[node]['admin']}/readyz")
+        everyone = set(names)
+
+        def converged() -> bool:
+            return all(
+                {n for n, m in _members(ports[node]["admin"]).items() if m["state"] == "alive"}
+                == everyone
+                for node in names
+            )
+
+        _wait(converged)
+        before = _members(ports["node-1"]["admin"])["node-3"]["incarnation"]
+        os.kill(procs["node-3"].pid, signal.SIGKILL)
+        procs["node-3"].wait()
+        others = [n for n in names if n != "node-3"]
+        _wait(lambda: all(_members(ports[n]["admin"])["node-3"]["state"] == "dead" for n in others))
+        # Its endpoint left every table: all requests for orders reach node-2.
+        out = ports["node-1"]["out"]
+        for _ in range(20):
+            with urllib.request.urlopen(
+                urllib.request.Request(f"http://127.0.0.1:{out}/", headers={"Host": "orders"}),
+                timeout=10,
+            ) as r:
+                assert json.loads(r.read())["version"] == "node-2"
+        # Restart with the same data dir: it rejoins with a higher incarnation.
+        procs["node-3"] = stack.enter_context(process(agent_cmd("node-3")))
+        _wait(converged)
+        after = _members(ports["node-1"]["admin"])["node-3"]["incarnation"]
+        assert after > before
+
+
+def test_keygen_gossip_writes_a_private_key_file(tmp_path):
+    out = tmp_path / "k"
+    result = subprocess.run(
+        python("-m", "peermesh", "keygen", "gossip", "--out", str(out)),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out.stat().st_mode & 0o777) == 0o600
+    again = subprocess.run(
+        python("-m", "peermesh", "keygen", "gossip", "--out", str(out)),
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode != 0 and "exists" in again.stderr
+
+
+def test_agent_refuses_to_start_without_gossip_key(tmp_path):
+    result = subprocess.run(
+        python(
+            "-m", "peermesh", "agent", "--name", "a", "--service", "s=1",
+            "--data-dir", str(tmp_path),
+        ),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "gossip needs the mesh gossip key" in result.stderr
+    assert Path(tmp_path).exists()
+
+
+async def test_mdns_alone_forms_one_mesh_on_loopback(tmp_path):
+    """No --join anywhere: agents find each other by real mDNS multicast on 127.0.0.1."""
+    nodes = {"node-1": "frontend", "node-2": "orders", "node-3": "payments"}
+    dirs = make_mesh_pki(tmp_path, nodes=nodes)
+    key = tmp_path / "gossip.key"
+    save_keyring(key, [generate_gossip_key()])
+    agents: list[Agent] = []
+    async with trio.open_nursery() as nursery:
+        for node, service in nodes.items():
+            config = agent_config(
+                node, service, dirs[node], gossip="127.0.0.1:0", gossip_key_file=key,
+                gossip_profile="local", mdns=True, advertise="127.0.0.1",
+            )  # fmt: skip
+            agent = Agent(config)
+            await nursery.start(agent.run)
+            agents.append(agent)
+        await eventually(lambda: all(_live(a) == set(nodes) for a in agents), timeout=30)
+        for agent in agents:
+            assert agent.mdns is not None and agent.mdns.discovered
+        nursery.cancel_scope.cancel()
