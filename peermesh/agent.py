@@ -180,6 +180,7 @@ class Agent:
                 profile=profile,
                 keyring=self._keyring,
                 join=cfg.join,
+                key_file=cfg.gossip_key_file,
             ),
             ControlClient(self.pool),
             self.control,

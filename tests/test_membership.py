@@ -223,3 +223,53 @@ async def test_mdns_alone_forms_one_mesh_on_loopback(tmp_path):
         for agent in agents:
             assert agent.mdns is not None and agent.mdns.discovered
         nursery.cancel_scope.cancel()
+
+
+async def test_gossip_key_rotates_without_restart(tmp_path, monkeypatch):
+    """New key added then made primary then the old one retired, all while running."""
+    nodes = {"node-1": "frontend", "node-2": "orders"}
+    dirs = make_mesh_pki(tmp_path, nodes=nodes)
+    old, new = generate_gossip_key(), generate_gossip_key()
+    files = {node: tmp_path / f"{node}.key" for node in nodes}
+    for path in files.values():
+        save_keyring(path, [old])
+    import peermesh.membership.gossip as gossip_shell
+
+    monkeypatch.setattr(gossip_shell, "KEY_CHECK_INTERVAL", 0.05)
+    agents: list[Agent] = []
+    async with trio.open_nursery() as nursery:
+        for node, service in nodes.items():
+            seed = ()
+            if agents:
+                host, port = agents[-1].addresses["inbound"]
+                seed = (f"{host}:{port}",)
+            agent = Agent(
+                agent_config(
+                    node, service, dirs[node], gossip="127.0.0.1:0", join=seed,
+                    gossip_key_file=files[node], gossip_profile="local", mdns=False,
+                    advertise="127.0.0.1",
+                )
+            )  # fmt: skip
+            agent_settings = agent.config
+            assert agent_settings.gossip_key_file == files[node]
+            await nursery.start(agent.run)
+            agents.append(agent)
+        await eventually(lambda: all(_live(a) == set(nodes) for a in agents), timeout=20)
+        keyrings = [a._keyring for a in agents]
+        # Step 1 and 2 on every node: new key first (old still accepted).
+        for path in files.values():
+            save_keyring(path, [new, old])
+        await eventually(lambda: all(k is not None and k.primary == new for k in keyrings))
+        # Step 3 only on node-1: node-2 seals with the new key too, so nothing is dropped.
+        save_keyring(files["node-1"], [new])
+        await eventually(lambda: keyrings[0] is not None and keyrings[0].keys == (new,))
+        # node-2 goes back to the retired key: node-1 drops its datagrams, counted.
+        save_keyring(files["node-2"], [old])
+        await eventually(
+            lambda: (
+                agents[0].membership is not None
+                and agents[0].membership.status()["drops"].get("retired_key", 0) > 0
+            ),
+            timeout=20,
+        )
+        nursery.cancel_scope.cancel()

@@ -18,11 +18,12 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
 
-from gossip.codec import Codec, Keyring
+from gossip.codec import Codec, KeyfileError, Keyring, parse_keyfile
 from gossip.messages import Address, Member, MemberState, NodeMeta
 from gossip.profiles import Profile
 from gossip.swim import (
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 PUSH_PULL_METHOD = "gossip/pushpull"
 MAX_DATAGRAM_READ = 65536
+KEY_CHECK_INTERVAL = 5.0  # how often the gossip key file is checked for rotation
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class GossipSettings:
     profile: Profile
     keyring: Keyring | None
     join: tuple[tuple[str, int], ...] = ()
+    key_file: Path | None = None
 
 
 class Membership:
@@ -134,6 +137,8 @@ class Membership:
             self._nursery = nursery
             nursery.start_soon(self._receive_loop)
             nursery.start_soon(self._timer_loop)
+            if s.key_file is not None and s.keyring is not None:
+                nursery.start_soon(self._watch_key_file, s.key_file, s.keyring)
             for address in s.join:
                 nursery.start_soon(self.join_via, address)
             task_status.started()
@@ -197,6 +202,26 @@ class Membership:
             self.joined.set()
         if self.on_event is not None:
             self.on_event(event)
+
+    async def _watch_key_file(self, path: Path, keyring: Keyring) -> None:
+        """Rotate keys without a restart: the file's keys become the keyring's."""
+        self.key_file_error: str | None = None
+        last = _stamp(path)
+        while True:
+            await trio.sleep(KEY_CHECK_INTERVAL)
+            stamp = _stamp(path)
+            if stamp == last:
+                continue
+            last = stamp
+            try:
+                keys = parse_keyfile(await trio.Path(path).read_text(encoding="ascii"))
+                sync_keyring(keyring, keys)
+            except (OSError, UnicodeDecodeError, KeyfileError, ValueError) as exc:
+                self.key_file_error = f"{path}: {exc}; keeping the previous keys"
+                log.warning("gossip key file not reloaded: %s", self.key_file_error)
+                continue
+            self.key_file_error = None
+            log.info("gossip keyring reloaded from %s (%d keys)", path, len(keys))
 
     # -- push-pull over mTLS --------------------------------------------------------------
     async def join_via(self, address: tuple[str, int], *, attempts: int = 0) -> bool:
@@ -332,6 +357,27 @@ class Membership:
                 for t, kind, name in self.events[-20:]
             ],
         }
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def sync_keyring(keyring: Keyring, keys: Sequence[bytes]) -> None:
+    """Make ``keyring`` hold exactly ``keys``, the first as primary, in place."""
+    if not keys:
+        raise ValueError("key file has no keys; refusing to drop every key")
+    for key in keys:
+        if key not in keyring.keys:
+            keyring.add(key)
+    keyring.use(keys[0])
+    for key in list(keyring.keys):
+        if key not in keys:
+            keyring.remove(key)
 
 
 def _endpoint(member: Member, service: str, labels: dict[str, str]) -> Endpoint:
