@@ -16,7 +16,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,11 @@ class Membership:
         self.events: list[tuple[float, str, str]] = []  # (time, kind, member) recent history
         self.push_pull_failures = 0
         self.joined = trio.Event()
+        #: How push-pull state reaches a peer: ``await transport((host, port), state)``
+        #: returns the peer's state. Defaults to the mTLS control RPC; an agent without a
+        #: certificate yet (bootstrap) can swap in a token-authenticated channel. Raise
+        #: ControlCallError on failure.
+        self.transport: Callable[[tuple[str, int], bytes], Awaitable[Any]] = self._mtls_exchange
         router.register(PUSH_PULL_METHOD, self._serve_push_pull)
 
     # -- setup ------------------------------------------------------------------------
@@ -246,14 +251,16 @@ class Membership:
         host = member.meta.addresses[0] if member.meta.addresses else action.addr[0]
         await self._exchange((host, member.meta.inbound_port), joining=False)
 
-    async def _exchange(self, address: tuple[str, int], *, joining: bool) -> bool:
+    async def _mtls_exchange(self, address: tuple[str, int], state: bytes) -> Any:
+        """The default push-pull transport: a control RPC over the mTLS connection pool."""
         endpoint = Endpoint(service="", host=address[0], port=address[1])
+        return await self.control.call(endpoint, PUSH_PULL_METHOD, state, timeout=5.0)
+
+    async def _exchange(self, address: tuple[str, int], *, joining: bool) -> bool:
         try:
             if joining:
                 self._apply(self.swim.join(trio.current_time(), ()))
-            reply = await self.control.call(
-                endpoint, PUSH_PULL_METHOD, self.swim.push_pull_state(), timeout=5.0
-            )
+            reply = await self.transport(address, self.swim.push_pull_state())
         except ControlCallError as exc:
             self.push_pull_failures += 1
             log.debug("push-pull with %s:%d failed: %s", address[0], address[1], exc)
@@ -265,13 +272,17 @@ class Membership:
         return True
 
     async def _serve_push_pull(self, request: ControlRequest) -> Any:
+        return self.answer_push_pull(request.body)
+
+    def answer_push_pull(self, body: Any) -> bytes:
+        """Merge a caller's state, then answer with ours (any transport may call this)."""
         if not self.running:
             raise ControlError(503, "gossip is not running on this agent yet")
-        if not isinstance(request.body, bytes):
+        if not isinstance(body, bytes):
             raise ControlError(400, "push-pull body must be the msgpack state bytes")
         before = self.swim.stats.push_pull_rejected
         # Merge first, then answer: the caller learns what we know including itself.
-        self._apply(self.swim.merge_push_pull(trio.current_time(), request.body))
+        self._apply(self.swim.merge_push_pull(trio.current_time(), body))
         if self.swim.stats.push_pull_rejected != before:
             raise ControlError(400, "push-pull state was malformed or came from ourselves")
         return self.swim.push_pull_state()
