@@ -21,6 +21,8 @@ from peermesh.control.router import ControlRequest, ControlRouter
 from peermesh.membership.gossip import GossipSettings, Membership, default_advertise_address
 from peermesh.membership.mdns import Candidate, MdnsDiscovery
 from peermesh.metrics import AgentMetrics
+from peermesh.policy.api import PolicyAdmin
+from peermesh.policy.replicator import Peer, PolicyReplicator
 from peermesh.proxy.endpoints import (
     CompositeEndpoints,
     Endpoint,
@@ -63,6 +65,22 @@ class Agent:
         self.admin.route("/v1/status", self._status)
         self.admin.route("/v1/ping", self._admin_ping)
         self.admin.route("/v1/members", self._members)
+        # --- replicated policy (issue 5): store, anti-entropy, admin /v1/policy ----------
+        from peermesh.policy.store import PolicyStore
+
+        self.policy = PolicyStore(config.data_dir / "policy.bin", node=config.name)
+        self.policy_changes = 0
+        self.policy.subscribe(self._on_policy_change)
+        self.replicator: PolicyReplicator | None = None
+        self.policy_admin: PolicyAdmin | None = None
+        self.admin.route("/v1/policy", self._policy_route)
+        # --- threshold CA (issue 4): control methods ca/*, admin /v1/ca/*, bootstrap ----
+        from peermesh.ca.service import CaService
+
+        self.ca = CaService(self)
+        if self._keyring is None and config.gossip is not None and not config.insecure_gossip:
+            self._keyring = self.ca.initial_keyring()
+        # --- end threshold CA -------------------------------------------------------------
         self.outbound_tracker = ConnectionTracker("outbound")
         self.inbound_tracker = ConnectionTracker("inbound")
         self.addresses: dict[str, tuple[str, int]] = {}
@@ -122,8 +140,12 @@ class Agent:
                 "admin": _bound(admin_listeners),
             }
             root.start_soon(trio.serve_listeners, self.admin.serve_connection, admin_listeners)
+            await self._start_policy(root)
             if cfg.gossip is not None:
                 await self._start_membership(root)
+            # --- threshold CA (issue 4): bootstrap listener, first certificate, renewal ---
+            await root.start(self.ca.run)
+            # --- end threshold CA -----------------------------------------------------------
             async with trio.open_nursery() as connections:
                 accept_scope = trio.CancelScope()
 
@@ -160,6 +182,7 @@ class Agent:
                         await trio.sleep(0.02)
                 connections.cancel_scope.cancel()
             root.cancel_scope.cancel()
+        self.policy.close()
         log.info("agent %s stopped", cfg.name)
 
     async def _start_membership(self, nursery: trio.Nursery) -> None:
@@ -230,6 +253,53 @@ class Agent:
                 "discovered": sorted(self.mdns.discovered),
             }
         return AdminResponse.json(200, status)
+
+    async def _start_policy(self, nursery: trio.Nursery) -> None:
+        self.replicator = PolicyReplicator(
+            self.policy,
+            ControlClient(self.pool),
+            self.control,
+            self._policy_peers,
+            edit_authorizer=lambda principal: self.policy.compiled().is_admin(principal),
+            on_remote_edit=lambda objects, who: self._admin_for_policy().apply_from_peer(
+                objects, who
+            ),
+        )
+        self.policy_admin = PolicyAdmin(self.policy, self.replicator, self._known_services)
+        await nursery.start(self.replicator.run)
+
+    def _admin_for_policy(self) -> PolicyAdmin:
+        assert self.policy_admin is not None
+        return self.policy_admin
+
+    def _policy_peers(self) -> list[Peer]:
+        """Every other agent we can reach: gossip members, else the static endpoints."""
+        peers: dict[tuple[str, int], Peer] = {}
+        if self.membership is not None and self.membership.running:
+            for member in self.membership.swim.members():
+                if member.name == self.config.name or member.state.name != "ALIVE":
+                    continue
+                host = member.meta.addresses[0] if member.meta.addresses else ""
+                peers[(host, member.meta.inbound_port)] = Peer(
+                    member.name, host, member.meta.inbound_port
+                )
+        for service in self.static_endpoints.services():
+            for e in self.static_endpoints.endpoints(service) or []:
+                peers.setdefault((e.host, e.port), Peer(e.node or e.address, e.host, e.port))
+        return list(peers.values())
+
+    def _known_services(self) -> set[str]:
+        return {self.config.service.name, *self.endpoints.services()}
+
+    def _on_policy_change(self, changed: frozenset[str]) -> None:
+        # Runs synchronously inside the store: only note it; never write to the store here.
+        self.policy_changes += 1
+        self.metrics.policy_changes.inc()
+
+    async def _policy_route(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        if self.policy_admin is None:
+            return AdminResponse.json(503, {"error": "policy is not running yet"})
+        return await self.policy_admin.handle(method, path, body)
 
     def _open_connections(self) -> int:
         return self.outbound_tracker.connections + self.inbound_tracker.connections

@@ -154,6 +154,41 @@ main.add_command(dev_ca)
 )
 @click.option("--advertise", envvar="PEERMESH_ADVERTISE", help="Address peers use to reach us.")
 @click.option(
+    "--bootstrap-expect",
+    envvar="PEERMESH_BOOTSTRAP_EXPECT",
+    type=int,
+    help="Bootstrap the threshold CA once this many agents with our bootstrap token meet.",
+)
+@click.option(
+    "--bootstrap-token-file",
+    envvar="PEERMESH_BOOTSTRAP_TOKEN_FILE",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Secret shared by the initial agents (from 'peermesh keygen bootstrap-token').",
+)
+@click.option(
+    "--bootstrap-listen",
+    envvar="PEERMESH_BOOTSTRAP_LISTEN",
+    help="Bootstrap/join listener HOST:PORT (default: inbound port + 1).",
+)
+@click.option(
+    "--threshold",
+    envvar="PEERMESH_THRESHOLD",
+    type=int,
+    help="Signers needed per certificate (default: a majority of --bootstrap-expect).",
+)
+@click.option(
+    "--join-token",
+    envvar="PEERMESH_JOIN_TOKEN",
+    help="Join token from 'peermesh token create' (first certificate through --join).",
+)
+@click.option(
+    "--cert-lifetime",
+    envvar="PEERMESH_CERT_LIFETIME",
+    default="24h",
+    show_default=True,
+    help="Lifetime of this agent's certificates (renewed at half of it; at most 24h).",
+)
+@click.option(
     "--log-level",
     envvar="PEERMESH_LOG_LEVEL",
     default="info",
@@ -178,6 +213,12 @@ def agent(
     gossip_profile: str,
     mdns: bool,
     advertise: str | None,
+    bootstrap_expect: int | None,
+    bootstrap_token_file: str | None,
+    bootstrap_listen: str | None,
+    threshold: int | None,
+    join_token: str | None,
+    cert_lifetime: str,
     log_level: str,
 ) -> None:
     """Run the sidecar agent beside one service."""
@@ -205,6 +246,12 @@ def agent(
             gossip_profile=gossip_profile,
             mdns=mdns,
             advertise=advertise,
+            bootstrap_expect=bootstrap_expect,
+            bootstrap_token_file=bootstrap_token_file,
+            bootstrap_listen=bootstrap_listen,
+            threshold=threshold,
+            join_token=join_token,
+            cert_lifetime=cert_lifetime,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -218,11 +265,12 @@ def agent(
 async def _run_agent(config: AgentConfig) -> None:
     from gossip.codec import KeyfileError
     from peermesh.agent import Agent
+    from peermesh.policy.store import PolicyStoreCorrupt
     from peermesh.proxy.endpoints import EndpointError
 
     try:
         node = Agent(config)
-    except (EndpointError, KeyfileError, OSError) as exc:
+    except (EndpointError, KeyfileError, OSError, PolicyStoreCorrupt) as exc:
         raise click.ClickException(str(exc)) from None
     if not node.tls.loaded:
         logging.getLogger("peermesh").warning(
@@ -247,12 +295,14 @@ async def _run_agent(config: AgentConfig) -> None:
         nursery.cancel_scope.cancel()
 
 
-def _admin_get(agent_url: str, path: str, body: Any = None) -> tuple[int, Any]:
+def _admin_get(
+    agent_url: str, path: str, body: Any = None, *, method: str | None = None
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
         agent_url.rstrip("/") + path,
         data=data,
-        method="POST" if data is not None else "GET",
+        method=method or ("POST" if data is not None else "GET"),
         headers={"content-type": "application/json"},
     )
     try:
@@ -345,6 +395,15 @@ def members(agent_url: str, output: str) -> None:
     console.print(table)
 
 
+def _policy_group() -> None:
+    from peermesh.policy_cli import make_policy_group
+
+    main.add_command(make_policy_group(_admin_get, agent_option), name="policy")
+
+
+_policy_group()
+
+
 @main.group()
 def keygen() -> None:
     """Make mesh secrets."""
@@ -364,6 +423,99 @@ def keygen_gossip(out: str, force: bool) -> None:
         )
     save_keyring(out, [generate_gossip_key()])
     click.echo(f"wrote gossip key to {out} (mode 0600); give it to every agent")
+
+
+# --- threshold CA (issue 4) --------------------------------------------------------------
+
+
+@keygen.command("bootstrap-token")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Token file.")
+def keygen_bootstrap_token(out: str) -> None:
+    """A new bootstrap token file (mode 0600) for the initial agents' --bootstrap-token-file."""
+    from peermesh.ca.testing import write_bootstrap_token
+
+    if Path(out).exists():
+        raise click.ClickException(f"{out} exists; a bootstrap token is made once per mesh")
+    write_bootstrap_token(Path(out))
+    click.echo(f"wrote bootstrap token to {out} (mode 0600); give it to every initial agent")
+
+
+@main.group()
+def token() -> None:
+    """Join tokens for new agents."""
+
+
+@token.command("create")
+@agent_option
+@click.option("--service", help="The only service the new agent may ask a certificate for.")
+@click.option("--ttl", default="1h", show_default=True, help="Validity, e.g. 30m, 1h, 2d.")
+@click.option("--uses", default=1, show_default=True, type=int, help="How many agents may use it.")
+def token_create(agent_url: str, service: str | None, ttl: str, uses: int) -> None:
+    """Print a join token (pass it to the new agent's --join-token)."""
+    from peermesh.ca.renewal import parse_duration
+
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ttl") from None
+    code, data = _admin_get(
+        agent_url, "/v1/ca/token", {"service": service, "ttl": seconds, "uses": uses}
+    )
+    if code != 200:
+        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    click.echo(data["token"])
+
+
+@main.group("ca")
+def ca_group() -> None:
+    """The threshold CA: status and committee changes."""
+
+
+@ca_group.command("status")
+@agent_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def ca_status(agent_url: str, output: str) -> None:
+    """Committee, threshold, reachable signers, root and this node's certificate."""
+    _code, data = _admin_get(agent_url, "/v1/ca/status")
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"threshold CA seen by {data['node']}")
+    table.add_column("field")
+    table.add_column("value")
+    for key in (
+        "phase", "signer", "epoch", "threshold", "reachable_signers", "root_fingerprint",
+        "root_not_after", "certificate_not_after", "renewals", "last_error",
+    ):  # fmt: skip
+        if key in data:
+            table.add_row(key, str(data[key]))
+    for member in data.get("committee", []):
+        mark = "[green]reachable[/]" if member["reachable"] else "[red]unreachable[/]"
+        table.add_row(f"signer {member['id']} {member['node']}", f"{member['address']} {mark}")
+    console.print(table)
+
+
+@ca_group.command("enroll")
+@agent_option
+@click.argument("node")
+def ca_enroll(agent_url: str, node: str) -> None:
+    """Make mesh member NODE a signer (t signers repair a share for it)."""
+    code, data = _admin_get(agent_url, "/v1/ca/enroll", {"node": node})
+    if code != 200:
+        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    click.echo(f"{data['node']} is signer {data['identifier']} (committee epoch {data['epoch']})")
+
+
+@ca_group.command("refresh")
+@agent_option
+def ca_refresh(agent_url: str) -> None:
+    """Re-share the root key among reachable signers; old shares stop working."""
+    code, data = _admin_get(agent_url, "/v1/ca/refresh", {})
+    if code != 200:
+        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    removed = ", ".join(data["removed"]) or "none"
+    click.echo(f"refreshed: epoch {data['epoch']}, signers {', '.join(data['members'])};"
+               f" removed {removed}")  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover

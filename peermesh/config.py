@@ -112,6 +112,15 @@ class AgentConfig:
     gossip_profile: str = "lan"
     mdns: bool = True
     advertise: str | None = None
+    # threshold CA (issue 4) ------------------------------------------------------------
+    insecure_gossip: bool = False
+    bootstrap_expect: int | None = None
+    bootstrap_token_file: Path | None = None
+    bootstrap_listen: tuple[str, int] | None = None
+    threshold: int | None = None
+    join_token: str | None = None
+    cert_lifetime: float = 86400.0
+    max_cert_lifetime: float = 86400.0
 
     @classmethod
     def build(
@@ -135,6 +144,12 @@ class AgentConfig:
         gossip_profile: str = "lan",
         mdns: bool = True,
         advertise: str | None = None,
+        bootstrap_expect: int | None = None,
+        bootstrap_token_file: str | Path | None = None,
+        bootstrap_listen: str | None = None,
+        threshold: int | None = None,
+        join_token: str | None = None,
+        cert_lifetime: str | float = 86400.0,
     ) -> AgentConfig:
         check_name(name, "--name")
         spec = ServiceSpec.parse(service)
@@ -161,7 +176,17 @@ class AgentConfig:
                 raise ConfigError(f"--label {item!r}: write KEY=VALUE (e.g. version=v2)")
             label_map[key] = value
         gossip_addr = None if gossip == "off" else parse_address(gossip, "--gossip")
-        if gossip_addr is not None and gossip_key_file is None and not insecure_gossip:
+        ca = _check_ca_options(
+            bootstrap_expect, bootstrap_token_file, bootstrap_listen, threshold, join_token,
+            cert_lifetime,
+        )  # fmt: skip
+        ca_gossip_key = bootstrap_token_file is not None or join_token is not None
+        if (
+            gossip_addr is not None
+            and gossip_key_file is None
+            and not insecure_gossip
+            and not ca_gossip_key
+        ):
             raise ConfigError(
                 "gossip needs the mesh gossip key: make one with 'peermesh keygen gossip --out"
                 " FILE', give every agent --gossip-key-file FILE; or pass --insecure-gossip"
@@ -199,6 +224,13 @@ class AgentConfig:
             gossip_profile=gossip_profile,
             mdns=mdns and gossip_addr is not None,
             advertise=advertise,
+            insecure_gossip=insecure_gossip,
+            bootstrap_expect=ca.bootstrap_expect,
+            bootstrap_token_file=ca.bootstrap_token_file,
+            bootstrap_listen=ca.bootstrap_listen,
+            threshold=ca.threshold,
+            join_token=ca.join_token,
+            cert_lifetime=ca.cert_lifetime,
         )
 
 
@@ -214,3 +246,75 @@ def trust_domain_from_data_dir(data_dir: Path) -> str:
         return spiffe_id_from_certificate(cert).trust_domain
     except (OSError, ValueError, IdentityError):
         return DEFAULT_TRUST_DOMAIN
+
+
+@dataclass(frozen=True)
+class _CaOptions:
+    """The validated threshold-CA settings (issue 4)."""
+
+    bootstrap_expect: int | None
+    bootstrap_token_file: Path | None
+    bootstrap_listen: tuple[str, int] | None
+    threshold: int | None
+    join_token: str | None
+    cert_lifetime: float
+
+
+def _check_ca_options(
+    bootstrap_expect: int | None,
+    bootstrap_token_file: str | Path | None,
+    bootstrap_listen: str | None,
+    threshold: int | None,
+    join_token: str | None,
+    cert_lifetime: str | float,
+) -> _CaOptions:
+    """Validate the threshold-CA flags (issue 4)."""
+    from peermesh.ca.renewal import parse_duration
+    from peermesh.ca.tokens import JoinToken, TokenError
+
+    if bootstrap_expect is not None:
+        if bootstrap_token_file is None:
+            raise ConfigError(
+                "--bootstrap-expect needs --bootstrap-token-file: the same secret file on every"
+                " initial agent authenticates the bootstrap (make one with 'peermesh keygen"
+                " bootstrap-token --out FILE')"
+            )
+        if bootstrap_expect < 2:
+            raise ConfigError("--bootstrap-expect must be at least 2 (a threshold needs t ≥ 2)")
+    if threshold is not None:
+        if bootstrap_expect is None:
+            raise ConfigError("--threshold only applies with --bootstrap-expect")
+        if not 2 <= threshold <= bootstrap_expect:
+            raise ConfigError(
+                f"--threshold {threshold} must be between 2 and --bootstrap-expect"
+                f" {bootstrap_expect}"
+            )
+    if bootstrap_token_file is not None and not Path(bootstrap_token_file).is_file():
+        raise ConfigError(f"--bootstrap-token-file {bootstrap_token_file}: no such file")
+    if join_token is not None:
+        try:
+            JoinToken.parse(join_token)
+        except TokenError as exc:
+            raise ConfigError(f"--join-token: {exc}") from None
+    try:
+        lifetime = (
+            float(cert_lifetime)
+            if isinstance(cert_lifetime, int | float)
+            else parse_duration(cert_lifetime)
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--cert-lifetime: {exc}") from None
+    if lifetime > 86400.0:
+        raise ConfigError("--cert-lifetime is at most 24h (the signers' limit)")
+    if lifetime < 60:
+        raise ConfigError("--cert-lifetime must be at least 60s")
+    return _CaOptions(
+        bootstrap_expect=bootstrap_expect,
+        bootstrap_token_file=Path(bootstrap_token_file) if bootstrap_token_file else None,
+        bootstrap_listen=(
+            parse_address(bootstrap_listen, "--bootstrap-listen") if bootstrap_listen else None
+        ),
+        threshold=threshold,
+        join_token=join_token,
+        cert_lifetime=lifetime,
+    )

@@ -62,6 +62,11 @@ class AgentMetrics:
             ["method", "status"],
             registry=self.registry,
         )
+        self.policy_changes = Counter(
+            "peermesh_policy_changes",
+            "Committed policy changes (local edits and merged peer updates).",
+            registry=self.registry,
+        )
         self.tally: TallyCounter[tuple[str, str, int]] = TallyCounter()
 
     def record_request(

@@ -31,8 +31,8 @@ async def test_stopped_app_is_502(tmp_path):
 
 async def test_unreachable_peer_fails_fast_503(tmp_path):
     async with two_agents(tmp_path) as mesh:
-        mesh.client.endpoints._flag_table["orders"][0] = type(
-            mesh.client.endpoints._flag_table["orders"][0]
+        mesh.client.static_endpoints._flag_table["orders"][0] = type(
+            mesh.client.static_endpoints._flag_table["orders"][0]
         )(service="orders", host="127.0.0.1", port=free_port())
         async with httpx.AsyncClient() as client:
             first = await client.get(mesh.outbound_url + "/", headers={"host": "orders"})

@@ -1,0 +1,84 @@
+"""Routing and authorization policy that lives on every agent, replicated as a CRDT.
+
+* :mod:`~peermesh.policy.model` — the four kinds (Route, TrafficPolicy,
+  AuthorizationPolicy, MeshConfig) as frozen dataclasses;
+* :mod:`~peermesh.policy.validate` — strict validation with readable errors;
+* :mod:`~peermesh.policy.loader` — YAML/JSON files and directories;
+* :mod:`~peermesh.policy.store` — the replicated, durable, sans-IO store;
+* :mod:`~peermesh.policy.compiled` — tables the proxy consults per request;
+* :mod:`~peermesh.policy.sim` — many replicas over a simulated network.
+"""
+
+from peermesh.policy.compiled import (
+    AuthzDecision,
+    CompiledPolicy,
+    RouteDecision,
+    compile_policy,
+)
+from peermesh.policy.loader import (
+    PolicyLoadError,
+    dump_json,
+    dump_yaml,
+    load_path,
+    load_policy,
+    load_text,
+    parse_documents,
+)
+from peermesh.policy.model import (
+    KINDS,
+    AuthorizationPolicy,
+    MeshConfig,
+    PolicyObject,
+    Route,
+    TrafficPolicy,
+    format_duration,
+    parse_duration,
+)
+from peermesh.policy.store import (
+    ApplyReport,
+    ApplyResult,
+    HistoryEntry,
+    PolicyStore,
+    PolicyStoreCorrupt,
+    UpdateRefused,
+)
+from peermesh.policy.validate import (
+    PolicyError,
+    PolicyWarning,
+    check_set,
+    parse_object,
+    validate_documents,
+)
+
+__all__ = [
+    "KINDS",
+    "ApplyReport",
+    "ApplyResult",
+    "AuthorizationPolicy",
+    "AuthzDecision",
+    "CompiledPolicy",
+    "HistoryEntry",
+    "MeshConfig",
+    "PolicyError",
+    "PolicyLoadError",
+    "PolicyObject",
+    "PolicyStore",
+    "PolicyStoreCorrupt",
+    "PolicyWarning",
+    "Route",
+    "RouteDecision",
+    "TrafficPolicy",
+    "UpdateRefused",
+    "check_set",
+    "compile_policy",
+    "dump_json",
+    "dump_yaml",
+    "format_duration",
+    "load_path",
+    "load_policy",
+    "load_text",
+    "parse_documents",
+    "parse_duration",
+    "parse_object",
+    "validate_documents",
+]

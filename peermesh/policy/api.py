@@ -1,0 +1,204 @@
+"""Admin API for policy (``/v1/policy/...`` on the loopback admin port), JSON in and out.
+
+| method | path | does |
+| --- | --- | --- |
+| GET | /v1/policy[?kind=K] | every winning object |
+| GET | /v1/policy/KIND/NAME | one object |
+| GET | /v1/policy/KIND/NAME/history | every edit of it, which won |
+| PUT | /v1/policy | ``{"objects": [...]}``: validate all, apply together |
+| POST | /v1/policy/diff | ``{"objects": [...]}``: what ``PUT`` would change |
+| DELETE | /v1/policy/KIND/NAME | delete (a tombstone version) |
+| GET | /v1/policy/status | version and digests here and at every peer |
+
+Validation errors come back as ``400`` with the structured ``PolicyError.to_dict()``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import trio
+
+from peermesh.admin import AdminResponse
+from peermesh.control.client import ControlCallError
+from peermesh.policy.model import KINDS
+from peermesh.policy.replicator import STATUS, PolicyReplicator
+from peermesh.policy.store import PolicyStore
+from peermesh.policy.validate import MAX_OBJECT_BYTES, PolicyError, canonical_json, check_object
+from peermesh.proxy.endpoints import Endpoint
+
+MAX_OBJECTS_PER_REQUEST = 10_000
+
+
+class PolicyAdmin:
+    """Serves the policy routes of the admin API."""
+
+    def __init__(
+        self,
+        store: PolicyStore,
+        replicator: PolicyReplicator,
+        known_services: Callable[[], Collection[str]],
+    ) -> None:
+        self.store = store
+        self.replicator = replicator
+        self.known_services = known_services
+
+    async def handle(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        parts = urlsplit(path)
+        segments = [s for s in parts.path.split("/") if s][2:]  # drop "v1", "policy"
+        query = parse_qs(parts.query)
+        try:
+            if segments == ["status"] and method == b"GET":
+                return AdminResponse.json(200, await self.status())
+            if segments == ["diff"] and method == b"POST":
+                return self.diff(_objects_from(body))
+            if not segments:
+                if method == b"GET":
+                    kind = query.get("kind", [None])[0]
+                    return AdminResponse.json(200, {"objects": self._list(kind)})
+                if method == b"PUT":
+                    return self.apply(_objects_from(body), source="admin API")
+            if len(segments) in (2, 3):
+                kind, name = segments[0], segments[1]
+                if kind not in KINDS:
+                    return _error(404, f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
+                if len(segments) == 3 and segments[2] == "history" and method == b"GET":
+                    entries = self.store.history(kind, name)
+                    if not entries:
+                        return _error(404, f"{kind}/{name} has no history here")
+                    return AdminResponse.json(200, {"history": [e.to_dict() for e in entries]})
+                if len(segments) == 2 and method == b"GET":
+                    obj = self.store.get(kind, name)
+                    if obj is None:
+                        return _error(404, f"{kind}/{name} does not exist")
+                    return AdminResponse.json(200, obj.to_dict())
+                if len(segments) == 2 and method == b"DELETE":
+                    if self.store.get(kind, name) is None:
+                        return _error(404, f"{kind}/{name} does not exist")
+                    report = self.store.delete([(kind, name)], now=time.time())
+                    self.replicator.spread(report.update)
+                    return AdminResponse.json(
+                        200, {"deleted": f"{kind}/{name}", "version": report.version}
+                    )
+            return _error(404, f"no policy route for {method.decode()} {parts.path}")
+        except _BadRequest as exc:
+            return _error(400, str(exc))
+        except PolicyError as exc:
+            return AdminResponse.json(400, exc.to_dict())
+
+    def _list(self, kind: str | None) -> list[dict[str, Any]]:
+        return [obj.to_dict() for obj in self.store.objects(kind)]
+
+    def apply(self, objects: Sequence[Mapping[str, Any]], *, source: str) -> AdminResponse:
+        """Validate every object, then write them together (or nothing)."""
+        report = self.store.apply(objects, now=time.time(), known_services=self.known_services())
+        self.replicator.spread(report.update)
+        return AdminResponse.json(
+            200,
+            {
+                "version": report.version,
+                "changed": list(report.changed),
+                "unchanged": list(report.unchanged),
+                "edits": [{"object": k, "edit": e} for k, e in report.edits],
+                "warnings": [w.to_dict() for w in report.warnings],
+                "source": source,
+            },
+        )
+
+    def apply_from_peer(self, objects: Sequence[Any], principal: str) -> dict[str, Any]:
+        """A MeshConfig admin's edit arriving over mTLS (``policy/edit``)."""
+        response = self.apply(_checked_list(objects), source=principal)
+        return dict(json.loads(response.body))
+
+    def diff(self, objects: Sequence[Mapping[str, Any]]) -> AdminResponse:
+        """What applying ``objects`` would change, without changing anything."""
+        changes: list[dict[str, Any]] = []
+        errors: list[PolicyError] = []
+        for item in objects:
+            obj, problems = check_object(item)
+            errors.extend(problems)
+            if obj is None:
+                continue
+            current = self.store.get(obj.kind, obj.name)
+            if current is None:
+                changes.append({"object": obj.key, "change": "create", "after": obj.to_dict()})
+            elif canonical_json(current) != canonical_json(obj):
+                changes.append(
+                    {
+                        "object": obj.key,
+                        "change": "update",
+                        "before": current.to_dict(),
+                        "after": obj.to_dict(),
+                    }
+                )
+            else:
+                changes.append({"object": obj.key, "change": "unchanged"})
+        if errors:
+            raise PolicyError.collect(errors)
+        return AdminResponse.json(200, {"changes": changes})
+
+    async def status(self) -> dict[str, Any]:
+        """Our version/digest and every reachable peer's, so convergence is visible."""
+        here = self.replicator.local_status()
+        peers: list[dict[str, Any]] = []
+
+        async def ask(peer: Any) -> None:
+            endpoint = Endpoint(service="", host=peer.host, port=peer.port, node=peer.node)
+            try:
+                theirs = await self.replicator.control.call(endpoint, STATUS, None, timeout=3.0)
+                peers.append({"node": peer.node, **theirs, "reachable": True})
+            except ControlCallError as exc:
+                peers.append({"node": peer.node, "reachable": False, "error": str(exc)})
+
+        async with trio.open_nursery() as nursery:
+            for peer in self.replicator.peers():
+                nursery.start_soon(ask, peer)
+        peers.sort(key=lambda p: p["node"])
+        converged = all(p.get("digest") == here["digest"] for p in peers if p["reachable"])
+        return {
+            "here": here,
+            "peers": peers,
+            "converged_with_reachable_peers": converged,
+            "replication": {
+                "pushes_sent": self.replicator.pushes_sent,
+                "pushes_failed": self.replicator.pushes_failed,
+                "syncs": self.replicator.syncs,
+                "bytes_sent": self.replicator.sync_bytes_sent,
+                "bytes_received": self.replicator.sync_bytes_received,
+                "refused_updates": self.replicator.refused,
+                "last_refusal": self.replicator.last_refusal,
+            },
+        }
+
+
+class _BadRequest(ValueError):
+    pass
+
+
+def _objects_from(body: bytes) -> list[Mapping[str, Any]]:
+    if len(body) > MAX_OBJECTS_PER_REQUEST * MAX_OBJECT_BYTES:
+        raise _BadRequest("request body too large")
+    try:
+        data = json.loads(body or b"null")
+    except ValueError as exc:
+        raise _BadRequest(f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
+        raise _BadRequest('body must be {"objects": [ {kind, name, spec}, ... ]}')
+    return _checked_list(data["objects"])
+
+
+def _checked_list(objects: Sequence[Any]) -> list[Mapping[str, Any]]:
+    if len(objects) > MAX_OBJECTS_PER_REQUEST:
+        raise _BadRequest(f"at most {MAX_OBJECTS_PER_REQUEST} objects per request")
+    for i, item in enumerate(objects):
+        if not isinstance(item, dict):
+            raise _BadRequest(f"objects[{i}] is a {type(item).__name__}, not an object")
+    return list(objects)
+
+
+def _error(status: int, message: str) -> AdminResponse:
+    return AdminResponse.json(status, {"error": message})

@@ -1,0 +1,202 @@
+"""Anti-entropy for the policy store over the agents' mTLS HTTP/2 connections.
+
+Two control RPCs under ``/peermesh.v1/policy/``:
+
+- ``policy/push`` — body: a CRDT update. The receiver validates it whole (on a scratch
+  copy) before merging; if it learned something new it forwards the same update to a
+  few other peers, once. The sender is never sent its own update back.
+- ``policy/sync`` — body: ``{"sv": state vector}``; answer: ``{"update": what the caller
+  lacks, "sv": ours}``; the caller then pushes what *we* lack. Run every
+  ``sync_interval`` with one random peer, so partitions heal without any edit.
+
+A local edit is pushed at once to ``fanout`` peers. This is the trio shell; the store
+(``PolicyStore``) is sans-IO and decides everything about validity and winners.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from peermesh.control.client import ControlCallError, ControlClient
+from peermesh.control.router import ControlError, ControlRequest, ControlRouter
+from peermesh.policy.store import PolicyStore, UpdateRefused
+from peermesh.proxy.endpoints import Endpoint
+
+log = logging.getLogger(__name__)
+
+PUSH = "policy/push"
+SYNC = "policy/sync"
+STATUS = "policy/status"
+EDIT = "policy/edit"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another agent's inbound address, named for logs."""
+
+    node: str
+    host: str
+    port: int
+
+
+class PolicyReplicator:
+    """Spreads local edits and heals differences with random peers."""
+
+    def __init__(
+        self,
+        store: PolicyStore,
+        control: ControlClient,
+        router: ControlRouter,
+        peers: Callable[[], Sequence[Peer]],
+        *,
+        fanout: int = 3,
+        sync_interval: float = 1.0,
+        rng: random.Random | None = None,
+        edit_authorizer: Callable[[str], bool] | None = None,
+        on_remote_edit: Callable[[Sequence[dict[str, Any]], str], dict[str, Any]] | None = None,
+    ) -> None:
+        self.store = store
+        self.control = control
+        self.peers = peers
+        self.fanout = fanout
+        self.sync_interval = sync_interval
+        self.rng = rng or random.Random()
+        self.edit_authorizer = edit_authorizer
+        self.on_remote_edit = on_remote_edit
+        self._nursery: trio.Nursery | None = None
+        self.pushes_sent = 0
+        self.pushes_failed = 0
+        self.syncs = 0
+        self.sync_bytes_sent = 0
+        self.sync_bytes_received = 0
+        self.refused = 0
+        self.last_refusal: str | None = None
+        self.last_apply_time: float | None = None
+        router.register(PUSH, self._on_push)
+        router.register(SYNC, self._on_sync)
+        router.register(STATUS, self._on_status)
+        router.register(EDIT, self._on_edit)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                await trio.sleep(self.sync_interval * self.rng.uniform(0.5, 1.5))
+                peers = list(self.peers())
+                if peers:
+                    nursery.start_soon(self.sync_with, self.rng.choice(peers))
+
+    # -- outgoing -----------------------------------------------------------------------
+    def spread(self, update: bytes, *, exclude: str | None = None) -> None:
+        """Push ``update`` to ``fanout`` random peers (fire and forget)."""
+        if not update or self._nursery is None:
+            return
+        peers = [p for p in self.peers() if p.node != exclude]
+        for peer in self.rng.sample(peers, min(self.fanout, len(peers))):
+            self._nursery.start_soon(self._push, peer, update)
+
+    async def _push(self, peer: Peer, update: bytes) -> None:
+        try:
+            await self._call(peer, PUSH, update)
+            self.pushes_sent += 1
+            self.sync_bytes_sent += len(update)
+        except ControlCallError as exc:
+            self.pushes_failed += 1
+            log.debug("policy push to %s failed: %s", peer.node, exc)
+
+    async def sync_with(self, peer: Peer) -> bool:
+        """Two-way state-vector exchange: we get what we lack, then send what they lack."""
+        try:
+            reply = await self._call(peer, SYNC, {"sv": self.store.state_vector()})
+        except ControlCallError as exc:
+            log.debug("policy sync with %s failed: %s", peer.node, exc)
+            return False
+        if not isinstance(reply, dict) or not isinstance(reply.get("update"), bytes):
+            return False
+        update, their_sv = reply["update"], reply.get("sv")
+        self.sync_bytes_received += len(update)
+        self._merge(update, source=f"sync from {peer.node}")
+        if isinstance(their_sv, bytes):
+            try:
+                missing = self.store.diff_since(their_sv)
+            except ValueError:
+                return False
+            if len(missing) > 2:  # an empty Yjs update is two bytes
+                await self._push(peer, missing)
+        self.syncs += 1
+        return True
+
+    async def _call(self, peer: Peer, method: str, body: Any) -> Any:
+        endpoint = Endpoint(service="", host=peer.host, port=peer.port, node=peer.node)
+        return await self.control.call(endpoint, method, body, timeout=5.0)
+
+    def _merge(self, update: bytes, *, source: str) -> bool:
+        try:
+            result = self.store.apply_update(update, source=source)
+        except UpdateRefused as exc:
+            self.refused += 1
+            self.last_refusal = str(exc)
+            raise
+        if result.new:
+            self.last_apply_time = trio.current_time()
+        return result.new
+
+    # -- incoming -----------------------------------------------------------------------
+    async def _on_push(self, request: ControlRequest) -> Any:
+        if not isinstance(request.body, bytes):
+            raise ControlError(400, "policy/push body must be a CRDT update (bytes)")
+        source = str(request.peer)
+        try:
+            new = self._merge(request.body, source=f"push from {source}")
+        except UpdateRefused as exc:
+            raise ControlError(400, f"policy update refused: {exc.reason}") from None
+        if new:
+            # Forward once: a replica that learned nothing stops the spread.
+            self.spread(request.body, exclude=None)
+        return {"version": self.store.version, "digest": self.store.digest()}
+
+    async def _on_sync(self, request: ControlRequest) -> Any:
+        body = request.body
+        if not isinstance(body, dict) or not isinstance(body.get("sv"), bytes):
+            raise ControlError(400, "policy/sync body must be {'sv': <state vector bytes>}")
+        try:
+            update = self.store.diff_since(body["sv"])
+        except ValueError as exc:
+            raise ControlError(400, str(exc)) from None
+        self.sync_bytes_sent += len(update)
+        return {"update": update, "sv": self.store.state_vector()}
+
+    async def _on_status(self, request: ControlRequest) -> Any:
+        return self.local_status()
+
+    async def _on_edit(self, request: ControlRequest) -> Any:
+        """Edits from a peer agent, allowed only for identities MeshConfig lists as admins."""
+        principal = str(request.peer)
+        if self.edit_authorizer is None or not self.edit_authorizer(principal):
+            raise ControlError(
+                403,
+                f"{principal} may not edit policy: only the local admin port and identities"
+                " listed in MeshConfig spec.admins may",
+            )
+        body = request.body
+        if not isinstance(body, dict) or not isinstance(body.get("objects"), list):
+            raise ControlError(400, "policy/edit body must be {'objects': [...]}")
+        assert self.on_remote_edit is not None
+        return self.on_remote_edit(body["objects"], principal)
+
+    def local_status(self) -> dict[str, Any]:
+        sv = self.store.state_vector()
+        return {
+            "version": self.store.version,
+            "digest": self.store.digest(),
+            "state_vector_digest": hashlib.sha256(sv).hexdigest()[:16],
+            "objects": len(self.store),
+        }
