@@ -146,3 +146,53 @@ async def eventually(predicate: object, *, timeout: float = 10.0) -> None:
     with trio.fail_after(timeout):
         while not predicate():  # noqa: ASYNC110 - the counter has no event to wait on
             await trio.sleep(0.01)
+
+
+async def gossip_mesh(
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    nodes: Mapping[str, str],
+    *,
+    app_ports: Mapping[str, int] | None = None,
+) -> list[Agent]:
+    """Agents with gossip (each joins the previous one), dev-CA identities, local profile."""
+    from gossip.codec import generate_gossip_key, save_keyring
+
+    dirs = make_mesh_pki(tmp_path, nodes=nodes)
+    key = tmp_path / "gossip.key"
+    save_keyring(key, [generate_gossip_key()])
+    agents: list[Agent] = []
+    for node, service in nodes.items():
+        seed: tuple[str, ...] = ()
+        if agents:
+            host, port = agents[-1].addresses["inbound"]
+            seed = (f"{host}:{port}",)
+        config = agent_config(
+            node,
+            service,
+            dirs[node],
+            app_port=(app_ports or {}).get(node, 9),
+            gossip="127.0.0.1:0",
+            join=seed,
+            gossip_key_file=key,
+            gossip_profile="local",
+            mdns=False,
+            advertise="127.0.0.1",
+        )
+        agent = Agent(config)
+        await nursery.start(agent.run)
+        agents.append(agent)
+    names = set(nodes)
+
+    def converged() -> bool:
+        for agent in agents:
+            assert agent.membership is not None
+            alive = {
+                m["name"] for m in agent.membership.status()["members"] if m["state"] == "alive"
+            }
+            if alive != names:
+                return False
+        return True
+
+    await eventually(converged, timeout=30)
+    return agents
