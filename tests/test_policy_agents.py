@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx
 import trio
-
 from meshkit import eventually, free_port, gossip_mesh, process, python, wait_http_ok
+from pki import TRUST_DOMAIN, make_mesh_pki
+
 from peermesh.agent import Agent
 from peermesh.policy.replicator import PUSH, Peer
 from peermesh.proxy.endpoints import Endpoint
-from pki import TRUST_DOMAIN, make_mesh_pki
 
 NODES = {f"node-{i}": svc for i, svc in enumerate(["web", "orders", "orders", "pay", "inv"], 1)}
 

@@ -9,12 +9,12 @@ import time
 from contextlib import ExitStack
 
 import pytest
+from meshkit import process
+from pki import TRUST_DOMAIN, make_mesh_pki
 
 from chaos.faults import heal, partition
 from chaos.netns import Host, Lab, LabError, require_root
 from gossip.codec import generate_gossip_key, save_keyring
-from meshkit import process
-from pki import TRUST_DOMAIN, make_mesh_pki
 
 try:
     require_root()
