@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map
 
 import peermesh.policy.journal as journal_module
-import peermesh.policy.store as store_module
 from peermesh.policy.store import (
     VERSIONS_ROOT,
     PolicyStore,
