@@ -130,6 +130,7 @@ class Agent:
                 control=self.control,
                 metrics=self.metrics,
                 tracker=self.inbound_tracker,
+                policy=self.policy.compiled,
             )
             out_listeners = await _listen(cfg.outbound, "outbound")
             in_listeners = await _listen(cfg.inbound, "inbound")
@@ -139,6 +140,7 @@ class Agent:
                 "inbound": _bound(in_listeners),
                 "admin": _bound(admin_listeners),
             }
+            inbound.port = self.addresses["inbound"][1]
             root.start_soon(trio.serve_listeners, self.admin.serve_connection, admin_listeners)
             await self._start_policy(root)
             if cfg.gossip is not None:

@@ -62,6 +62,12 @@ class AgentMetrics:
             ["method", "status"],
             registry=self.registry,
         )
+        self.authz_denials = Counter(
+            "peermesh_authz_denials",
+            "Inbound requests refused by authorization, by deciding policy and action.",
+            ["policy", "action"],
+            registry=self.registry,
+        )
         self.policy_changes = Counter(
             "peermesh_policy_changes",
             "Committed policy changes (local edits and merged peer updates).",

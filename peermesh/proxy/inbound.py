@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 
 import trio
 
@@ -25,6 +26,7 @@ from peermesh.http.headers import (
     h2_request_to_head,
 )
 from peermesh.metrics import AgentMetrics
+from peermesh.policy.compiled import AuthzDecision, CompiledPolicy
 from peermesh.proxy import errors
 from peermesh.proxy.localapp import LocalApp
 from peermesh.proxy.relay import DownstreamGone, relay
@@ -49,6 +51,7 @@ class InboundProxy:
         metrics: AgentMetrics,
         tracker: ConnectionTracker,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        policy: Callable[[], CompiledPolicy] | None = None,
     ) -> None:
         self.service = service
         self.tls = tls
@@ -57,6 +60,8 @@ class InboundProxy:
         self.metrics = metrics
         self.tracker = tracker
         self.handshake_timeout = handshake_timeout
+        self.policy = policy
+        self.port = 0  # set by the agent once the listener is bound
 
     async def serve_connection(self, tcp: trio.SocketStream) -> None:
         """Handshake, authenticate, then serve HTTP/2 until the connection ends."""
@@ -115,6 +120,35 @@ class InboundProxy:
             self.tracker.h2.discard(session)
             self.metrics.open_connections.labels("inbound").dec()
 
+    def _authorize(self, head: RequestHead, peer: SpiffeId) -> AuthzDecision | None:
+        """The compiled AuthorizationPolicy verdict; None when the request may pass."""
+        if self.policy is None:
+            return None
+        compiled = self.policy()
+        headers = {n.decode("latin-1"): v.decode("latin-1") for n, v in head.headers}
+        decision = compiled.authorize(
+            self.service,
+            str(peer),
+            head.method.decode("ascii", "replace"),
+            head.path.decode("ascii", "replace"),
+            self.port,
+            headers,
+        )
+        for name in decision.audited:
+            log.info(
+                "AUDIT %s: %s %s %s -> %s (%s)",
+                name,
+                peer,
+                head.method.decode(),
+                head.path.decode("ascii", "replace"),
+                "allow" if decision.allowed else "deny",
+                decision.reason,
+            )
+        if decision.allowed:
+            return None
+        self.metrics.authz_denials.labels(decision.policy_name or "", decision.action).inc()
+        return decision
+
     async def _handle_stream(self, stream: H2Stream, peer: SpiffeId, peer_ip: str) -> None:
         writer = H2ResponseWriter(stream)
         body = H2StreamBody(stream)
@@ -131,6 +165,11 @@ class InboundProxy:
                 known = method[len("/peermesh.v1/") :]
                 label = known if known in self.control.methods else "unknown"
                 self.metrics.control_calls.labels(label, str(status)).inc()
+                return
+            denial = self._authorize(head, peer)
+            if denial is not None:
+                status = 403
+                await _send_denial(writer, denial)
                 return
             head = _with_client_cert(head, peer, self.tls)
             has_body = not stream.headers_only
@@ -159,6 +198,25 @@ class InboundProxy:
                     status or 499,
                     trio.current_time() - started,
                 )
+
+
+async def _send_denial(writer: H2ResponseWriter, decision: AuthzDecision) -> None:
+    body = (
+        f"RBAC: access denied: {decision.reason}"
+        + (f" (policy {decision.policy_name})" if decision.policy_name else "")
+        + "\n"
+    ).encode()
+    await writer.send_head(
+        403,
+        [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-peermesh-error", b"denied"),
+            (b"x-peermesh-policy", (decision.policy_name or "").encode()),
+        ],
+    )
+    await writer.send_data(body)
+    await writer.finish()
 
 
 def _with_client_cert(head: RequestHead, peer: SpiffeId, tls: MeshTls) -> RequestHead:
