@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import httpx
-import trio
-
 from meshkit import eventually, two_agents
 
 ORDERS_ALLOW_OTHERS = {
@@ -89,4 +87,3 @@ async def test_allow_deny_default_and_live_change_without_reconnect(tmp_path):
         assert mesh.client.pool.dials == 1
         denials = mesh.server.metrics.authz_denials
         assert denials.labels("orders-deny-admin", "DENY")._value.get() == 1
-        await trio.sleep(0)
