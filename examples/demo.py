@@ -2,7 +2,9 @@
 
 Four nodes on loopback, each an agent process beside an app process. No endpoint
 is configured anywhere: the agents find each other by mDNS and agree on who is
-alive (and which services each fronts) by SWIM gossip.
+alive (and which services each fronts) by SWIM gossip. Nobody holds a CA key: the
+four agents share one bootstrap token, create the root together by a DKG and sign
+every certificate with FROST (3 of 4); ``peermesh ca status`` shows the committee.
 
     edge (this script's load) ─▶ frontend ─▶ orders ─▶ payments
 
@@ -26,9 +28,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import yaml
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -52,14 +57,22 @@ class Node:
     service: str
     app_port: int
     outbound: int = field(default_factory=free_port)
-    inbound: int = field(default_factory=free_port)
+    inbound: int = field(default_factory=lambda: free_port_pair())  # +1: bootstrap listener
     admin: int = field(default_factory=free_port)
     gossip: int = field(default_factory=free_port)
+    version: str = "v1"
+    flaky: float = 0.0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin}"
+
+
+def free_port_pair() -> int:
+    from peermesh.ca.testing import free_port_pair as pair
+
+    return pair()
 
 
 def run_cli(*args: str) -> None:
@@ -110,29 +123,24 @@ def build_mesh(root: Path) -> list[Node]:
     if root.exists():
         shutil.rmtree(root)
     (root / "logs").mkdir(parents=True)
-    console.print(f"[bold]1.[/] development root CA for trust domain [cyan]{TRUST_DOMAIN}[/]")
-    run_cli("dev-ca", "init", "--dir", str(root / "ca"), "--trust-domain", TRUST_DOMAIN)
+    console.print(
+        f"[bold]1.[/] a bootstrap token for trust domain [cyan]{TRUST_DOMAIN}[/]: no CA key"
+        " anywhere; the agents will create the root together (DKG) and sign with FROST"
+    )
+    run_cli("keygen", "bootstrap-token", "--out", str(root / "bootstrap.token"))
     nodes = [
         Node("node-edge", "edge", free_port()),
         Node("node-frontend", "frontend", free_port()),
         Node("node-orders", "orders", free_port()),
-        Node("node-payments", "payments", free_port()),
+        Node("node-orders-v2", "orders", free_port(), version="v2"),
+        Node("node-payments", "payments", free_port(), flaky=25.0),
     ]
-    for node in nodes:
-        run_cli(
-            "dev-ca", "issue", "--ca-dir", str(root / "ca"), "--node", node.name,
-            "--service", node.service, "--data-dir", str(root / node.name),
-        )  # fmt: skip
-        console.print(
-            f"   issued [green]spiffe://{TRUST_DOMAIN}/svc/{node.service}[/] → {root / node.name}"
-        )
     return nodes
 
 
 def start_mesh(root: Path, nodes: list[Node]) -> None:
-    key = root / "gossip.key"
-    run_cli("keygen", "gossip", "--out", str(key))
-    console.print(f"   gossip key (AES-256-GCM keyring) → {key}")
+    token = root / "bootstrap.token"
+    console.print(f"   bootstrap token → {token} (the gossip key is derived from it)")
     console.print(
         "[bold]2.[/] starting apps and agents (one agent beside each app); no endpoint is"
         " configured: agents find each other by mDNS and agree on members by SWIM gossip"
@@ -142,7 +150,8 @@ def start_mesh(root: Path, nodes: list[Node]) -> None:
         if node.service != "edge":
             app = [
                 sys.executable, "-m", "examples.service", "--name", node.service,
-                "--port", str(node.app_port),
+                "--port", str(node.app_port), "--version", node.version,
+                "--flaky", str(node.flaky),
             ]  # fmt: skip
             if calls:
                 app += ["--call", calls, "--proxy", f"127.0.0.1:{node.outbound}"]
@@ -158,14 +167,23 @@ def start_mesh(root: Path, nodes: list[Node]) -> None:
             "--admin", f"127.0.0.1:{node.admin}",
             "--drain-timeout", "5",
             "--gossip", f"127.0.0.1:{node.gossip}",
-            "--gossip-key-file", str(key),
+            "--bootstrap-expect", str(len(nodes)),
+            "--bootstrap-token-file", str(token),
+            *(["--join", f"127.0.0.1:{nodes[0].inbound}"] if node is not nodes[0] else []),
             "--gossip-profile", "local",
             "--advertise", "127.0.0.1",
-            "--label", "version=v1",
+            "--label", f"version={node.version}",
         ]  # fmt: skip
         node.procs.append(start(agent, root / "logs" / f"{node.name}.log"))
+    console.print(
+        f"   threshold CA: {len(nodes)} agents meet, run a DKG (t = {len(nodes) // 2 + 1}),"
+        " FROST-sign the root, then each gets its first certificate"
+    )
     for node in nodes:
         wait_ready(node)
+        _code, status = get_json(node.admin_url + "/v1/status")
+        console.print(f"   issued [green]{status.get('identity')}[/] → {root / node.name}")
+    for node in nodes:
         console.print(
             f"   {node.name:14} admin {node.admin_url}  outbound :{node.outbound}"
             f"  inbound :{node.inbound}  gossip :{node.gossip}/udp"
@@ -183,30 +201,139 @@ def wait_converged(nodes: list[Node], timeout: float = 30) -> None:
             _, members = get_json(node.admin_url + "/v1/members")
             views.append({m["name"] for m in members.get("members", []) if m["state"] == "alive"})
         if all(view == names for view in views):
-            console.print("   membership converged: every agent sees all four alive")
+            console.print(f"   membership converged: every agent sees all {len(names)} alive")
             return
         time.sleep(0.2)
     raise SystemExit("agents did not find each other by mDNS; see demo-data/logs/")
 
 
-def send(edge: Node, service: str) -> tuple[int, str]:
+@dataclass(frozen=True)
+class Result:
+    """One demo request: where it went and how it ended."""
+
+    kind: str  # chain | direct | unknown
+    status: int
+    path: str
+    orders_version: str | None = None
+
+
+def send(edge: Node, service: str, kind: str) -> Result:
     status, body = get_json(f"http://127.0.0.1:{edge.outbound}/", headers={"Host": service})
-    if status == 200:
-        hops = []
-        cursor: dict | None = body
-        while isinstance(cursor, dict) and "service" in cursor:
-            hops.append(cursor["service"])
-            cursor = cursor.get("downstream")
-        return status, " → ".join(["edge", *hops])
+    hops: list[str] = []
+    version = None
+    cursor: dict | None = body
+    while isinstance(cursor, dict) and "service" in cursor:
+        label = cursor["service"]
+        if label == "orders":
+            version = cursor.get("version")
+            label = f"orders({version})"
+        hops.append(label)
+        cursor = cursor.get("downstream")
+    if status == 200 or (hops and kind == "chain"):
+        tail = "" if status == 200 else f" ✘ {status}"
+        return Result(kind, status, " → ".join(["edge", *hops]) + tail, version)
     error = body.get("x-peermesh-error") or body.get("error", "")
-    return status, f"edge → {service}: {error}"
+    return Result(kind, status, f"edge → {service}: {status} {error}")
+
+
+def _route(v1: int, v2: int) -> dict[str, Any]:
+    return {
+        "kind": "Route",
+        "name": "orders",
+        "spec": {
+            "host": "orders",
+            "http": [
+                {
+                    "name": "canary",
+                    "route": [
+                        {"destination": {"host": "orders", "subset": "v1"}, "weight": v1},
+                        {"destination": {"host": "orders", "subset": "v2"}, "weight": v2},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+SUBSETS = {
+    "kind": "TrafficPolicy",
+    "name": "orders",
+    "spec": {
+        "host": "orders",
+        "subsets": [
+            {"name": "v1", "labels": {"version": "v1"}},
+            {"name": "v2", "labels": {"version": "v2"}},
+        ],
+    },
+}
+PAYMENTS_RETRIES = {
+    "kind": "Route",
+    "name": "payments",
+    "spec": {
+        "host": "payments",
+        "http": [
+            {
+                "route": [{"destination": {"host": "payments"}}],
+                "retries": {"attempts": 3, "retryOn": "5xx"},
+            }
+        ],
+    },
+}
+PAYMENTS_AUTHZ = {
+    "kind": "AuthorizationPolicy",
+    "name": "payments-only-from-orders",
+    "spec": {
+        "service": "payments",
+        "action": "ALLOW",
+        "rules": [{"from": [{"source": {"principals": [f"spiffe://{TRUST_DOMAIN}/svc/orders"]}}]}],
+    },
+}
+PHASES: list[tuple[str, str, list[dict[str, Any]]]] = [
+    (
+        "no policy yet",
+        "orders balanced over v1+v2 (p2c-EWMA); payments fails 25% of the time; "
+        "anyone may call payments",
+        [],
+    ),
+    (
+        "policy applied on node-payments",
+        "canary orders 90/10; 3 retries hide payments' failures; only orders may call payments "
+        "(edited on node-payments, enforced by node-frontend's and node-edge's sidecars)",
+        [SUBSETS, _route(90, 10), PAYMENTS_RETRIES, PAYMENTS_AUTHZ],
+    ),
+    ("canary 50/50", "the canary shift, live: no connection is dropped", [_route(50, 50)]),
+    ("canary 0/100", "v2 takes all orders traffic", [_route(0, 100)]),
+]
+
+
+def apply_phase(root: Path, node: Node, index: int) -> str:
+    """``peermesh policy apply -f`` against one agent; returns what the CLI printed."""
+    objects = PHASES[index][2]
+    if not objects:
+        return ""
+    path = root / "policy" / f"phase-{index}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
+    out = subprocess.run(
+        [sys.executable, "-m", "peermesh", "policy", "apply", "-f", str(path),
+         "--agent", node.admin_url],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    return (out.stdout + out.stderr).strip()
 
 
 def _short(identity: str | None) -> str:
     return (identity or "").replace(f"spiffe://{TRUST_DOMAIN}", "")
 
 
-def render(nodes: list[Node], sent: int, last: list[tuple[int, str]], elapsed: float) -> Group:
+def render(
+    nodes: list[Node],
+    sent: int,
+    last: list[Result],
+    elapsed: float,
+    phase: int = 0,
+    applied: str = "",
+) -> Group:
     table = Table(title=f"peermesh demo — {sent} requests in {elapsed:.0f}s", expand=True)
     table.add_column("node")
     table.add_column(f"identity (spiffe://{TRUST_DOMAIN}…)", no_wrap=True)
@@ -235,16 +362,25 @@ def render(nodes: list[Node], sent: int, last: list[tuple[int, str]], elapsed: f
     recent = Table(title="last requests", expand=True, show_header=False)
     recent.add_column("status")
     recent.add_column("path")
-    for code, path in last[-5:]:
-        colour = "green" if code == 200 else "red"
-        recent.add_row(f"[{colour}]{code}[/]", path)
-    hint = Panel(
-        "Each hop is mTLS HTTP/2 between agents; identities are SPIFFE IDs from the dev CA.\n"
-        "Every 10th request asks for 'inventory', which no one serves: the sidecar answers 503.\n"
-        "Ctrl-C stops the mesh gracefully.",
-        title="what you see",
+    for result in last[-6:]:
+        colour = "green" if result.status == 200 else "red"
+        recent.add_row(f"[{colour}]{result.status}[/]", result.path)
+    chain = [r for r in last[-60:] if r.kind == "chain"]
+    ok = sum(r.status == 200 for r in chain)
+    versions = Counter(r.orders_version for r in chain if r.orders_version)
+    total = sum(versions.values()) or 1
+    direct = [r for r in last[-60:] if r.kind == "direct"][-1:]
+    title, what, _ = PHASES[phase]
+    summary = (
+        f"[bold]phase {phase + 1}/{len(PHASES)}: {title}[/] — {what}\n"
+        f"last {len(chain)} chain requests: {ok / max(len(chain), 1):.0%} succeeded; "
+        f"orders v1 {versions['v1'] / total:.0%} / v2 {versions['v2'] / total:.0%}\n"
+        + (f"edge → payments directly: {direct[0].path}\n" if direct else "")
+        + (f"[dim]{applied}[/]\n" if applied else "")
+        + "Every 10th request calls payments directly, every 10th+5 a service nobody runs."
+        " Ctrl-C stops the mesh gracefully."
     )
-    return Group(table, recent, hint)
+    return Group(table, recent, Panel(summary, title="what you see"))
 
 
 def stop_mesh(nodes: list[Node]) -> list[tuple[str, int | None]]:
@@ -269,6 +405,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=0, help="stop after N seconds")
     parser.add_argument("--rate", type=float, default=5, help="requests per second")
     parser.add_argument("--dir", default="demo-data", help="where certificates and logs go")
+    parser.add_argument(
+        "--phase-seconds", type=float, default=8, help="how long each policy phase lasts"
+    )
     args = parser.parse_args()
     root = Path(args.dir).resolve()
     nodes = build_mesh(root)
@@ -280,28 +419,44 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "-m", "peermesh", "members", "--agent", edge.admin_url], check=False
         )
+        console.print("   the threshold CA ([cyan]peermesh ca status[/]):")
+        subprocess.run(
+            [sys.executable, "-m", "peermesh", "ca", "status", "--agent", edge.admin_url],
+            check=False,
+        )
         console.print("   control RPC over the same mTLS connections:")
         subprocess.run(
             [sys.executable, "-m", "peermesh", "ping", "--agent", edge.admin_url,
              f"127.0.0.1:{nodes[2].inbound}"],
             check=False,
         )  # fmt: skip
-        console.print("[bold]4.[/] traffic (Ctrl-C to stop)")
+        console.print("[bold]4.[/] traffic (Ctrl-C to stop); policy changes every few seconds")
         started = time.monotonic()
         sent = 0
-        last: list[tuple[int, str]] = []
+        last: list[Result] = []
         next_refresh = 0.0
+        phase, applied = 0, ""
+        payments = next(n for n in nodes if n.service == "payments")
         with Live(render(nodes, 0, last, 0), console=console, refresh_per_second=2) as live:
             while not args.duration or time.monotonic() - started < args.duration:
-                target = "inventory" if sent % 10 == 9 else "frontend"
-                last.append(send(edge, target))
-                sent += 1
                 now = time.monotonic()
+                due = min(int((now - started) // args.phase_seconds), len(PHASES) - 1)
+                while phase < due:
+                    phase += 1
+                    applied = apply_phase(root, payments, phase)
+                    console.log(f"phase {phase + 1}: {PHASES[phase][0]}\n{applied}")
+                if sent % 10 == 9:
+                    last.append(send(edge, "payments", "direct"))
+                elif sent % 10 == 4:
+                    last.append(send(edge, "inventory", "unknown"))
+                else:
+                    last.append(send(edge, "frontend", "chain"))
+                sent += 1
                 if now >= next_refresh:
-                    live.update(render(nodes, sent, last, now - started))
+                    live.update(render(nodes, sent, last, now - started, phase, applied))
                     next_refresh = now + 1
                 time.sleep(1 / args.rate)
-            live.update(render(nodes, sent, last, time.monotonic() - started))
+            live.update(render(nodes, sent, last, time.monotonic() - started, phase, applied))
     except KeyboardInterrupt:
         interrupted = True
     finally:

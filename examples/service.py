@@ -8,6 +8,7 @@ Routes:
   GET  /bytes/N      streams N bytes (chunked)
   GET  /status/N     answers with status N
   GET  /slow/MS      answers after MS milliseconds
+  GET  /flaky/P      fails with 503 P percent of the time
   GET  /headers      JSON of the request headers
   GET  /static       1 KiB static body (the benchmark's upstream)
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import signal
 from dataclasses import dataclass
 
@@ -40,6 +42,9 @@ class ServiceConfig:
     call: str | None = None
     proxy: str | None = None
     version: str = "v1"
+    delay_ms: int = 0
+    fail_all: int = 0  # answer every request with this status (0: off)
+    flaky_percent: float = 0.0  # GET / fails with 503 this often
 
 
 class ExampleService:
@@ -79,6 +84,8 @@ class ExampleService:
     async def _handle(self, conn: h11.Connection, stream: trio.SocketStream, req: h11.Request):  # type: ignore[no-untyped-def]
         self.served += 1
         path = req.target.decode()
+        if self.config.delay_ms:
+            await trio.sleep(self.config.delay_ms / 1000)
         headers = {k.decode(): v.decode() for k, v in req.headers}
         if path == "/echo" and req.method == b"POST":
             await _send(
@@ -129,6 +136,12 @@ class ExampleService:
         elif path.startswith("/slow/"):
             await trio.sleep(int(path.split("/")[2]) / 1000)
             await _json(conn, stream, 200, {"service": self.config.name, "slept_ms": path[6:]})
+        elif self.config.fail_all:
+            await _json(conn, stream, self.config.fail_all, {"service": self.config.name})
+        elif path.startswith("/flaky/"):
+            failing = random.random() * 100 < float(path.split("/")[2])
+            code = 503 if failing else 200
+            await _json(conn, stream, code, {"version": self.config.version, "failed": failing})
         elif path.startswith("/status/"):
             await _json(conn, stream, int(path.split("/")[2]), {"service": self.config.name})
         elif path == "/headers":
@@ -156,6 +169,9 @@ class ExampleService:
                 "caller": headers.get("x-forwarded-client-cert", ""),
             }
             status = 200
+            if self.config.flaky_percent and random.random() * 100 < self.config.flaky_percent:
+                await _json(conn, stream, 503, {**answer, "failed": True})
+                return
             if self._proxy is not None and self.config.call:
                 status, nested = await self._call_downstream(headers)
                 answer["downstream"] = nested
@@ -236,10 +252,19 @@ def main() -> None:
     parser.add_argument("--call", help="service to call through the sidecar on GET /")
     parser.add_argument("--proxy", help="the sidecar's outbound HOST:PORT")
     parser.add_argument("--version", dest="version", default="v1")
+    parser.add_argument("--flaky", type=float, default=0.0, help="percent of GET / that fail")
     args = parser.parse_args()
     trio.run(
         _main,
-        ServiceConfig(args.name, args.port, args.host, args.call, args.proxy, args.version),
+        ServiceConfig(
+            args.name,
+            args.port,
+            args.host,
+            args.call,
+            args.proxy,
+            args.version,
+            flaky_percent=args.flaky,
+        ),
     )
 
 

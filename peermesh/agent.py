@@ -122,6 +122,8 @@ class Agent:
                 pool=self._pool,
                 metrics=self.metrics,
                 tracker=self.outbound_tracker,
+                policy=self.policy.compiled,
+                background=root,
             )
             inbound = InboundProxy(
                 service=cfg.service.name,
@@ -134,6 +136,9 @@ class Agent:
             )
             out_listeners = await _listen(cfg.outbound, "outbound")
             in_listeners = await _listen(cfg.inbound, "inbound")
+            plain_listeners = (
+                await _listen(cfg.plaintext, "plaintext") if cfg.plaintext is not None else []
+            )
             admin_listeners = await _listen(cfg.admin, "admin")
             self.addresses = {
                 "outbound": _bound(out_listeners),
@@ -141,6 +146,8 @@ class Agent:
                 "admin": _bound(admin_listeners),
             }
             inbound.port = self.addresses["inbound"][1]
+            if plain_listeners:
+                self.addresses["plaintext"] = _bound(plain_listeners)
             root.start_soon(trio.serve_listeners, self.admin.serve_connection, admin_listeners)
             await self._start_policy(root)
             if cfg.gossip is not None:
@@ -160,6 +167,10 @@ class Agent:
                             acceptors.start_soon(
                                 _serve, inbound.serve_connection, in_listeners, connections
                             )
+                            if plain_listeners:
+                                acceptors.start_soon(
+                                    _serve, inbound.serve_plaintext, plain_listeners, connections
+                                )
 
                 connections.start_soon(accept)
                 self.listening = True
@@ -173,7 +184,7 @@ class Agent:
                 if self.membership is not None:
                     await self.membership.leave()
                 accept_scope.cancel()
-                for listener in out_listeners + in_listeners:
+                for listener in out_listeners + in_listeners + plain_listeners:
                     await listener.aclose()
                 self.outbound_tracker.drain()
                 self.inbound_tracker.drain()

@@ -154,6 +154,11 @@ main.add_command(dev_ca)
 )
 @click.option("--advertise", envvar="PEERMESH_ADVERTISE", help="Address peers use to reach us.")
 @click.option(
+    "--plaintext",
+    envvar="PEERMESH_PLAINTEXT",
+    help="Also accept plain HTTP from non-mesh clients here (MeshConfig PERMISSIVE only).",
+)
+@click.option(
     "--bootstrap-expect",
     envvar="PEERMESH_BOOTSTRAP_EXPECT",
     type=int,
@@ -213,6 +218,7 @@ def agent(
     gossip_profile: str,
     mdns: bool,
     advertise: str | None,
+    plaintext: str | None,
     bootstrap_expect: int | None,
     bootstrap_token_file: str | None,
     bootstrap_listen: str | None,
@@ -246,6 +252,7 @@ def agent(
             gossip_profile=gossip_profile,
             mdns=mdns,
             advertise=advertise,
+            plaintext=plaintext,
             bootstrap_expect=bootstrap_expect,
             bootstrap_token_file=bootstrap_token_file,
             bootstrap_listen=bootstrap_listen,

@@ -112,6 +112,7 @@ class AgentConfig:
     gossip_profile: str = "lan"
     mdns: bool = True
     advertise: str | None = None
+    plaintext: tuple[str, int] | None = None
     # threshold CA (issue 4) ------------------------------------------------------------
     insecure_gossip: bool = False
     bootstrap_expect: int | None = None
@@ -144,6 +145,7 @@ class AgentConfig:
         gossip_profile: str = "lan",
         mdns: bool = True,
         advertise: str | None = None,
+        plaintext: str | None = None,
         bootstrap_expect: int | None = None,
         bootstrap_token_file: str | Path | None = None,
         bootstrap_listen: str | None = None,
@@ -224,6 +226,7 @@ class AgentConfig:
             gossip_profile=gossip_profile,
             mdns=mdns and gossip_addr is not None,
             advertise=advertise,
+            plaintext=parse_address(plaintext, "--plaintext") if plaintext else None,
             insecure_gossip=insecure_gossip,
             bootstrap_expect=ca.bootstrap_expect,
             bootstrap_token_file=ca.bootstrap_token_file,

@@ -68,6 +68,30 @@ class AgentMetrics:
             ["policy", "action"],
             registry=self.registry,
         )
+        self.retries = Counter(
+            "peermesh_retries",
+            "Extra attempts made for outbound requests, by destination.",
+            ["destination_service"],
+            registry=self.registry,
+        )
+        self.ejections = Counter(
+            "peermesh_outlier_ejections",
+            "Endpoints ejected by outlier detection, by destination.",
+            ["destination_service"],
+            registry=self.registry,
+        )
+        self.mirrored = Counter(
+            "peermesh_mirrored_requests",
+            "Mirror copies delivered (responses discarded), by mirror destination.",
+            ["destination_service"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "peermesh_rate_limited",
+            "Inbound requests refused by the local rate limit (429), by service.",
+            ["service"],
+            registry=self.registry,
+        )
         self.policy_changes = Counter(
             "peermesh_policy_changes",
             "Committed policy changes (local edits and merged peer updates).",

@@ -193,7 +193,7 @@ def _summary(obj: dict[str, Any]) -> str:
     spec = obj.get("spec", {})
     kind = obj.get("kind")
     if kind == "Route":
-        return f"hosts={','.join(spec.get('hosts', []))} rules={len(spec.get('http', []))}"
+        return f"host={spec.get('host', '')} rules={len(spec.get('http', []))}"
     if kind == "AuthorizationPolicy":
         return f"{spec.get('action', 'ALLOW')} rules={len(spec.get('rules', []))}"
     if kind == "TrafficPolicy":

@@ -8,7 +8,17 @@ import sys
 
 def test_demo_runs_and_stops_cleanly(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "examples.demo", "--duration", "3", "--dir", str(tmp_path / "d")],
+        [
+            sys.executable,
+            "-m",
+            "examples.demo",
+            "--duration",
+            "10",
+            "--phase-seconds",
+            "2.5",
+            "--dir",
+            str(tmp_path / "d"),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=120,
@@ -18,7 +28,12 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
     out = result.stdout
     assert "membership converged" in out  # found by mDNS, agreed by gossip
     assert "members seen by node-edge" in out
-    assert "edge → frontend → orders → payments" in out
+    assert "edge → frontend → orders(" in out and ") → payments" in out
     assert "node node-orders (orders)" in out  # the control-RPC ping
     assert "no-route" in out or "inventory" in out
-    assert out.count("✔") == 7  # 4 agents + 3 apps exited 0 after SIGTERM
+    # Policy edited on node-payments changes traffic routed by the other sidecars.
+    assert "phase 4: canary 0/100" in out
+    assert "Route/orders configured" in out
+    assert "orders(v2)" in out
+    assert "403 denied" in out  # edge may no longer call payments directly
+    assert out.count("✔") >= 9  # 5 agents + 4 apps exited 0 after SIGTERM

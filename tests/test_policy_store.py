@@ -564,3 +564,17 @@ def test_a_corrupt_log_tail_is_reported_and_cut_without_losing_earlier_edits(
     again = PolicyStore(path, node="a")
     assert again.journal_report is not None and again.journal_report.corrupt_tail is None
     assert {o.name for o in again.objects("Route")} == expected | {"after"}
+
+
+def test_a_forged_huge_lamport_counter_is_refused(tmp_path: Path) -> None:
+    """A peer that pushes a record with a near-overflow counter cannot wedge replication."""
+    honest = PolicyStore(tmp_path / "a.bin", node="a")
+    honest.apply([plain("r")], now=NOW)
+    forger = PolicyStore(node="evil")
+    forger.apply_update(honest.full_update(), source="a")
+    forger._lamport = 2**53 - 10  # as if a forged record had been accepted there
+    report = forger.apply([plain("r", "other")], now=NOW)
+    with pytest.raises(UpdateRefused, match="implausibly far ahead"):
+        honest.apply_update(report.update, source="evil")
+    honest.apply([plain("still-editable")], now=NOW)
+    assert honest.get("Route", "still-editable") is not None

@@ -228,7 +228,9 @@ class CaState:
     def nonces(self) -> FileNonceStore:
         if self._nonces is None:
             self._ensure_dir()
-            self._nonces = FileNonceStore(self.dir / NONCE_FILE)
+            # Used ids are kept only for a clearer "already used" error (a consumed nonce
+            # is gone from the store either way); a short list keeps each fsync'd rewrite small.
+            self._nonces = FileNonceStore(self.dir / NONCE_FILE, remember_used=256)
         return self._nonces
 
     # tokens -------------------------------------------------------------------------------

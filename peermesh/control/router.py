@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/peermesh.v1/"
 CONTENT_TYPE = b"application/msgpack"
-MAX_BODY = 4 << 20
+MAX_BODY = 64 << 20  # a whole policy document for a new agent fits (10k objects ≈ 7 MB)
 
 
 @dataclass(frozen=True)

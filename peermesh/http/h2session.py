@@ -308,7 +308,7 @@ class H2Session:
                 nursery.start_soon(self._writer)
                 if self._ping_interval:
                     nursery.start_soon(self._keepalive)
-                await self._flush()
+                await self._flush_quietly()
                 if not self._initial_data or await self._feed(self._initial_data):
                     await self._reader()
                 nursery.cancel_scope.cancel()
@@ -334,7 +334,7 @@ class H2Session:
                 return
             if self.draining and not self._streams:
                 self.close_reason = "drained"
-                await self._flush()
+                await self._flush_quietly()
                 return
 
     async def _feed(self, data: bytes) -> bool:
@@ -345,7 +345,7 @@ class H2Session:
             self.close_reason = f"protocol error: {exc}"
             if self._on_protocol_error is not None:
                 self._on_protocol_error(type(exc).__name__)
-            await self._flush()  # h2 has queued the GOAWAY that says why
+            await self._flush_quietly()  # h2 has queued the GOAWAY that says why
             return False
         for event in events:
             self._dispatch(event)
@@ -472,6 +472,8 @@ class H2Session:
 
     def _abort(self, error_code: int | None, reason: str) -> None:
         """Close the connection now (after flushing what h2 has queued)."""
+        if self.is_closed:
+            return
         self.close_reason = reason
         if error_code is not None:
             try:
@@ -482,10 +484,13 @@ class H2Session:
         self._mark_closed(reason)
         if self._handlers is not None:
             # Give the writer one chance to send the GOAWAY, then stop.
-            self._handlers.start_soon(self._close_soon)
+            try:
+                self._handlers.start_soon(self._close_soon)
+            except RuntimeError:  # the session's nursery already ended
+                pass
 
     async def _close_soon(self) -> None:
-        await self._flush()
+        await self._flush_quietly()
         assert self._handlers is not None
         self._handlers.cancel_scope.cancel()
 
@@ -541,7 +546,8 @@ class H2Session:
         while True:
             await self._writer_wakeup.wait()
             self._writer_wakeup = trio.Event()
-            await self._flush()
+            if not await self._flush_quietly():
+                return
             if self.draining and not self._streams and not self.is_closed:
                 self._abort(None, "drained")
 
@@ -558,6 +564,15 @@ class H2Session:
                         self._handlers.cancel_scope.cancel()
                     raise ConnectionLost(self.close_reason) from exc
                 data = self._conn.data_to_send()
+
+    async def _flush_quietly(self) -> bool:
+        """Flush for the session's own tasks: a dead transport ends the session, never the
+        caller's nursery (and so never the agent). Returns False once the transport is gone."""
+        try:
+            await self._flush()
+        except ConnectionLost:
+            return False
+        return True
 
     def _acknowledge(self, stream_id: int, flow: int) -> None:
         try:
@@ -577,7 +592,8 @@ class H2Session:
             await trio.sleep(self._ping_interval)
             self._ping_acked = trio.Event()
             self._conn.ping(b"pmkeepal")
-            await self._flush()
+            if not await self._flush_quietly():
+                return
             with trio.move_on_after(self._ping_timeout):
                 await self._ping_acked.wait()
                 continue
@@ -600,5 +616,8 @@ class H2Session:
             raise ConnectionUnavailable(str(exc)) from exc
         if end_stream:
             stream.local_ended = True
-        await self._flush()
+        try:
+            await self._flush()
+        except ConnectionLost as exc:
+            raise ConnectionUnavailable(str(exc)) from exc
         return stream

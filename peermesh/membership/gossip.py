@@ -169,9 +169,10 @@ class Membership:
             with trio.move_on_at(deadline):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
-            self._apply(self.swim.tick(trio.current_time()))
+            # The loop recomputes the deadline itself: waking ourselves would spin.
+            self._apply(self.swim.tick(trio.current_time()), wake=False)
 
-    def _apply(self, outputs: Iterable[Output]) -> None:
+    def _apply(self, outputs: Iterable[Output], *, wake: bool = True) -> None:
         """Carry out the core's decisions: send, start exchanges, publish events."""
         for output in outputs:
             if isinstance(output, SendDatagram):
@@ -181,7 +182,8 @@ class Membership:
                     self._nursery.start_soon(self._push_pull, output)
             else:
                 self._record(output)
-        self._wakeup.set()  # the next deadline may have moved earlier
+        if wake:
+            self._wakeup.set()  # news from outside may move the next deadline earlier
 
     def _send(self, addr: Address, data: bytes) -> None:
         try:

@@ -59,6 +59,8 @@ class PolicyAdmin:
             if not segments:
                 if method == b"GET":
                     kind = query.get("kind", [None])[0]
+                    if kind is not None and kind not in KINDS:
+                        return _error(404, f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
                     return AdminResponse.json(200, {"objects": self._list(kind)})
                 if method == b"PUT":
                     return self.apply(_objects_from(body), source="admin API")

@@ -123,7 +123,11 @@ class PolicyReplicator:
             return False
         update, their_sv = reply["update"], reply.get("sv")
         self.sync_bytes_received += len(update)
-        self._merge(update, source=f"sync from {peer.node}")
+        try:
+            self._merge(update, source=f"sync from {peer.node}")
+        except UpdateRefused as exc:
+            log.warning("policy sync from %s refused: %s", peer.node, exc.reason)
+            return False
         if isinstance(their_sv, bytes):
             try:
                 missing = self.store.diff_since(their_sv)
@@ -159,7 +163,8 @@ class PolicyReplicator:
         except UpdateRefused as exc:
             raise ControlError(400, f"policy update refused: {exc.reason}") from None
         if new:
-            # Forward once: a replica that learned nothing stops the spread.
+            # Forward once: a replica that learned nothing stops the spread (it may
+            # reach the sender again, which then learns nothing and stops too).
             self.spread(request.body, exclude=None)
         return {"version": self.store.version, "digest": self.store.digest()}
 

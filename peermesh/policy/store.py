@@ -80,6 +80,15 @@ _RECORD_FIELDS = frozenset({"deleted", "hash", "kind", "lamport", "name", "node"
 _LOCAL_ORIGIN = "local"
 
 
+#: How far ahead of our own Lamport clock a peer's record may be (a billion edits).
+MAX_LAMPORT_JUMP: Final = 1 << 30
+
+
+def record_ceiling_floor() -> int:
+    """Lower bound for the jump check, so a fresh replica can load an old mesh's policy."""
+    return 1 << 20
+
+
 def tombstone_hash(kind: str, name: str) -> str:
     """Content hash of a delete: the same on every node, so only node/lamport tell them apart."""
     return hashlib.sha256(f"tombstone\n{kind}/{name}".encode()).hexdigest()
@@ -738,6 +747,15 @@ class PolicyStore:
                     ) from None
                 except ValueError as exc:
                     raise UpdateRefused(source, str(exc)) from None
+                ceiling = max(self._lamport, record_ceiling_floor()) + MAX_LAMPORT_JUMP
+                if record.lamport > ceiling:
+                    # A forged huge counter would make every later edit lose (or overflow):
+                    # no honest partition produces a jump of this size.
+                    raise UpdateRefused(
+                        source,
+                        f"entry {key!r} has Lamport counter {record.lamport}, implausibly far"
+                        f" ahead of ours ({self._lamport}); refusing a forged or corrupt clock",
+                    )
                 checked[key] = (value, record, obj)
             return checked
         except UpdateRefused:

@@ -9,6 +9,7 @@ handlers, to authorization (a later feature) and to the app as
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 from collections.abc import Callable
 
@@ -16,8 +17,9 @@ import trio
 
 from certs.spiffe import SpiffeId
 from peermesh.control.router import ControlRouter
-from peermesh.http.exchange import H2ResponseWriter, H2StreamBody
+from peermesh.http.exchange import BodySource, H2ResponseWriter, H2StreamBody, ResponseWriter
 from peermesh.http.h1client import AppUnavailable
+from peermesh.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
 from peermesh.http.h2session import H2Session, H2Stream
 from peermesh.http.headers import (
     CLIENT_CERT_HEADER,
@@ -29,9 +31,11 @@ from peermesh.metrics import AgentMetrics
 from peermesh.policy.compiled import AuthzDecision, CompiledPolicy
 from peermesh.proxy import errors
 from peermesh.proxy.localapp import LocalApp
+from peermesh.proxy.outbound import sniff_preface
 from peermesh.proxy.relay import DownstreamGone, relay
 from peermesh.proxy.tracker import ConnectionTracker
 from peermesh.tls import MeshTls, PeerIdentityError, TlsNotReady, peer_identity
+from peermesh.traffic.limits import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,8 @@ class InboundProxy:
         self.tracker = tracker
         self.handshake_timeout = handshake_timeout
         self.policy = policy
+        self._limiter: RateLimiter | None = None
+        self._limiter_config: object = None
         self.port = 0  # set by the agent once the listener is bound
 
     async def serve_connection(self, tcp: trio.SocketStream) -> None:
@@ -100,6 +106,12 @@ class InboundProxy:
             await trio.aclose_forcefully(stream)
             return
 
+        if self.policy is not None and self.policy().is_revoked(str(identity)):
+            self.metrics.tls_failures.labels("server", "revoked-identity").inc()
+            log.info("refused revoked identity %s from %s", identity, peer_ip)
+            await trio.aclose_forcefully(stream)
+            return
+
         async def on_stream(h2_stream: H2Stream) -> None:
             await self._handle_stream(h2_stream, identity, peer_ip)
 
@@ -120,7 +132,7 @@ class InboundProxy:
             self.tracker.h2.discard(session)
             self.metrics.open_connections.labels("inbound").dec()
 
-    def _authorize(self, head: RequestHead, peer: SpiffeId) -> AuthzDecision | None:
+    def _authorize(self, head: RequestHead, peer: SpiffeId | None) -> AuthzDecision | None:
         """The compiled AuthorizationPolicy verdict; None when the request may pass."""
         if self.policy is None:
             return None
@@ -128,7 +140,7 @@ class InboundProxy:
         headers = {n.decode("latin-1"): v.decode("latin-1") for n, v in head.headers}
         decision = compiled.authorize(
             self.service,
-            str(peer),
+            str(peer) if peer is not None else None,
             head.method.decode("ascii", "replace"),
             head.path.decode("ascii", "replace"),
             self.port,
@@ -152,27 +164,45 @@ class InboundProxy:
     async def _handle_stream(self, stream: H2Stream, peer: SpiffeId, peer_ip: str) -> None:
         writer = H2ResponseWriter(stream)
         body = H2StreamBody(stream)
+        try:
+            head = h2_request_to_head(stream.headers or [], client_address=peer_ip)
+        except HeaderError as exc:
+            self.metrics.sidecar_errors.labels("inbound", "bad-request").inc()
+            await errors.send_error(writer, errors.bad_request(str(exc)))
+            return
+        if ControlRouter.owns(head.path):
+            status = await self.control.handle(head, body, writer, peer)
+            method = head.path.decode("ascii", "replace").split("?", 1)[0]
+            known = method[len("/peermesh.v1/") :]
+            label = known if known in self.control.methods else "unknown"
+            self.metrics.control_calls.labels(label, str(status)).inc()
+            return
+        await self.serve_request(head, body, writer, has_body=not stream.headers_only, peer=peer)
+
+    async def serve_request(
+        self,
+        head: RequestHead,
+        body: BodySource,
+        writer: ResponseWriter,
+        *,
+        has_body: bool,
+        peer: SpiffeId | None,
+    ) -> None:
+        """Authorize, rate-limit, then forward to the local app (any HTTP version)."""
         started = trio.current_time()
         status = 0
         try:
-            try:
-                head = h2_request_to_head(stream.headers or [], client_address=peer_ip)
-            except HeaderError as exc:
-                raise errors.bad_request(str(exc)) from None
-            if ControlRouter.owns(head.path):
-                status = await self.control.handle(head, body, writer, peer)
-                method = head.path.decode("ascii", "replace").split("?", 1)[0]
-                known = method[len("/peermesh.v1/") :]
-                label = known if known in self.control.methods else "unknown"
-                self.metrics.control_calls.labels(label, str(status)).inc()
-                return
             denial = self._authorize(head, peer)
             if denial is not None:
                 status = 403
                 await _send_denial(writer, denial)
                 return
+            limited = self._rate_limited(peer)
+            if limited is not None:
+                status = 429
+                await _send_rate_limited(writer, limited)
+                return
             head = _with_client_cert(head, peer, self.tls)
-            has_body = not stream.headers_only
             try:
                 call = await self.app.start(head, has_body=has_body)
             except AppUnavailable as exc:
@@ -188,19 +218,100 @@ class InboundProxy:
         except DownstreamGone:
             status = status or 499
         finally:
-            if not ControlRouter.owns(
-                (stream.headers and dict(stream.headers).get(b":path")) or b""
-            ):
-                self.metrics.record_request(
-                    "inbound",
-                    peer.service or str(peer),
-                    self.service,
-                    status or 499,
-                    trio.current_time() - started,
+            source = (peer.service or str(peer)) if peer is not None else "plaintext"
+            self.metrics.record_request(
+                "inbound", source, self.service, status or 499, trio.current_time() - started
+            )
+
+    def _rate_limited(self, peer: SpiffeId | None) -> float | None:
+        """Seconds to wait if the local rate limit (TrafficPolicy of our service) says no."""
+        if self.policy is None:
+            return None
+        compiled = self.policy()
+        destination = compiled.destination_policy(self.service)
+        config = destination.spec.rate_limit if destination is not None else None
+        if config is None:
+            self._limiter = None
+            return None
+        if self._limiter is None or self._limiter_config != config:
+            self._limiter = RateLimiter(config)
+            self._limiter_config = config
+        allowed, retry_after = self._limiter.check(
+            trio.current_time(), str(peer) if peer is not None else None
+        )
+        if allowed:
+            return None
+        self.metrics.rate_limited.labels(self.service).inc()
+        return retry_after
+
+    async def serve_plaintext(self, tcp: trio.SocketStream) -> None:
+        """PERMISSIVE mode: non-mesh clients over plain HTTP/1.1 or h2c (migration only)."""
+        kind, data = await sniff_preface(tcp)
+        if kind not in ("h1", "h2c"):
+            await trio.aclose_forcefully(tcp)
+            return
+        try:
+            client = str(tcp.socket.getpeername()[0])
+        except OSError:
+            client = ""
+
+        async def plain(
+            head: RequestHead, body: BodySource, writer: ResponseWriter, has_body: bool
+        ) -> None:
+            if self.policy is not None and self.policy().mtls_mode(self.service) != "PERMISSIVE":
+                self.metrics.sidecar_errors.labels("inbound", "mtls-required").inc()
+                await errors.send_error(
+                    writer,
+                    errors.ProxyError(
+                        403,
+                        "mtls-required",
+                        f"{self.service} accepts mesh (mTLS) traffic only: MeshConfig mtls"
+                        " mode is STRICT; set it to PERMISSIVE for this service to migrate",
+                    ),
                 )
+                return
+            await self.serve_request(head, body, writer, has_body=has_body, peer=None)
+
+        if kind == "h2c":
+
+            async def on_stream(stream: H2Stream) -> None:
+                writer = H2ResponseWriter(stream)
+                try:
+                    head = h2_request_to_head(stream.headers or [], client_address=client)
+                except HeaderError as exc:
+                    await errors.send_error(writer, errors.bad_request(str(exc)))
+                    return
+                await plain(head, H2StreamBody(stream), writer, not stream.headers_only)
+
+            await H2Session(tcp, client_side=False, handler=on_stream, initial_data=data).run()
+        else:
+
+            async def on_request(
+                head: RequestHead, body: H1RequestBody, writer: H1ResponseWriter
+            ) -> None:
+                await plain(head, body, writer, body.has_body)
+
+            await H1ServerConnection(
+                tcp, on_request, initial_data=data, client_address=client
+            ).run()
 
 
-async def _send_denial(writer: H2ResponseWriter, decision: AuthzDecision) -> None:
+async def _send_rate_limited(writer: ResponseWriter, retry_after: float) -> None:
+    body = b"local rate limit exceeded\n"
+    await writer.send_head(
+        429,
+        [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(max(1, math.ceil(retry_after))).encode()),
+            (b"x-peermesh-error", b"rate-limited"),
+        ],
+    )
+    await writer.send_data(body)
+    await writer.finish()
+
+
+async def _send_denial(writer: ResponseWriter, decision: AuthzDecision) -> None:
     body = (
         f"RBAC: access denied: {decision.reason}"
         + (f" (policy {decision.policy_name})" if decision.policy_name else "")
@@ -219,14 +330,15 @@ async def _send_denial(writer: H2ResponseWriter, decision: AuthzDecision) -> Non
     await writer.finish()
 
 
-def _with_client_cert(head: RequestHead, peer: SpiffeId, tls: MeshTls) -> RequestHead:
+def _with_client_cert(head: RequestHead, peer: SpiffeId | None, tls: MeshTls) -> RequestHead:
     """Replace any client-supplied XFCC with what the handshake proved (Envoy's format)."""
     try:
         ours = str(tls.identity)
     except TlsNotReady:
         ours = ""
     headers = [(n, v) for n, v in head.headers if n != CLIENT_CERT_HEADER]
-    headers.append((CLIENT_CERT_HEADER, f"By={ours};URI={peer}".encode()))
+    if peer is not None:
+        headers.append((CLIENT_CERT_HEADER, f"By={ours};URI={peer}".encode()))
     return RequestHead(head.method, head.scheme, head.authority, head.path, tuple(headers))
 
 

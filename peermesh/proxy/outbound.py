@@ -7,9 +7,10 @@ authority; the request leaves on a pooled mTLS HTTP/2 connection to a peer agent
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Sequence
+import math
+import random
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -22,24 +23,46 @@ from peermesh.http.exchange import (
     ResponseWriter,
 )
 from peermesh.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
-from peermesh.http.h2session import ConnectionUnavailable, H2Session, H2Stream, StreamReset
+from peermesh.http.h2session import (
+    ConnectionUnavailable,
+    ErrorCode,
+    H2Session,
+    H2Stream,
+    StreamReset,
+)
 from peermesh.http.headers import (
     HeaderError,
+    Headers,
     RequestHead,
     destination_service,
     h2_request_to_head,
     head_to_h2,
 )
 from peermesh.metrics import AgentMetrics
+from peermesh.policy.compiled import CompiledPolicy, RouteDecision
 from peermesh.proxy import errors
+from peermesh.proxy.attempt import BufferedBody, UpstreamAttempt, buffer_body
 from peermesh.proxy.endpoints import Endpoint, EndpointSource
 from peermesh.proxy.pool import PeerPool
-from peermesh.proxy.relay import DownstreamGone, relay
+from peermesh.proxy.relay import UPSTREAM_ERRORS, DownstreamGone
 from peermesh.proxy.tracker import ConnectionTracker
+from peermesh.proxy.traffic import (
+    DEFAULT_RETRIES,
+    DestinationState,
+    TrafficTable,
+    grpc_status_of,
+    matching,
+    response_headers,
+    rewrite_request,
+)
+from peermesh.traffic.deadlines import request_deadline
+from peermesh.traffic.faults import decide as decide_fault
+from peermesh.traffic.retry import Outcome, backoff, is_replayable, retryable
 
 log = logging.getLogger(__name__)
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MIRROR_TIMEOUT = 10.0
 FIRST_BYTES_TIMEOUT = 30.0
 
 
@@ -75,14 +98,20 @@ class OutboundProxy:
         pool: PeerPool,
         metrics: AgentMetrics,
         tracker: ConnectionTracker,
+        policy: Callable[[], CompiledPolicy] | None = None,
+        background: trio.Nursery | None = None,
+        rng: random.Random | None = None,
     ) -> None:
+        self.policy = policy
+        self.background = background
+        self.rng = rng or random.Random()
+        self.traffic = TrafficTable(rng=self.rng)
         self.local_service = local_service
         self.trust_domain = trust_domain
         self.endpoints = endpoints
         self.pool = pool
         self.metrics = metrics
         self.tracker = tracker
-        self._rr = itertools.count()
 
     async def serve_connection(self, transport: trio.SocketStream) -> None:
         """One app connection: sniff its protocol and serve it until it ends."""
@@ -156,7 +185,7 @@ class OutboundProxy:
     async def handle(
         self, head: RequestHead, body: BodySource, writer: ResponseWriter, *, has_body: bool
     ) -> None:
-        """Route one request to a peer and relay the exchange."""
+        """Route one request by policy, then try endpoints until one answers well."""
         started = trio.current_time()
         service = "unknown"
         status = 0
@@ -165,12 +194,7 @@ class OutboundProxy:
                 service = destination_service(head.authority)
             except HeaderError as exc:
                 raise errors.bad_request(str(exc)) from None
-            endpoint = self._pick(service, self.endpoints.endpoints(service))
-            call = await self._open(endpoint, head, has_body=has_body)
-            result = await relay(body, call, writer, request_has_body=has_body)
-            status = result.status
-            if result.error_code:
-                self.metrics.sidecar_errors.labels("outbound", result.error_code).inc()
+            status = await self._route(service, head, body, writer, has_body=has_body)
         except errors.ProxyError as exc:
             status = exc.status
             self.metrics.sidecar_errors.labels("outbound", exc.code).inc()
@@ -189,17 +213,273 @@ class OutboundProxy:
                 trio.current_time() - started,
             )
 
-    def _pick(self, service: str, endpoints: Sequence[Endpoint] | None) -> Endpoint:
-        if endpoints is None:
-            raise errors.no_route(service)
+    async def _route(
+        self,
+        service: str,
+        head: RequestHead,
+        body: BodySource,
+        writer: ResponseWriter,
+        *,
+        has_body: bool,
+    ) -> int:
+        compiled = self.policy() if self.policy is not None else None
+        headers = {n.decode("latin-1"): v.decode("latin-1") for n, v in head.headers}
+        method = head.method.decode("ascii", "replace")
+        decision = (
+            compiled.match_route(service, method, head.path.decode("latin-1"), headers)
+            if compiled is not None
+            else None
+        )
+        target: str = service
+        labels: tuple[tuple[str, str], ...] = ()
+        if decision is not None:
+            dest = decision.pick(self.rng.random())
+            if dest.labels is None:
+                raise errors.ProxyError(
+                    503,
+                    "no-subset",
+                    f"route {decision.route} sends to subset {dest.subset!r} of {dest.host},"
+                    " which no TrafficPolicy defines",
+                )
+            target, labels = dest.host, tuple(dest.labels)
+        all_endpoints = self.endpoints.endpoints(target)
+        if all_endpoints is None:
+            raise errors.no_route(target)
+        endpoints = matching(all_endpoints, labels)
         if not endpoints:
-            raise errors.no_endpoints(service)
-        return endpoints[next(self._rr) % len(endpoints)]
+            if all_endpoints:
+                raise errors.ProxyError(
+                    503,
+                    "no-endpoints",
+                    f"no endpoint of {target!r} has labels "
+                    + ",".join(f"{k}={v}" for k, v in labels),
+                )
+            raise errors.no_endpoints(target)
+        state = self.traffic.state_for(target, compiled)
+        fault = decide_fault(decision.fault if decision else None, self.rng)
+        if fault.delay:
+            await trio.sleep(fault.delay)
+        if fault.abort_status:
+            raise errors.ProxyError(
+                fault.abort_status, "fault-injected", "fault injected by route policy"
+            )
+        if not state.limits.try_start():
+            state.overflows += 1
+            raise errors.ProxyError(
+                503,
+                "overflow",
+                f"{target}: connection pool limits reached (circuit breaker open)",
+            )
+        try:
+            return await self._attempts(
+                target, endpoints, state, decision, head, body, writer, has_body=has_body
+            )
+        finally:
+            state.limits.finish()
+
+    async def _attempts(
+        self,
+        target: str,
+        endpoints: Sequence[Endpoint],
+        state: DestinationState,
+        decision: RouteDecision | None,
+        head: RequestHead,
+        body: BodySource,
+        writer: ResponseWriter,
+        *,
+        has_body: bool,
+    ) -> int:
+        now = trio.current_time()
+        head = rewrite_request(head, decision)
+        deadline = request_deadline(
+            now, route_timeout=decision.timeout if decision else None, headers=head.headers
+        )
+        retries = decision.retries if decision is not None and decision.retries else DEFAULT_RETRIES
+        retry_on = retries.retry_on or DEFAULT_RETRIES.retry_on
+        state.budget.record_request(now)
+        state.requests += 1
+        source: BufferedBody | BodySource | None = None
+        if has_body:
+            source = await buffer_body(body)
+        replayable = is_replayable(head.method, body_buffered=isinstance(source, BufferedBody))
+        if decision is not None and decision.mirror is not None:
+            self._maybe_mirror(decision, head, source, has_body=has_body)
+        hash_header = state.policy.load_balancer.consistent_hash_header if state.policy else None
+        hash_key = head.header(hash_header.lower().encode()) if hash_header else None
+        tried: list[str] = []
+        max_tries = 1 + retries.attempts
+        last_error: errors.ProxyError | None = None
+        for attempt in range(1, max_tries + 1):
+            eligible = state.outlier.filter(endpoints, now) if state.outlier else list(endpoints)
+            endpoint = state.balancer.pick(
+                eligible, now=trio.current_time(), exclude=tried, hash_key=hash_key
+            )
+            if endpoint is None:
+                raise errors.no_endpoints(target)
+            tried.append(endpoint.address)
+            expect = SpiffeId.for_service(self.trust_domain, endpoint.service)
+            reader: BodySource | None
+            reader = source.reader() if isinstance(source, BufferedBody) else source
+            # Never replay a body we no longer hold, whatever the method.
+            body_held = not has_body or isinstance(source, BufferedBody)
+            can_retry = attempt < max_tries and replayable and body_held
+            try_started = trio.current_time()
+            state.balancer.on_start(endpoint.address, try_started)
+            outcome: Outcome
+            try:
+                call = await self._open(endpoint, head, expect=expect, has_body=has_body)
+            except errors.ProxyError as exc:
+                self._record(state, endpoint, try_started, ok=False, gateway=True)
+                outcome = Outcome(connect_failure=True)
+                last_error = exc
+                if can_retry and self._may_retry(state, outcome, retry_on):
+                    await trio.sleep(backoff(attempt, self.rng))
+                    continue
+                raise
+            per_try = retries.per_try_timeout
+            try_deadline = min(
+                deadline if deadline is not None else math.inf,
+                try_started + per_try if per_try else math.inf,
+            )
+            async with UpstreamAttempt(call, reader) as upstream:
+                head_status: tuple[int, Headers] | None = None
+                failure = ""
+                refused = False
+                with trio.move_on_at(try_deadline):
+                    try:
+                        head_status = await upstream.response()
+                    except UPSTREAM_ERRORS as exc:
+                        failure = str(exc) or type(exc).__name__
+                        refused = getattr(exc, "error_code", None) == ErrorCode.REFUSED_STREAM
+                if head_status is None:
+                    self._record(state, endpoint, try_started, ok=False, gateway=True)
+                    if upstream.body_error is not None:
+                        raise DownstreamGone(str(upstream.body_error))
+                    timed_out = not failure
+                    outcome = Outcome(
+                        reset=not timed_out and not refused,
+                        refused_stream=refused,
+                        timed_out=timed_out,
+                    )
+                    if timed_out:
+                        self.metrics.sidecar_errors.labels("outbound", "timeout").inc()
+                        last_error = errors.ProxyError(
+                            504, "timeout", f"{target} did not answer within the timeout"
+                        )
+                        overall = deadline is not None and trio.current_time() >= deadline
+                        if overall:
+                            raise last_error
+                    else:
+                        last_error = errors.upstream_reset(failure)
+                    if can_retry and self._may_retry(state, outcome, retry_on):
+                        await trio.sleep(backoff(attempt, self.rng))
+                        continue
+                    raise last_error
+                status, resp_headers = head_status
+                self._record(
+                    state, endpoint, try_started, ok=status < 500, gateway=status in (502, 503, 504)
+                )
+                outcome = Outcome(status=status, grpc_status=grpc_status_of(resp_headers))
+                if can_retry and status >= 400 and self._may_retry(state, outcome, retry_on):
+                    await trio.sleep(backoff(attempt, self.rng))
+                    continue
+                stream = getattr(call, "stream", None)
+                ended = bool(stream is not None and stream.headers_only)
+                out_headers = response_headers(resp_headers, decision, attempt)
+                remaining = deadline - trio.current_time() if deadline is not None else math.inf
+                with trio.move_on_after(max(remaining, 0)) as scope:
+                    result = await upstream.commit(writer, status, out_headers, ended=ended)
+                if scope.cancelled_caught:
+                    writer.abort()
+                    self.metrics.sidecar_errors.labels("outbound", "timeout").inc()
+                    return 504
+                if result.error_code:
+                    self.metrics.sidecar_errors.labels("outbound", result.error_code).inc()
+                if attempt > 1:
+                    self.metrics.retries.labels(target).inc(attempt - 1)
+                return status
+        assert last_error is not None
+        raise last_error
+
+    def _record(
+        self,
+        state: DestinationState,
+        endpoint: Endpoint,
+        started: float,
+        *,
+        ok: bool,
+        gateway: bool,
+    ) -> None:
+        """Feed one try's outcome to the balancer and the outlier detector."""
+        now = trio.current_time()
+        state.balancer.on_finish(endpoint.address, now, now - started, ok)
+        if state.outlier is not None and state.outlier.record(
+            endpoint.address, now, ok=ok, gateway_error=gateway
+        ):
+            self.metrics.ejections.labels(state.host).inc()
+
+    def _may_retry(
+        self, state: DestinationState, outcome: Outcome, retry_on: Sequence[str]
+    ) -> bool:
+        if not (outcome.connect_failure or retryable(outcome, retry_on)):
+            return False
+        if state.budget.try_withdraw(trio.current_time()):
+            return True
+        self.metrics.sidecar_errors.labels("outbound", "retry-budget-exhausted").inc()
+        return False
+
+    def _maybe_mirror(
+        self,
+        decision: RouteDecision,
+        head: RequestHead,
+        source: BufferedBody | BodySource | None,
+        *,
+        has_body: bool,
+    ) -> None:
+        """Fire-and-forget copy; only requests whose body is fully buffered (or empty)."""
+        mirror = decision.mirror
+        if mirror is None or self.rng.random() * 100 >= decision.mirror_percentage:
+            return
+        if has_body and not isinstance(source, BufferedBody):
+            return
+        if self.background is None:
+            return
+        body = source if isinstance(source, BufferedBody) else None
+        labels = tuple(mirror.labels or ())
+        self.background.start_soon(self._mirror, mirror.host, labels, head, body)
+
+    async def _mirror(
+        self,
+        host: str,
+        labels: tuple[tuple[str, str], ...],
+        head: RequestHead,
+        body: BufferedBody | None,
+    ) -> None:
+        """Send the copy; its response is read and dropped, its failures only counted."""
+        with trio.move_on_after(MIRROR_TIMEOUT):
+            try:
+                endpoints = matching(self.endpoints.endpoints(host) or [], labels)
+                if not endpoints:
+                    return
+                endpoint = self.rng.choice(endpoints)
+                shadow = RequestHead(
+                    head.method, head.scheme, head.authority, head.path,
+                    (*head.headers, (b"x-peermesh-mirror", b"1")),
+                )  # fmt: skip
+                expect = SpiffeId.for_service(self.trust_domain, endpoint.service)
+                call = await self._open(endpoint, shadow, expect=expect, has_body=body is not None)
+                async with UpstreamAttempt(call, body.reader() if body else None) as attempt:
+                    await attempt.response()
+                    while await call.receive_data():
+                        pass
+                    attempt.committed = True
+                self.metrics.mirrored.labels(host).inc()
+            except (errors.ProxyError, *UPSTREAM_ERRORS):
+                return
 
     async def _open(
-        self, endpoint: Endpoint, head: RequestHead, *, has_body: bool
+        self, endpoint: Endpoint, head: RequestHead, *, expect: SpiffeId | None, has_body: bool
     ) -> H2UpstreamCall:
-        expect = SpiffeId.for_service(self.trust_domain, endpoint.service)
         headers = head_to_h2(head, scheme=b"https")
         headers = [(n, v) for n, v in headers if n != b"x-forwarded-client-cert"]
         for _attempt in range(2):

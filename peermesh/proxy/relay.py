@@ -8,32 +8,18 @@ goes away, the other side is reset so nothing keeps running for nobody.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import trio
-
 from peermesh.http.exchange import BodySource, ResponseWriter, UpstreamCall
-from peermesh.http.h1client import AppUnavailable, UpstreamBroken
-from peermesh.http.h1server import ClientGone
-from peermesh.http.h2session import StreamReset
+from peermesh.http.h1client import AppUnavailable
 from peermesh.proxy import errors
+from peermesh.proxy.attempt import (
+    DOWNSTREAM_ERRORS,
+    UPSTREAM_ERRORS,
+    DownstreamGone,
+    RelayResult,
+    UpstreamAttempt,
+)
 
-UPSTREAM_ERRORS = (StreamReset, AppUnavailable, UpstreamBroken)
-DOWNSTREAM_ERRORS = (StreamReset, ClientGone)
-
-
-class DownstreamGone(Exception):
-    """The client of this exchange went away; nothing is left to answer."""
-
-
-@dataclass
-class RelayResult:
-    """What happened, for metrics and logs."""
-
-    status: int = 0
-    request_bytes: int = 0
-    response_bytes: int = 0
-    error_code: str = ""
+__all__ = ["DOWNSTREAM_ERRORS", "UPSTREAM_ERRORS", "DownstreamGone", "RelayResult", "relay"]
 
 
 async def relay(
@@ -45,89 +31,25 @@ async def relay(
     response_complete: bool = False,
 ) -> RelayResult:
     """Stream the request body up and the response down; returns the outcome."""
-    result = RelayResult()
-    finished = False
-    try:
-        async with trio.open_nursery() as nursery:
-            if request_has_body:
-                nursery.start_soon(_pump_request, body, call, result)
-            try:
-                status, headers = await call.receive_response()
-            except UPSTREAM_ERRORS as exc:
-                nursery.cancel_scope.cancel()
-                err = _upstream_error(exc)
-                result.status, result.error_code = err.status, err.code
-                await _send_error_downstream(writer, err)
-                finished = True
-                return result
-            result.status = status
-            ended = response_complete or _response_already_complete(call)
-            try:
-                await writer.send_head(status, headers, end=ended)
-            except DOWNSTREAM_ERRORS as exc:
-                raise DownstreamGone(str(exc)) from exc
-            if not ended:
-                await _pump_response(call, writer, result)
-            finished = True
-            # The upstream answered in full; an unread request body is no longer wanted.
-            nursery.cancel_scope.cancel()
-    finally:
-        if not finished:
-            call.abort()
-    return result
-
-
-def _response_already_complete(call: UpstreamCall) -> bool:
-    stream = getattr(call, "stream", None)
-    if stream is None:
-        return False
-    return bool(stream.headers_only)
-
-
-async def _pump_request(body: BodySource, call: UpstreamCall, result: RelayResult) -> None:
-    while True:
+    async with UpstreamAttempt(call, body if request_has_body else None) as attempt:
         try:
-            chunk = await body.receive_data()
-        except DOWNSTREAM_ERRORS as exc:
-            call.abort()
-            raise DownstreamGone(f"client went away while sending the body: {exc}") from exc
-        try:
-            if not chunk:
-                await call.finish(body.trailers)
-                return
-            result.request_bytes += len(chunk)
-            await call.send_data(chunk)
-        except UPSTREAM_ERRORS:
-            # The response side sees the same failure and reports it; stop sending.
-            return
-
-
-async def _pump_response(call: UpstreamCall, writer: ResponseWriter, result: RelayResult) -> None:
-    while True:
-        try:
-            chunk = await call.receive_data()
+            status, headers = await attempt.response()
         except UPSTREAM_ERRORS as exc:
-            result.error_code = "upstream-reset"
-            writer.abort()
-            raise DownstreamGone(f"upstream broke mid-response: {exc}") from exc
-        try:
-            if not chunk:
-                await writer.finish(call.trailers)
-                return
-            result.response_bytes += len(chunk)
-            await writer.send_data(chunk)
-        except DOWNSTREAM_ERRORS as exc:
-            raise DownstreamGone(f"client went away mid-response: {exc}") from exc
+            if attempt.body_error is not None:
+                raise DownstreamGone(str(attempt.body_error)) from exc
+            err = _upstream_error(exc)
+            attempt.result.status, attempt.result.error_code = err.status, err.code
+            try:
+                await errors.send_error(writer, err)
+            except DOWNSTREAM_ERRORS as send_exc:
+                raise DownstreamGone(str(send_exc)) from send_exc
+            return attempt.result
+        stream = getattr(call, "stream", None)
+        ended = response_complete or bool(stream is not None and stream.headers_only)
+        return await attempt.commit(writer, status, headers, ended=ended)
 
 
 def _upstream_error(exc: BaseException) -> errors.ProxyError:
     if isinstance(exc, AppUnavailable):
         return errors.app_unavailable(str(exc))
     return errors.upstream_reset(str(exc))
-
-
-async def _send_error_downstream(writer: ResponseWriter, err: errors.ProxyError) -> None:
-    try:
-        await errors.send_error(writer, err)
-    except DOWNSTREAM_ERRORS as exc:
-        raise DownstreamGone(str(exc)) from exc
