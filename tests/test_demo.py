@@ -7,21 +7,12 @@ import sys
 
 
 def test_demo_runs_and_stops_cleanly(tmp_path):
+    args = ["--duration", "10", "--phase-seconds", "2.5", "--dir", str(tmp_path / "d")]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "examples.demo",
-            "--duration",
-            "10",
-            "--phase-seconds",
-            "2.5",
-            "--dir",
-            str(tmp_path / "d"),
-        ],  # fmt: skip
+        [sys.executable, "-m", "examples.demo", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", "TERM": "dumb"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
