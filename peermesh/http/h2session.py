@@ -37,6 +37,7 @@ MAX_FRAME = 1 << 16
 MAX_HEADER_LIST = 64 << 10
 RESET_FLOOD_LIMIT = 200  # peer-initiated resets per second before we call it an attack
 READ_SIZE = 1 << 16
+HIGH_WATER = 256 << 10  # unsent bytes after which a sender flushes itself
 
 ErrorCode = h2.errors.ErrorCodes
 
@@ -152,7 +153,7 @@ class H2Stream:
         self.session._conn.send_headers(self.stream_id, headers, end_stream=end_stream)
         if end_stream:
             self.local_ended = True
-        await self.session._flush()
+        await self.session._queued(0)
         self.session._forget_if_closed(self)
 
     async def send_data(self, data: bytes, *, end_stream: bool = False) -> None:
@@ -165,7 +166,7 @@ class H2Stream:
                 if end_stream:
                     conn.end_stream(self.stream_id)
                     self.local_ended = True
-                    await self.session._flush()
+                    await self.session._queued(0)
                     self.session._forget_if_closed(self)
                 return
             window = conn.local_flow_control_window(self.stream_id)
@@ -178,7 +179,7 @@ class H2Stream:
             view = view[size:]
             if last:
                 self.local_ended = True
-            await self.session._flush()
+            await self.session._queued(size)
             if last:
                 self.session._forget_if_closed(self)
                 return
@@ -269,6 +270,7 @@ class H2Session:
         self._conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self._streams: dict[int, H2Stream] = {}
         self._send_lock = trio.Lock()
+        self._unsent = 0  # bytes of DATA queued in h2 since the last flush
         self._writer_wakeup = trio.Event()
         self._closed = trio.Event()
         self._handlers: trio.Nursery | None = None
@@ -551,8 +553,23 @@ class H2Session:
             if self.draining and not self._streams and not self.is_closed:
                 self._abort(None, "drained")
 
+    async def _queued(self, nbytes: int) -> None:
+        """Frames were queued in h2: let the writer task send them in one batch.
+
+        Sending each frame as it is made costs a syscall (and a TLS record) per frame;
+        batching what every stream queued in one scheduling round costs one. Past
+        ``HIGH_WATER`` unsent bytes the caller flushes itself, which is the backpressure.
+        """
+        if self.is_closed:
+            raise ConnectionLost(self.close_reason or "connection closed")
+        self._unsent += nbytes
+        self._kick_writer()
+        if self._unsent >= HIGH_WATER:
+            await self._flush()
+
     async def _flush(self) -> None:
         async with self._send_lock:
+            self._unsent = 0
             data = self._conn.data_to_send()
             while data:
                 try:
