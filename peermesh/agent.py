@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import trio
@@ -19,7 +20,6 @@ from peermesh.config import AgentConfig
 from peermesh.control.client import ControlCallError, ControlClient
 from peermesh.control.router import ControlRequest, ControlRouter
 from peermesh.membership.gossip import GossipSettings, Membership, default_advertise_address
-from peermesh.membership.mdns import Candidate, MdnsDiscovery
 from peermesh.metrics import AgentMetrics
 from peermesh.policy.api import PolicyAdmin
 from peermesh.policy.replicator import Peer, PolicyReplicator
@@ -50,7 +50,7 @@ class Agent:
         self.static_endpoints = StaticEndpoints(config.peers, config.endpoints_file)
         self.endpoints = CompositeEndpoints([self.static_endpoints])
         self.membership: Membership | None = None
-        self.mdns: MdnsDiscovery | None = None
+        self.mdns: Any = None  # MdnsDiscovery when --mdns
         self._keyring = None
         if config.gossip is not None and config.gossip_key_file is not None:
             from gossip.codec import load_keyring
@@ -81,6 +81,22 @@ class Agent:
         if self._keyring is None and config.gossip is not None and not config.insecure_gossip:
             self._keyring = self.ca.initial_keyring()
         # --- end threshold CA -------------------------------------------------------------
+        # --- observability (issue 7): request records, collectors, mesh view, /ui --------
+        from peermesh.observability.collectors import AgentStateCollector
+        from peermesh.observability.hub import Observability
+        from peermesh.observability.meshview import MeshView
+
+        self.observability = Observability(
+            service=config.service.name,
+            node=config.name,
+            trust_domain=config.trust_domain,
+            metrics=self.metrics,
+            access_log=config.access_log,
+            otlp_endpoint=config.otlp_endpoint,
+        )
+        self.metrics.registry.register(AgentStateCollector(self))
+        self.mesh_view = MeshView(self)
+        # --- end observability -------------------------------------------------------------
         self.outbound_tracker = ConnectionTracker("outbound")
         self.inbound_tracker = ConnectionTracker("inbound")
         self.addresses: dict[str, tuple[str, int]] = {}
@@ -146,6 +162,9 @@ class Agent:
                 "admin": _bound(admin_listeners),
             }
             inbound.port = self.addresses["inbound"][1]
+            if self.observability.enabled:
+                outbound.observer = inbound.observer = self.observability
+            await root.start(self.observability.run)
             if plain_listeners:
                 self.addresses["plaintext"] = _bound(plain_listeners)
             root.start_soon(trio.serve_listeners, self.admin.serve_connection, admin_listeners)
@@ -195,6 +214,8 @@ class Agent:
                         await trio.sleep(0.02)
                 connections.cancel_scope.cancel()
             root.cancel_scope.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await self.observability.aclose()
         self.policy.close()
         log.info("agent %s stopped", cfg.name)
 
@@ -225,6 +246,8 @@ class Agent:
         self.addresses["gossip"] = self.membership.bound
         self.endpoints.sources.append(self.membership)
         if cfg.mdns:
+            from peermesh.membership.mdns import MdnsDiscovery  # zeroconf only when used
+
             self.mdns = MdnsDiscovery(
                 node=cfg.name,
                 address=advertise,
@@ -243,7 +266,7 @@ class Agent:
             # No multicast-capable interface (e.g. loopback only): seeds still work.
             log.warning("mDNS discovery unavailable: %s; use --join seeds", exc)
 
-    async def _on_mdns_candidate(self, candidate: Candidate) -> None:
+    async def _on_mdns_candidate(self, candidate: Any) -> None:
         membership = self.membership
         if membership is None:
             return
@@ -308,6 +331,7 @@ class Agent:
         # Runs synchronously inside the store: only note it; never write to the store here.
         self.policy_changes += 1
         self.metrics.policy_changes.inc()
+        self.observability.policy_applied_at = time.time()
 
     async def _policy_route(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         if self.policy_admin is None:

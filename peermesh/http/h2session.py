@@ -299,7 +299,8 @@ class H2Session:
         if self.is_closed or self.goaway_received is not None or self.draining:
             return False
         limit = self._conn.remote_settings.max_concurrent_streams
-        return self._conn.open_outbound_streams < limit
+        # Our own count: h2's open_outbound_streams scans every stream on each call.
+        return len(self._streams) < limit
 
     # lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
@@ -459,7 +460,10 @@ class H2Session:
         self.goaway_received = last
         code = int(event.error_code) if event.error_code is not None else 0
         for stream_id, stream in list(self._streams.items()):
-            if stream_id > last or code != 0:
+            # last-stream-id names streams the *sender* of GOAWAY may have processed: it
+            # only covers streams we initiated, i.e. the client side's requests.
+            beyond = self.client_side and stream_id > last
+            if beyond or code != 0:
                 self._streams.pop(stream_id, None)
                 stream._error = ConnectionLost(
                     f"peer sent GOAWAY ({_error_name(code)}); stream {stream_id} not processed"
@@ -573,7 +577,11 @@ class H2Session:
             data = self._conn.data_to_send()
             while data:
                 try:
-                    await self.transport.send_all(data)
+                    # Shielded: bytes taken from h2 must reach the wire whole. A caller
+                    # cancelled mid-write would leave half a frame on a connection that
+                    # other streams share, and desynchronise HPACK for all of them.
+                    with trio.CancelScope(shield=True):
+                        await self.transport.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self.close_reason = f"transport error: {exc}"
                     self._mark_closed(self.close_reason)
