@@ -194,6 +194,16 @@ main.add_command(dev_ca)
     help="Lifetime of this agent's certificates (renewed at half of it; at most 24h).",
 )
 @click.option(
+    "--access-log",
+    envvar="PEERMESH_ACCESS_LOG",
+    help="Write one JSON line per request to this file ('-' for stdout).",
+)
+@click.option(
+    "--otlp-endpoint",
+    envvar="PEERMESH_OTLP_ENDPOINT",
+    help="Export a span per hop to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318).",
+)
+@click.option(
     "--log-level",
     envvar="PEERMESH_LOG_LEVEL",
     default="info",
@@ -225,6 +235,8 @@ def agent(
     threshold: int | None,
     join_token: str | None,
     cert_lifetime: str,
+    access_log: str | None,
+    otlp_endpoint: str | None,
     log_level: str,
 ) -> None:
     """Run the sidecar agent beside one service."""
@@ -259,6 +271,8 @@ def agent(
             threshold=threshold,
             join_token=join_token,
             cert_lifetime=cert_lifetime,
+            access_log=access_log,
+            otlp_endpoint=otlp_endpoint,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -409,6 +423,18 @@ def _policy_group() -> None:
 
 
 _policy_group()
+
+
+# --- observability (issue 7): top, tap, check ---------------------------------------------
+def _observability_commands() -> None:
+    from peermesh.observability_cli import make_commands
+
+    for command in make_commands(_admin_get, agent_option):
+        main.add_command(command)
+
+
+_observability_commands()
+# --- end observability ----------------------------------------------------------------------
 
 
 @main.group()

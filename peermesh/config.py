@@ -122,6 +122,9 @@ class AgentConfig:
     join_token: str | None = None
     cert_lifetime: float = 86400.0
     max_cert_lifetime: float = 86400.0
+    # observability (issue 7) ------------------------------------------------------------
+    access_log: str | None = None
+    otlp_endpoint: str | None = None
 
     @classmethod
     def build(
@@ -152,6 +155,8 @@ class AgentConfig:
         threshold: int | None = None,
         join_token: str | None = None,
         cert_lifetime: str | float = 86400.0,
+        access_log: str | None = None,
+        otlp_endpoint: str | None = None,
     ) -> AgentConfig:
         check_name(name, "--name")
         spec = ServiceSpec.parse(service)
@@ -208,6 +213,11 @@ class AgentConfig:
             except EndpointError as exc:
                 raise ConfigError(str(exc)) from None
         directory = Path(data_dir) if data_dir else Path("peermesh-data") / name
+        if otlp_endpoint is not None and not otlp_endpoint.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"--otlp-endpoint {otlp_endpoint!r}: give the collector's OTLP/HTTP URL,"
+                " e.g. http://127.0.0.1:4318"
+            )
         return cls(
             name=name,
             service=spec,
@@ -234,6 +244,8 @@ class AgentConfig:
             threshold=ca.threshold,
             join_token=ca.join_token,
             cert_lifetime=ca.cert_lifetime,
+            access_log=access_log or None,
+            otlp_endpoint=otlp_endpoint or None,
         )
 
 

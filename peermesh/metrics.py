@@ -22,13 +22,20 @@ class AgentMetrics:
         self.requests = Counter(
             "peermesh_requests",
             "Requests handled by this sidecar, by direction and outcome.",
-            ["direction", "source_service", "destination_service", "response_code"],
+            [
+                "direction",
+                "source_service",
+                "destination_service",
+                "destination_subset",
+                "response_code",
+                "grpc_status",
+            ],
             registry=self.registry,
         )
         self.duration = Histogram(
             "peermesh_request_duration_seconds",
             "Time from request head to the end of the response, as seen by this sidecar.",
-            ["direction", "destination_service"],
+            ["direction", "destination_service", "destination_subset"],
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
@@ -100,10 +107,18 @@ class AgentMetrics:
         self.tally: TallyCounter[tuple[str, str, int]] = TallyCounter()
 
     def record_request(
-        self, direction: str, source: str, destination: str, status: int, seconds: float
+        self,
+        direction: str,
+        source: str,
+        destination: str,
+        status: int,
+        seconds: float,
+        *,
+        subset: str = "",
+        grpc_status: str = "",
     ) -> None:
-        self.requests.labels(direction, source, destination, str(status)).inc()
-        self.duration.labels(direction, destination).observe(seconds)
+        self.requests.labels(direction, source, destination, subset, str(status), grpc_status).inc()
+        self.duration.labels(direction, destination, subset).observe(seconds)
         self.tally[(direction, destination, status)] += 1
 
     def reject(self, listener: str, reason: str) -> None:

@@ -12,6 +12,7 @@ import logging
 import math
 import ssl
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -28,6 +29,7 @@ from peermesh.http.headers import (
     h2_request_to_head,
 )
 from peermesh.metrics import AgentMetrics
+from peermesh.observability.context import CountingBody, CountingWriter, note_authz
 from peermesh.policy.compiled import AuthzDecision, CompiledPolicy
 from peermesh.proxy import errors
 from peermesh.proxy.localapp import LocalApp
@@ -36,6 +38,9 @@ from peermesh.proxy.relay import DownstreamGone, relay
 from peermesh.proxy.tracker import ConnectionTracker
 from peermesh.tls import MeshTls, PeerIdentityError, TlsNotReady, peer_identity
 from peermesh.traffic.limits import RateLimiter
+
+if TYPE_CHECKING:
+    from peermesh.observability.hub import Observability
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,7 @@ class InboundProxy:
         self._limiter: RateLimiter | None = None
         self._limiter_config: object = None
         self.port = 0  # set by the agent once the listener is bound
+        self.observer: Observability | None = None  # set by the agent (issue 7)
 
     async def serve_connection(self, tcp: trio.SocketStream) -> None:
         """Handshake, authenticate, then serve HTTP/2 until the connection ends."""
@@ -156,6 +162,8 @@ class InboundProxy:
                 "allow" if decision.allowed else "deny",
                 decision.reason,
             )
+        if decision.policy_name:
+            note_authz(decision.policy_name)
         if decision.allowed:
             return None
         self.metrics.authz_denials.labels(decision.policy_name or "", decision.action).inc()
@@ -191,6 +199,14 @@ class InboundProxy:
         """Authorize, rate-limit, then forward to the local app (any HTTP version)."""
         started = trio.current_time()
         status = 0
+        source = (peer.service or str(peer)) if peer is not None else "plaintext"
+        observer = self.observer
+        record = None
+        if observer is not None:
+            record, head = observer.begin("inbound", head, source=source, destination=self.service)
+            record.source_identity = str(peer) if peer is not None else ""
+            body = CountingBody(body, record)
+            writer = CountingWriter(writer, record)
         try:
             denial = self._authorize(head, peer)
             if denial is not None:
@@ -218,10 +234,17 @@ class InboundProxy:
         except DownstreamGone:
             status = status or 499
         finally:
-            source = (peer.service or str(peer)) if peer is not None else "plaintext"
+            elapsed = trio.current_time() - started
             self.metrics.record_request(
-                "inbound", source, self.service, status or 499, trio.current_time() - started
+                "inbound",
+                source,
+                self.service,
+                status or 499,
+                elapsed,
+                grpc_status=record.grpc_status if record is not None else "",
             )
+            if observer is not None and record is not None:
+                observer.end(record, status or 499, elapsed)
 
     def _rate_limited(self, peer: SpiffeId | None) -> float | None:
         """Seconds to wait if the local rate limit (TrafficPolicy of our service) says no."""

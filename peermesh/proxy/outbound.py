@@ -11,6 +11,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -39,6 +40,7 @@ from peermesh.http.headers import (
     head_to_h2,
 )
 from peermesh.metrics import AgentMetrics
+from peermesh.observability.context import CountingBody, CountingWriter, note_attempt, note_route
 from peermesh.policy.compiled import CompiledPolicy, RouteDecision
 from peermesh.proxy import errors
 from peermesh.proxy.attempt import BufferedBody, UpstreamAttempt, buffer_body
@@ -58,6 +60,9 @@ from peermesh.proxy.traffic import (
 from peermesh.traffic.deadlines import request_deadline
 from peermesh.traffic.faults import decide as decide_fault
 from peermesh.traffic.retry import Outcome, backoff, is_replayable, retryable
+
+if TYPE_CHECKING:
+    from peermesh.observability.hub import Observability
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +117,7 @@ class OutboundProxy:
         self.pool = pool
         self.metrics = metrics
         self.tracker = tracker
+        self.observer: Observability | None = None  # set by the agent (issue 7)
 
     async def serve_connection(self, transport: trio.SocketStream) -> None:
         """One app connection: sniff its protocol and serve it until it ends."""
@@ -189,6 +195,12 @@ class OutboundProxy:
         started = trio.current_time()
         service = "unknown"
         status = 0
+        observer = self.observer
+        record = None
+        if observer is not None:
+            record, head = observer.begin("outbound", head, source=self.local_service)
+            body = CountingBody(body, record)
+            writer = CountingWriter(writer, record)
         try:
             try:
                 service = destination_service(head.authority)
@@ -205,13 +217,19 @@ class OutboundProxy:
         except DownstreamGone:
             status = status or 499
         finally:
+            elapsed = trio.current_time() - started
             self.metrics.record_request(
                 "outbound",
                 self.local_service,
                 service,
                 status or 499,
-                trio.current_time() - started,
+                elapsed,
+                subset=record.subset if record is not None else "",
+                grpc_status=record.grpc_status if record is not None else "",
             )
+            if observer is not None and record is not None:
+                record.destination = service
+                observer.end(record, status or 499, elapsed)
 
     async def _route(
         self,
@@ -242,6 +260,7 @@ class OutboundProxy:
                     " which no TrafficPolicy defines",
                 )
             target, labels = dest.host, tuple(dest.labels)
+            note_route(decision.route, dest.subset)
         all_endpoints = self.endpoints.endpoints(target)
         if all_endpoints is None:
             raise errors.no_route(target)
@@ -317,6 +336,7 @@ class OutboundProxy:
             if endpoint is None:
                 raise errors.no_endpoints(target)
             tried.append(endpoint.address)
+            note_attempt(endpoint.address)
             expect = SpiffeId.for_service(self.trust_domain, endpoint.service)
             reader: BodySource | None
             reader = source.reader() if isinstance(source, BufferedBody) else source

@@ -1,0 +1,98 @@
+"""Access log: one JSON line per request, written off the request path.
+
+The proxy only appends a record to a bounded in-memory buffer (no I/O, no await).
+A task in the agent's nursery drains the buffer and writes batches from a worker
+thread, so a slow or stuck sink (a full pipe, a hung disk) never delays traffic: when
+the buffer is full the newest line is dropped and counted
+(``peermesh_access_log_dropped_total``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections import deque
+from typing import IO, TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from peermesh.observability.context import RequestRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CAPACITY = 4096
+BATCH = 256
+
+
+class AccessLog:
+    """A bounded buffer of finished requests and the writer that drains it."""
+
+    def __init__(self, sink: str | IO[bytes], *, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.sink = sink
+        self.capacity = capacity
+        self._buffer: deque[RequestRecord] = deque()
+        self._wakeup = trio.Event()
+        self.written = 0
+        self.dropped = 0
+        self.write_errors = 0
+        self._file: IO[bytes] | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def offer(self, record: RequestRecord) -> bool:
+        """Queue one request; False (and counted) if the buffer is full."""
+        if len(self._buffer) >= self.capacity:
+            self.dropped += 1
+            return False
+        self._buffer.append(record)
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+        return True
+
+    def _open(self) -> IO[bytes]:
+        if self._file is None:
+            if not isinstance(self.sink, str):
+                self._file = self.sink
+            elif self.sink == "-":
+                self._file = sys.stdout.buffer
+            else:
+                fd = os.open(self.sink, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+                self._file = os.fdopen(fd, "ab", buffering=0)
+        return self._file
+
+    def _write(self, lines: bytes) -> None:
+        out = self._open()
+        out.write(lines)
+        out.flush()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Drain forever (until cancelled); one thread call per batch."""
+        task_status.started()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            while self._buffer:
+                batch = [self._buffer.popleft() for _ in range(min(BATCH, len(self._buffer)))]
+                lines = b"".join(
+                    json.dumps(r.summary(), separators=(",", ":")).encode() + b"\n" for r in batch
+                )
+                try:
+                    await trio.to_thread.run_sync(self._write, lines, abandon_on_cancel=True)
+                    self.written += len(batch)
+                except OSError as exc:
+                    self.write_errors += 1
+                    self.dropped += len(batch)
+                    log.warning("access log: cannot write to %s: %s", self.sink, exc)
+
+    def close(self) -> None:
+        if self._file is not None and isinstance(self.sink, str) and self.sink != "-":
+            try:
+                self._file.close()
+            except OSError:
+                pass
+        self._file = None

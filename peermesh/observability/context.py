@@ -1,0 +1,168 @@
+"""One request as observability sees it, and the cheap wrappers that fill it in.
+
+The proxy creates a :class:`RequestRecord` when a request arrives and makes it the
+task's current record (a context variable), so deeper code (routing, the retry loop)
+can note the route, the subset and each upstream endpoint without new parameters.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from typing import Any
+
+from peermesh.http.exchange import BodySource, ResponseWriter
+from peermesh.http.headers import Headers
+
+CURRENT: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
+    "peermesh_request", default=None
+)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What is known about one request; filled as it goes, summarised when it ends."""
+
+    direction: str
+    started_wall: float
+    started: float
+    request_id: str
+    method: str
+    authority: str
+    path: str
+    source: str = ""
+    destination: str = ""
+    source_identity: str = ""
+    destination_identity: str = ""
+    trace_id: str = ""
+    span_id: str = ""
+    parent_span_id: str = ""
+    status: int = 0
+    grpc_status: str = ""
+    request_bytes: int = 0
+    response_bytes: int = 0
+    duration: float = 0.0
+    route: str = ""
+    subset: str = ""
+    authz_policy: str = ""
+    upstream: str = ""
+    attempts: int = 0
+    span: Any = None
+
+    def summary(self) -> dict[str, Any]:
+        """The access-log / tap view (JSON-ready)."""
+        return {
+            "time": _iso(self.started_wall),
+            "direction": self.direction,
+            "request_id": self.request_id,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "source": self.source,
+            "source_identity": self.source_identity,
+            "destination": self.destination,
+            "destination_identity": self.destination_identity,
+            "method": self.method,
+            "authority": self.authority,
+            "path": self.path,
+            "status": self.status,
+            "grpc_status": self.grpc_status or None,
+            "request_bytes": self.request_bytes,
+            "response_bytes": self.response_bytes,
+            "duration_ms": round(self.duration * 1000, 3),
+            "upstream": self.upstream or None,
+            "attempts": self.attempts,
+            "route": self.route or None,
+            "subset": self.subset or None,
+            "authz_policy": self.authz_policy or None,
+        }
+
+
+def _iso(ts: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+# --- notes from deep inside the proxy (no-ops when observability is off) -----------------
+
+
+def note_route(route: str, subset: str | None) -> None:
+    rec = CURRENT.get()
+    if rec is not None:
+        rec.route = route
+        rec.subset = subset or ""
+
+
+def note_attempt(endpoint: str) -> None:
+    rec = CURRENT.get()
+    if rec is not None:
+        rec.attempts += 1
+        rec.upstream = endpoint
+
+
+def note_authz(policy: str) -> None:
+    rec = CURRENT.get()
+    if rec is not None:
+        rec.authz_policy = policy
+
+
+# --- byte counting wrappers ---------------------------------------------------------------
+
+
+class CountingBody:
+    """A request body that adds what passes through to ``record.request_bytes``."""
+
+    __slots__ = ("inner", "record")
+
+    def __init__(self, inner: BodySource, record: RequestRecord) -> None:
+        self.inner = inner
+        self.record = record
+
+    async def receive_data(self) -> bytes:
+        data = await self.inner.receive_data()
+        self.record.request_bytes += len(data)
+        return data
+
+    @property
+    def trailers(self) -> Headers | None:
+        return self.inner.trailers
+
+
+class CountingWriter:
+    """A response writer that counts body bytes and picks up ``grpc-status``."""
+
+    __slots__ = ("inner", "record")
+
+    def __init__(self, inner: ResponseWriter, record: RequestRecord) -> None:
+        self.inner = inner
+        self.record = record
+
+    @property
+    def headers_sent(self) -> bool:
+        return self.inner.headers_sent
+
+    async def send_head(self, status: int, headers: Headers, *, end: bool = False) -> None:
+        _grpc(self.record, headers)
+        await self.inner.send_head(status, headers, end=end)
+
+    async def send_data(self, data: bytes) -> None:
+        self.record.response_bytes += len(data)
+        await self.inner.send_data(data)
+
+    async def finish(self, trailers: Headers | None = None) -> None:
+        if trailers:
+            _grpc(self.record, trailers)
+        await self.inner.finish(trailers)
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+
+GRPC_CODES = frozenset(str(i) for i in range(17))
+
+
+def _grpc(record: RequestRecord, headers: Headers) -> None:
+    for name, value in headers:
+        if name == b"grpc-status":
+            text = value.decode("latin-1").strip()
+            record.grpc_status = text if text in GRPC_CODES else "other"

@@ -1,0 +1,62 @@
+"""Sans-IO parts of observability: golden window merge, access-log buffer, tap sampling."""
+
+from __future__ import annotations
+
+import io
+
+import trio
+
+from peermesh.metrics import AgentMetrics
+from peermesh.observability import golden
+from peermesh.observability.accesslog import AccessLog
+from peermesh.observability.context import RequestRecord
+from peermesh.observability.hub import TAP_PER_SECOND, Observability
+
+
+def test_golden_window_merges_agents_and_forgets_old_seconds():
+    a, b = golden.GoldenWindow(window=10), golden.GoldenWindow(window=10)
+    for i in range(90):
+        a.record("inbound", "frontend", "orders", True, 0.001, now=100.0 + i % 5)
+    for _ in range(9):
+        a.record("inbound", "frontend", "orders", False, 0.5, now=101.0)
+    b.record("inbound", "frontend", "orders", True, 0.002, now=103.0)
+    b.record("outbound", "frontend", "orders", True, 0.003, now=103.0)
+    merged = golden.merge([a.snapshot(104.0), b.snapshot(104.0)])
+    orders = next(s for s in merged["services"] if s["service"] == "orders")
+    assert orders["requests"] == 100
+    assert orders["rps"] == 10.0
+    assert orders["success_rate"] == 0.91
+    assert 0.9 <= orders["p50_ms"] <= 1.2  # bucket bounds are 12% apart
+    assert 400 <= orders["p99_ms"] <= 600
+    edge = merged["edges"][0]
+    assert (edge["source"], edge["destination"], edge["requests"]) == ("frontend", "orders", 1)
+    # Ten seconds later the old slots no longer count.
+    assert a.snapshot(115.0) == []
+
+
+def _record(i: int) -> RequestRecord:
+    return RequestRecord("outbound", 0.0, 0.0, f"r{i}", "GET", "orders", "/")
+
+
+async def test_access_log_buffer_is_bounded_and_drains():
+    sink = io.BytesIO()
+    log = AccessLog(sink, capacity=3)
+    assert [log.offer(_record(i)) for i in range(5)] == [True, True, True, False, False]
+    assert log.dropped == 2
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        while log.written < 3:  # noqa: ASYNC110 - bounded by the test timeout
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert sink.getvalue().count(b"\n") == 3 and b'"request_id":"r0"' in sink.getvalue()
+
+
+async def test_tap_keeps_records_only_when_tapped_and_at_a_bounded_rate():
+    hub = Observability(service="s", node="n", trust_domain="t", metrics=AgentMetrics())
+    for i in range(5):
+        hub.end(_record(i), 200, 0.001)
+    assert len(hub.tap) == 0  # nobody tapped
+    hub.tap_activate(trio.current_time())
+    for i in range(TAP_PER_SECOND * 3):
+        hub.end(_record(i), 200, 0.001)
+    assert 0 < len(hub.tap) <= 2 * TAP_PER_SECOND  # one or two seconds' worth at most
