@@ -2,15 +2,20 @@
 
 Each membership change is sent a limited number of times, mult·ceil(log10(N+1)),
 which is enough for epidemic spread to reach everyone with high probability and
-keeps per-node load logarithmic in cluster size. When several changes wait,
-the least transmitted go first (news travels before old news is repeated, and
-the newest first among equals), and a newer change about a node replaces any
-older one still queued: only the latest word about a member is worth the bytes.
+keeps per-node load logarithmic in cluster size. When several changes wait, the
+least transmitted go first (news travels before old news is repeated), oldest
+first among equals (so a burst of fresh news cannot starve what is already
+waiting), and a newer change about a node replaces any older one still queued:
+only the latest word about a member is worth the bytes. A node's own
+refutations are *urgent*: they ride in front of every datagram until sent
+often enough, since they are what keeps it from being declared dead.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
+from itertools import islice
 
 
 def retransmit_limit(mult: int, n: int) -> int:
@@ -19,22 +24,23 @@ def retransmit_limit(mult: int, n: int) -> int:
 
 
 class _Item:
-    __slots__ = ("dead", "key", "payload", "size", "transmits")
+    __slots__ = ("dead", "key", "payload", "size", "transmits", "urgent")
 
-    def __init__(self, key: str, payload: bytes) -> None:
+    def __init__(self, key: str, payload: bytes, urgent: bool) -> None:
         self.key = key
         self.payload = payload
         self.size = len(payload)
         self.transmits = 0
         self.dead = False
+        self.urgent = urgent
 
 
 class BroadcastQueue:
     """Pending broadcasts keyed by the member they are about.
 
-    Internally one stack per transmit count, newest on top. Entries are removed
-    lazily (an entry is stale once its item was sent again or replaced), which
-    keeps every operation proportional to what is actually packed.
+    Internally one FIFO per transmit count. Entries are removed lazily (an entry
+    is stale once its item was sent again or replaced), which keeps every
+    operation proportional to what is actually packed.
     """
 
     # Stop looking for a message small enough to fill the tail of a datagram after
@@ -44,9 +50,10 @@ class BroadcastQueue:
 
     def __init__(self, retransmit_mult: int) -> None:
         self.retransmit_mult = retransmit_mult
-        self._tiers: list[list[_Item]] = [[]]
+        self._tiers: list[deque[_Item]] = [deque()]
         self._counts: list[int] = [0]
         self._items: dict[str, _Item] = {}
+        self._urgent: dict[str, _Item] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -56,19 +63,25 @@ class BroadcastQueue:
 
     def _forget(self, item: _Item) -> None:
         item.dead = True
-        self._counts[item.transmits] -= 1
+        if item.urgent:
+            del self._urgent[item.key]
+        else:
+            self._counts[item.transmits] -= 1
 
-    def queue(self, key: str, payload: bytes) -> None:
+    def queue(self, key: str, payload: bytes, *, urgent: bool = False) -> None:
         """Queue ``payload`` (an encoded message) about ``key``, replacing older news of it."""
         old = self._items.get(key)
         if old is not None:
             self._forget(old)
-        item = _Item(key, payload)
+        item = _Item(key, payload, urgent)
         self._items[key] = item
-        stack = self._tiers[0]
-        stack.append(item)
+        if urgent:
+            self._urgent[key] = item
+            return
+        tier = self._tiers[0]
+        tier.append(item)
         self._counts[0] += 1
-        if len(stack) > 2 * self._counts[0] + 64:
+        if len(tier) > 2 * self._counts[0] + 64:
             self._compact(0)
 
     def discard(self, key: str) -> None:
@@ -83,10 +96,10 @@ class BroadcastQueue:
         return None if item is None else item.transmits
 
     def _compact(self, t: int) -> None:
-        self._tiers[t] = [it for it in self._tiers[t] if not it.dead and it.transmits == t]
+        self._tiers[t] = deque(it for it in self._tiers[t] if not it.dead and it.transmits == t)
 
     def get(self, budget: int, n: int) -> list[bytes]:
-        """Payloads that fit in ``budget`` bytes, fewest-transmitted and newest first.
+        """Payloads that fit in ``budget`` bytes: urgent first, then fewest-transmitted.
 
         Each returned payload counts one transmission; those that reach the limit
         for a cluster of ``n`` live members leave the queue.
@@ -104,52 +117,77 @@ class BroadcastQueue:
                     it.dead = True
                     del items[it.key]
             counts.pop()
-        picked: list[_Item] = []
+        out: list[bytes] = []
         remaining = budget
+        if self._urgent:
+            for it in list(self._urgent.values()):
+                if it.size <= remaining:
+                    out.append(it.payload)
+                    remaining -= it.size
+                    it.transmits += 1
+                    if it.transmits >= limit:
+                        it.dead = True
+                        del items[it.key]
+                        del self._urgent[it.key]
+        picked: list[_Item] = []
         misses = 0
         min_useful = self.MIN_USEFUL
         max_misses = self.MAX_MISSES
         for t in range(len(tiers)):
-            stack = tiers[t]
+            if remaining < min_useful:
+                break
+            tier = tiers[t]
             if not counts[t]:
-                if stack:
-                    stack.clear()
+                if tier:
+                    tier.clear()
                 continue
-            i = len(stack) - 1
-            while i >= 0:
-                it = stack[i]
+            # Fast path: take from the front while it fits, dropping stale entries.
+            while tier:
+                it = tier[0]
                 if it.dead or it.transmits != t:
-                    if i == len(stack) - 1:
-                        stack.pop()
+                    tier.popleft()
                 elif it.size <= remaining:
+                    tier.popleft()
                     picked.append(it)
                     remaining -= it.size
                     it.transmits = t + 1
                     counts[t] -= 1
-                    if i == len(stack) - 1:
-                        stack.pop()
+                    if remaining < min_useful:
+                        break
+                else:
+                    break
+            if remaining < min_useful:
+                break
+            # The front does not fit: look a little further for smaller messages.
+            # Entries taken here stay in the deque and are skipped later as stale.
+            for it in islice(tier, 1, None):
+                if it.dead or it.transmits != t:
+                    continue
+                if it.size <= remaining:
+                    picked.append(it)
+                    remaining -= it.size
+                    it.transmits = t + 1
+                    counts[t] -= 1
                     if remaining < min_useful:
                         break
                 else:
                     misses += 1
                     if misses > max_misses:
                         break
-                i -= 1
-            if len(stack) > 2 * counts[t] + 64:
+            if len(tier) > 2 * counts[t] + 64:
                 self._compact(t)
-            if remaining < min_useful or misses > max_misses:
+            if misses > max_misses:
                 break
-        if not picked:
-            return []
-        for it in reversed(picked):  # keep newest-first order in the next tier
+        for it in picked:
             t = it.transmits
+            out.append(it.payload)
             if t >= limit:
                 it.dead = True
                 del items[it.key]
                 continue
             if t == len(tiers):
-                tiers.append([])
+                tiers.append(deque())
                 counts.append(0)
             tiers[t].append(it)
             counts[t] += 1
-        return [it.payload for it in picked]
+        return out

@@ -456,25 +456,22 @@ def encode_message(msg: Message) -> bytes:
 
 
 def _wire_ok(msgs: list[Any]) -> bool:
-    """Check every message's shape and types (the hot path: no objects are built)."""
+    """Check every message's shape and types (the hot path: no objects are built).
+
+    Lengths need no check here: a datagram bounds them. msgpack integers are
+    below 2**64 by construction, so only the sign needs checking.
+    """
     for w in msgs:
         if type(w) is not list or not w:
             return False
         tag = w[0]
+        n = len(w)
         if type(tag) is not int:
             return False
-        n = len(w)
         if tag >= _T_ALIVE:
-            if tag > _T_DEAD or n != 4:
+            if n != 4 or type(w[1]) is not str or type(w[2]) is not int or w[2] < 0:
                 return False
-            node, inc, x = w[1], w[2], w[3]
-            if (
-                type(node) is not str
-                or not 0 < len(node) <= MAX_NAME
-                or type(inc) is not int
-                or not 0 <= inc < _U64
-            ):
-                return False
+            x = w[3]
             if tag == _T_ALIVE:
                 if type(x) is not bytes:
                     return False
@@ -483,13 +480,12 @@ def _wire_ok(msgs: list[Any]) -> bool:
                         decode_meta(x)
                     except ValueError:
                         return False
-            elif type(x) is not str or not 0 < len(x) <= MAX_NAME:
+            elif tag > _T_DEAD or type(x) is not str:
                 return False
         elif tag == _T_PING:
             if n != 3 or type(w[1]) is not int or not 0 <= w[1] < _U32:
                 return False
-            target = w[2]
-            if target is not None and (type(target) is not str or len(target) > MAX_NAME):
+            if w[2] is not None and type(w[2]) is not str:
                 return False
         elif tag == _T_ACK or tag == _T_NACK:
             if n != 2 or type(w[1]) is not int or not 0 <= w[1] < _U32:
@@ -500,9 +496,7 @@ def _wire_ok(msgs: list[Any]) -> bool:
                 or type(w[1]) is not int
                 or not 0 <= w[1] < _U32
                 or type(w[2]) is not str
-                or not 0 < len(w[2]) <= MAX_NAME
                 or type(w[3]) is not str
-                or len(w[3]) > MAX_NAME
                 or type(w[4]) is not int
                 or not 0 <= w[4] <= 65535
                 or type(w[5]) is not bool
@@ -796,14 +790,25 @@ def open_state(
         if not sender or type(raw[2]) is not list:
             raise _Bad
         entries = []
+        cache = _meta_by_bytes
+        states = _STATES
         for e in raw[2]:
-            if type(e) is not list or len(e) != 4 or type(e[3]) is not bytes:
+            if type(e) is not list or len(e) != 4:
                 raise _Bad
-            node = _str(e[0])
-            if not node:
+            node, inc, st, blob = e
+            if (
+                type(node) is not str
+                or not 0 < len(node) <= MAX_NAME
+                or type(inc) is not int
+                or inc < 0
+                or type(st) is not int
+                or not 0 <= st < 4
+                or type(blob) is not bytes
+            ):
                 raise _Bad
-            decode_meta(e[3])
-            entries.append((node, _uint(e[1]), _STATES[_uint(e[2], 4)], e[3]))
+            if blob not in cache:
+                decode_meta(blob)
+            entries.append((node, inc, states[st], blob))
     except Exception:
         return DropReason.MALFORMED
     return sender, entries

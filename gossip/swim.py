@@ -68,6 +68,10 @@ SUSPECT = MemberState.SUSPECT
 DEAD = MemberState.DEAD
 LEFT = MemberState.LEFT
 _SEQ_MOD = 1 << 32
+_INF = float("inf")
+import os as _os
+_TELL = _os.environ.get("NOTELL") is None
+_EXCL = _os.environ.get("EXCL") is not None
 
 
 # --- outputs --------------------------------------------------------------------------
@@ -266,6 +270,7 @@ class Swim:
         self._me = _Node(name, incarnation, ALIVE, encode_meta(meta), now)
         self._members: dict[str, _Node] = {name: self._me}
         self._pool = _Roster()  # alive and suspect members other than us
+        self._healthy = _Roster()  # the alive ones only: who we gossip to and ask for help
         self._buried = _Roster()  # dead (not left) members, for reconnects
         self._recent_dead: dict[str, float] = {}  # gossip to the dead for a while
         self._probe_list: list[str] = []
@@ -273,11 +278,13 @@ class Swim:
         self._probe: _Probe | None = None
         self._seq = self.rng.randrange(_SEQ_MOD)
         self._relays: dict[int, _Relay] = {}
+        self._told: dict[str, float] = {}  # when we last told a member it is accused
         self._pings: dict[int, float] = {}  # join/reconnect pings awaiting an ack
         self._suspicions: dict[str, Suspicion] = {}
         self._suspicion_heap: list[tuple[float, str]] = []
         self._leaving = False
         self._join_sync = False
+        self._sync_at = _INF  # one extra push-pull soon after joining
         self._clock = now  # the latest `now` we were given
         rng_ = self.rng
         p = profile
@@ -369,6 +376,8 @@ class Swim:
                 d = self._next_push_pull_at
             if self._next_reconnect_at < d:
                 d = self._next_reconnect_at
+            if self._sync_at < d:
+                d = self._sync_at
             p = self._probe
             if p is not None:
                 t = p.end_at if p.indirect_sent else p.timeout_at
@@ -404,7 +413,11 @@ class Swim:
             if now >= self._next_probe_at:
                 self._start_probe(now, out)
             if now >= self._next_push_pull_at:
-                self._start_push_pull(now, out)
+                self._next_push_pull_at = now + self.profile.push_pull_period(len(self._pool) + 1)
+                self._start_push_pull(out)
+            if now >= self._sync_at:
+                self._sync_at = _INF
+                self._start_push_pull(out)
             if now >= self._next_reconnect_at:
                 self._reconnect(now, out)
         if now >= self._next_gossip_at:
@@ -442,7 +455,11 @@ class Swim:
                 if tag == TAG_ALIVE:
                     if m is None or inc > m.incarnation or m is me:
                         self._alive(now, node, inc, w[3], out, True)
-                elif m is None or inc < m.incarnation:
+                elif m is None:
+                    continue
+                elif inc < m.incarnation:
+                    if m is me:
+                        self._reannounce()
                     continue
                 elif tag == TAG_SUSPECT:
                     self._suspect(now, m, inc, w[3], out, True)
@@ -463,15 +480,28 @@ class Swim:
                     self.stats.nacks_received += 1
             elif tag == TAG_INDIRECT_PING:
                 self._on_indirect_ping(now, addr, w[1], w[2], (w[3], w[4]), w[5], out)
+        # A member we suspect or buried is talking to us, so it lives: tell it what we
+        # think, so it refutes (rate-limited). This is what heals a partition quickly:
+        # the first datagrams across are answered with the news that needs refuting.
+        accused = members.get(sender)
+        tell: bytes | None = None
+        if accused is not None and SUSPECT <= accused.state <= DEAD and _TELL:
+            last = self._told.get(sender)
+            if last is None or now - last >= self.profile.probe_interval or acks is not None:
+                self._told[sender] = now
+                if accused.state == DEAD:
+                    tell = pack_dead(sender, accused.incarnation, self.name)
+                else:
+                    tell = pack_suspect(sender, accused.incarnation, self.name)
         if acks is not None:
             # Answer after applying the piggybacked state, so a refutation that the
             # ping provoked (buddy system, reconnect) rides back on this very ack.
             extras = [pack_ack(seq) for seq in acks]
-            zombie = members.get(sender)
-            if zombie is not None and zombie.state >= DEAD:
-                # Someone we buried is talking to us: tell it, so it refutes.
-                extras.insert(0, pack_dead(zombie.name, zombie.incarnation, self.name))
+            if tell is not None:
+                extras.insert(0, tell)
             out.append(self._datagram(addr, extras))
+        elif tell is not None:
+            out.append(self._datagram(addr, [tell]))
         return out
 
     def join(self, now: float, seeds: Iterable[Address]) -> list[Output]:
@@ -530,9 +560,9 @@ class Swim:
     def merge_push_pull(self, now: float, data: bytes) -> list[Output]:
         """Merge a peer's full state. A responder merges *before* answering with its own.
 
-        What the peer says about itself is news and is gossiped on; what it says
-        about third parties is applied locally only (others heard it already),
-        except accusations, which are gossiped so the accused can refute.
+        Changes it brings are gossiped on (they are gaps that rumours missed),
+        except third-party news in the answer to our own join: that is the
+        peer's whole table, new to us only.
         """
         opened = open_state(data)
         if isinstance(opened, DropReason) or opened[0] == self.name:
@@ -541,14 +571,15 @@ class Swim:
         sender, entries = opened
         self.stats.push_pulls += 1
         self._clock = max(self._clock, now)
-        if self._join_sync:
+        joining = self._join_sync
+        if joining:
             # The table we just got is a snapshot: joins that were still being gossiped
             # when it was taken may be missing. One more exchange once that gossip has
             # run its course closes the gap, instead of waiting a full push-pull period.
             self._join_sync = False
             p = self.profile
             settle = p.probe_interval + p.gossip_interval * p.retransmit_limit(len(entries))
-            self._next_push_pull_at = min(self._next_push_pull_at, now + settle)
+            self._sync_at = now + settle
         out: list[Output] = []
         me = self._me
         members = self._members
@@ -556,10 +587,16 @@ class Swim:
             if node == self.name:
                 if state == ALIVE:
                     self._alive(now, node, inc, blob, out, True)
-                elif not self._leaving and inc >= me.incarnation:
-                    self._refute(inc)
+                elif inc >= me.incarnation:
+                    if not self._leaving:
+                        self._refute(inc)
+                else:
+                    self._reannounce()
                 continue
-            news = node == sender
+            # Changes learned here are gaps in what gossip brought us, and maybe in
+            # what it brought others: pass them on. Not on joining, though: then the
+            # whole table is new to us and old news to everyone else.
+            news = not joining or node == sender
             if state == ALIVE:
                 self._alive(now, node, inc, blob, out, news)
                 continue
@@ -601,16 +638,18 @@ class Swim:
             out.append(SendDatagram(members[name].meta.gossip_addr, self.codec.seal(parts)))
 
     def _gossip_targets(self, now: float) -> list[str]:
-        """Random live members, plus the recently dead (so they learn it and can refute)."""
+        """Random live members (suspects too: they must hear it to refute), plus the
+        recently dead (so they learn it, and refute if they are not)."""
         k = self.profile.gossip_nodes
         rd = self._recent_dead
         if rd:
             horizon = now - self.profile.gossip_to_the_dead_time
             for name in [n for n, t in rd.items() if t < horizon]:
                 del rd[name]
+        src = self._healthy if _EXCL else self._pool
         if not rd:
-            return self._pool.sample(self.rng, k)
-        pool = self._pool.items
+            return src.sample(self.rng, k)
+        pool = src.items
         dead = list(rd)
         total = len(pool) + len(dead)
         picks = self.rng.sample(range(total), min(k, total))
@@ -638,8 +677,10 @@ class Swim:
         """Insert a new member at a random place in what is left of this round."""
         lst = self._probe_list
         lst.append(name)
-        i = self.rng.randint(self._probe_idx, len(lst) - 1)
-        lst[i], lst[-1] = lst[-1], lst[i]
+        lo = self._probe_idx
+        i = lo + int(self.rng.random() * (len(lst) - lo))
+        if i < len(lst) - 1:
+            lst[i], lst[-1] = lst[-1], lst[i]
 
     def _start_probe(self, now: float, out: list[Output]) -> None:
         aw = self.awareness
@@ -668,11 +709,7 @@ class Swim:
             return
         k = self.profile.indirect_checks
         members = self._members
-        helpers = [
-            n
-            for n in self._pool.sample(self.rng, k + 2)
-            if n != p.target and members[n].state == ALIVE
-        ][:k]
+        helpers = [n for n in self._healthy.sample(self.rng, k + 1) if n != p.target][:k]
         if not helpers:
             return
         req = pack_indirect_ping(p.seq, target.name, target.meta.gossip_addr, True)
@@ -732,15 +769,9 @@ class Swim:
             if now >= r.expires:
                 del self._relays[seq]
 
-    def _start_push_pull(self, now: float, out: list[Output]) -> None:
-        n = len(self._pool) + 1
-        self._next_push_pull_at = now + self.profile.push_pull_period(n)
-        members = self._members
-        for name in self._pool.sample(self.rng, 3):
-            m = members[name]
-            if m.state == ALIVE:
-                out.append(StartPushPull(m.meta.gossip_addr, name))
-                return
+    def _start_push_pull(self, out: list[Output]) -> None:
+        for name in self._healthy.sample(self.rng, 1):
+            out.append(StartPushPull(self._members[name].meta.gossip_addr, name))
 
     def _reconnect(self, now: float, out: list[Output]) -> None:
         """Ping one member we believe dead, telling it so: if it lives, it refutes."""
@@ -762,7 +793,22 @@ class Swim:
         me.incarnation = max(me.incarnation, accused) + 1
         self.awareness.apply_delta(1)
         self.stats.refutations += 1
-        self.broadcasts.queue(self.name, pack_alive(self.name, me.incarnation, me.blob))
+        self.broadcasts.queue(
+            self.name, pack_alive(self.name, me.incarnation, me.blob), urgent=True
+        )
+
+    def _reannounce(self) -> None:
+        """Someone accuses an older incarnation of us: gossip the one we are at.
+
+        Without this the accuser would keep us buried forever: we ignore the stale
+        accusation, and our newer incarnation was gossiped where it could not reach
+        it (e.g. on our side of a partition).
+        """
+        if not self._leaving and self.name not in self.broadcasts:
+            me = self._me
+            self.broadcasts.queue(
+                self.name, pack_alive(self.name, me.incarnation, me.blob), urgent=True
+            )
 
     def _alive(
         self, now: float, name: str, inc: int, blob: bytes, out: list[Output], rebroadcast: bool
@@ -781,6 +827,7 @@ class Swim:
             m = _Node(name, inc, ALIVE, blob, now)
             self._members[name] = m
             self._pool.add(name)
+            self._healthy.add(name)
             self._probe_list_add(name)
             if rebroadcast:
                 self.broadcasts.queue(name, pack_alive(name, inc, blob))
@@ -797,6 +844,7 @@ class Swim:
         m.state = ALIVE
         if rebroadcast:
             self.broadcasts.queue(name, pack_alive(name, inc, blob))
+        self._healthy.add(name)
         if prev == ALIVE:
             if meta_changed:
                 out.append(MemberUpdated(m.snapshot()))
@@ -809,7 +857,9 @@ class Swim:
         self._buried.remove(name)
         self._recent_dead.pop(name, None)
         self._pool.add(name)
-        self._probe_list_add(name)
+        # Probe a revived member next: if it buried us too (a healed partition), its
+        # ack tells us so and we refute at once instead of waiting for a reconnect.
+        self._probe_list.insert(self._probe_idx, name)
         out.append(MemberJoined(m.snapshot()))
 
     def _suspect(
@@ -850,6 +900,7 @@ class Swim:
         m.incarnation = inc
         m.state = SUSPECT
         m.since = now
+        self._healthy.remove(name)
         self._suspicions[name] = s
         heapq.heappush(self._suspicion_heap, (s.deadline, name))
         self.stats.suspicions += 1
@@ -892,6 +943,7 @@ class Swim:
         m.state = LEFT if left else DEAD
         m.since = now
         self._pool.remove(name)
+        self._healthy.remove(name)
         if rebroadcast:
             self.broadcasts.queue(name, pack_dead(name, inc, sender))
         if left:
@@ -919,6 +971,9 @@ class Swim:
             if (m.state == LEFT and m.since < left_horizon and m is not self._me)
             or (m.state == DEAD and m.since < dead_horizon)
         ]
+        horizon = now - p.probe_interval
+        for name in [n for n, t in self._told.items() if t < horizon]:
+            del self._told[name]
         for name in gone:
             del self._members[name]
             self._buried.remove(name)
