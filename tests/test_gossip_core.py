@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gossip.broadcast import BroadcastQueue, retransmit_limit
 from gossip.codec import (
     Codec,
     DropReason,
@@ -230,18 +231,29 @@ def test_suspicion_timeout_shrinks_with_independent_confirmations():
     assert first == pytest.approx(12.0)
 
 
-def test_broadcasts_stop_after_the_retransmit_limit():
-    net = Net(6)
-    net.join_all()
-    net.run(2)
-    node = net.nodes[0]
-    node.broadcasts.queue("n0", net.nodes[0].codec.encode([]) and b"x" * 10)  # type: ignore[arg-type]
-    limit = node.profile.retransmit_limit(len(net.nodes))
-    sent = 0
+def test_broadcasts_stop_after_the_retransmit_limit_and_newer_replace_older():
+    queue = BroadcastQueue(retransmit_mult=4)
+    members = 50
+    limit = retransmit_limit(4, members)  # 4 * ceil(log10(51)) = 8
+    assert limit == 8
+    queue.queue("n7", b"alive-n7-v1")
+    queue.queue("n7", b"alive-n7-v2")  # news about the same member replaces the old
+    queue.queue("n8", b"suspect-n8")
+    sent: dict[bytes, int] = {}
     for _ in range(limit + 5):
-        batch = node.broadcasts.take(limit, budget=1400) if hasattr(node.broadcasts, "take") else []
-        sent += sum(1 for b in batch if b == b"x" * 10)
-    assert sent <= limit
+        for payload in queue.get(1400, members):
+            sent[payload] = sent.get(payload, 0) + 1
+    assert b"alive-n7-v1" not in sent
+    assert sent == {b"alive-n7-v2": limit, b"suspect-n8": limit}
+    assert len(queue) == 0
+    # A small budget packs what fits, fewest-transmitted first.
+    queue.queue("a", b"x" * 600)
+    queue.queue("b", b"y" * 600)
+    queue.queue("c", b"z" * 600)
+    first = queue.get(1300, members)
+    assert len(first) == 2
+    second = queue.get(1300, members)
+    assert (b"z" * 600) in second  # the one left out goes first next time
 
 
 # --- the codec ------------------------------------------------------------------------
