@@ -383,6 +383,22 @@ def render(
     return Group(table, recent, Panel(summary, title="what you see"))
 
 
+def show_observability(nodes: list[Node]) -> None:
+    """Where to look while the mesh runs, and a few frames of ``peermesh top``."""
+    edge = nodes[0]
+    console.print(
+        "[bold]5.[/] observability: every agent serves Prometheus metrics and a dashboard"
+    )
+    for node in nodes:
+        console.print(f"   {node.name:15} {node.admin_url}/metrics   {node.admin_url}/ui")
+    console.print("   [cyan]peermesh top[/] (golden metrics merged from every agent over mTLS):")
+    subprocess.run(
+        [sys.executable, "-m", "peermesh", "top", "--agent", edge.admin_url,
+         "--iterations", "3", "--interval", "1"],
+        check=False,
+    )  # fmt: skip
+
+
 def stop_mesh(nodes: list[Node]) -> list[tuple[str, int | None]]:
     exits: list[tuple[str, int | None]] = []
     for node in nodes:
@@ -457,10 +473,11 @@ def main() -> None:
                     next_refresh = now + 1
                 time.sleep(1 / args.rate)
             live.update(render(nodes, sent, last, time.monotonic() - started, phase, applied))
+        show_observability(nodes)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        console.print("\n[bold]5.[/] stopping: SIGTERM → agents drain and exit")
+        console.print("\n[bold]6.[/] stopping: SIGTERM → agents drain and exit")
         for name, code in stop_mesh(nodes):
             mark = "[green]✔[/]" if code == 0 else f"[yellow]exit {code}[/]"
             console.print(f"   {mark} {name}")

@@ -27,4 +27,6 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
     assert "Route/orders configured" in out
     assert "orders(v2)" in out
     assert "403 denied" in out  # edge may no longer call payments directly
+    assert "/metrics" in out and "/ui" in out
+    assert "services (last 30s)" in out  # peermesh top, merged from every agent
     assert out.count("✔") >= 9  # 5 agents + 4 apps exited 0 after SIGTERM

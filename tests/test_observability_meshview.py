@@ -12,6 +12,7 @@ import httpx
 import trio
 from click.testing import CliRunner, Result
 from meshkit import agent_config, eventually, gossip_mesh
+from obskit import scrape, value
 from pki import mesh_ca
 
 from examples.service import ExampleService, ServiceConfig
@@ -88,6 +89,13 @@ async def test_stats_top_tap_and_check_on_a_healthy_five_agent_mesh(tmp_path):
             edges = {(e["source"], e["destination"]): e for e in data["edges"]}
             assert edges[("frontend", "orders")]["requests"] == 20
             assert edges[("frontend", "reviews")]["requests"] == 10
+
+        # Control-plane metrics read live gossip state.
+        samples = await scrape(billing)
+        assert value(samples, "peermesh_gossip_members", state="alive") == 5
+        assert value(samples, "peermesh_gossip_datagrams_sent_total") > 0
+        assert value(samples, "peermesh_gossip_datagrams_received_total") > 0
+        assert value(samples, "peermesh_gossip_events_total", event="probes") > 0
 
         top = await cli("top", "--once", "--agent", admin_url(billing))
         assert top.exit_code == 0, top.output

@@ -60,3 +60,16 @@ async def test_tap_keeps_records_only_when_tapped_and_at_a_bounded_rate():
     for i in range(TAP_PER_SECOND * 3):
         hub.end(_record(i), 200, 0.001)
     assert 0 < len(hub.tap) <= 2 * TAP_PER_SECOND  # one or two seconds' worth at most
+
+
+def test_agent_options_for_access_log_and_otlp(tmp_path):
+    import pytest
+
+    from peermesh.config import AgentConfig, ConfigError
+
+    common = {"name": "n1", "service": "web=8080", "data_dir": tmp_path, "gossip": "off"}
+    config = AgentConfig.build(**common, access_log="-", otlp_endpoint="http://127.0.0.1:4318")  # type: ignore[arg-type]
+    assert (config.access_log, config.otlp_endpoint) == ("-", "http://127.0.0.1:4318")
+    assert AgentConfig.build(**common).access_log is None  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="OTLP/HTTP URL"):
+        AgentConfig.build(**common, otlp_endpoint="127.0.0.1:4318")  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 4096
 BATCH = 256
+FLUSH_INTERVAL = 0.05  # seconds a line may wait for others to share its write
 
 
 class AccessLog:
@@ -75,6 +76,9 @@ class AccessLog:
         task_status.started()
         while True:
             await self._wakeup.wait()
+            if len(self._buffer) < BATCH:
+                # Let a batch gather: one thread hop and one write per interval, not per line.
+                await trio.sleep(FLUSH_INTERVAL)
             self._wakeup = trio.Event()
             while self._buffer:
                 batch = [self._buffer.popleft() for _ in range(min(BATCH, len(self._buffer)))]

@@ -6,12 +6,16 @@ connection and access-log figures are read from the objects that already keep th
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 MAX_PEERS = 256  # bound on per-peer series
 
@@ -23,11 +27,20 @@ class AgentStateCollector(Collector):
         self.agent = agent
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._gossip()
-        yield from self._policy()
-        yield from self._certificate()
-        yield from self._connections()
-        yield from self._access_log()
+        for part in (
+            self._gossip,
+            self._policy,
+            self._certificate,
+            self._connections,
+            self._access_log,
+        ):
+            # One broken reader must not take the whole /metrics page down with it.
+            try:
+                families = list(part())
+            except Exception:
+                log.exception("metrics collector %s failed", part.__name__)
+                continue
+            yield from families
 
     def _gossip(self) -> Iterator[Metric]:
         membership = self.agent.membership
@@ -63,9 +76,11 @@ class AgentStateCollector(Collector):
                 received.add_metric([], getattr(codec, "accepted", 0))
             for reason, n in swim.drops.items():
                 dropped.add_metric([reason.value], n)
-            for name, value in vars(swim.stats).items():
+            stats = swim.stats
+            for f in dataclasses.fields(stats):
+                value = getattr(stats, f.name)
                 if isinstance(value, int):
-                    events.add_metric([name], value)
+                    events.add_metric([f.name], value)
         if self.agent.mdns is not None:
             mdns.add_metric([], len(self.agent.mdns.discovered))
         yield from (members, sent, received, dropped, events, mdns)

@@ -104,6 +104,7 @@ class Tracer:
         self.endpoint = endpoint
         self._provider: Any = None
         self._tracer: Any = None
+        self._api: Any = None
         if endpoint:
             self._setup(service, node, endpoint)
 
@@ -126,6 +127,10 @@ class Tracer:
             BatchSpanProcessor(OTLPSpanExporter(endpoint=url), schedule_delay_millis=500)
         )
         self._tracer = self._provider.get_tracer("peermesh")
+        # Bound once: a per-request ``from ... import`` costs more than the lookup it saves.
+        from opentelemetry import trace
+
+        self._api = trace
 
     def begin(self, record: RequestRecord, parent: TraceContext | None, *, client: bool) -> None:
         """Give ``record`` its trace and span ids (and a live span when exporting)."""
@@ -135,23 +140,23 @@ class Tracer:
         if self._tracer is None or not sampled:
             record.span_id = new_span_id()
             return
-        from opentelemetry import trace
-        from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
-
+        api = self._api
         context = None
         if parent is not None:
-            remote = SpanContext(
+            remote = api.SpanContext(
                 int(parent.trace_id, 16),
                 int(parent.parent_span_id, 16),
                 is_remote=True,
-                trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED),
             )
-            context = trace.set_span_in_context(NonRecordingSpan(remote))
+            context = api.set_span_in_context(api.NonRecordingSpan(remote))
         span = self._tracer.start_span(
             f"{record.method} {record.authority}",
             context=context,
-            kind=SpanKind.CLIENT if client else SpanKind.SERVER,
+            kind=api.SpanKind.CLIENT if client else api.SpanKind.SERVER,
             start_time=int(record.started_wall * 1e9),
+            record_exception=False,
+            set_status_on_exception=False,
         )
         ctx = span.get_span_context()
         record.trace_id = f"{ctx.trace_id:032x}"
@@ -162,23 +167,22 @@ class Tracer:
         span = record.span
         if span is None:
             return
-        from opentelemetry.trace import Status, StatusCode
-
-        attributes = {
+        # Identities follow from the services and the trust domain; the span kind gives the
+        # direction. Fewer attributes keep the SDK's per-attribute checks cheap.
+        attributes: dict[str, str | int] = {
             "http.request.method": record.method,
             "url.path": record.path,
             "server.address": record.authority,
             "http.response.status_code": record.status,
-            "peermesh.direction": record.direction,
             "peermesh.request_id": record.request_id,
             "peermesh.source": record.source,
             "peermesh.destination": record.destination,
-            "peermesh.source_identity": record.source_identity,
-            "peermesh.destination_identity": record.destination_identity,
-            "peermesh.request_bytes": record.request_bytes,
             "peermesh.response_bytes": record.response_bytes,
-            "peermesh.attempts": record.attempts,
         }
+        if record.request_bytes:
+            attributes["peermesh.request_bytes"] = record.request_bytes
+        if record.attempts > 1:
+            attributes["peermesh.attempts"] = record.attempts
         for key, value in (
             ("peermesh.upstream", record.upstream),
             ("peermesh.route", record.route),
@@ -190,7 +194,8 @@ class Tracer:
                 attributes[key] = value
         span.set_attributes(attributes)
         if record.status >= 500 or record.status == 0:
-            span.set_status(Status(StatusCode.ERROR, f"HTTP {record.status}"))
+            api = self._api
+            span.set_status(api.Status(api.StatusCode.ERROR, f"HTTP {record.status}"))
         span.end(end_time=int((record.started_wall + record.duration) * 1e9))
         record.span = None
 
