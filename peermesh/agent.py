@@ -241,6 +241,7 @@ class Agent:
             ),
             ControlClient(self.pool),
             self.control,
+            on_event=self._on_member_event,
         )
         await nursery.start(self.membership.run)
         self.addresses["gossip"] = self.membership.bound
@@ -257,6 +258,20 @@ class Agent:
                 on_candidate=self._on_mdns_candidate,
             )
             nursery.start_soon(self._run_mdns)
+
+    def _on_member_event(self, event: Any) -> None:
+        """A member stopped being alive: stop waiting on our connections to it."""
+        state = getattr(event.member, "state", None)
+        if state is None or state.name not in ("SUSPECT", "DEAD", "LEFT"):
+            return
+        meta = event.member.meta
+        if self._pool is None or not meta.addresses or event.member.name == self.config.name:
+            return
+        closed = self._pool.close_peer(
+            meta.addresses[0], meta.inbound_port, f"member {event.member.name} is {state.name}"
+        )
+        if closed:
+            log.info("closed %d connection(s) to %s (%s)", closed, event.member.name, state.name)
 
     async def _run_mdns(self) -> None:
         assert self.mdns is not None

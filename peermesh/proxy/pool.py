@@ -176,6 +176,24 @@ class PeerPool:
             endpoint.service, endpoint.address, "peer sent no HTTP/2 SETTINGS"
         )
 
+    def close_peer(self, host: str, port: int, reason: str) -> int:
+        """Drop every connection to one peer now (membership says it is not alive).
+
+        A partitioned peer's TCP connection does not fail by itself: requests on it would
+        wait for the keepalive. Closing it makes them fail (and retry elsewhere) at once,
+        and the next dial fails fast into backoff if the peer is still unreachable.
+        """
+        state = self._peers.get((host, port))
+        if state is None:
+            return 0
+        closed = 0
+        for session in state.sessions:
+            if not session.is_closed:
+                session.close(reason)
+                closed += 1
+        state.sessions = []
+        return closed
+
     def drain(self) -> None:
         """Stop using every connection once its streams finish."""
         for state in self._peers.values():
