@@ -26,7 +26,7 @@ import trio
 
 from peermesh.control.client import ControlCallError, ControlClient
 from peermesh.control.router import ControlError, ControlRequest, ControlRouter
-from peermesh.policy.store import PolicyStore, UpdateRefused
+from peermesh.policy.store import PolicyStore, UpdateRefused, decode_state_vector
 from peermesh.proxy.endpoints import Endpoint
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,19 @@ class Peer:
     node: str
     host: str
     port: int
+
+
+def state_vector_digest(sv: bytes) -> str:
+    """A digest of *what* a replica has seen, independent of how the vector is encoded.
+
+    Yjs writes a state vector's (client, clock) pairs in hash-map order, so two replicas
+    that have seen exactly the same edits can encode it differently: hash it sorted.
+    """
+    try:
+        pairs = sorted(decode_state_vector(sv).items())
+    except (ValueError, IndexError):
+        return hashlib.sha256(sv).hexdigest()[:16]
+    return hashlib.sha256(repr(pairs).encode()).hexdigest()[:16]
 
 
 class PolicyReplicator:
@@ -202,6 +215,6 @@ class PolicyReplicator:
         return {
             "version": self.store.version,
             "digest": self.store.digest(),
-            "state_vector_digest": hashlib.sha256(sv).hexdigest()[:16],
+            "state_vector_digest": state_vector_digest(sv),
             "objects": len(self.store),
         }
