@@ -487,7 +487,7 @@ def _wire_ok(msgs: list[Any]) -> bool:
                 return False
             if w[2] is not None and type(w[2]) is not str:
                 return False
-        elif tag == _T_ACK or tag == _T_NACK:
+        elif tag in (_T_ACK, _T_NACK):
             if n != 2 or type(w[1]) is not int or not 0 <= w[1] < _U32:
                 return False
         elif tag == _T_IPING:
@@ -601,9 +601,7 @@ class Codec:
     def seal(self, parts: Sequence[bytes]) -> bytes:
         """A datagram carrying already encoded messages (see :func:`encode_message`)."""
         self._seq += 1
-        body = (
-            self._prefix + _pack(self._seq) + _array_header(len(parts)) + b"".join(parts)
-        )
+        body = self._prefix + _pack(self._seq) + _array_header(len(parts)) + b"".join(parts)
         self.sent += 1
         if self.keyring is None:
             out = b"\x02" + body

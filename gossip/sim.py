@@ -59,6 +59,8 @@ class SimConfig:
     join_window: float | None = None
     warm_start: bool = False
     update_at: float | None = None
+    late_joins: int = 3
+    late_join_at: float | None = None
     profile: Profile = LAN
     encrypt: bool = False
     check_interval: float = 0.1
@@ -84,6 +86,7 @@ class SimConfig:
         part_len = self.partition_duration if self.partition_duration is not None else 0.2 * d
         return {
             "update_at": pick(self.update_at, w + 0.1 * d),
+            "late_join_at": pick(self.late_join_at, w + 0.1 * d + 2.0, self.late_joins > 0),
             "kill_at": pick(self.kill_at, w + 0.2 * d, self.kill > 0),
             "partition_at": part_at,
             "heal_at": None if part_at is None else min(d, part_at + part_len),
@@ -137,6 +140,8 @@ class SimReport:
     join_window: float = 0.0
     converged_at: float | None = None
     join_latency: Dist | None = None
+    late_join_latency: Dist | None = None
+    late_join_reached_all: float | None = None
     update_latency: Dist | None = None
     update_reached_all: float | None = None
     kills: list[KillRecord] = field(default_factory=list)
@@ -209,6 +214,10 @@ class SimReport:
                 f"every join at t={opt(self.converged_at)}"
             )
         lines.append(f"  join latency (node start -> seen by all live): {opt(self.join_latency)}")
+        lines.append(
+            f"  late join into the converged mesh reaches members: {opt(self.late_join_latency)}"
+            f"; all: {opt(self.late_join_reached_all)}"
+        )
         lines.append(
             f"  metadata update reaches members: {opt(self.update_latency)}; "
             f"all: {opt(self.update_reached_all)}"
@@ -300,7 +309,9 @@ class Simulation:
         self.update_version = 0
         self.update_started = 0.0
         self.update_seen: list[float] = []
-        self.update_observers: set[int] = set()
+        self.late = set(range(self.n - config.late_joins, self.n)) if config.late_joins else set()
+        self.late_seen: dict[int, dict[int, float]] = {j: {} for j in self.late}
+        self.update_audience: set[int] = set()  # up at the update, not yet seen it
         self.rep = SimReport(config)
         self.sched = config.schedule()
         self.per_second_msgs: dict[int, int] = {}
@@ -367,6 +378,8 @@ class Simulation:
             assert isinstance(ev, MemberJoined)
             j = self.index[ev.member.name]
             self.alive_view[j] += 1
+            if j in self.late and self.up[j] and self.started_at[i] <= self.started_at[j]:
+                self.late_seen[j].setdefault(i, now - self.started_at[j])
             if j not in self.join_done and self.up[j] and self.alive_view[j] >= self.live - 1:
                 self.join_done[j] = now
         elif t is MemberSuspect:
@@ -395,10 +408,10 @@ class Simulation:
                 self.update_node is not None
                 and m.name == self.names[self.update_node]
                 and m.meta.version == self.update_version
+                and i in self.update_audience
             ):
-                if i not in self.update_observers:
-                    self.update_observers.add(i)
-                    self.update_seen.append(now - self.update_started)
+                self.update_audience.discard(i)
+                self.update_seen.append(now - self.update_started)
 
     def _false_positive_check(self, i: int, j: int) -> None:
         now = self.now
@@ -480,16 +493,17 @@ class Simulation:
         self._reschedule(i, swim)
 
     def _warm_start(self) -> None:
+        first = self.n - len(self.late)
         entries = tuple(
-            PushPullEntry(self.names[i], 0, MemberState.ALIVE, node_meta(i)) for i in range(self.n)
+            PushPullEntry(self.names[i], 0, MemberState.ALIVE, node_meta(i)) for i in range(first)
         )
         state = encode_state(PushPullState("sim-bootstrap", entries))
-        swims = [self._make(i, 0.0) for i in range(self.n)]
-        for i, swim in enumerate(swims):
+        for i in range(first):
+            swim = self._make(i, 0.0)
             swim.merge_push_pull(0.0, state)  # events ignored: we set the counters directly
             self._reschedule(i, swim)
-        for j in range(self.n):
-            self.alive_view[j] = self.n - 1
+        for j in range(first):
+            self.alive_view[j] = first - 1
             self.join_done[j] = 0.0
 
     def _kill(self) -> None:
@@ -511,7 +525,7 @@ class Simulation:
 
     def _partition(self) -> None:
         ups = [i for i in range(self.n) if self.up[i]]
-        cut = set(self.rng.sample(ups, int(round(self.cfg.partition * len(ups)))))
+        cut = set(self.rng.sample(ups, round(self.cfg.partition * len(ups))))
         for i in range(self.n):
             self.side[i] = 1 if i in cut else 0
         self.partitioned = True
@@ -529,6 +543,7 @@ class Simulation:
         meta = swim.meta.with_services({f"svc-{u % 20}": {"version": "v2", "zone": "a"}})
         self.update_node = u
         self.update_version = meta.version
+        self.update_audience = {i for i in ups if i != u}
         self.update_started = self.now
         self._emit(u, swim.update_metadata(self.now, meta))
         self._reschedule(u, swim)
@@ -545,11 +560,16 @@ class Simulation:
         if cfg.warm_start:
             self._warm_start()
         else:
-            for i in range(self.n):
-                self._push(i * w / self.n, _CALL, self._start_node_cb(i))
+            first = self.n - len(self.late)
+            for i in range(first):
+                self._push(i * w / first, _CALL, self._start_node_cb(i))
         s = self.sched
         if s["update_at"] is not None:
             self._push(s["update_at"], _CALL, self._update)
+        late_at = s["late_join_at"]
+        if late_at is not None:
+            for k, j in enumerate(sorted(self.late)):
+                self._push(late_at + 2.0 * k, _CALL, self._start_node_cb(j))
         if s["kill_at"] is not None:
             self._push(s["kill_at"], _CALL, self._kill)
         if s["partition_at"] is not None:
@@ -629,13 +649,21 @@ class Simulation:
         rep.wall_seconds = wall
         rep.simulated_seconds = cfg.duration
         rep.join_latency = Dist.of(
-            [t - self.started_at[j] for j, t in self.join_done.items() if not cfg.warm_start]
+            [
+                t - self.started_at[j]
+                for j, t in self.join_done.items()
+                if not cfg.warm_start and j not in self.late
+            ]
         )
         rep.update_latency = Dist.of(self.update_seen)
-        if self.update_node is not None and self.update_seen:
-            # "all" = every member alive at the end other than the updater saw it
-            if len(self.update_seen) >= self.live - 1:
-                rep.update_reached_all = max(self.update_seen)
+        # "all" = everyone up at the update and still up at the end saw it
+        if self.update_node is not None and not any(self.up[i] for i in self.update_audience):
+            rep.update_reached_all = max(self.update_seen, default=None)
+        late = [t for seen in self.late_seen.values() for t in seen.values()]
+        rep.late_join_latency = Dist.of(late)
+        done = [j for j in self.late_seen if j in self.join_done]
+        if self.late and len(done) == len(self.late):
+            rep.late_join_reached_all = max(self.join_done[j] - self.started_at[j] for j in done)
         rep.kills = [self.kill_records[j] for j in sorted(self.kill_records)]
         rep.killed_dead_everywhere = all(self.alive_view[j] <= 0 for j in self.kill_records)
         rep.converged_at_end = self._all_see_all()
@@ -647,9 +675,7 @@ class Simulation:
             byts = sorted(self.per_second_bytes.get(s, 0) for s in range(int(cfg.duration)))
             rep.steady_msgs_per_member_sec = msgs[len(msgs) // 2] / max(1, self.live)
             rep.steady_bytes_per_member_sec = byts[len(byts) // 2] / max(1, self.live)
-        rep.max_awareness = max(
-            (s.awareness.score for s in self.swims if s is not None), default=0
-        )
+        rep.max_awareness = max((s.awareness.score for s in self.swims if s is not None), default=0)
         rep.codec_drops = sum(s.codec.dropped for s in self.swims if s is not None)
         return rep
 
@@ -676,6 +702,7 @@ def _parse(argv: Sequence[str] | None) -> SimConfig:
     ap.add_argument("--join-window", type=float, default=None)
     ap.add_argument("--warm-start", action="store_true", help="start with converged membership")
     ap.add_argument("--update-at", type=float, default=None)
+    ap.add_argument("--late-joins", type=int, default=3, help="nodes joining a converged mesh")
     ap.add_argument("--profile", default="lan", choices=["lan", "wan", "local"])
     ap.add_argument("--encrypt", action="store_true", help="seal datagrams with AES-256-GCM")
     ns = ap.parse_args(argv)
@@ -694,6 +721,7 @@ def _parse(argv: Sequence[str] | None) -> SimConfig:
         join_window=ns.join_window,
         warm_start=ns.warm_start,
         update_at=ns.update_at,
+        late_joins=ns.late_joins,
         profile=get_profile(ns.profile),
         encrypt=ns.encrypt,
     )

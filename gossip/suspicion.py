@@ -29,7 +29,16 @@ def suspicion_timeout(
 class Suspicion:
     """One open suspicion about one member at one incarnation."""
 
-    __slots__ = ("_seen", "confirmations", "deadline", "expected", "incarnation", "max", "min", "start")
+    __slots__ = (
+        "_seen",
+        "confirmations",
+        "deadline",
+        "expected",
+        "incarnation",
+        "max",
+        "min",
+        "start",
+    )
 
     def __init__(
         self,

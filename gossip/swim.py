@@ -21,10 +21,24 @@ With no Ack by the end of the period it becomes *suspect*; a suspect that
 does not refute (by announcing a higher incarnation) before its Lifeguard
 suspicion timer fires is declared *dead*. Membership changes ride on every
 datagram (piggyback) and on a gossip fan-out every gossip interval, each sent a
-limited number of times. Lifeguard's awareness stretches our own timeouts when
-we are the unhealthy one; the buddy system tells a suspect directly. Members
-we think dead are pinged now and then (with the news that they are dead) so that
-the halves of a healed partition find each other and refute.
+limited number of times; a periodic push-pull exchanges whole tables.
+Lifeguard's awareness stretches our own timeouts when we are the unhealthy one;
+the buddy system tells a suspect directly.
+
+Beyond memberlist (each measured with ``gossip.sim``, mostly for partitions):
+
+* a third party's "dead" verdict about a member we do not already suspect, or
+  from a judge we believe dead, counts only as an accusation; we need to have
+  suspected the member for half the minimum suspicion timeout ourselves;
+* a member we suspect or buried that talks to us is told so, and answers to a
+  stale accusation carry the refutation we know of: both make a healed
+  partition's refutations cross at the first datagrams;
+* our own refutation rides in front of every datagram; among equally sent
+  broadcasts, alive news goes before accusations;
+* members we believe dead are pinged now and then with that news, revived
+  members are probed next, and revivals trigger extra push-pulls;
+* a joiner does a second push-pull once the rumours in flight at its join have
+  run their course.
 """
 
 from __future__ import annotations
@@ -39,7 +53,6 @@ from gossip.broadcast import BroadcastQueue
 from gossip.codec import (
     TAG_ACK,
     TAG_ALIVE,
-    TAG_DEAD,
     TAG_INDIRECT_PING,
     TAG_NACK,
     TAG_PING,
@@ -69,9 +82,7 @@ DEAD = MemberState.DEAD
 LEFT = MemberState.LEFT
 _SEQ_MOD = 1 << 32
 _INF = float("inf")
-import os as _os
-_TELL = _os.environ.get("NOTELL") is None
-_EXCL = _os.environ.get("EXCL") is not None
+NACK_FRACTION = 0.8  # of the probe timeout a helper waits before answering Nack
 
 
 # --- outputs --------------------------------------------------------------------------
@@ -177,7 +188,15 @@ class _Node:
 
 
 class _Probe:
-    __slots__ = ("end_at", "expected_nacks", "indirect_sent", "nacks", "seq", "target", "timeout_at")
+    __slots__ = (
+        "end_at",
+        "expected_nacks",
+        "indirect_sent",
+        "nacks",
+        "seq",
+        "target",
+        "timeout_at",
+    )
 
     def __init__(self, target: str, seq: int, timeout_at: float, end_at: float) -> None:
         self.target = target
@@ -279,12 +298,14 @@ class Swim:
         self._seq = self.rng.randrange(_SEQ_MOD)
         self._relays: dict[int, _Relay] = {}
         self._told: dict[str, float] = {}  # when we last told a member it is accused
+        self._corrected: dict[str, float] = {}  # when we last answered a stale accusation
         self._pings: dict[int, float] = {}  # join/reconnect pings awaiting an ack
         self._suspicions: dict[str, Suspicion] = {}
         self._suspicion_heap: list[tuple[float, str]] = []
         self._leaving = False
         self._join_sync = False
-        self._sync_at = _INF  # one extra push-pull soon after joining
+        self._sync_at = _INF  # one extra push-pull soon after joining or a heal
+        self._next_heal_sync = now
         self._clock = now  # the latest `now` we were given
         rng_ = self.rng
         p = profile
@@ -292,6 +313,7 @@ class Swim:
         self._next_probe_at = now + rng_.uniform(0, p.probe_interval)
         self._next_gossip_at = now + rng_.uniform(0, p.gossip_interval)
         self._next_push_pull_at = now + rng_.uniform(0.5, 1.0) * p.push_pull_interval
+        self._push_pull_period = p.push_pull_interval
         self._next_reconnect_at = now + rng_.uniform(0.5, 1.5) * p.reconnect_interval
         self._reap_interval = min(p.gossip_to_the_dead_time, p.dead_reap_time)
         self._next_reap_at = now + self._reap_interval
@@ -413,7 +435,9 @@ class Swim:
             if now >= self._next_probe_at:
                 self._start_probe(now, out)
             if now >= self._next_push_pull_at:
-                self._next_push_pull_at = now + self.profile.push_pull_period(len(self._pool) + 1)
+                period = self.profile.push_pull_period(len(self._pool) + 1)
+                self._push_pull_period = period
+                self._next_push_pull_at = now + period
                 self._start_push_pull(out)
             if now >= self._sync_at:
                 self._sync_at = _INF
@@ -442,7 +466,9 @@ class Swim:
         sender, wire = opened
         out: list[Output] = []
         acks: list[int] | None = None
+        corrections: list[bytes] | None = None
         members = self._members
+        suspicions = self._suspicions
         me = self._me
         # Dispatch on the validated wire form; most state messages are old news and
         # are dismissed after one dict lookup, without building any object.
@@ -458,10 +484,25 @@ class Swim:
                 elif m is None:
                     continue
                 elif inc < m.incarnation:
+                    # A stale accusation: whoever sent it has not heard the refutation.
+                    # Answer with it, since rumours evidently did not reach them.
                     if m is me:
                         self._reannounce()
+                    if m.state == ALIVE:
+                        last = self._corrected.get(node)
+                        if last is None or now - last >= self.profile.gossip_interval:
+                            self._corrected[node] = now
+                            if corrections is None:
+                                corrections = []
+                            corrections.append(pack_alive(node, m.incarnation, m.blob))
                     continue
                 elif tag == TAG_SUSPECT:
+                    if m.state == SUSPECT and inc == m.incarnation:
+                        # Usually one more echo of a known suspicion: skip it cheaply
+                        # once the timer has all the confirmations it can use.
+                        s = suspicions.get(node)
+                        if s is not None and s.confirmations >= s.expected:
+                            continue
                     self._suspect(now, m, inc, w[3], out, True)
                 elif m.state < DEAD:
                     self._dead(now, m, inc, w[3], out, True)
@@ -485,7 +526,7 @@ class Swim:
         # the first datagrams across are answered with the news that needs refuting.
         accused = members.get(sender)
         tell: bytes | None = None
-        if accused is not None and SUSPECT <= accused.state <= DEAD and _TELL:
+        if accused is not None and SUSPECT <= accused.state <= DEAD:
             last = self._told.get(sender)
             if last is None or now - last >= self.profile.probe_interval or acks is not None:
                 self._told[sender] = now
@@ -493,15 +534,20 @@ class Swim:
                     tell = pack_dead(sender, accused.incarnation, self.name)
                 else:
                     tell = pack_suspect(sender, accused.incarnation, self.name)
-        if acks is not None:
+        if acks is not None or tell is not None or corrections is not None:
             # Answer after applying the piggybacked state, so a refutation that the
             # ping provoked (buddy system, reconnect) rides back on this very ack.
-            extras = [pack_ack(seq) for seq in acks]
+            extras = [] if acks is None else [pack_ack(seq) for seq in acks]
             if tell is not None:
                 extras.insert(0, tell)
+            if corrections is not None:
+                room = self.codec.budget // 2
+                for c in corrections:
+                    room -= len(c)
+                    if room < 0:
+                        break
+                    extras.append(c)
             out.append(self._datagram(addr, extras))
-        elif tell is not None:
-            out.append(self._datagram(addr, [tell]))
         return out
 
     def join(self, now: float, seeds: Iterable[Address]) -> list[Output]:
@@ -532,7 +578,9 @@ class Swim:
         me.state = LEFT
         me.since = now
         self._probe = None
-        self.broadcasts.queue(self.name, pack_dead(self.name, me.incarnation, self.name))
+        self.broadcasts.queue(
+            self.name, pack_dead(self.name, me.incarnation, self.name), urgent=True
+        )
         out: list[Output] = []
         self._gossip(now, out)
         return out
@@ -577,9 +625,7 @@ class Swim:
             # when it was taken may be missing. One more exchange once that gossip has
             # run its course closes the gap, instead of waiting a full push-pull period.
             self._join_sync = False
-            p = self.profile
-            settle = p.probe_interval + p.gossip_interval * p.retransmit_limit(len(entries))
-            self._sync_at = now + settle
+            self._sync_at = now + self._settle_time(len(entries))
         out: list[Output] = []
         me = self._me
         members = self._members
@@ -609,6 +655,13 @@ class Swim:
             else:
                 # A remote "dead" is only a suspicion here: the peer may be the cut-off one.
                 self._suspect(now, m, inc, sender, out, True)
+        period = self.profile.push_pull_period(len(self._pool) + 1)
+        if period > self._push_pull_period:
+            # We just learned a much bigger mesh: spread our periodic exchanges over the
+            # longer period it calls for, or a mesh that formed at once would push-pull
+            # in step.
+            self._push_pull_period = period
+            self._next_push_pull_at = now + self.rng.uniform(0.0, period)
         return out
 
     # --- datagrams ----------------------------------------------------------------
@@ -646,7 +699,7 @@ class Swim:
             horizon = now - self.profile.gossip_to_the_dead_time
             for name in [n for n, t in rd.items() if t < horizon]:
                 del rd[name]
-        src = self._healthy if _EXCL else self._pool
+        src = self._pool
         if not rd:
             return src.sample(self.rng, k)
         pool = src.items
@@ -698,7 +751,9 @@ class Swim:
             # Buddy system: tell the suspect directly, it may not have heard.
             extras.append(pack_suspect(m.name, m.incarnation, self.name))
         extras.append(pack_ping(seq, m.name))
-        self._probe = _Probe(m.name, seq, now + aw.scale(self.profile.probe_timeout), now + interval)
+        self._probe = _Probe(
+            m.name, seq, now + aw.scale(self.profile.probe_timeout), now + interval
+        )
         self.stats.probes += 1
         out.append(self._datagram(m.meta.gossip_addr, extras))
 
@@ -756,8 +811,15 @@ class Swim:
     ) -> None:
         seq = self._next_seq()
         p = self.profile
+        # The requester asked us at its probe timeout and gives up at the end of its
+        # probe period, one more probe timeout later: our nack must beat that, with
+        # room for the round trip, or it cannot tell the requester anything.
         self._relays[seq] = _Relay(
-            addr, their_seq, want_nack, now + p.probe_timeout, now + p.probe_interval
+            addr,
+            their_seq,
+            want_nack,
+            now + NACK_FRACTION * p.probe_timeout,
+            now + p.probe_interval,
         )
         out.append(self._datagram(target_addr, [pack_ping(seq, target)]))
 
@@ -860,6 +922,14 @@ class Swim:
         # Probe a revived member next: if it buried us too (a healed partition), its
         # ack tells us so and we refute at once instead of waiting for a reconnect.
         self._probe_list.insert(self._probe_idx, name)
+        if now >= self._next_heal_sync and self._sync_at == _INF:
+            # A revival usually means a partition healed, and then every member on the
+            # far side needs reviving: more refutations than rumours carry quickly. So
+            # while revivals keep coming, exchange full state with someone every couple
+            # of rumour lifetimes; anti-entropy spreads what rumours have not.
+            delay = 2 * self._settle_time(len(self._pool) + 1)
+            self._sync_at = now + delay
+            self._next_heal_sync = now + 2 * delay
         out.append(MemberJoined(m.snapshot()))
 
     def _suspect(
@@ -881,7 +951,7 @@ class Swim:
             if s is not None and s.confirm(accuser):
                 heapq.heappush(self._suspicion_heap, (s.deadline, name))
                 if rebroadcast:
-                    self.broadcasts.queue(name, pack_suspect(name, inc, accuser))
+                    self.broadcasts.queue(name, pack_suspect(name, inc, accuser), accusation=True)
             return
         p = self.profile
         n = len(self._pool) + 1
@@ -905,7 +975,7 @@ class Swim:
         heapq.heappush(self._suspicion_heap, (s.deadline, name))
         self.stats.suspicions += 1
         if rebroadcast:
-            self.broadcasts.queue(name, pack_suspect(name, inc, accuser))
+            self.broadcasts.queue(name, pack_suspect(name, inc, accuser), accusation=True)
         out.append(MemberSuspect(m.snapshot(), accuser))
 
     def _suspicion_expired(self, now: float, name: str, out: list[Output]) -> None:
@@ -928,7 +998,7 @@ class Swim:
                 self._refute(inc)
             return
         left = sender == name
-        if not left and sender != self.name and not self._verdict_ripe(now, m):
+        if not left and sender != self.name and not self._verdict_ripe(now, m, sender):
             # Someone else's verdict is only an accusation until the accused has had a
             # fair chance, on our side, to refute it: we suspect (or confirm) and pass
             # the news on. A real failure was suspected here long before anyone
@@ -936,7 +1006,7 @@ class Swim:
             # from the far side of a healed partition) cannot kill a healthy member.
             self._suspect(now, m, inc, sender, out, False)
             if rebroadcast:
-                self.broadcasts.queue(name, pack_dead(name, inc, sender))
+                self.broadcasts.queue(name, pack_dead(name, inc, sender), accusation=True)
             return
         self._suspicions.pop(name, None)
         m.incarnation = inc
@@ -945,7 +1015,7 @@ class Swim:
         self._pool.remove(name)
         self._healthy.remove(name)
         if rebroadcast:
-            self.broadcasts.queue(name, pack_dead(name, inc, sender))
+            self.broadcasts.queue(name, pack_dead(name, inc, sender), accusation=True)
         if left:
             out.append(MemberLeft(m.snapshot()))
         else:
@@ -953,9 +1023,23 @@ class Swim:
             self._recent_dead[name] = now
             out.append(MemberDead(m.snapshot(), sender))
 
-    def _verdict_ripe(self, now: float, m: _Node) -> bool:
-        """Have we suspected ``m`` for at least half the minimum suspicion timeout?"""
+    def _settle_time(self, n: int) -> float:
+        """Roughly how long a rumour keeps being retransmitted in a mesh of ``n``."""
+        p = self.profile
+        return p.probe_interval + p.gossip_interval * p.retransmit_limit(n)
+
+    def _verdict_ripe(self, now: float, m: _Node, judge: str) -> bool:
+        """Take ``judge``'s verdict on ``m`` as final?
+
+        Only if we have suspected ``m`` ourselves for half the minimum suspicion
+        timeout (time enough for a refutation to reach us), and the judge is a
+        member we believe alive: a verdict from a member we buried comes from the
+        far side of a partition, about a time we know nothing of.
+        """
         if m.state != SUSPECT:
+            return False
+        j = self._members.get(judge)
+        if j is None or j.state != ALIVE:
             return False
         s = self._suspicions.get(m.name)
         return s is None or now - s.start >= 0.5 * s.min
@@ -974,6 +1058,8 @@ class Swim:
         horizon = now - p.probe_interval
         for name in [n for n, t in self._told.items() if t < horizon]:
             del self._told[name]
+        for name in [n for n, t in self._corrected.items() if t < horizon]:
+            del self._corrected[name]
         for name in gone:
             del self._members[name]
             self._buried.remove(name)
