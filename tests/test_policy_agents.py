@@ -207,3 +207,37 @@ def test_cli_apply_get_diff_history_delete(tmp_path):
         assert deleted.returncode == 0
         missing = cli("get", "Route", "reviews")
         assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+
+async def test_a_forwarded_push_never_goes_back_to_its_sender():
+    from certs.spiffe import SpiffeId
+    from peermesh.control.router import ControlRequest, ControlRouter
+    from peermesh.policy.replicator import PolicyReplicator
+    from peermesh.policy.store import PolicyStore
+
+    origin = PolicyStore(node="node-a")
+    update = origin.apply([route("fresh")], now=0.0).update
+    peers = [
+        Peer("node-a", "127.0.0.1", 1),
+        Peer("node-b", "127.0.0.1", 2),
+        Peer("node-c", "127.0.0.1", 3),
+    ]
+    replicator = PolicyReplicator(
+        PolicyStore(node="node-x"),
+        None,
+        ControlRouter(),
+        lambda: peers,  # type: ignore[arg-type]
+    )
+    started: list[str] = []
+
+    class Recorder:
+        def start_soon(self, fn, peer, body):
+            started.append(peer.node)
+
+    replicator._nursery = Recorder()  # type: ignore[assignment]
+    caller = SpiffeId.for_service("mesh.test", "web")
+    await replicator._on_push(
+        ControlRequest("policy/push", caller, {"update": update, "from": "node-a"})
+    )
+    assert sorted(started) == ["node-b", "node-c"]
+    assert replicator.store.get("Route", "fresh") is not None

@@ -118,7 +118,7 @@ class PolicyReplicator:
 
     async def _push(self, peer: Peer, update: bytes) -> None:
         try:
-            await self._call(peer, PUSH, update)
+            await self._call(peer, PUSH, {"update": update, "from": self.store.node})
             self.pushes_sent += 1
             self.sync_bytes_sent += len(update)
         except ControlCallError as exc:
@@ -168,17 +168,22 @@ class PolicyReplicator:
 
     # -- incoming -----------------------------------------------------------------------
     async def _on_push(self, request: ControlRequest) -> Any:
-        if not isinstance(request.body, bytes):
-            raise ControlError(400, "policy/push body must be a CRDT update (bytes)")
+        body = request.body
+        sender: str | None = None
+        if isinstance(body, dict):  # {"update": bytes, "from": node}
+            sender = body.get("from") if isinstance(body.get("from"), str) else None
+            body = body.get("update")
+        if not isinstance(body, bytes):
+            raise ControlError(400, "policy/push body must carry a CRDT update (bytes)")
         source = str(request.peer)
         try:
-            new = self._merge(request.body, source=f"push from {source}")
+            new = self._merge(body, source=f"push from {sender or source}")
         except UpdateRefused as exc:
             raise ControlError(400, f"policy update refused: {exc.reason}") from None
         if new:
-            # Forward once: a replica that learned nothing stops the spread (it may
-            # reach the sender again, which then learns nothing and stops too).
-            self.spread(request.body, exclude=None)
+            # Forward once, never back to the node it came from; a replica that learned
+            # nothing new stops the spread.
+            self.spread(body, exclude=sender)
         return {"version": self.store.version, "digest": self.store.digest()}
 
     async def _on_sync(self, request: ControlRequest) -> Any:
