@@ -91,11 +91,16 @@ async def test_stats_top_tap_and_check_on_a_healthy_five_agent_mesh(tmp_path):
             assert edges[("frontend", "reviews")]["requests"] == 10
 
         # Control-plane metrics read live gossip state.
-        samples = await scrape(billing)
+        # The first probe comes up to one protocol period after start: wait for it.
+        with trio.fail_after(20):
+            while True:
+                samples = await scrape(billing)
+                if value(samples, "peermesh_gossip_events_total", event="probes") > 0:
+                    break
+                await trio.sleep(0.2)
         assert value(samples, "peermesh_gossip_members", state="alive") == 5
         assert value(samples, "peermesh_gossip_datagrams_sent_total") > 0
         assert value(samples, "peermesh_gossip_datagrams_received_total") > 0
-        assert value(samples, "peermesh_gossip_events_total", event="probes") > 0
 
         top = await cli("top", "--once", "--agent", admin_url(billing))
         assert top.exit_code == 0, top.output
