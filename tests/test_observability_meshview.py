@@ -150,7 +150,7 @@ async def test_check_names_a_skewed_clock_and_diverged_policy(tmp_path):
         d.observability.clock_offset = 30.0  # test hook: node-d's clock runs 30 s ahead
         check = await cli("check", "--agent", admin_url(a))
         assert check.exit_code == 1
-        assert re.search(r"✘ clock skew: clock skew with node-d \+30\.\ds", check.output)
+        assert re.search(r"✘ clock skew: clock skew with node-d \+(29|30)\.\ds", check.output)
         assert "✔ policy converged" in check.output
         d.observability.clock_offset = 0.0
 
