@@ -118,8 +118,10 @@ class MdnsDiscovery:
 def _offer(send: trio.MemorySendChannel[str], name: str) -> None:
     try:
         send.send_nowait(name)
-    except (trio.WouldBlock, trio.ClosedResourceError):
+    except trio.WouldBlock:
         pass  # a later announcement will offer it again
+    except (trio.ClosedResourceError, trio.BrokenResourceError):
+        pass  # the browser is shutting down: nobody is listening any more
 
 
 def _close(zc: Zeroconf, info: ServiceInfo, browser: ServiceBrowser | None) -> None:
