@@ -191,10 +191,10 @@ def notes() -> list[str]:
         "and *update* are, for each member, the time from the change until it learned it; "
         "*... all members* is the time until the last live member did. Failure detection "
         "is timed from the kill. A false positive is a live, reachable node declared dead "
-        "by anyone. *Steady* load is the median over the run's seconds of datagrams sent "
-        "per live member (a member sends one probe and answers about one per second; "
-        "gossip rounds only send when there is news); push-pull exchanges are not "
-        "datagrams (they ride HTTP/2) and are counted apart.",
+        "by anyone. *Steady* load is the median, over the seconds of the run's last "
+        "third, of datagrams sent per live member (a member sends one probe and answers "
+        "about one per second; gossip rounds only send when there is news); push-pull "
+        "exchanges are not datagrams (they ride HTTP/2) and are counted apart.",
     ]
 
 

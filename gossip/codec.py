@@ -415,8 +415,10 @@ def pack_dead(node: str, incarnation: int, sender: str) -> bytes:
     return _pack([TAG_DEAD, node, incarnation, sender])
 
 
-def pack_ping(seq: int, target: str | None) -> bytes:
+def pack_ping(seq: int, target: str | None, introduce: bool = False) -> bytes:
     """Encoded :class:`Ping`."""
+    if introduce:
+        return _pack([TAG_PING, seq, target, True])
     return _pack([TAG_PING, seq, target])
 
 
@@ -445,7 +447,7 @@ def encode_message(msg: Message) -> bytes:
     if isinstance(msg, Dead):
         return pack_dead(msg.node, msg.incarnation, msg.sender)
     if isinstance(msg, Ping):
-        return pack_ping(msg.seq, msg.target)
+        return pack_ping(msg.seq, msg.target, msg.introduce)
     if isinstance(msg, Ack):
         return pack_ack(msg.seq)
     if isinstance(msg, Nack):
@@ -483,9 +485,11 @@ def _wire_ok(msgs: list[Any]) -> bool:
             elif tag > _T_DEAD or type(x) is not str:
                 return False
         elif tag == _T_PING:
-            if n != 3 or type(w[1]) is not int or not 0 <= w[1] < _U32:
+            if not 3 <= n <= 4 or type(w[1]) is not int or not 0 <= w[1] < _U32:
                 return False
             if w[2] is not None and type(w[2]) is not str:
+                return False
+            if n == 4 and type(w[3]) is not bool:
                 return False
         elif tag in (_T_ACK, _T_NACK):
             if n != 2 or type(w[1]) is not int or not 0 <= w[1] < _U32:
@@ -517,7 +521,7 @@ def wire_to_message(w: list[Any]) -> Message:
     if tag == _T_DEAD:
         return Dead(w[1], w[2], w[3])
     if tag == _T_PING:
-        return Ping(w[1], w[2])
+        return Ping(w[1], w[2], len(w) == 4 and w[3])
     if tag == _T_ACK:
         return Ack(w[1])
     if tag == _T_NACK:

@@ -114,10 +114,15 @@ class NodeMeta:
 @dataclass(frozen=True, slots=True)
 class Ping:
     """Are you alive? ``target`` names the intended receiver (None when only an address is known,
-    e.g. a seed) so a node that took over an old address does not answer for someone else."""
+    e.g. a seed) so a node that took over an old address does not answer for someone else.
+
+    ``introduce`` asks the receiver to put its own Alive in the ack: sent to a member
+    that talks to us although we have never heard of it (it joined while we were cut off).
+    """
 
     seq: int
     target: str | None
+    introduce: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,13 +38,15 @@ Beyond memberlist (each measured with ``gossip.sim``, mostly for partitions):
 * members we believe dead are pinged now and then with that news, revived
   members are probed next, and revivals trigger extra push-pulls;
 * a joiner does a second push-pull once the rumours in flight at its join have
-  run their course.
+  run their course; a member that talks to us but is unknown to us is asked to
+  introduce itself (``Ping.introduce``).
 """
 
 from __future__ import annotations
 
 import heapq
 import random
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -176,7 +178,7 @@ class _Node:
     def __init__(
         self, name: str, incarnation: int, state: MemberState, blob: bytes, since: float
     ) -> None:
-        self.name = name
+        self.name = sys.intern(name)  # one string per name, however many tables hold it
         self.incarnation = incarnation
         self.state = state
         self.blob = blob  # metadata as sent on the wire: cheap to compare and resend
@@ -289,7 +291,6 @@ class Swim:
         self._me = _Node(name, incarnation, ALIVE, encode_meta(meta), now)
         self._members: dict[str, _Node] = {name: self._me}
         self._pool = _Roster()  # alive and suspect members other than us
-        self._healthy = _Roster()  # the alive ones only: who we gossip to and ask for help
         self._buried = _Roster()  # dead (not left) members, for reconnects
         self._recent_dead: dict[str, float] = {}  # gossip to the dead for a while
         self._probe_list: list[str] = []
@@ -304,7 +305,8 @@ class Swim:
         self._suspicion_heap: list[tuple[float, str]] = []
         self._leaving = False
         self._join_sync = False
-        self._sync_at = _INF  # one extra push-pull soon after joining or a heal
+        self._sync_at = _INF  # an extra push-pull soon after joining or a heal
+        self._sync_followups = 0
         self._next_heal_sync = now
         self._clock = now  # the latest `now` we were given
         rng_ = self.rng
@@ -441,6 +443,11 @@ class Swim:
                 self._start_push_pull(out)
             if now >= self._sync_at:
                 self._sync_at = _INF
+                if self._sync_followups:
+                    # One more, later: by then a random partner very likely knows
+                    # whatever reached neither us nor the partner of the first one.
+                    self._sync_followups -= 1
+                    self._sync_at = now + 3 * self._settle_time(len(self._pool) + 1)
                 self._start_push_pull(out)
             if now >= self._next_reconnect_at:
                 self._reconnect(now, out)
@@ -512,6 +519,10 @@ class Swim:
                     if acks is None:
                         acks = []
                     acks.append(w[1])
+                    if len(w) == 4 and w[3]:  # asked to introduce ourselves
+                        if corrections is None:
+                            corrections = []
+                        corrections.insert(0, pack_alive(self.name, me.incarnation, me.blob))
             elif tag == TAG_ACK:
                 self._on_ack(w[1], out)
             elif tag == TAG_NACK:
@@ -526,7 +537,16 @@ class Swim:
         # the first datagrams across are answered with the news that needs refuting.
         accused = members.get(sender)
         tell: bytes | None = None
-        if accused is not None and SUSPECT <= accused.state <= DEAD:
+        if accused is None:
+            # A member we have never heard of (it joined while we were cut off, and
+            # the rumour is over): ask it to introduce itself.
+            last = self._told.get(sender)
+            if last is None or now - last >= self.profile.probe_interval:
+                self._told[sender] = now
+                seq = self._next_seq()
+                self._pings[seq] = now + self.profile.probe_interval
+                out.append(self._datagram(addr, [pack_ping(seq, sender, True)]))
+        elif SUSPECT <= accused.state <= DEAD:
             last = self._told.get(sender)
             if last is None or now - last >= self.profile.probe_interval or acks is not None:
                 self._told[sender] = now
@@ -612,6 +632,20 @@ class Swim:
         except third-party news in the answer to our own join: that is the
         peer's whole table, new to us only.
         """
+        joining = self._join_sync
+        self._join_sync = False
+        return self._merge(now, data, joining, joining)
+
+    def restore(self, now: float, data: bytes) -> list[Output]:
+        """Adopt a full state (ours from a snapshot, or a pre-converged start) quietly.
+
+        Like the answer to a join, but with no follow-up exchange: the state is
+        taken as complete. Nothing in it is gossiped on, except that we refute
+        what it says against us.
+        """
+        return self._merge(now, data, True, False)
+
+    def _merge(self, now: float, data: bytes, joining: bool, resync: bool) -> list[Output]:
         opened = open_state(data)
         if isinstance(opened, DropReason) or opened[0] == self.name:
             self.stats.push_pull_rejected += 1
@@ -619,13 +653,12 @@ class Swim:
         sender, entries = opened
         self.stats.push_pulls += 1
         self._clock = max(self._clock, now)
-        joining = self._join_sync
-        if joining:
+        if resync:
             # The table we just got is a snapshot: joins that were still being gossiped
             # when it was taken may be missing. One more exchange once that gossip has
             # run its course closes the gap, instead of waiting a full push-pull period.
-            self._join_sync = False
             self._sync_at = now + self._settle_time(len(entries))
+            self._sync_followups = 1
         out: list[Output] = []
         me = self._me
         members = self._members
@@ -642,7 +675,7 @@ class Swim:
             # Changes learned here are gaps in what gossip brought us, and maybe in
             # what it brought others: pass them on. Not on joining, though: then the
             # whole table is new to us and old news to everyone else.
-            news = not joining or node == sender
+            news = not joining
             if state == ALIVE:
                 self._alive(now, node, inc, blob, out, news)
                 continue
@@ -764,7 +797,11 @@ class Swim:
             return
         k = self.profile.indirect_checks
         members = self._members
-        helpers = [n for n in self._healthy.sample(self.rng, k + 1) if n != p.target][:k]
+        helpers = [
+            n
+            for n in self._pool.sample(self.rng, k + 3)
+            if n != p.target and members[n].state == ALIVE
+        ][:k]
         if not helpers:
             return
         req = pack_indirect_ping(p.seq, target.name, target.meta.gossip_addr, True)
@@ -832,8 +869,11 @@ class Swim:
                 del self._relays[seq]
 
     def _start_push_pull(self, out: list[Output]) -> None:
-        for name in self._healthy.sample(self.rng, 1):
-            out.append(StartPushPull(self._members[name].meta.gossip_addr, name))
+        for name in self._pool.sample(self.rng, 3):
+            m = self._members[name]
+            if m.state == ALIVE:
+                out.append(StartPushPull(m.meta.gossip_addr, name))
+                return
 
     def _reconnect(self, now: float, out: list[Output]) -> None:
         """Ping one member we believe dead, telling it so: if it lives, it refutes."""
@@ -887,9 +927,8 @@ class Swim:
             return
         if m is None:
             m = _Node(name, inc, ALIVE, blob, now)
-            self._members[name] = m
-            self._pool.add(name)
-            self._healthy.add(name)
+            self._members[m.name] = m
+            self._pool.add(m.name)
             self._probe_list_add(name)
             if rebroadcast:
                 self.broadcasts.queue(name, pack_alive(name, inc, blob))
@@ -906,7 +945,6 @@ class Swim:
         m.state = ALIVE
         if rebroadcast:
             self.broadcasts.queue(name, pack_alive(name, inc, blob))
-        self._healthy.add(name)
         if prev == ALIVE:
             if meta_changed:
                 out.append(MemberUpdated(m.snapshot()))
@@ -970,7 +1008,6 @@ class Swim:
         m.incarnation = inc
         m.state = SUSPECT
         m.since = now
-        self._healthy.remove(name)
         self._suspicions[name] = s
         heapq.heappush(self._suspicion_heap, (s.deadline, name))
         self.stats.suspicions += 1
@@ -1013,7 +1050,6 @@ class Swim:
         m.state = LEFT if left else DEAD
         m.since = now
         self._pool.remove(name)
-        self._healthy.remove(name)
         if rebroadcast:
             self.broadcasts.queue(name, pack_dead(name, inc, sender), accusation=True)
         if left:

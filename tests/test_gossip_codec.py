@@ -66,7 +66,7 @@ metas = st.builds(
     version=u64,
 )
 messages: st.SearchStrategy[Message] = st.one_of(
-    st.builds(Ping, u32, st.none() | names),
+    st.builds(Ping, u32, st.none() | names, st.booleans()),
     st.builds(IndirectPing, u32, names, st.tuples(st.text(max_size=15), ports), st.booleans()),
     st.builds(Ack, u32),
     st.builds(Nack, u32),

@@ -467,6 +467,36 @@ def test_a_buried_member_that_talks_is_told_and_refutes() -> None:
     assert all(net.state(x, y) == ALIVE for x in net.nodes for y in net.nodes)
 
 
+def test_a_stranger_is_asked_to_introduce_itself() -> None:
+    net = cluster(2)
+    net.run_until(1.0)
+    a = net.nodes["n1"]
+    stranger = make("n9", seed=9)
+    stranger.restore(net.now, a.push_pull_state())  # n9 knows n1 (from some other member)
+    # n9 joined while n1 was cut off, so n1 never heard of it; now n9 pings n1.
+    hello = stranger.codec.encode([Ping(5, "n1")])
+    reply = a.handle_datagram(net.now, stranger.meta.gossip_addr, hello)
+    datagrams = [o.data for o in reply if isinstance(o, SendDatagram)]
+    asks = [m for d in datagrams for m in peek(d).messages if isinstance(m, Ping)]
+    assert len(asks) == 1 and asks[0].target == "n9" and asks[0].introduce
+    ask = next(d for d in datagrams if asks[0] in peek(d).messages)
+    answer = stranger.handle_datagram(net.now, a.meta.gossip_addr, ask)
+    intro = next(o for o in answer if isinstance(o, SendDatagram))
+    assert Alive("n9", 0, stranger.meta) in peek(intro.data).messages
+    events = a.handle_datagram(net.now, stranger.meta.gossip_addr, intro.data)
+    assert [e.member.name for e in events if isinstance(e, MemberJoined)] == ["n9"]
+
+
+def test_restore_adopts_a_state_without_gossiping_it() -> None:
+    a = make("n1")
+    meta = NodeMeta.create("10.0.0.5")
+    state = PushPullState("n5", tuple(PushPullEntry(f"n{i}", 0, ALIVE, meta) for i in range(2, 9)))
+    outs = a.restore(0.0, encode_state(state))
+    assert len([o for o in outs if isinstance(o, MemberJoined)]) == 7
+    assert len(a.broadcasts) == 0 and a.num_live == 8
+    assert a.next_deadline() < 1.0  # it probes as usual
+
+
 def test_healed_partition_reconverges() -> None:
     net = cluster(6, profile=LOCAL)
     net.run_until(2.0)
