@@ -1,10 +1,11 @@
 """``make demo``: a local mesh of real agents and services, with a live view of the traffic.
 
-Four nodes on loopback, each an agent process beside an app process. No endpoint
+Five nodes on loopback, each an agent process beside an app process. No endpoint
 is configured anywhere: the agents find each other by mDNS and agree on who is
 alive (and which services each fronts) by SWIM gossip. Nobody holds a CA key: the
-four agents share one bootstrap token, create the root together by a DKG and sign
-every certificate with FROST (3 of 4); ``peermesh ca status`` shows the committee.
+five agents share one bootstrap token, create the root together by a DKG and sign
+every certificate with FROST (3 of 5); ``peermesh ca status`` shows the committee.
+A sixth agent then joins with a join token that lives in the replicated policy.
 
     edge (this script's load) ─▶ frontend ─▶ orders ─▶ payments
 
@@ -189,6 +190,51 @@ def start_mesh(root: Path, nodes: list[Node]) -> None:
             f"  inbound :{node.inbound}  gossip :{node.gossip}/udp"
         )
     wait_converged(nodes)
+
+
+def join_with_token(root: Path, nodes: list[Node]) -> Node:
+    """A sixth agent joins the running mesh with a join token from the replicated policy."""
+    issuer, edge = nodes[1], nodes[0]
+    console.print(
+        f"   a join token, created on {issuer.name} ([cyan]peermesh token create --service"
+        " audit[/]): a JoinToken policy object holding only its SHA-256"
+    )
+    created = subprocess.run(
+        [sys.executable, "-m", "peermesh", "token", "create", "--agent", issuer.admin_url,
+         "--service", "audit", "--ttl", "10m"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    token = created.stdout.strip()
+    console.print(f"   token [green]{token[:24]}…[/]; replicated, as {edge.name} sees it:")
+    subprocess.run(
+        [sys.executable, "-m", "peermesh", "token", "list", "--agent", edge.admin_url],
+        check=False,
+    )  # fmt: skip
+    audit = Node("node-audit", "audit", free_port())
+    agent = [
+        sys.executable, "-m", "peermesh", "agent",
+        "--name", audit.name,
+        "--service", f"audit={audit.app_port}",
+        "--data-dir", str(root / audit.name),
+        "--trust-domain", TRUST_DOMAIN,
+        "--outbound", f"127.0.0.1:{audit.outbound}",
+        "--inbound", f"127.0.0.1:{audit.inbound}",
+        "--admin", f"127.0.0.1:{audit.admin}",
+        "--drain-timeout", "5",
+        "--gossip", f"127.0.0.1:{audit.gossip}",
+        "--join-token", token,
+        "--join", f"127.0.0.1:{edge.inbound}",
+        "--gossip-profile", "local",
+        "--advertise", "127.0.0.1",
+    ]  # fmt: skip
+    audit.procs.append(start(agent, root / "logs" / f"{audit.name}.log"))
+    wait_ready(audit)
+    _code, status = get_json(audit.admin_url + "/v1/status")
+    console.print(
+        f"   {audit.name} joined with it: issued [green]{status.get('identity')}[/] by 3 of 5"
+        " signers; the used-up token admits nobody else"
+    )
+    return audit
 
 
 def wait_converged(nodes: list[Node], timeout: float = 30) -> None:
@@ -440,6 +486,8 @@ def main() -> None:
             [sys.executable, "-m", "peermesh", "ca", "status", "--agent", edge.admin_url],
             check=False,
         )
+        nodes.append(join_with_token(root, nodes))
+        wait_converged(nodes)
         console.print("   control RPC over the same mTLS connections:")
         subprocess.run(
             [sys.executable, "-m", "peermesh", "ping", "--agent", edge.admin_url,

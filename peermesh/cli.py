@@ -204,6 +204,14 @@ main.add_command(dev_ca)
     help="Export a span per hop to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318).",
 )
 @click.option(
+    "--trace-sampling",
+    envvar="PEERMESH_TRACE_SAMPLING",
+    default="1",
+    show_default=True,
+    help="Fraction of new traces to sample (0..1, or a percentage like 1%); a decision"
+    " arriving with the request (traceparent flags, x-b3-sampled) is always honoured.",
+)
+@click.option(
     "--log-level",
     envvar="PEERMESH_LOG_LEVEL",
     default="info",
@@ -237,6 +245,7 @@ def agent(
     cert_lifetime: str,
     access_log: str | None,
     otlp_endpoint: str | None,
+    trace_sampling: str,
     log_level: str,
 ) -> None:
     """Run the sidecar agent beside one service."""
@@ -273,6 +282,7 @@ def agent(
             cert_lifetime=cert_lifetime,
             access_log=access_log,
             otlp_endpoint=otlp_endpoint,
+            trace_sampling=trace_sampling,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -317,7 +327,12 @@ async def _run_agent(config: AgentConfig) -> None:
 
 
 def _admin_get(
-    agent_url: str, path: str, body: Any = None, *, method: str | None = None
+    agent_url: str,
+    path: str,
+    body: Any = None,
+    *,
+    method: str | None = None,
+    timeout: float = 10.0,
 ) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
@@ -327,7 +342,7 @@ def _admin_get(
         headers={"content-type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         try:
@@ -481,10 +496,20 @@ def token() -> None:
 @token.command("create")
 @agent_option
 @click.option("--service", help="The only service the new agent may ask a certificate for.")
-@click.option("--ttl", default="1h", show_default=True, help="Validity, e.g. 30m, 1h, 2d.")
-@click.option("--uses", default=1, show_default=True, type=int, help="How many agents may use it.")
+@click.option("--ttl", default="1h", show_default=True, help="Validity, e.g. 30m, 1h, 2d (≤ 7d).")
+@click.option(
+    "--uses",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How many agents may use it; 0: any number until it expires.",
+)
 def token_create(agent_url: str, service: str | None, ttl: str, uses: int) -> None:
-    """Print a join token (pass it to the new agent's --join-token)."""
+    """Print a join token (pass it to the new agent's --join-token).
+
+    The token goes into the replicated policy as a JoinToken object (only its SHA-256)
+    and straight to the signers, so it works as soon as it is printed.
+    """
     from peermesh.ca.renewal import parse_duration
 
     try:
@@ -492,11 +517,51 @@ def token_create(agent_url: str, service: str | None, ttl: str, uses: int) -> No
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--ttl") from None
     code, data = _admin_get(
-        agent_url, "/v1/ca/token", {"service": service, "ttl": seconds, "uses": uses}
+        agent_url,
+        "/v1/ca/token",
+        {"service": service, "ttl": seconds, "uses": uses or None},
+        timeout=60,
     )
     if code != 200:
         raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
     click.echo(data["token"])
+
+
+@token.command("list")
+@agent_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def token_list(agent_url: str, output: str) -> None:
+    """Join tokens in the policy (hashes only), and their uses counted on this agent."""
+    code, data = _admin_get(agent_url, "/v1/ca/tokens")
+    if code != 200:
+        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"join tokens seen by {data['node']}")
+    for column in ("id", "service", "expires", "max uses", "used here", "from"):
+        table.add_column(column)
+    for t in data["tokens"]:
+        table.add_row(
+            t["id"],
+            t["service"] or "(any)",
+            t["expiresAt"] or "never",
+            str(t["maxUses"] or "unlimited"),
+            "-" if t["usedHere"] is None else str(t["usedHere"]),
+            t["source"],
+        )
+    Console().print(table)
+
+
+@token.command("delete")
+@agent_option
+@click.argument("token_id")
+def token_delete(agent_url: str, token_id: str) -> None:
+    """Revoke a join token that is not used up yet (deletes its JoinToken object)."""
+    code, data = _admin_get(agent_url, f"/v1/policy/JoinToken/{token_id}", method="DELETE")
+    if code != 200:
+        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    click.echo(f"deleted JoinToken/{token_id}; signers refuse it once the deletion reaches them")
 
 
 @main.group("ca")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -144,7 +145,13 @@ async def eventually(predicate: object, *, timeout: float = 10.0) -> None:
     """Wait until ``predicate()`` is true: for counters another task updates after replying."""
     assert callable(predicate)
     with trio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - the counter has no event to wait on
+        while True:
+            result = predicate()
+            if inspect.iscoroutine(result):  # a truthy coroutine would pass at once
+                result.close()
+                raise TypeError("eventually() needs a plain predicate, not an async function")
+            if result:
+                return
             await trio.sleep(0.01)
 
 

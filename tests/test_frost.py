@@ -441,3 +441,27 @@ def test_public_package_interpolates_new_participants() -> None:
     keys, public = frost.trusted_dealer_keygen(5, 3)
     partial = public.without_participants([4, 5])
     assert partial.with_participant(5).verification_share(5) == keys[5].public_key
+
+
+def test_file_nonce_store_drops_nonces_round_two_never_used(tmp_path: Path) -> None:
+    """Round one without round two must not grow the signer's nonce file forever."""
+    keys, _ = frost.trusted_dealer_keygen(3, 2)
+    path = tmp_path / "nonces.json"
+    now = [1000.0]
+    store = FileNonceStore(path, max_age=600, max_pending=3, clock=lambda: now[0])
+    stale = frost.commit(keys[1], store)
+    now[0] += 601
+    fresh = [frost.commit(keys[1], store) for _ in range(4)]  # the 4th pushes out the oldest
+    assert store.pending == 3 and store.expired == 2
+    assert stale.nonce_id() not in path.read_text()
+    assert fresh[0].nonce_id() not in path.read_text()
+    other = MemoryNonceStore()
+    with pytest.raises(frost.UnknownNonceError, match="dropped"):
+        store.consume(stale)
+    # The survivors still sign, also after a restart (their age is on disk).
+    reopened = FileNonceStore(path, max_age=600, clock=lambda: now[0])
+    package = SigningPackage(b"m", (fresh[3], frost.commit(keys[2], other)))
+    assert frost.sign(keys[1], package, reopened) is not None
+    now[0] += 601
+    frost.commit(keys[1], reopened)  # the age written at add() counts across the restart
+    assert reopened.pending == 1

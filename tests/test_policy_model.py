@@ -720,7 +720,8 @@ CASES: list[tuple[Any, ...]] = [
         "secret",
         "spec.joinTokens[0].tokenSha256",
         "'secret' is not a valid SHA-256 (64 lowercase hex digits)",
-        "store sha256(token) in hex, never the token itself",
+        'store the SHA-256 of the whole token (printf %s "$TOKEN" | sha256sum), never'
+        " the token itself",
     ),
     (
         "MeshConfig",

@@ -17,7 +17,7 @@ import random
 import secrets
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,10 +52,13 @@ from peermesh.ca.issuance import (
 from peermesh.ca.renewal import renewal_delay, retry_delay
 from peermesh.ca.signer import Signer, SigningPolicy
 from peermesh.ca.state import CaState, CaStateError, Committee, CommitteeMember
-from peermesh.ca.tokens import JoinToken, TokenError, TokenRecord, check_token, secret_hash
+from peermesh.ca.tokens import JoinToken, TokenError, check_token, token_sha256
 from peermesh.control.client import ControlCallError
 from peermesh.control.router import ControlError, ControlRequest
 from peermesh.membership.gossip import Membership, default_advertise_address, sync_keyring
+from peermesh.policy.compiled import JoinTokenGrant
+from peermesh.policy.model import JOIN_TOKEN
+from peermesh.policy.store import UpdateRefused
 from peermesh.proxy.endpoints import Endpoint
 from peermesh.tls import TlsError
 
@@ -65,6 +68,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLOCK_BACKDATE = dt.timedelta(minutes=1)
+#: The longest a join token may live (kubeadm's default is 24 h; a week covers rollouts).
+MAX_TOKEN_TTL = 7 * 86400.0
 
 
 def root_fingerprint(root_der: bytes) -> str:
@@ -89,10 +94,6 @@ class CaService:
         self.name = cfg.name
         self.trust_domain = cfg.trust_domain
         self.state = CaState(cfg.data_dir)
-        self.policy = SigningPolicy(
-            cfg.trust_domain, max_leaf_lifetime=dt.timedelta(seconds=cfg.max_cert_lifetime)
-        )
-        self.leaf_lifetime = dt.timedelta(seconds=cfg.cert_lifetime)
         self.bootstrap_token: bytes | None = None
         if cfg.bootstrap_token_file is not None:
             self.bootstrap_token = Path(cfg.bootstrap_token_file).read_bytes().strip()
@@ -108,9 +109,8 @@ class CaService:
         self.committee: Committee | None = self.state.load_committee()
         self.signer: Signer | None = None
         self._load_signer()
-        self.tokens: dict[str, TokenRecord] = {
-            k: TokenRecord.from_wire(v) for k, v in self.state.load_tokens().items()
-        }
+        # Keys each join token admitted through this signer (its durable use ledger).
+        self.token_uses: dict[str, tuple[str, ...]] = _load_uses(self.state.load_tokens())
         self.sessions = ParticipantSessions()
         self.roster: Roster | None = None
         self.phase = "idle"
@@ -129,6 +129,48 @@ class CaService:
         self._register()
 
     # -- setup ---------------------------------------------------------------------------------
+    @property
+    def policy(self) -> SigningPolicy:
+        """The limits this signer applies: its flag, lowered by MeshConfig certificateLifetime."""
+        limit = self.agent.config.max_cert_lifetime
+        compiled = self.agent.policy.compiled()
+        if compiled.mesh_config_name is not None:
+            limit = min(limit, compiled.mesh.certificate_lifetime)
+        return SigningPolicy(self.trust_domain, max_leaf_lifetime=dt.timedelta(seconds=limit))
+
+    @property
+    def leaf_lifetime(self) -> dt.timedelta:
+        """What this agent asks for: its flag, capped by what signers will sign."""
+        asked = dt.timedelta(seconds=self.agent.config.cert_lifetime)
+        return min(asked, self.policy.max_leaf_lifetime)
+
+    def change_authorized(self, peer: SpiffeId | str | None) -> str | None:
+        """Why ``principal`` may not coordinate a committee change or mint tokens, or None.
+
+        With MeshConfig ``spec.admins`` set, only those identities may; without, any
+        identity a committee member runs as (the open default of a fresh mesh).
+        """
+        if peer is None:
+            return "an unauthenticated caller may not change the CA"
+        principal = str(peer)
+        admins = self.agent.policy.compiled().mesh.admins
+        if admins:
+            if principal in admins:
+                return None
+            return f"{principal} is not a MeshConfig admin (admins: {', '.join(admins)})"
+        committee = self.committee
+        allowed = (
+            {str(SpiffeId.for_service(self.trust_domain, m.service)) for m in committee.members}
+            if committee is not None
+            else set()
+        )
+        if principal in allowed:
+            return None
+        return (
+            f"{principal} is neither a MeshConfig admin nor a committee member's identity;"
+            " list operators' identities in MeshConfig spec.admins"
+        )
+
     @property
     def enabled(self) -> bool:
         """Does this agent take part in the threshold CA at all?"""
@@ -158,7 +200,7 @@ class CaService:
         for method, handler in {
             "ca/commit": self._rpc_commit,
             "ca/sign": self._rpc_sign,
-            "ca/token/store": self._rpc_token_store,
+            "ca/token/check": self._rpc_token_check,
             "ca/committee": self._rpc_committee,
             "ca/committee/update": self._rpc_committee_update,
             "ca/info": self._rpc_info,
@@ -170,6 +212,7 @@ class CaService:
         admin = self.agent.admin
         admin.route("/v1/ca/status", self._admin_status)
         admin.route("/v1/ca/token", self._admin_token)
+        admin.route("/v1/ca/tokens", self._admin_tokens)
         admin.route("/v1/ca/enroll", self._admin_enroll)
         admin.route("/v1/ca/refresh", self._admin_refresh)
 
@@ -686,41 +729,65 @@ class CaService:
             raise TbsRefused(f"not a TBSCertificate: {exc}") from None
         if not isinstance(subject, Ed25519PublicKey):
             raise TbsRefused("subject public key is not Ed25519")
+        assert committee.root_der is not None
+        try:
+            token = JoinToken(token_id, secret, root_fingerprint(committee.root_der))
+            JoinToken.parse(str(token))
+        except TokenError:
+            raise TokenError("join token is malformed: copy it whole") from None
+        grants = self.agent.policy.compiled().join_tokens
+        used = self.token_uses.get(token_id, ())
         updated = check_token(
-            self.tokens.get(token_id),
-            token_id=token_id,
-            secret=secret,
+            grants.get(token_id),
+            used,
+            token=token,
             service=service,
             subject_key=subject.public_bytes_raw().hex(),
             now=now.timestamp(),
         )
         identity = str(SpiffeId.for_service(self.trust_domain, service))
-        share = signer.sign_leaf(
+        signer.check_leaf(
             package, identity=identity, root=committee.root, policy=self.policy, now=now
         )
-        if updated != self.tokens.get(token_id):
-            self.tokens[token_id] = updated
-            self._save_tokens()
-        return share
+        if updated != used:
+            # Count the use durably before the share can leave (like the nonce).
+            self.token_uses[token_id] = updated
+            self._save_uses(grants)
+        return signer.sign_leaf(
+            package, identity=identity, root=committee.root, policy=self.policy, now=now
+        )
 
-    def _save_tokens(self) -> None:
+    def _save_uses(self, grants: Mapping[str, JoinTokenGrant]) -> None:
+        """Persist the ledger, dropping tokens gone from policy or expired a day ago."""
         now = time.time()
-        self.tokens = {k: v for k, v in self.tokens.items() if v.expires > now - 86400}
-        self.state.save_tokens({k: v.to_wire() for k, v in self.tokens.items()})
+        self.token_uses = {
+            k: v
+            for k, v in self.token_uses.items()
+            if k in grants and _still_counted(grants[k].expires, now)
+        }
+        self.state.save_tokens({k: {"used_by": list(v)} for k, v in self.token_uses.items()})
 
-    async def _rpc_token_store(self, request: ControlRequest) -> Any:
+    async def _rpc_token_check(self, request: ControlRequest) -> Any:
+        """Does this signer's policy hold join token ``id``? Merges ``update`` first if given.
+
+        ``peermesh token create`` uses it to hand the new token straight to the signers
+        instead of waiting for anti-entropy, so the token works as soon as it is printed.
+        """
         self._need_signer()
-        try:
-            record = TokenRecord.from_wire(request.body or {})
-        except TokenError as exc:
-            raise ControlError(400, str(exc)) from None
-        known = self.tokens.get(record.token_id)
-        if known is not None and known.secret_hash != record.secret_hash:
-            raise ControlError(409, f"token id {record.token_id} exists with another secret")
-        if known is None:
-            self.tokens[record.token_id] = record
-            self._save_tokens()
-        return {"ok": True}
+        body = request.body if isinstance(request.body, dict) else {}
+        token_id = body.get("id")
+        if not isinstance(token_id, str):
+            raise ControlError(400, "ca/token/check needs {id, update?}")
+        update = body.get("update")
+        if isinstance(update, bytes) and update:
+            try:
+                self.agent.policy.apply_update(update, source=f"token create by {request.peer}")
+            except UpdateRefused as exc:
+                raise ControlError(400, f"policy update refused: {exc.reason}") from None
+        return {
+            "known": token_id in self.agent.policy.compiled().join_tokens,
+            "sv": self.agent.policy.state_vector(),
+        }
 
     async def _rpc_committee(self, request: ControlRequest) -> Any:
         if self.committee is None:
@@ -751,6 +818,9 @@ class CaService:
         return True
 
     async def _rpc_committee_update(self, request: ControlRequest) -> Any:
+        refusal = self.change_authorized(request.peer)
+        if refusal is not None:
+            raise ControlError(403, f"{self.name} refuses the committee update: {refusal}")
         return {"adopted": self._adopt_committee(request.body)}
 
     async def _rpc_info(self, request: ControlRequest) -> Any:
@@ -1046,49 +1116,126 @@ class CaService:
         return spiffe.service, validate_node_name(dns[0]), key
 
     # -- tokens --------------------------------------------------------------------------------
-    async def create_token(self, service: str | None, ttl: float, uses: int) -> JoinToken:
+    async def create_token(self, service: str | None, ttl: float, uses: int | None) -> JoinToken:
+        """Write a ``JoinToken`` policy object and hand it to the signers; print-ready token.
+
+        Refused up front when fewer than t signers are reachable (the token could not be
+        honoured now) or when MeshConfig admins exist and this agent is not one of them.
+        """
         committee = self.committee
         if committee is None or committee.root_der is None:
             raise QuorumError("this agent has no threshold CA state; bootstrap or join first")
+        admins = self.agent.policy.compiled().mesh.admins
+        me = str(self.agent.tls.identity)
+        if admins and me not in admins:
+            raise CaForbidden(
+                f"this agent runs as {me}, which is not a MeshConfig admin; create tokens on"
+                f" an agent running as one of: {', '.join(admins)}"
+            )
+        reachable = await self._reachable_signers(committee)
+        if len(reachable) < committee.threshold:
+            raise QuorumError(self._quorum_message(committee, reachable))
         token = JoinToken.generate(root_fingerprint(committee.root_der))
-        record = TokenRecord(
-            token.token_id,
-            secret_hash(token.token_id, token.secret),
-            service,
-            time.time() + ttl,
-            uses,
+        expires = _utcnow() + dt.timedelta(seconds=ttl)
+        spec: dict[str, Any] = {
+            "tokenSha256": token_sha256(str(token)),
+            "expiresAt": expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
+        if service is not None:
+            spec["service"] = service
+        if uses is not None:
+            spec["maxUses"] = uses
+        admin = self.agent.policy_admin
+        if admin is None:
+            raise QuorumError("policy is not running yet on this agent; try again in a moment")
+        written = admin.apply(
+            [{"kind": JOIN_TOKEN, "name": token.token_id, "spec": spec}], source="token create"
         )
-        stored: list[str] = []
+        if written.status != 200:
+            detail = json.loads(written.body)
+            raise CaForbidden(f"token not written to policy: {detail.get('error', detail)}")
+        confirmed: list[str] = []
         failed: dict[str, str] = {}
 
-        async def store(member: CommitteeMember) -> None:
+        async def hand(member: CommitteeMember) -> None:
+            if member.node == self.name:
+                if token.token_id in self.agent.policy.compiled().join_tokens:
+                    confirmed.append(member.node)
+                return
+            address = self._address_of(member)
             try:
-                if member.node == self.name:
-                    await self._rpc_token_store(
-                        ControlRequest("ca/token/store", self.agent.tls.identity, record.to_wire())
+                reply = await self._call_node(
+                    member.node, address, "ca/token/check", {"id": token.token_id}, timeout=5
+                )
+                if not reply.get("known"):
+                    update = self.agent.policy.diff_since(bytes(reply.get("sv") or b""))
+                    reply = await self._call_node(
+                        member.node,
+                        address,
+                        "ca/token/check",
+                        {"id": token.token_id, "update": update},
+                        timeout=5,
                     )
+                if reply.get("known"):
+                    confirmed.append(member.node)
                 else:
-                    host, port = self._address_of(member)
-                    await self.agent.control_client.call(
-                        Endpoint(service="", host=host, port=port),
-                        "ca/token/store",
-                        record.to_wire(),
-                    )
-                stored.append(member.node)
-            except (ControlCallError, ControlError) as exc:
+                    failed[member.node] = "does not see the token in its policy"
+            except (ControlCallError, ControlError, ValueError) as exc:
                 failed[member.node] = str(exc)
 
         async with trio.open_nursery() as nursery:
-            for member in committee.members:
-                nursery.start_soon(store, member)
-        if len(stored) < committee.threshold:
+            for member in reachable:
+                nursery.start_soon(hand, member)
+        if len(confirmed) < committee.threshold:
             from peermesh.ca.issuance import quorum_message
 
             raise QuorumError(
-                "token not stored: "
-                + quorum_message(committee.threshold, stored, list(failed), failed)
+                f"token {token.token_id} is in policy and will work once it replicates, but"
+                " not enough signers have it now: "
+                + quorum_message(
+                    committee.threshold,
+                    confirmed,
+                    [n for n in committee.names() if n not in confirmed],
+                    failed,
+                )
             )
         return token
+
+    async def _reachable_signers(
+        self, committee: Committee, timeout: float = 3.0
+    ) -> list[CommitteeMember]:
+        """Committee members that answer ``ca/info`` as signers of the current epoch."""
+        reachable: list[CommitteeMember] = []
+
+        async def probe(member: CommitteeMember) -> None:
+            try:
+                info = await self._call_node(
+                    member.node, self._address_of(member), "ca/info", None, timeout=timeout
+                )
+                if info.get("signer") and info.get("epoch") == committee.epoch:
+                    reachable.append(member)
+            except (ControlCallError, ControlError):
+                pass
+
+        async with trio.open_nursery() as nursery:
+            for member in committee.members:
+                nursery.start_soon(probe, member)
+        return reachable
+
+    @staticmethod
+    def _quorum_message(committee: Committee, reachable: list[CommitteeMember]) -> str:
+        from peermesh.ca.issuance import quorum_message
+
+        names = [m.node for m in reachable]
+        return quorum_message(
+            committee.threshold, names, [n for n in committee.names() if n not in names], {}
+        )
+
+    def _check_local_change(self, what: str) -> None:
+        """Refuse early, with the reason, what the signers would refuse anyway."""
+        refusal = self.change_authorized(self.agent.tls.identity)
+        if refusal is not None:
+            raise CaForbidden(f"{what} refused: {refusal}")
 
     # -- committee changes ---------------------------------------------------------------------
     async def _call_node(
@@ -1112,30 +1259,10 @@ class CaService:
         committee = self.committee
         if committee is None or self.signer is None:
             raise QuorumError(f"{self.name} is not a signer; run 'peermesh ca refresh' on one")
-        reachable: list[CommitteeMember] = []
-
-        async def probe(member: CommitteeMember) -> None:
-            try:
-                info = await self._call_node(
-                    member.node, self._address_of(member), "ca/info", None, timeout=3
-                )
-                if info.get("signer") and info.get("epoch") == committee.epoch:
-                    reachable.append(member)
-            except (ControlCallError, ControlError):
-                pass
-
-        async with trio.open_nursery() as nursery:
-            for member in committee.members:
-                nursery.start_soon(probe, member)
+        self._check_local_change("ca refresh")
+        reachable = await self._reachable_signers(committee)
         if len(reachable) < committee.threshold:
-            from peermesh.ca.issuance import quorum_message
-
-            names = [m.node for m in reachable]
-            raise QuorumError(
-                quorum_message(
-                    committee.threshold, names, [n for n in committee.names() if n not in names], {}
-                )
-            )
+            raise QuorumError(self._quorum_message(committee, reachable))
         spec = RunSpec(
             "refresh",
             secrets.token_bytes(32),
@@ -1164,6 +1291,7 @@ class CaService:
         committee = self.committee
         if committee is None or self.signer is None:
             raise QuorumError(f"{self.name} is not a signer; run 'peermesh ca enroll' on one")
+        self._check_local_change("ca enroll")
         existing = committee.member(node)
         if existing is not None:
             raise QuorumError(f"{node} is already a signer (identifier {existing.identifier})")
@@ -1177,30 +1305,9 @@ class CaService:
             )
         target_addr = (known.meta.addresses[0], known.meta.inbound_port)
         info = await self._call_node(node, target_addr, "ca/info", None, timeout=5)
-        helpers: list[CommitteeMember] = []
-
-        async def probe(member: CommitteeMember) -> None:
-            try:
-                reply = await self._call_node(
-                    member.node, self._address_of(member), "ca/info", None, timeout=3
-                )
-                if reply.get("signer") and reply.get("epoch") == committee.epoch:
-                    helpers.append(member)
-            except (ControlCallError, ControlError):
-                pass
-
-        async with trio.open_nursery() as nursery:
-            for member in committee.members:
-                nursery.start_soon(probe, member)
+        helpers = await self._reachable_signers(committee)
         if len(helpers) < committee.threshold:
-            from peermesh.ca.issuance import quorum_message
-
-            names = [m.node for m in helpers]
-            raise QuorumError(
-                quorum_message(
-                    committee.threshold, names, [n for n in committee.names() if n not in names], {}
-                )
-            )
+            raise QuorumError(self._quorum_message(committee, helpers))
         helpers = sorted(helpers, key=lambda m: (m.node != self.name, m.node))[
             : committee.threshold
         ]
@@ -1310,6 +1417,12 @@ class CaService:
             spec = RunSpec.from_wire(body.get("spec", body))
         except RelayError as exc:
             raise ControlError(400, str(exc)) from None
+        if spec.target != self.name:
+            # A helper in a refresh or repair: only an authorized coordinator may start one
+            # (a repair hands a share to its target, so a rogue one could collect shares).
+            refusal = self.change_authorized(request.peer)
+            if refusal is not None:
+                raise ControlError(403, f"{self.name} refuses the {spec.purpose} run: {refusal}")
         offered, public = self._check_change_spec(spec, body.get("committee"))
         if offered is not None:
             self._pending_enrolment = offered
@@ -1418,6 +1531,27 @@ class CaService:
     async def _admin_status(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         return AdminResponse.json(200, await self.status())
 
+    async def _admin_tokens(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        grants = self.agent.policy.compiled().join_tokens
+        signer = self.signer is not None
+        tokens = [
+            {
+                "id": g.token_id,
+                "service": g.service,
+                "expiresAt": (
+                    None
+                    if g.expires is None
+                    else dt.datetime.fromtimestamp(g.expires, dt.UTC).isoformat(timespec="seconds")
+                ),
+                "expired": g.expires is not None and g.expires <= time.time(),
+                "maxUses": g.max_uses,
+                "usedHere": len(self.token_uses.get(g.token_id, ())) if signer else None,
+                "source": g.source,
+            }
+            for g in sorted(grants.values(), key=lambda g: g.token_id)
+        ]
+        return AdminResponse.json(200, {"node": self.name, "signer": signer, "tokens": tokens})
+
     async def _admin_token(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         if method != b"POST":
             return AdminResponse.json(405, {"error": "POST /v1/ca/token {service, ttl, uses}"})
@@ -1425,13 +1559,20 @@ class CaService:
             request = json.loads(body or b"{}")
             service = request.get("service")
             ttl = float(request.get("ttl", 3600))
-            uses = int(request.get("uses", 1))
-            if uses < 1 or ttl <= 0:
-                raise ValueError("uses must be ≥ 1 and ttl > 0")
+            raw_uses = request.get("uses", 1)
+            uses = None if raw_uses is None else int(raw_uses)
+            if (uses is not None and uses < 1) or not 0 < ttl <= MAX_TOKEN_TTL:
+                raise ValueError(
+                    f"uses must be ≥ 1 (or null: unlimited) and 0 < ttl ≤ {MAX_TOKEN_TTL:.0f} s"
+                )
+            if service is not None and not isinstance(service, str):
+                raise ValueError("service must be a service name")
         except (ValueError, AttributeError, TypeError) as exc:
             return AdminResponse.json(400, {"error": str(exc)})
         try:
             token = await self.create_token(service, ttl, uses)
+        except CaForbidden as exc:
+            return AdminResponse.json(403, {"error": str(exc)})
         except QuorumError as exc:
             return AdminResponse.json(503, {"error": str(exc)})
         return AdminResponse.json(
@@ -1452,12 +1593,16 @@ class CaService:
             return AdminResponse.json(400, {"error": 'POST /v1/ca/enroll {"node": NAME}'})
         try:
             return AdminResponse.json(200, await self.enroll(node))
+        except CaForbidden as exc:
+            return AdminResponse.json(403, {"error": str(exc)})
         except (QuorumError, RelayError, ControlCallError, ControlError) as exc:
             return AdminResponse.json(503, {"error": str(exc)})
 
     async def _admin_refresh(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         try:
             return AdminResponse.json(200, await self.refresh())
+        except CaForbidden as exc:
+            return AdminResponse.json(403, {"error": str(exc)})
         except (QuorumError, RelayError, ControlCallError, ControlError) as exc:
             return AdminResponse.json(503, {"error": str(exc)})
 
@@ -1476,6 +1621,24 @@ def _signer_error(status: int, message: str) -> SignerUnavailable:
     if status == 403:
         return SignerRefused(message.split("): ", 1)[-1] if "(403): " in message else message)
     return SignerUnavailable(message)
+
+
+class CaForbidden(Exception):
+    """This agent's identity may not do that (MeshConfig admins, committee identities)."""
+
+
+def _still_counted(expires: float | None, now: float) -> bool:
+    """Keep a token's uses until a day after it expired (clock skew between signers)."""
+    return expires is None or expires > now - 86400
+
+
+def _load_uses(raw: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The signer's token-use ledger from disk (older files kept whole records)."""
+    uses: dict[str, tuple[str, ...]] = {}
+    for token_id, entry in raw.items():
+        used_by = entry.get("used_by", ()) if isinstance(entry, Mapping) else ()
+        uses[str(token_id)] = tuple(str(x) for x in used_by)
+    return uses
 
 
 class JoinError(Exception):

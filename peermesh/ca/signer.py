@@ -108,6 +108,23 @@ class Signer:
             )
         return package
 
+    def check_leaf(
+        self,
+        package_wire: Any,
+        *,
+        identity: str,
+        root: x509.Certificate,
+        policy: SigningPolicy,
+        now: dt.datetime,
+    ) -> None:
+        """Would :meth:`sign_leaf` sign this? Raises TbsRefused if not; consumes nothing."""
+        package = self._package(package_wire)
+        try:
+            leaf_decision(package.message, identity=identity, root=root, policy=policy, now=now)
+        except TbsRefused:
+            self.refusals += 1
+            raise
+
     def sign_leaf(
         self,
         package_wire: Any,

@@ -4,15 +4,18 @@ Format (one copy-pasteable string, like kubeadm's token plus discovery hash)::
 
     pmjt1.<id: 12 hex>.<secret: 32 hex>.<root: sha256 of the root certificate, 64 hex>
 
-* ``id`` names the token in logs and in the signers' store;
-* ``secret`` (128 bits) is what authorizes; signers keep only
-  ``sha256("peermesh-join-token" || id || secret)``, so a stolen store admits nobody;
+* ``id`` names the token: it is the name of its ``JoinToken`` policy object;
+* ``secret`` (128 bits) is what authorizes. Policy keeps only the SHA-256 of the whole
+  string (``tokenSha256``), so the replicated policy and every data dir admit nobody;
 * ``root`` lets the new agent authenticate the mesh before it sends the secret: it
   pins the root certificate, and then requires the member it talks to to present a
   certificate that chains to that root (TLS 1.3, CertificateVerify proves the key).
 
-The decisions here are pure functions of (record, request, now); the signer stores
-the records and calls them.
+Tokens are replicated in policy (``JoinToken`` objects, or ``MeshConfig``
+``spec.joinTokens``). Uses are counted by each signer in its own durable ledger: a
+signer releases a share for at most ``maxUses`` distinct keys, so with a majority
+threshold (any two quorums share a signer) a token never admits more agents than it
+allows. The decisions here are pure functions of (grant, uses, request, now).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
+
+from peermesh.policy.compiled import JoinTokenGrant
 
 TOKEN_PREFIX: Final[str] = "pmjt1"
 _TOKEN_RE: Final[re.Pattern[str]] = re.compile(
@@ -61,85 +65,49 @@ class JoinToken:
         return cls(secrets.token_hex(6), secrets.token_hex(16), root_fingerprint)
 
 
-def secret_hash(token_id: str, secret: str) -> bytes:
-    """What signers store instead of the secret."""
-    return hashlib.sha256(
-        b"peermesh-join-token\0" + token_id.encode() + b"\0" + secret.encode()
-    ).digest()
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    """A token as the signers keep it (hashed secret, limits, who used it)."""
-
-    token_id: str
-    secret_hash: bytes
-    service: str | None  # None: any service name may be requested
-    expires: float  # unix seconds
-    uses: int
-    used_by: tuple[str, ...] = field(default=())  # hex subject public keys, one per use
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.token_id,
-            "hash": self.secret_hash,
-            "service": self.service,
-            "expires": self.expires,
-            "uses": self.uses,
-            "used_by": list(self.used_by),
-        }
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> TokenRecord:
-        try:
-            record = cls(
-                token_id=str(data["id"]),
-                secret_hash=bytes(data["hash"]),
-                service=None if data.get("service") is None else str(data["service"]),
-                expires=float(data["expires"]),
-                uses=int(data["uses"]),
-                used_by=tuple(str(x) for x in data.get("used_by", ())),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TokenError(f"token record is malformed: {exc!r}") from None
-        if len(record.secret_hash) != 32 or record.uses < 1:
-            raise TokenError("token record is malformed: bad hash or uses < 1")
-        return record
+def token_sha256(token: str) -> str:
+    """What policy stores instead of the token: hex SHA-256 of the whole token string."""
+    return hashlib.sha256(token.strip().encode()).hexdigest()
 
 
 def check_token(
-    record: TokenRecord | None,
+    grant: JoinTokenGrant | None,
+    used_by: tuple[str, ...],
     *,
-    token_id: str,
-    secret: str,
+    token: JoinToken,
     service: str,
     subject_key: str,
     now: float,
-) -> TokenRecord:
-    """Decide whether ``secret`` admits a first certificate for ``service`` with this key.
+) -> tuple[str, ...]:
+    """Decide whether ``token`` admits a first certificate for ``service`` with this key.
 
-    Returns the record with this use counted (unchanged when the same key asks again,
-    e.g. the coordinator retrying after excluding a bad signer). Raises TokenError.
+    ``token`` is rebuilt by the signer with its own root fingerprint, so a token for
+    another mesh never matches. Returns ``used_by`` with this key counted (unchanged when
+    the same key asks again, e.g. the coordinator retrying after excluding a bad signer).
+    Raises TokenError saying why not.
     """
-    if record is None:
+    token_id = token.token_id
+    if grant is None:
         raise TokenError(
-            f"join token {token_id} is unknown to this signer; create one with"
-            " 'peermesh token create' on a member"
+            f"join token {token_id} is not in this signer's policy (deleted, never created,"
+            " or not replicated here yet); create one with 'peermesh token create'"
         )
-    if not hmac.compare_digest(record.secret_hash, secret_hash(token_id, secret)):
-        raise TokenError(f"join token {token_id}: wrong secret; copy the whole token")
-    if now >= record.expires:
+    if not hmac.compare_digest(grant.token_sha256, token_sha256(str(token))):
+        raise TokenError(
+            f"join token {token_id}: wrong secret or another mesh's token; copy the whole token"
+        )
+    if grant.expires is not None and now >= grant.expires:
         raise TokenError(f"join token {token_id} expired; create a new one")
-    if record.service is not None and record.service != service:
+    if grant.service is not None and grant.service != service:
         raise TokenError(
-            f"join token {token_id} allows service {record.service!r}, but the CSR asks"
-            f" for {service!r}; start the agent with --service {record.service}=PORT"
+            f"join token {token_id} allows service {grant.service!r}, but the CSR asks"
+            f" for {service!r}; start the agent with --service {grant.service}=PORT"
         )
-    if subject_key in record.used_by:
-        return record
-    if len(record.used_by) >= record.uses:
+    if subject_key in used_by:
+        return used_by
+    if grant.max_uses is not None and len(used_by) >= grant.max_uses:
         raise TokenError(
-            f"join token {token_id} is used up ({record.uses} of {record.uses} uses);"
+            f"join token {token_id} is used up ({grant.max_uses} of {grant.max_uses} uses);"
             " create a new one"
         )
-    return replace(record, used_by=(*record.used_by, subject_key))
+    return (*used_by, subject_key)

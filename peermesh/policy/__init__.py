@@ -1,7 +1,7 @@
 """Routing and authorization policy that lives on every agent, replicated as a CRDT.
 
-* :mod:`~peermesh.policy.model` — the four kinds (Route, TrafficPolicy,
-  AuthorizationPolicy, MeshConfig) as frozen dataclasses;
+* :mod:`~peermesh.policy.model` — the kinds (Route, TrafficPolicy,
+  AuthorizationPolicy, MeshConfig, JoinToken) as frozen dataclasses;
 * :mod:`~peermesh.policy.validate` — strict validation with readable errors;
 * :mod:`~peermesh.policy.loader` — YAML/JSON files and directories;
 * :mod:`~peermesh.policy.store` — the replicated, durable, sans-IO store;
@@ -27,6 +27,7 @@ from peermesh.policy.loader import (
 from peermesh.policy.model import (
     KINDS,
     AuthorizationPolicy,
+    JoinToken,
     MeshConfig,
     PolicyObject,
     Route,
@@ -58,6 +59,7 @@ __all__ = [
     "AuthzDecision",
     "CompiledPolicy",
     "HistoryEntry",
+    "JoinToken",
     "MeshConfig",
     "PolicyError",
     "PolicyLoadError",

@@ -12,6 +12,7 @@ it can run off the event-loop thread (``trio.to_thread.run_sync``).
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from peermesh.policy.model import (
     Headers,
     HTTPMatch,
     HTTPRoute,
+    JoinToken,
+    JoinTokenSpec,
     LoadBalancer,
     MeshConfig,
     MeshConfigSpec,
@@ -323,6 +326,25 @@ class AuthzDecision:
     audited: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class JoinTokenGrant:
+    """A join token as signers check it: from a ``JoinToken`` object or the MeshConfig."""
+
+    token_id: str
+    token_sha256: str
+    service: str | None
+    expires: float | None  # unix seconds; None: never
+    max_uses: int | None  # None: unlimited
+    source: str  # "JoinToken/<id>" or "MeshConfig/default"
+
+    @classmethod
+    def from_spec(cls, token_id: str, spec: JoinTokenSpec, source: str) -> JoinTokenGrant:
+        expires = None
+        if spec.expires_at is not None:
+            expires = _dt.datetime.fromisoformat(spec.expires_at.replace("Z", "+00:00")).timestamp()
+        return cls(token_id, spec.token_sha256, spec.service, expires, spec.max_uses, source)
+
+
 # ---------------------------------------------------------------------------- the table
 
 
@@ -342,6 +364,7 @@ class CompiledPolicy:
     mesh_config_name: str | None
     warnings: tuple[str, ...] = ()
     revoked: frozenset[str] = frozenset()
+    join_tokens: Mapping[str, JoinTokenGrant] = field(default_factory=dict)
     # Compiled parts of each object, reused by the next compilation when the object is
     # unchanged (the store hands back the same instance), so a change costs little more
     # than re-linking. Not part of equality: two replicas' tables compare by content.
@@ -582,6 +605,7 @@ def compile_policy(
     warnings: list[str] = []
     destinations: dict[str, DestinationPolicy] = {}
     mesh: MeshConfig | None = None
+    tokens: list[JoinToken] = []
     for obj in ordered:
         if isinstance(obj, TrafficPolicy):
             host = obj.spec.host
@@ -603,6 +627,8 @@ def compile_policy(
             destinations[host] = policy
         elif isinstance(obj, MeshConfig) and obj.name == MESH_CONFIG_NAME:
             mesh = obj
+        elif isinstance(obj, JoinToken):
+            tokens.append(obj)
     routes: dict[str, list[CompiledRule]] = {}
     authz: dict[str, list[CompiledAuthzPolicy]] = {}
     for obj in ordered:
@@ -623,6 +649,17 @@ def compile_policy(
             parts[obj.key] = (obj, compiled)
             authz.setdefault(obj.spec.service, []).append(compiled)
     mesh_spec = mesh.spec if mesh else MeshConfigSpec()
+    grants: dict[str, JoinTokenGrant] = {}
+    mesh_ref = f"{MESH_CONFIG}/{mesh.name}" if mesh else ""
+    for entry in mesh_spec.join_tokens:
+        grants[entry.id] = JoinTokenGrant.from_spec(entry.id, entry.spec, mesh_ref)
+    for token in tokens:
+        if token.name in grants:
+            warnings.append(
+                f"{token.key}: the MeshConfig declares a token with the same id; this object"
+                " is used"
+            )
+        grants[token.name] = JoinTokenGrant.from_spec(token.name, token.spec, token.key)
     return CompiledPolicy(
         routes={host: tuple(rules) for host, rules in routes.items()},
         destinations=destinations,
@@ -631,6 +668,7 @@ def compile_policy(
         mesh_config_name=mesh.name if mesh else None,
         warnings=tuple(warnings),
         revoked=frozenset(r.identity for r in mesh_spec.revoked_identities),
+        join_tokens=grants,
         _parts=parts,
     )
 

@@ -1,4 +1,4 @@
-"""The policy model: four kinds of objects as frozen dataclasses.
+"""The policy model: five kinds of objects as frozen dataclasses.
 
 Field names follow Istio's VirtualService / DestinationRule / AuthorizationPolicy (and
 Linkerd's retry budget) so a mesh user recognises them. Objects are built by
@@ -21,7 +21,8 @@ ROUTE = "Route"
 TRAFFIC_POLICY = "TrafficPolicy"
 AUTHORIZATION_POLICY = "AuthorizationPolicy"
 MESH_CONFIG = "MeshConfig"
-KINDS: tuple[str, ...] = (ROUTE, TRAFFIC_POLICY, AUTHORIZATION_POLICY, MESH_CONFIG)
+JOIN_TOKEN = "JoinToken"
+KINDS: tuple[str, ...] = (ROUTE, TRAFFIC_POLICY, AUTHORIZATION_POLICY, MESH_CONFIG, JOIN_TOKEN)
 #: MeshConfig is a singleton: exactly one name is accepted, so replicas cannot disagree
 #: about which of several mesh configurations applies.
 MESH_CONFIG_NAME = "default"
@@ -585,23 +586,57 @@ class MTLSSettings:
 
 
 @dataclass(frozen=True)
-class JoinToken:
-    """A join token is stored only as its SHA-256, so policy replication never leaks it."""
+class JoinTokenSpec:
+    """What a join token admits; the token is stored only as its SHA-256.
+
+    ``token_sha256`` is the hex SHA-256 of the whole token string as printed by
+    ``peermesh token create`` (``printf %s "$TOKEN" | sha256sum``), so replicating policy
+    never leaks a token.
+    """
+
+    token_sha256: str
+    #: The only service the token may enrol (its SPIFFE ID); None: any service.
+    service: str | None = None
+    #: RFC 3339; None: never expires (delete the object to revoke it).
+    expires_at: str | None = None
+    #: How many distinct agents (keys) it admits; None: unlimited until it expires.
+    max_uses: int | None = None
+
+    def to_dict(self) -> JSON:
+        return _drop_empty(
+            {
+                "tokenSha256": self.token_sha256,
+                "service": self.service,
+                "expiresAt": self.expires_at,
+                "maxUses": self.max_uses,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class JoinTokenEntry:
+    """A join token declared inside the MeshConfig (``spec.joinTokens[]``), e.g. by GitOps."""
 
     id: str
     token_sha256: str
     expires_at: str | None = None
     max_uses: int | None = None
+    service: str | None = None
 
     def to_dict(self) -> JSON:
         return _drop_empty(
             {
                 "id": self.id,
                 "tokenSha256": self.token_sha256,
+                "service": self.service,
                 "expiresAt": self.expires_at,
                 "maxUses": self.max_uses,
             }
         )
+
+    @property
+    def spec(self) -> JoinTokenSpec:
+        return JoinTokenSpec(self.token_sha256, self.service, self.expires_at, self.max_uses)
 
 
 @dataclass(frozen=True)
@@ -621,7 +656,7 @@ class MeshConfigSpec:
     mtls: MTLSSettings = field(default_factory=MTLSSettings)
     default_inbound_policy: str = INBOUND_ALLOW_AUTHENTICATED
     certificate_lifetime: float = DEFAULT_CERTIFICATE_LIFETIME
-    join_tokens: tuple[JoinToken, ...] = ()
+    join_tokens: tuple[JoinTokenEntry, ...] = ()
     revoked_identities: tuple[RevokedIdentity, ...] = ()
     #: SPIFFE IDs of peers allowed to edit policy through the control API.
     admins: tuple[str, ...] = ()
@@ -639,7 +674,7 @@ class MeshConfigSpec:
         )
 
 
-# ---------------------------------------------------------------------------- the four kinds
+# ---------------------------------------------------------------------------- the kinds
 
 
 @dataclass(frozen=True)
@@ -708,7 +743,22 @@ class MeshConfig(_Object):
         return self.spec.to_dict()
 
 
-PolicyObject: TypeAlias = Route | TrafficPolicy | AuthorizationPolicy | MeshConfig
+@dataclass(frozen=True)
+class JoinToken(_Object):
+    """One join token (name = token id), written by ``peermesh token create``.
+
+    Each token is its own object so that tokens created at the same time on different
+    agents never conflict (a MeshConfig edit is last-writer-wins as a whole).
+    """
+
+    kind: ClassVar[str] = JOIN_TOKEN
+    spec: JoinTokenSpec
+
+    def _spec_dict(self) -> JSON:
+        return self.spec.to_dict()
+
+
+PolicyObject: TypeAlias = Route | TrafficPolicy | AuthorizationPolicy | MeshConfig | JoinToken
 
 
 def object_key(kind: str, name: str) -> str:

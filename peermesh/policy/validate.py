@@ -29,6 +29,7 @@ from peermesh.policy.model import (
     DEFAULT_CERTIFICATE_LIFETIME,
     INBOUND_ALLOW_AUTHENTICATED,
     INBOUND_POLICIES,
+    JOIN_TOKEN,
     KINDS,
     LB_SIMPLE,
     MESH_CONFIG,
@@ -52,6 +53,8 @@ from peermesh.policy.model import (
     HTTPMatch,
     HTTPRoute,
     JoinToken,
+    JoinTokenEntry,
+    JoinTokenSpec,
     LoadBalancer,
     MeshConfig,
     MeshConfigSpec,
@@ -1340,25 +1343,56 @@ def _timestamp(ctx: _Ctx, value: object, path: str) -> str | None:
     return text
 
 
-def _join_token(ctx: _Ctx, value: object, path: str) -> JoinToken | None:
-    allowed = ("id", "tokenSha256", "expiresAt", "maxUses")
+def _token_sha256(ctx: _Ctx, value: object, path: str) -> str | None:
+    return _str(
+        ctx,
+        value,
+        path,
+        pattern=_SHA256_HEX,
+        what="SHA-256 (64 lowercase hex digits)",
+        max_len=64,
+        hint='store the SHA-256 of the whole token (printf %s "$TOKEN" | sha256sum), never'
+        " the token itself",
+    )
+
+
+def _join_token_fields(f: _Fields) -> JoinTokenSpec | None:
+    digest = f.get("tokenSha256", _token_sha256)
+    service = f.get("service", _service)
+    expires = f.get("expiresAt", _timestamp)
+    max_uses = f.get("maxUses", _int, lo=1, hi=1_000_000)
+    if digest is None:
+        return None
+    return JoinTokenSpec(
+        token_sha256=digest, service=service, expires_at=expires, max_uses=max_uses
+    )
+
+
+def _join_token(ctx: _Ctx, value: object, path: str) -> JoinTokenEntry | None:
+    allowed = ("id", "tokenSha256", "service", "expiresAt", "maxUses")
     f = _mapping(ctx, value, path, allowed, ("id", "tokenSha256"))
     if f is None:
         return None
     token_id = f.get("id", _str, pattern=_TOKEN_ID, what="token id", max_len=64)
-    digest = f.get(
-        "tokenSha256",
-        _str,
-        pattern=_SHA256_HEX,
-        what="SHA-256 (64 lowercase hex digits)",
-        max_len=64,
-        hint="store sha256(token) in hex, never the token itself",
-    )
-    expires = f.get("expiresAt", _timestamp)
-    max_uses = f.get("maxUses", _int, lo=1, hi=1_000_000)
-    if token_id is None or digest is None:
+    spec = _join_token_fields(f)
+    if token_id is None or spec is None:
         return None
-    return JoinToken(id=token_id, token_sha256=digest, expires_at=expires, max_uses=max_uses)
+    return JoinTokenEntry(
+        id=token_id,
+        token_sha256=spec.token_sha256,
+        expires_at=spec.expires_at,
+        max_uses=spec.max_uses,
+        service=spec.service,
+    )
+
+
+def _join_token_spec(ctx: _Ctx, value: object) -> JoinTokenSpec | None:
+    f = _mapping(
+        ctx, value, "spec", ("tokenSha256", "service", "expiresAt", "maxUses"), ("tokenSha256",)
+    )
+    if f is None:
+        return None
+    return _join_token_fields(f)
 
 
 def _revoked(ctx: _Ctx, value: object, path: str) -> RevokedIdentity | None:
@@ -1457,6 +1491,7 @@ _SPEC_PARSERS: dict[str, Callable[[_Ctx, object], Any]] = {
     TRAFFIC_POLICY: _traffic_policy_spec,
     AUTHORIZATION_POLICY: _authz_spec,
     MESH_CONFIG: _mesh_config_spec,
+    JOIN_TOKEN: _join_token_spec,
 }
 
 
@@ -1538,6 +1573,12 @@ def check_object_canonical(
             f"a MeshConfig must be named '{MESH_CONFIG_NAME}', not {name!r}",
             "there is exactly one mesh configuration",
         )
+    if kind == JOIN_TOKEN and name is not None and not _TOKEN_ID.fullmatch(name):
+        ctx.error(
+            "name",
+            f"a JoinToken's name is its token id (lowercase letters, digits, '-'), not {name!r}",
+            "'peermesh token create' names it for you",
+        )
     spec = _SPEC_PARSERS[kind](ctx, f.data["spec"]) if kind is not None and "spec" in f else None
     if ctx.errors or kind is None or name is None or spec is None:
         if not ctx.errors:  # defensive: a parser gave up without saying why
@@ -1550,6 +1591,8 @@ def check_object_canonical(
         obj = TrafficPolicy(name=name, spec=spec)
     elif kind == AUTHORIZATION_POLICY:
         obj = AuthorizationPolicy(name=name, spec=spec)
+    elif kind == JOIN_TOKEN:
+        obj = JoinToken(name=name, spec=spec)
     else:
         obj = MeshConfig(name=name, spec=spec)
     # The authoritative limit is on the canonical encoding, which every replica computes
