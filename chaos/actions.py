@@ -146,7 +146,7 @@ def policy_edit(lab: LabState, host_name: str, name: str, service: str) -> tuple
 
 
 def token_create(lab: LabState, host_name: str, service: str) -> tuple[bool, str]:
-    """A threshold operation: t signers must store the token, or it is refused."""
+    """A threshold operation: refused unless t signers are reachable and take the token."""
     h = lab.by_name(host_name)
     argv = [sys.executable, "-m", "peermesh", "token", "create", "--service", service]
     try:
