@@ -139,6 +139,25 @@ def build_mesh(root: Path) -> list[Node]:
     return nodes
 
 
+def agent_command(root: Path, node: Node, *extra: str) -> list[str]:
+    """``peermesh agent`` for ``node`` on loopback, plus how it gets its identity."""
+    return [
+        sys.executable, "-m", "peermesh", "agent",
+        "--name", node.name,
+        "--service", f"{node.service}={node.app_port}",
+        "--data-dir", str(root / node.name),
+        "--trust-domain", TRUST_DOMAIN,
+        "--outbound", f"127.0.0.1:{node.outbound}",
+        "--inbound", f"127.0.0.1:{node.inbound}",
+        "--admin", f"127.0.0.1:{node.admin}",
+        "--drain-timeout", "5",
+        "--gossip", f"127.0.0.1:{node.gossip}",
+        "--gossip-profile", "local",
+        "--advertise", "127.0.0.1",
+        *extra,
+    ]  # fmt: skip
+
+
 def start_mesh(root: Path, nodes: list[Node]) -> None:
     token = root / "bootstrap.token"
     console.print(f"   bootstrap token → {token} (the gossip key is derived from it)")
@@ -157,24 +176,13 @@ def start_mesh(root: Path, nodes: list[Node]) -> None:
             if calls:
                 app += ["--call", calls, "--proxy", f"127.0.0.1:{node.outbound}"]
             node.procs.append(start(app, root / "logs" / f"{node.service}.log"))
-        agent = [
-            sys.executable, "-m", "peermesh", "agent",
-            "--name", node.name,
-            "--service", f"{node.service}={node.app_port}",
-            "--data-dir", str(root / node.name),
-            "--trust-domain", TRUST_DOMAIN,
-            "--outbound", f"127.0.0.1:{node.outbound}",
-            "--inbound", f"127.0.0.1:{node.inbound}",
-            "--admin", f"127.0.0.1:{node.admin}",
-            "--drain-timeout", "5",
-            "--gossip", f"127.0.0.1:{node.gossip}",
+        agent = agent_command(
+            root, node,
             "--bootstrap-expect", str(len(nodes)),
             "--bootstrap-token-file", str(token),
             *(["--join", f"127.0.0.1:{nodes[0].inbound}"] if node is not nodes[0] else []),
-            "--gossip-profile", "local",
-            "--advertise", "127.0.0.1",
             "--label", f"version={node.version}",
-        ]  # fmt: skip
+        )  # fmt: skip
         node.procs.append(start(agent, root / "logs" / f"{node.name}.log"))
     console.print(
         f"   threshold CA: {len(nodes)} agents meet, run a DKG (t = {len(nodes) // 2 + 1}),"
@@ -211,22 +219,7 @@ def join_with_token(root: Path, nodes: list[Node]) -> Node:
         check=False,
     )  # fmt: skip
     audit = Node("node-audit", "audit", free_port())
-    agent = [
-        sys.executable, "-m", "peermesh", "agent",
-        "--name", audit.name,
-        "--service", f"audit={audit.app_port}",
-        "--data-dir", str(root / audit.name),
-        "--trust-domain", TRUST_DOMAIN,
-        "--outbound", f"127.0.0.1:{audit.outbound}",
-        "--inbound", f"127.0.0.1:{audit.inbound}",
-        "--admin", f"127.0.0.1:{audit.admin}",
-        "--drain-timeout", "5",
-        "--gossip", f"127.0.0.1:{audit.gossip}",
-        "--join-token", token,
-        "--join", f"127.0.0.1:{edge.inbound}",
-        "--gossip-profile", "local",
-        "--advertise", "127.0.0.1",
-    ]  # fmt: skip
+    agent = agent_command(root, audit, "--join-token", token, "--join", f"127.0.0.1:{edge.inbound}")
     audit.procs.append(start(agent, root / "logs" / f"{audit.name}.log"))
     wait_ready(audit)
     _code, status = get_json(audit.admin_url + "/v1/status")

@@ -116,7 +116,7 @@ class Signer:
         root: x509.Certificate,
         policy: SigningPolicy,
         now: dt.datetime,
-    ) -> None:
+    ) -> frost.SigningPackage:
         """Would :meth:`sign_leaf` sign this? Raises TbsRefused if not; consumes nothing."""
         package = self._package(package_wire)
         try:
@@ -124,6 +124,7 @@ class Signer:
         except TbsRefused:
             self.refusals += 1
             raise
+        return package
 
     def sign_leaf(
         self,
@@ -135,12 +136,9 @@ class Signer:
         now: dt.datetime,
     ) -> frost.SignatureShare:
         """Round two for a leaf: check first, then consume the nonce and sign."""
-        package = self._package(package_wire)
-        try:
-            leaf_decision(package.message, identity=identity, root=root, policy=policy, now=now)
-        except TbsRefused:
-            self.refusals += 1
-            raise
+        package = self.check_leaf(
+            package_wire, identity=identity, root=root, policy=policy, now=now
+        )
         return self._sign(package)
 
     def sign_root(
