@@ -25,8 +25,9 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import trio
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PushPromiseFrame, RstStreamFrame
 
+from peermesh.http.h2fast import FastEncoder, check_received, prepare_outbound
 from peermesh.http.headers import Headers
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,61 @@ def _error_name(code: int) -> str:
         return f"error {code}"
 
 
+_RESPONSE_EVENTS = (h2.events.ResponseReceived, h2.events.InformationalResponseReceived)
+_HEADER_EVENTS = (
+    h2.events.RequestReceived,
+    h2.events.ResponseReceived,
+    h2.events.InformationalResponseReceived,
+    h2.events.TrailersReceived,
+    h2.events.PushedStreamReceived,
+)
+
+
 class _DrainingH2Connection(h2.connection.H2Connection):
-    """h2's connection, minus tearing everything down on a graceful GOAWAY."""
+    """h2's connection, minus tearing everything down on a graceful GOAWAY.
+
+    Two hot-path changes (see ``h2fast``): received header blocks are validated by
+    ``check_received`` (same rules and messages as h2's ``validate_inbound_headers``,
+    which is switched off), and ``_receive_frame`` no longer formats ``repr(frame)``
+    for a trace log that h2's dummy logger throws away.
+    """
+
+    def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
+        # h2 4.4's _receive_frame, minus the eager repr(frame) for its trace log.
+        events: list[h2.events.Event]
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except h2.exceptions.StreamClosedError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = e.error_code
+                self._prepare_for_sending([f])
+                events = e._events
+            else:
+                raise
+        except h2.exceptions.StreamIDTooLowError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = ErrorCode.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise h2.exceptions.StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
+
+    def _receive_headers_frame(self, frame: HeadersFrame) -> Any:
+        frames, events = super()._receive_headers_frame(frame)
+        _check_events(events)
+        return frames, events
+
+    def _receive_push_promise_frame(self, frame: PushPromiseFrame) -> Any:
+        frames, events = super()._receive_push_promise_frame(frame)
+        _check_events(events)
+        return frames, events
 
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> Any:
         if frame.error_code != 0:
@@ -89,6 +143,17 @@ class _DrainingH2Connection(h2.connection.H2Connection):
         """Queue a NO_ERROR GOAWAY without closing h2's state machine."""
         frame = GoAwayFrame(stream_id=0, last_stream_id=last_stream_id, error_code=0)
         self._prepare_for_sending([frame])
+
+
+def _check_events(events: list[h2.events.Event]) -> None:
+    """Validate every received header block (raises h2's ProtocolError, as h2 would)."""
+    for event in events:
+        if isinstance(event, _HEADER_EVENTS):
+            check_received(
+                event.headers or [],
+                response=isinstance(event, _RESPONSE_EVENTS),
+                trailer=isinstance(event, h2.events.TrailersReceived),
+            )
 
 
 @dataclass(eq=False)
@@ -109,6 +174,7 @@ class H2Stream:
     _window: trio.Event = field(default_factory=trio.Event)
     _handler_scope: trio.CancelScope | None = None
     _error: StreamReset | None = None
+    _final_sent: bool = False  # our final (non-1xx) response head went out
 
     @property
     def closed(self) -> bool:
@@ -150,7 +216,12 @@ class H2Stream:
     # sending -------------------------------------------------------------------
     async def send_headers(self, headers: Headers, *, end_stream: bool = False) -> None:
         self._raise_if_reset()
-        self.session._conn.send_headers(self.stream_id, headers, end_stream=end_stream)
+        # A client stream's request went out with open_stream: what follows is trailers.
+        trailer = self.session.client_side or self._final_sent
+        block = prepare_outbound(headers, response=not trailer, trailer=trailer)
+        if not trailer and not (block and block[0][1][:1] == b"1"):  # not a 1xx
+            self._final_sent = True
+        self.session._conn.send_headers(self.stream_id, block, end_stream=end_stream)
         if end_stream:
             self.local_ended = True
         await self.session._queued(0)
@@ -193,8 +264,24 @@ class H2Stream:
         else:
             await self.send_data(b"", end_stream=True)
 
+    def _release_unread(self) -> None:
+        """Give back the flow-control credit of DATA nobody will read any more.
+
+        Received DATA is acknowledged when the consumer takes it; a stream abandoned
+        with chunks still queued (reset, or a handler that answered without reading the
+        whole body) would otherwise keep that credit forever, and once the abandoned
+        bytes add up to the connection window every stream on the connection stalls.
+        """
+        if not self._chunks:
+            return
+        unread = sum(flow for _, flow in self._chunks)
+        self._chunks.clear()
+        if unread:
+            self.session._acknowledge(self.stream_id, unread)
+
     def reset(self, error_code: int = ErrorCode.CANCEL) -> None:
         """Abandon the stream (RST_STREAM); safe to call more than once."""
+        self._release_unread()
         if self.reset_code is not None or self.closed:
             return
         self.reset_code = int(error_code)
@@ -252,10 +339,18 @@ class H2Session:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._on_protocol_error = on_protocol_error
+        # Header validation and normalisation are done by h2fast (same rules, one pass):
+        # inbound in _DrainingH2Connection, outbound in prepare_outbound before sending.
         config = h2.config.H2Configuration(
-            client_side=client_side, header_encoding=None, validate_inbound_headers=True
+            client_side=client_side,
+            header_encoding=None,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=True,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self._conn = _DrainingH2Connection(config=config)
+        self._conn.encoder = FastEncoder()  # type: ignore[assignment]
         self._conn.initiate_connection()
         # Announced after the preface; h2 applies each value when the peer ACKs it.
         settings: dict[h2.settings.SettingCodes | int, int] = {
@@ -431,6 +526,8 @@ class H2Session:
             elif not stream.remote_ended:
                 # We answered before reading the whole request: tell the client to stop.
                 stream.reset(ErrorCode.NO_ERROR)
+        if not self.is_closed:
+            stream._release_unread()  # body the handler left unread
         self._streams.pop(stream.stream_id, None)
         if self.draining and not self._streams:
             self._kick_writer()
@@ -448,6 +545,7 @@ class H2Session:
         if stream is None:
             return
         stream.reset_code = int(event.error_code)
+        stream._release_unread()
         if event.error_code == ErrorCode.REFUSED_STREAM:
             stream._error = _StreamRefused(int(event.error_code), "stream refused by peer")
         stream._wake()
@@ -469,6 +567,7 @@ class H2Session:
                     f"peer sent GOAWAY ({_error_name(code)}); stream {stream_id} not processed"
                 )
                 stream.reset_code = code or int(ErrorCode.REFUSED_STREAM)
+                stream._release_unread()
                 stream._wake()
                 stream._window_opened()
                 if stream._handler_scope is not None:
@@ -630,19 +729,26 @@ class H2Session:
         """Start a request; raises ConnectionUnavailable when no stream can be opened."""
         if not self.can_open_stream:
             raise ConnectionUnavailable(self.close_reason or "connection not accepting streams")
+        try:
+            block = prepare_outbound(headers, response=False, trailer=False)
+        except h2.exceptions.ProtocolError as exc:
+            raise ConnectionUnavailable(str(exc)) from exc
         stream_id = self._conn.get_next_available_stream_id()
         stream = H2Stream(self, stream_id)
         self._streams[stream_id] = stream
         self.stats.streams_opened += 1
         try:
-            self._conn.send_headers(stream_id, headers, end_stream=end_stream)
+            self._conn.send_headers(stream_id, block, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:
             self._streams.pop(stream_id, None)
             raise ConnectionUnavailable(str(exc)) from exc
         if end_stream:
             stream.local_ended = True
+        # Sent by the writer task with whatever else this scheduling round queued (one
+        # TLS record and syscall for many streams); a dead transport fails the stream.
         try:
-            await self._flush()
+            await self._queued(0)
         except ConnectionLost as exc:
+            self._streams.pop(stream_id, None)
             raise ConnectionUnavailable(str(exc)) from exc
         return stream

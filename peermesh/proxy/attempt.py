@@ -115,8 +115,9 @@ class UpstreamAttempt:
         self.body_error: BaseException | None = None
 
     async def __aenter__(self) -> UpstreamAttempt:
-        self._nursery = await self._stack.enter_async_context(trio.open_nursery())
+        # Only a request body needs a task (and so a nursery): most requests have none.
         if self.body is not None:
+            self._nursery = await self._stack.enter_async_context(trio.open_nursery())
             self._nursery.start_soon(self._pump_request, self.body)
         return self
 
@@ -126,14 +127,15 @@ class UpstreamAttempt:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
         if not self.committed or exc is not None:
             self.call.abort()
         # The body's exception is not handed to the nursery (trio would wrap it in an
         # ExceptionGroup): the nursery only holds the request pump, which never raises,
         # and the caller's exception propagates as itself.
-        await self._stack.__aexit__(None, None, None)
+        if self._nursery is not None:
+            await self._stack.__aexit__(None, None, None)
         return None
 
     async def _pump_request(self, body: BodySource) -> None:

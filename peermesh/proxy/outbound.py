@@ -118,6 +118,7 @@ class OutboundProxy:
         self.metrics = metrics
         self.tracker = tracker
         self.observer: Observability | None = None  # set by the agent (issue 7)
+        self._identities: dict[str, SpiffeId] = {}
 
     async def serve_connection(self, transport: trio.SocketStream) -> None:
         """One app connection: sniff its protocol and serve it until it ends."""
@@ -241,13 +242,12 @@ class OutboundProxy:
         has_body: bool,
     ) -> int:
         compiled = self.policy() if self.policy is not None else None
-        headers = {n.decode("latin-1"): v.decode("latin-1") for n, v in head.headers}
-        method = head.method.decode("ascii", "replace")
-        decision = (
-            compiled.match_route(service, method, head.path.decode("latin-1"), headers)
-            if compiled is not None
-            else None
-        )
+        decision: RouteDecision | None = None
+        if compiled is not None and compiled.routes.get(service):
+            # Decoded for matching only when a Route for this service exists.
+            headers = {n.decode("latin-1"): v.decode("latin-1") for n, v in head.headers}
+            method = head.method.decode("ascii", "replace")
+            decision = compiled.match_route(service, method, head.path.decode("latin-1"), headers)
         target: str = service
         labels: tuple[tuple[str, str], ...] = ()
         if decision is not None:
@@ -337,7 +337,7 @@ class OutboundProxy:
                 raise errors.no_endpoints(target)
             tried.append(endpoint.address)
             note_attempt(endpoint.address)
-            expect = SpiffeId.for_service(self.trust_domain, endpoint.service)
+            expect = self._expected_identity(endpoint.service)
             reader: BodySource | None
             reader = source.reader() if isinstance(source, BufferedBody) else source
             # Never replay a body we no longer hold, whatever the method.
@@ -406,13 +406,15 @@ class OutboundProxy:
                 stream = getattr(call, "stream", None)
                 ended = bool(stream is not None and stream.headers_only)
                 out_headers = response_headers(resp_headers, decision, attempt)
-                remaining = deadline - trio.current_time() if deadline is not None else math.inf
-                with trio.move_on_after(max(remaining, 0)) as scope:
+                if deadline is None:
                     result = await upstream.commit(writer, status, out_headers, ended=ended)
-                if scope.cancelled_caught:
-                    writer.abort()
-                    self.metrics.sidecar_errors.labels("outbound", "timeout").inc()
-                    return 504
+                else:
+                    with trio.move_on_at(deadline) as scope:
+                        result = await upstream.commit(writer, status, out_headers, ended=ended)
+                    if scope.cancelled_caught:
+                        writer.abort()
+                        self.metrics.sidecar_errors.labels("outbound", "timeout").inc()
+                        return 504
                 if result.error_code:
                     self.metrics.sidecar_errors.labels("outbound", result.error_code).inc()
                 if attempt > 1:
@@ -420,6 +422,16 @@ class OutboundProxy:
                 return status
         assert last_error is not None
         raise last_error
+
+    def _expected_identity(self, service: str) -> SpiffeId:
+        """The SPIFFE ID a peer serving ``service`` must present (built once per service)."""
+        expect = self._identities.get(service)
+        if expect is None:
+            expect = SpiffeId.for_service(self.trust_domain, service)
+            if len(self._identities) > 4096:
+                self._identities.clear()
+            self._identities[service] = expect
+        return expect
 
     def _record(
         self,

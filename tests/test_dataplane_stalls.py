@@ -1,0 +1,82 @@
+"""Data-plane stalls: work that waits for something that never (or only later) comes.
+
+Virtual time only (MockClock with autojump): a stall shows up as the clock jumping past
+the ``fail_after`` limit, never as a slow test.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from peermesh.http.h2session import CONNECTION_WINDOW, H2Session, H2Stream, StreamReset
+
+REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"x"), (b":path", b"/")]
+BODY = 256 << 10
+ROUNDS = 3 * CONNECTION_WINDOW // BODY  # three connection windows' worth
+
+
+async def _pair(nursery: trio.Nursery, handler):  # type: ignore[no-untyped-def]
+    client_end, server_end = trio.testing.memory_stream_pair()
+    server = H2Session(server_end, client_side=False, handler=handler)
+    client = H2Session(client_end, client_side=True)
+    nursery.start_soon(server.run)
+    nursery.start_soon(client.run)
+    return client, server
+
+
+async def test_abandoned_responses_do_not_leak_the_connection_window(autojump_clock):
+    """A client that resets streams with response DATA still unread (a retry, a client
+    gone) must give that credit back, or the connection stalls for every stream."""
+
+    async def handler(stream: H2Stream) -> None:
+        await stream.send_headers([(b":status", b"200")])
+        try:
+            await stream.send_data(b"x" * BODY, end_stream=True)
+        except StreamReset:
+            pass
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            client, _server = await _pair(nursery, handler)
+            for _ in range(ROUNDS):
+                stream = await client.open_stream(REQUEST, end_stream=True)
+                await stream.receive_headers()
+                while not stream._chunks and not stream.remote_ended:  # some DATA arrived
+                    await stream._changed.wait()
+                stream.reset()
+            # The connection still carries a whole response.
+            stream = await client.open_stream(REQUEST, end_stream=True)
+            await stream.receive_headers()
+            received = 0
+            while chunk := await stream.receive_data():
+                received += len(chunk)
+            assert received == BODY
+            nursery.cancel_scope.cancel()
+
+
+async def test_unread_request_bodies_do_not_leak_the_connection_window(autojump_clock):
+    """A handler that answers without reading the request body (a 403, a 429) must not
+    keep the body's flow-control credit: later uploads on the connection would stall."""
+
+    async def handler(stream: H2Stream) -> None:
+        while not stream.remote_ended and not stream._chunks:
+            await stream._changed.wait()  # the body has started to arrive; answer without it
+        await stream.send_headers([(b":status", b"403")], end_stream=True)
+
+    async def upload(stream: H2Stream) -> None:
+        try:
+            await stream.send_data(b"y" * BODY, end_stream=True)
+        except StreamReset:
+            pass
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            client, _server = await _pair(nursery, handler)
+            for _ in range(ROUNDS):
+                stream = await client.open_stream(REQUEST)
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(upload, stream)
+                    headers = await stream.receive_headers()
+                    assert (b":status", b"403") in headers
+            nursery.cancel_scope.cancel()
