@@ -80,3 +80,16 @@ async def test_unread_request_bodies_do_not_leak_the_connection_window(autojump_
                     headers = await stream.receive_headers()
                     assert (b":status", b"403") in headers
             nursery.cancel_scope.cancel()
+
+
+def test_h2_still_keeps_its_outgoing_buffer_where_the_session_looks():
+    """H2Session wakes its writer only when h2's ``_data_to_send`` holds bytes."""
+    import h2.config
+    import h2.connection
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    assert not conn._data_to_send
+    conn.initiate_connection()
+    assert conn._data_to_send
+    conn.data_to_send()
+    assert not conn._data_to_send

@@ -447,7 +447,7 @@ class H2Session:
             return False
         for event in events:
             self._dispatch(event)
-        self._kick_writer()
+        self._kick_if_pending()
         return self._conn.state_machine.state != h2.connection.ConnectionState.CLOSED
 
     def _dispatch(self, event: h2.events.Event) -> None:
@@ -647,6 +647,16 @@ class H2Session:
     def _kick_writer(self) -> None:
         self._writer_wakeup.set()
 
+    def _kick_if_pending(self) -> None:
+        """Wake the writer only if h2 queued bytes (most received frames queue none).
+
+        Waking it for nothing costs a task switch and an empty flush per received chunk.
+        ``_data_to_send`` is h2's outgoing buffer (h2 4.x; tests/test_dataplane_stalls.py
+        checks it is still there).
+        """
+        if self.draining or self._conn._data_to_send:
+            self._writer_wakeup.set()
+
     async def _writer(self) -> None:
         while True:
             await self._writer_wakeup.wait()
@@ -670,16 +680,24 @@ class H2Session:
         if self._unsent >= HIGH_WATER:
             await self._flush()
 
-    async def _flush(self) -> None:
-        async with self._send_lock:
+    async def _flush(self, *, shield: bool = True) -> None:
+        # Uncontended (the usual case) the lock is taken without a scheduling round trip.
+        try:
+            self._send_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._send_lock.acquire()
+        try:
             self._unsent = 0
             data = self._conn.data_to_send()
             while data:
                 try:
-                    # Shielded: bytes taken from h2 must reach the wire whole. A caller
-                    # cancelled mid-write would leave half a frame on a connection that
-                    # other streams share, and desynchronise HPACK for all of them.
-                    with trio.CancelScope(shield=True):
+                    if shield:
+                        # Bytes taken from h2 must reach the wire whole. A stream's task
+                        # cancelled mid-write would leave half a frame on a connection
+                        # other streams share, and desynchronise HPACK for all of them.
+                        with trio.CancelScope(shield=True):
+                            await self.transport.send_all(data)
+                    else:
                         await self.transport.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self.close_reason = f"transport error: {exc}"
@@ -688,12 +706,18 @@ class H2Session:
                         self._handlers.cancel_scope.cancel()
                     raise ConnectionLost(self.close_reason) from exc
                 data = self._conn.data_to_send()
+        finally:
+            self._send_lock.release()
 
     async def _flush_quietly(self) -> bool:
         """Flush for the session's own tasks: a dead transport ends the session, never the
-        caller's nursery (and so never the agent). Returns False once the transport is gone."""
+        caller's nursery (and so never the agent). Returns False once the transport is gone.
+
+        Unshielded: only the session's own tasks call this, and they are cancelled only
+        when the whole connection ends, when a half-written frame no longer matters.
+        """
         try:
-            await self._flush()
+            await self._flush(shield=False)
         except ConnectionLost:
             return False
         return True
@@ -703,7 +727,7 @@ class H2Session:
             self._conn.acknowledge_received_data(flow, stream_id)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return
-        self._kick_writer()
+        self._kick_if_pending()  # h2 sends WINDOW_UPDATE only once enough is consumed
 
     def _forget_if_closed(self, stream: H2Stream) -> None:
         if stream.closed and stream._handler_scope is None:
