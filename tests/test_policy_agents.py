@@ -123,10 +123,17 @@ async def test_only_meshconfig_admins_may_edit_over_mtls(tmp_path):
             raise AssertionError("a non-admin peer edited policy")
         except ControlCallError as exc:
             assert "(403)" in str(exc) and "MeshConfig" in str(exc)
+        # The receiving agent (orders) signs the records it writes, so it must be an admin
+        # too for them to be in effect (docs/policy.md, "Authorship and signatures").
         mesh_config = {
             "kind": "MeshConfig",
             "name": "default",
-            "spec": {"admins": [f"spiffe://{TRUST_DOMAIN}/svc/web"]},
+            "spec": {
+                "admins": [
+                    f"spiffe://{TRUST_DOMAIN}/svc/web",
+                    f"spiffe://{TRUST_DOMAIN}/svc/orders",
+                ]
+            },
         }
         assert (await put(client, b, mesh_config)).status_code == 200
         result = await a.control_client.call(target, "policy/edit", {"objects": [route("x")]})

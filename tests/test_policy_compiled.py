@@ -272,8 +272,13 @@ def test_revoked_identities_admins_and_mtls(table: CompiledPolicy) -> None:
         "REVOKED",
         "MeshConfig/default",
     )
-    assert table.is_admin("spiffe://peermesh.local/svc/ops-console")
-    assert not table.is_admin(FRONTEND) and not table.is_admin(None)
+    # The example leaves admins commented out (setting it locks other editors out).
+    assert not table.is_admin("spiffe://peermesh.local/svc/ops-console")
+    admins = compile_policy(
+        objs({"kind": "MeshConfig", "name": "default", "spec": {"admins": [ADMIN]}})
+    )
+    assert admins.is_admin(ADMIN)
+    assert not admins.is_admin(FRONTEND) and not admins.is_admin(None)
     assert table.mtls_mode("legacy-billing") == "PERMISSIVE"
     assert table.mtls_mode("reviews") == "STRICT"
 

@@ -10,7 +10,10 @@
 | DELETE | /v1/policy/KIND/NAME | delete (a tombstone version) |
 | GET | /v1/policy/status | version and digests here and at every peer |
 
-Validation errors come back as ``400`` with the structured ``PolicyError.to_dict()``.
+Validation errors come back as ``400`` with the structured ``PolicyError.to_dict()``. Edits
+(PUT, DELETE) on an agent whose identity MeshConfig ``admins`` does not list get ``403``
+(records it signed would never be in effect); before the agent has a certificate they get
+``503`` "no identity yet".
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import trio
 
 from peermesh.admin import AdminResponse
 from peermesh.control.client import ControlCallError
+from peermesh.control.router import ControlError
+from peermesh.policy.authorship import NoIdentity, NotAdmin
 from peermesh.policy.model import KINDS
 from peermesh.policy.replicator import STATUS, PolicyReplicator
 from peermesh.policy.store import PolicyStore
@@ -91,6 +96,10 @@ class PolicyAdmin:
             return _error(400, str(exc))
         except PolicyError as exc:
             return AdminResponse.json(400, exc.to_dict())
+        except NotAdmin as exc:
+            return _error(403, str(exc))
+        except NoIdentity as exc:
+            return _error(503, str(exc))
 
     def _list(self, kind: str | None) -> list[dict[str, Any]]:
         return [obj.to_dict() for obj in self.store.objects(kind)]
@@ -112,8 +121,17 @@ class PolicyAdmin:
         )
 
     def apply_from_peer(self, objects: Sequence[Any], principal: str) -> dict[str, Any]:
-        """A MeshConfig admin's edit arriving over mTLS (``policy/edit``)."""
-        response = self.apply(_checked_list(objects), source=principal)
+        """A MeshConfig admin's edit arriving over mTLS (``policy/edit``).
+
+        The records are signed by *this* agent, so this agent's identity must be an admin
+        too (403 otherwise), and it must have an identity (503).
+        """
+        try:
+            response = self.apply(_checked_list(objects), source=principal)
+        except NotAdmin as exc:
+            raise ControlError(403, f"this agent cannot write effective policy: {exc}") from None
+        except NoIdentity as exc:
+            raise ControlError(503, str(exc)) from None
         return dict(json.loads(response.body))
 
     def diff(self, objects: Sequence[Mapping[str, Any]]) -> AdminResponse:

@@ -25,6 +25,11 @@ newer versions that justified it, the pruned winner stays in effect as a local *
 (persisted with the snapshot) until a higher-ranked version arrives, so an object never
 reverts to an older version or disappears meanwhile; ``shadowed_winners`` counts these.
 
+Authorship (agents; see :mod:`~peermesh.policy.authorship` and ``PolicyStore``): records
+are signed by the writing agent's mesh identity, records from peers must verify, and the
+MeshConfig ``admins`` chain decides which versions may win. Without a signer and verifier
+(unit tests, simulations, benchmarks) records are unsigned and everything above holds as is.
+
 Remote updates are checked on a scratch copy of the document before the real one sees
 them: undecodable bytes, unknown roots, malformed records, invalid or oversized objects, or
 records whose content does not match their hash refuse the whole update and leave the
@@ -48,6 +53,17 @@ from typing import Any, Final
 from pycrdt import Doc, Map, MapEvent, Subscription
 
 from peermesh.fsutil import atomic_write
+from peermesh.policy.authorship import (
+    MAX_CERT_BYTES,
+    MAX_SIG_BYTES,
+    AuthorshipError,
+    NoIdentity,
+    NotAdmin,
+    RecordSigner,
+    RecordVerifier,
+    b64,
+    unb64,
+)
 from peermesh.policy.compiled import CompiledPolicy, compile_policy
 from peermesh.policy.journal import Journal, ReplayReport
 from peermesh.policy.model import KINDS, PolicyObject, object_key, split_key
@@ -70,13 +86,18 @@ VERSIONS_ROOT: Final = "policy.versions"
 HISTORY_LIMIT: Final = 16
 #: A whole-document update from a peer; far above 10,000 objects with full history.
 MAX_UPDATE_BYTES: Final = 256 * 1024 * 1024
-MAX_RECORD_BYTES: Final = MAX_OBJECT_BYTES + 4096
+#: An object, the record's fields and its signature (a base64 leaf certificate and sig).
+MAX_RECORD_BYTES: Final = MAX_OBJECT_BYTES + 4096 + 2 * MAX_CERT_BYTES
 SNAPSHOT_MAGIC: Final = b"PMPOLICY1\n"
 #: Fold the update log into the snapshot once it is this big.
 COMPACT_AFTER_BYTES: Final = 4 << 20
 _NODE_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-Za-z0-9])?")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RECORD_FIELDS = frozenset({"deleted", "hash", "kind", "lamport", "name", "node", "object", "time"})
+_SIGNED_FIELDS = _RECORD_FIELDS | {"author", "cert", "sig"}
+_MAX_AUTHOR = 2048
+#: The kind whose versions decide who may edit (see ``PolicyStore`` on authority).
+AUTHORITY_KIND: Final = "MeshConfig"
 _LOCAL_ORIGIN = "local"
 
 
@@ -103,7 +124,12 @@ def content_hash(body: str) -> str:
 
 @dataclass(frozen=True)
 class VersionRecord:
-    """One edit of one object as stored in the CRDT (``body`` is the canonical JSON)."""
+    """One edit of one object as stored in the CRDT (``body`` is the canonical JSON).
+
+    ``author`` (SPIFFE ID), ``cert`` (the author's leaf certificate, DER) and ``sig`` are
+    set on records written by a store with a signer (see :mod:`~peermesh.policy.authorship`);
+    stores without one write and accept unsigned records, as before.
+    """
 
     kind: str
     name: str
@@ -113,6 +139,9 @@ class VersionRecord:
     hash: str
     deleted: bool
     body: str | None
+    author: str | None = None
+    cert: bytes | None = None
+    sig: bytes | None = None
 
     @property
     def key(self) -> str:
@@ -132,19 +161,34 @@ class VersionRecord:
         """Total order deciding the winner; identical on every replica."""
         return (self.lamport, self.node, self.hash)
 
+    @property
+    def signed(self) -> bool:
+        return self.sig is not None
+
+    def admins(self) -> frozenset[str]:
+        """``spec.admins`` of a MeshConfig version (none for a delete)."""
+        if self.body is None:
+            return frozenset()
+        admins = json.loads(self.body).get("spec", {}).get("admins", ())
+        return frozenset(str(a) for a in admins)
+
     def encode(self) -> str:
         obj = json.loads(self.body) if self.body is not None else None
+        fields: dict[str, Any] = {
+            "kind": self.kind,
+            "name": self.name,
+            "node": self.node,
+            "lamport": self.lamport,
+            "time": self.time,
+            "hash": self.hash,
+            "deleted": self.deleted,
+            "object": obj,
+        }
+        if self.sig is not None:
+            assert self.cert is not None
+            fields.update(author=self.author, cert=b64(self.cert), sig=b64(self.sig))
         return json.dumps(
-            {
-                "kind": self.kind,
-                "name": self.name,
-                "node": self.node,
-                "lamport": self.lamport,
-                "time": self.time,
-                "hash": self.hash,
-                "deleted": self.deleted,
-                "object": obj,
-            },
+            fields,
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
@@ -172,8 +216,20 @@ def decode_record(map_key: object, raw: object) -> tuple[VersionRecord, PolicyOb
         raise ValueError(f"entry {map_key!r} is not valid JSON: {exc}") from None
     except RecursionError:
         raise ValueError(f"entry {map_key!r} is nested too deeply") from None
-    if not isinstance(data, dict) or set(data) != _RECORD_FIELDS:
+    if not isinstance(data, dict) or set(data) not in (_RECORD_FIELDS, _SIGNED_FIELDS):
         raise ValueError(f"entry {map_key!r} does not have the fields of a version record")
+    author: str | None = None
+    cert: bytes | None = None
+    sig: bytes | None = None
+    if "sig" in data:
+        author = data["author"]
+        if not isinstance(author, str) or not 0 < len(author) <= _MAX_AUTHOR:
+            raise ValueError(f"entry {map_key!r} has an invalid author {author!r:.80}")
+        try:
+            cert = unb64(data["cert"], "its certificate", MAX_CERT_BYTES)
+            sig = unb64(data["sig"], "its signature", MAX_SIG_BYTES)
+        except AuthorshipError as exc:
+            raise ValueError(f"entry {map_key!r}: {exc}") from None
     kind, name, node, lamport = data["kind"], data["name"], data["node"], data["lamport"]
     time, digest, deleted, obj_data = data["time"], data["hash"], data["deleted"], data["object"]
     if kind not in KINDS or not isinstance(name, str):
@@ -203,7 +259,9 @@ def decode_record(map_key: object, raw: object) -> tuple[VersionRecord, PolicyOb
             raise ValueError(f"entry {map_key!r} holds {obj.key}, not {kind}/{name}")
         if content_hash(body) != digest:
             raise ValueError(f"entry {map_key!r}: content does not match its hash")
-    record = VersionRecord(kind, name, node, lamport, float(time), digest, deleted, body)
+    record = VersionRecord(
+        kind, name, node, lamport, float(time), digest, deleted, body, author, cert, sig
+    )
     if record.map_key != map_key:
         raise ValueError(f"entry {map_key!r} is stored under the wrong key ({record.map_key})")
     return record, obj
@@ -250,6 +308,8 @@ class HistoryEntry:
     deleted: bool
     won: bool
     object: PolicyObject | None
+    author: str | None = None  # SPIFFE ID of the signer; None for unsigned stores
+    authorized: bool = True  # False: its author was not a MeshConfig admin (never wins)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -260,6 +320,8 @@ class HistoryEntry:
             "hash": self.hash,
             "deleted": self.deleted,
             "won": self.won,
+            "author": self.author,
+            "authorized": self.authorized,
         }
 
 
@@ -330,6 +392,7 @@ class StoreStatus:
     state_vector: dict[int, int]
     refused_updates: int
     shadowed: int  # pruned winners still in effect, waiting for newer versions
+    admins: tuple[str, ...] = ()  # effective MeshConfig admins (empty: any identity edits)
 
 
 @dataclass
@@ -381,6 +444,19 @@ class PolicyStore:
 
     Not thread-safe: keep it on the trio thread, as the pycrdt Doc requires. Time comes in
     as ``now`` (seconds since the epoch, recorded in history only; ordering uses Lamport).
+
+    **Authorship** (the agent passes both; tests and simulations may pass neither). With a
+    ``signer`` every version written here is signed by the agent's identity. With a
+    ``verifier`` every version from a peer, the snapshot or the log must be signed by a
+    mesh identity (else the whole update is refused, as for invalid content), and
+    *authority* applies: MeshConfig versions are walked in rank order starting from "no
+    admins"; one counts if the admin set so far is empty or its author is in it, and then
+    its ``spec.admins`` (none for a delete) becomes the admin set. Only counted MeshConfig
+    versions can win. Once the resulting admin set is non-empty, versions of other kinds
+    whose author is not in it are kept (for convergence and history) but never win. The
+    answer depends only on the set of versions, so every replica agrees. MeshConfig
+    versions are then never pruned (the walk needs all of them) and a peer update that
+    deletes one is refused.
     """
 
     def __init__(
@@ -390,6 +466,8 @@ class PolicyStore:
         node: str,
         history_limit: int = HISTORY_LIMIT,
         client_id: int | None = None,
+        signer: RecordSigner | None = None,
+        verifier: RecordVerifier | None = None,
     ) -> None:
         if not _NODE_NAME.fullmatch(node):
             raise ValueError(f"node name {node!r} must be letters, digits, '-', '_' or '.'")
@@ -398,6 +476,12 @@ class PolicyStore:
         self.node = node
         self.path = Path(path) if path is not None else None
         self.history_limit = history_limit
+        self.signer = signer
+        self.verifier = verifier
+        # Authority (only with a verifier): the effective admin set, and the map keys of
+        # the MeshConfig versions that counted in the walk.
+        self._admins: frozenset[str] = frozenset()
+        self._counted: set[str] = set()
         self._doc: Doc = Doc(client_id=client_id)
         self._map: Map[str] = self._doc.get(VERSIONS_ROOT, type=Map)
         self._pending = _Pending()
@@ -461,6 +545,36 @@ class PolicyStore:
         """The winning version (possibly a delete) of an object."""
         return self._winner.get(object_key(kind, name))
 
+    @property
+    def admins(self) -> frozenset[str]:
+        """Effective MeshConfig admins (always empty without a verifier): see the class doc."""
+        return self._admins
+
+    def authorized(self, record: VersionRecord) -> bool:
+        """Whether ``record`` may win: always without a verifier, else by authority."""
+        if self.verifier is None:
+            return True
+        if record.kind == AUTHORITY_KIND:
+            return record.map_key in self._counted
+        return not self._admins or record.author in self._admins
+
+    def check_author(self) -> str | None:
+        """The identity local edits are signed as, if it may edit now.
+
+        Raises :class:`NoIdentity` (no certificate yet) or :class:`NotAdmin`; returns None
+        for a store without a signer.
+        """
+        if self.signer is None:
+            if self.verifier is not None:
+                raise NoIdentity(
+                    "this policy store checks signatures but has no signer; it cannot edit"
+                )
+            return None
+        author = self.signer.identity()
+        if self.verifier is not None and self._admins and author not in self._admins:
+            raise NotAdmin(author, sorted(self._admins))
+        return author
+
     def has_edit(self, key: str, edit_id: str) -> bool:
         """Whether this replica holds version ``edit_id`` of object ``key``."""
         return f"{key}|{edit_id}" in self._versions.get(key, {})
@@ -483,6 +597,8 @@ class PolicyStore:
                 deleted=r.deleted,
                 won=r == winner,
                 object=parse_object(json.loads(r.body)) if r.body is not None else None,
+                author=r.author,
+                authorized=self.authorized(r),
             )
             for r in sorted(records.values(), key=lambda r: r.rank, reverse=True)
         ]
@@ -517,6 +633,7 @@ class PolicyStore:
             state_vector=decode_state_vector(self.state_vector()),
             refused_updates=self.refused_updates,
             shadowed=len(self._shadows),
+            admins=tuple(sorted(self._admins)),
         )
 
     # ------------------------------------------------------------------ local edits
@@ -551,10 +668,14 @@ class PolicyStore:
 
         If writing the snapshot fails the error propagates: the edit is not acknowledged
         (it stays in memory and may still replicate, like a request that timed out).
+        With a signer, raises :class:`NoIdentity` or :class:`NotAdmin` before anything
+        else (see :meth:`check_author`).
         """
         self._check_writable()
         if not math.isfinite(now):
             raise ValueError(f"now must be a finite time in seconds, got {now!r}")
+        self.check_author()
+        now = float(now)
         parsed: list[PolicyObject] = []
         errors: list[PolicyError] = []
         for item in upserts:
@@ -601,15 +722,18 @@ class PolicyStore:
             if current is not None and not current.deleted and current.hash == digest:
                 unchanged.append(obj.key)
                 continue
-            records.append(
+            record = self._sign(
                 VersionRecord(obj.kind, obj.name, self.node, lamport, now, digest, False, body)
             )
-            self._known[records[-1].map_key] = (records[-1].encode(), records[-1], obj)
+            records.append(record)
+            self._known[record.map_key] = (record.encode(), record, obj)
         for key in delete_keys:
             kind, name = split_key(key)
             records.append(
-                VersionRecord(
-                    kind, name, self.node, lamport, now, tombstone_hash(kind, name), True, None
+                self._sign(
+                    VersionRecord(
+                        kind, name, self.node, lamport, now, tombstone_hash(kind, name), True, None
+                    )
                 )
             )
         if not records:
@@ -636,12 +760,34 @@ class PolicyStore:
             update=update,
         )
 
+    def _sign(self, record: VersionRecord) -> VersionRecord:
+        return self.signer.sign(record) if self.signer is not None else record
+
     def _prunable(self, key: str, *, extra: VersionRecord) -> list[str]:
-        """Map keys of versions with at least ``history_limit`` higher-ranked versions."""
+        """Map keys of versions with at least ``history_limit`` higher-ranked versions.
+
+        With a verifier, only higher-ranked versions *by the same author* count: whether a
+        version may win depends on its author's standing, which can change later, and a
+        version with a same-author version above it can never win (both are in effect or
+        neither is). So pruning never removes a future winner, whatever happens to the
+        admin set, and a non-admin's flood of versions cannot push an admin's winner out.
+        MeshConfig is never pruned then (authority is decided by its whole history).
+        """
         records = dict(self._versions.get(key, {}))
         records[extra.map_key] = extra
         ranked = sorted(records.values(), key=lambda r: r.rank, reverse=True)
-        return [r.map_key for r in ranked[self.history_limit :] if r.map_key in self._map]
+        if self.verifier is None:
+            return [r.map_key for r in ranked[self.history_limit :] if r.map_key in self._map]
+        if extra.kind == AUTHORITY_KIND:
+            return []
+        stale: list[str] = []
+        above: dict[str | None, int] = {}
+        for r in ranked:
+            count = above.get(r.author, 0)
+            if count >= self.history_limit and r.map_key in self._map:
+                stale.append(r.map_key)
+            above[r.author] = count + 1
+        return stale
 
     def _cross_check(
         self,
@@ -738,6 +884,12 @@ class PolicyStore:
             checked: dict[str, tuple[str, VersionRecord, PolicyObject | None]] = {}
             for key, action, value in self._scratch_pending.take():
                 if action == "delete":
+                    if self.verifier is not None and key.startswith(AUTHORITY_KIND + "/"):
+                        raise UpdateRefused(
+                            source,
+                            f"update deletes MeshConfig version {key!r}; MeshConfig history is"
+                            " never pruned because it decides who may edit",
+                        )
                     continue  # history pruning (see module docstring)
                 try:
                     record, obj = _decode_cached(key, value)
@@ -747,6 +899,15 @@ class PolicyStore:
                     ) from None
                 except ValueError as exc:
                     raise UpdateRefused(source, str(exc)) from None
+                if self.verifier is not None:
+                    try:
+                        self.verifier.verify(record)
+                    except NoIdentity as exc:
+                        raise UpdateRefused(source, str(exc)) from None
+                    except AuthorshipError as exc:
+                        raise UpdateRefused(
+                            source, f"entry {key!r} {exc}; forged or corrupt records never win"
+                        ) from None
                 ceiling = max(self._lamport, record_ceiling_floor()) + MAX_LAMPORT_JUMP
                 if record.lamport > ceiling:
                     # A forged huge counter would make every later edit lose (or overflow):
@@ -805,6 +966,11 @@ class PolicyStore:
     def _refresh(self, touched: Iterable[str]) -> set[str]:
         """Recompute the winners of ``touched`` objects; return those that changed."""
         changed: set[str] = set()
+        touched = set(touched)
+        authority = any(k.startswith(AUTHORITY_KIND + "/") for k in touched)
+        if self.verifier is not None and authority and self._recompute_authority():
+            # Who may win changed for every object: recompute them all.
+            touched |= set(self._versions) | set(self._shadows) | set(self._winner)
         for obj_key in touched:
             versions = self._versions.get(obj_key, {})
             if not versions:
@@ -833,6 +999,29 @@ class PolicyStore:
                     self._by_host.setdefault(host, set()).add(obj_key)
         return changed
 
+    def _recompute_authority(self) -> bool:
+        """Walk MeshConfig versions in rank order (class docstring); True if admins changed."""
+        records = [
+            r
+            for key, versions in self._versions.items()
+            if key.startswith(AUTHORITY_KIND + "/")
+            for r in versions.values()
+        ]
+        admins: frozenset[str] = frozenset()
+        counted: set[str] = set()
+        for r in sorted(records, key=lambda r: r.rank):
+            if not admins or r.author in admins:
+                counted.add(r.map_key)
+                admins = r.admins()
+        previous = self._admins
+        self._admins, self._counted = admins, counted
+        if admins != previous:
+            log.info(
+                "policy admins are now %s",
+                ", ".join(sorted(admins)) if admins else "none (any mesh identity may edit)",
+            )
+        return admins != previous
+
     def _effective_winner(
         self, obj_key: str, versions: Mapping[str, VersionRecord]
     ) -> VersionRecord | None:
@@ -845,9 +1034,16 @@ class PolicyStore:
         the pruning rule guarantees such versions exist, so shadows always resolve, and a
         fully synced replica has none.
         """
+        if self.verifier is not None:
+            versions = {k: r for k, r in versions.items() if self.authorized(r)}
         best = max(versions.values(), key=lambda r: r.rank) if versions else None
         previous = self._winner.get(obj_key)
         shadow = self._shadows.get(obj_key)
+        if shadow is not None and not self.authorized(shadow):
+            del self._shadows[obj_key]
+            shadow = None
+        if previous is not None and not self.authorized(previous):
+            previous = None
         if (
             previous is not None
             and previous.map_key not in versions
