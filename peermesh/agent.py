@@ -66,9 +66,21 @@ class Agent:
         self.admin.route("/v1/ping", self._admin_ping)
         self.admin.route("/v1/members", self._members)
         # --- replicated policy (issue 5): store, anti-entropy, admin /v1/policy ----------
+        from peermesh.policy.authorship import (
+            RecordSigner,
+            RecordVerifier,
+            tls_credentials,
+            trust_bundle_file,
+        )
         from peermesh.policy.store import PolicyStore
 
-        self.policy = PolicyStore(config.data_dir / "policy.bin", node=config.name)
+        # Records are signed by our TLS identity and checked against our trust bundle.
+        self.policy = PolicyStore(
+            config.data_dir / "policy.bin",
+            node=config.name,
+            signer=RecordSigner(tls_credentials(self.tls)),
+            verifier=RecordVerifier(trust_bundle_file(self.tls.bundle_path)),
+        )
         self.policy_changes = 0
         self.policy.subscribe(self._on_policy_change)
         self.replicator: PolicyReplicator | None = None
