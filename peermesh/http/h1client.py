@@ -1,4 +1,4 @@
-"""HTTP/1.1 client (trio shell around h11) for the sidecar's calls to its local app.
+"""HTTP/1.1 client (trio shell around ``h1wire``) for the sidecar's calls to its local app.
 
 Idle keep-alive connections are reused for a short while; a request without a body
 that fails on a reused connection before any response byte is retried once on a
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections import deque
 
-import h11
 import trio
 
+from peermesh.http import h1wire
 from peermesh.http.headers import Headers, RequestHead, head_to_h1
 
 READ_SIZE = 1 << 16
 IDLE_REUSE_SECONDS = 4.0  # below the 5 s keep-alive timeout most servers use
+_SOCKET_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class AppUnavailable(Exception):
@@ -29,23 +30,21 @@ class UpstreamBroken(Exception):
 class _Conn:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 << 10)
         self.idle_since = 0.0
         self.reused = False
 
-    async def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
-        if data:
-            await self.stream.send_all(data)
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
 
-    async def next_event(self) -> h11.Event | type[h11.PAUSED]:
+    async def next_event(
+        self, reader: h1wire.ResponseReader
+    ) -> h1wire.ResponseHead | bytes | h1wire.EndOfMessage:
         while True:
-            event = self.h11.next_event()
-            if event is h11.NEED_DATA:
-                self.h11.receive_data(bytes(await self.stream.receive_some(READ_SIZE)))
-                continue
-            assert event is not h11.NEED_DATA
-            return event  # type: ignore[return-value]
+            event = reader.next_event()
+            if event is not h1wire.NEED_DATA:
+                assert not isinstance(event, h1wire.NeedData)
+                return event
+            reader.feed(bytes(await self.stream.receive_some(READ_SIZE)))
 
 
 class H1AppClient:
@@ -77,35 +76,38 @@ class H1AppClient:
             await _close(conn)
         return await self._connect()
 
-    def _checkin(self, conn: _Conn) -> None:
-        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-            try:
-                conn.h11.start_next_cycle()
-            except h11.LocalProtocolError:
-                return
-            if len(self._idle) < self.max_idle:
-                conn.idle_since = trio.current_time()
-                self._idle.append(conn)
-                return
+    def _checkin(self, conn: _Conn) -> bool:
+        if len(self._idle) < self.max_idle:
+            conn.idle_since = trio.current_time()
+            self._idle.append(conn)
+            return True
+        return False
 
     async def start(self, head: RequestHead, *, has_body: bool) -> H1UpstreamCall:
         """Send the request head; the caller then streams the body and reads the answer."""
         headers = head_to_h1(head)
-        if has_body and not any(n == b"content-length" for n, _ in headers):
+        length: int | None = None
+        for name, value in headers:
+            if name == b"content-length":
+                length = int(value) if value.isdigit() else None
+        if has_body and length is None:
+            headers = [(n, v) for n, v in headers if n != b"content-length"]
             headers.append((b"transfer-encoding", b"chunked"))
-        request = h11.Request(method=head.method, target=head.path, headers=headers)
+        elif not has_body:
+            headers = [(n, v) for n, v in headers if n != b"transfer-encoding"]
+        request = h1wire.serialize_request(head.method, head.path, headers)
         for attempt in range(2):
             conn = await self._checkout()
             try:
                 await conn.send(request)
-                if not has_body:
-                    await conn.send(h11.EndOfMessage())
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            except _SOCKET_ERRORS as exc:
                 await _close(conn)
                 if conn.reused and attempt == 0:
                     continue
                 raise AppUnavailable(f"local app connection failed: {exc}") from exc
-            return H1UpstreamCall(self, conn, has_body=has_body, retry_fresh=conn.reused)
+            return H1UpstreamCall(
+                self, conn, head.method, has_body=has_body, length=length if has_body else None
+            )
         raise AppUnavailable("local app connection failed twice")
 
 
@@ -113,7 +115,7 @@ async def _close(conn: _Conn) -> None:
     with trio.CancelScope(shield=True):
         try:
             await conn.stream.aclose()
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        except _SOCKET_ERRORS:
             pass
 
 
@@ -121,11 +123,21 @@ class H1UpstreamCall:
     """One request to the local app over HTTP/1.1."""
 
     def __init__(
-        self, client: H1AppClient, conn: _Conn, *, has_body: bool, retry_fresh: bool
+        self,
+        client: H1AppClient,
+        conn: _Conn,
+        method: bytes,
+        *,
+        has_body: bool,
+        length: int | None,
     ) -> None:
         self.client = client
         self.conn = conn
         self.has_body = has_body
+        self._reader = h1wire.ResponseReader(method)
+        self._chunked = has_body and length is None
+        self._left = length  # bytes still due under the request's Content-Length
+        self._request_done = not has_body
         self._trailers: Headers | None = None
         self._done = False
         self._aborted = False
@@ -135,67 +147,84 @@ class H1UpstreamCall:
         return self._trailers
 
     async def send_data(self, data: bytes) -> None:
-        if not data:
+        if not data or self._request_done:
             return
+        if self._left is not None:
+            if len(data) > self._left:
+                raise UpstreamBroken("request body is longer than its Content-Length")
+            self._left -= len(data)
         try:
-            await self.conn.send(h11.Data(data=data))
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            await self.conn.send(h1wire.chunk(data) if self._chunked else data)
+        except _SOCKET_ERRORS as exc:
             raise UpstreamBroken(f"local app stopped reading the request: {exc}") from exc
 
     async def finish(self, trailers: Headers | None = None) -> None:
-        if self.conn.h11.our_state is not h11.SEND_BODY:
+        if self._request_done:
+            return
+        self._request_done = True
+        if self._left:
+            raise UpstreamBroken(f"request body is {self._left} bytes short of its Content-Length")
+        if not self._chunked:
             return
         try:
-            await self.conn.send(h11.EndOfMessage(headers=trailers or []))
-        except h11.LocalProtocolError:
-            await self.conn.send(h11.EndOfMessage())
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            end = h1wire.last_chunk(trailers)
+        except h1wire.BadRequest:
+            end = h1wire.last_chunk(None)  # trailers HTTP/1.1 cannot carry are dropped
+        try:
+            await self.conn.send(end)
+        except _SOCKET_ERRORS as exc:
             raise UpstreamBroken(f"local app stopped reading the request: {exc}") from exc
 
     async def receive_response(self) -> tuple[int, Headers]:
-        while True:
-            try:
-                event = await self.conn.next_event()
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise AppUnavailable(f"local app broke the connection: {exc}") from exc
-            except h11.RemoteProtocolError as exc:
-                raise AppUnavailable(f"local app sent an invalid response: {exc}") from exc
-            if isinstance(event, h11.InformationalResponse):
-                continue
-            if isinstance(event, h11.Response):
-                return event.status_code, list(event.headers)
-            raise AppUnavailable("local app closed the connection without answering")
+        try:
+            event = await self.conn.next_event(self._reader)
+        except _SOCKET_ERRORS as exc:
+            raise AppUnavailable(f"local app broke the connection: {exc}") from exc
+        except h1wire.BadResponse as exc:
+            self._discard()
+            raise AppUnavailable(f"local app sent an invalid response: {exc}") from exc
+        if isinstance(event, h1wire.ResponseHead):
+            return event.status, event.headers
+        raise AppUnavailable("local app closed the connection without answering")
 
     async def receive_data(self) -> bytes:
         if self._done:
             return b""
         while True:
             try:
-                event = await self.conn.next_event()
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                event = await self.conn.next_event(self._reader)
+            except _SOCKET_ERRORS as exc:
                 raise UpstreamBroken(f"local app broke the connection mid-response: {exc}") from exc
-            except h11.RemoteProtocolError as exc:
+            except h1wire.BadResponse as exc:
+                self._discard()
                 raise UpstreamBroken(f"local app sent an invalid body: {exc}") from exc
-            if isinstance(event, h11.Data):
-                if event.data:
-                    return bytes(event.data)
+            if isinstance(event, bytes):
+                if event:
+                    return event
                 continue
-            if isinstance(event, h11.EndOfMessage):
+            if isinstance(event, h1wire.EndOfMessage):
                 self._done = True
-                if event.headers:
-                    self._trailers = list(event.headers)
-                if self.conn.h11.our_state is h11.DONE:
-                    self.client._checkin(self.conn)
-                else:
+                if event.trailers:
+                    self._trailers = event.trailers
+                if not (
+                    self._request_done and self._reader.reusable and self.client._checkin(self.conn)
+                ):
                     await _close(self.conn)
                 return b""
-            raise UpstreamBroken("local app closed the connection mid-response")
+            raise UpstreamBroken("local app sent a second response head")
+
+    def _discard(self) -> None:
+        """A connection that carried bad bytes is never reused."""
+        self._aborted = True
+        try:
+            self.conn.stream.socket.close()
+        except OSError:
+            pass
 
     def abort(self) -> None:
         if self._aborted or self._done:
             return
         self._aborted = True
-        self.conn.h11.send_failed()
         # Closing is async; a forgotten socket would linger, so close it synchronously.
         try:
             self.conn.stream.socket.close()

@@ -21,6 +21,7 @@ from peermesh.control.router import ControlRouter
 from peermesh.http.exchange import BodySource, H2ResponseWriter, H2StreamBody, ResponseWriter
 from peermesh.http.h1client import AppUnavailable
 from peermesh.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
+from peermesh.http.h1wire import BadRequest
 from peermesh.http.h2session import H2Session, H2Stream
 from peermesh.http.headers import (
     CLIENT_CERT_HEADER,
@@ -223,6 +224,8 @@ class InboundProxy:
                 call = await self.app.start(head, has_body=has_body)
             except AppUnavailable as exc:
                 raise errors.app_unavailable(str(exc)) from None
+            except BadRequest as exc:  # a head HTTP/1.1 cannot carry to the app
+                raise errors.bad_request(str(exc)) from None
             result = await relay(body, call, writer, request_has_body=has_body)
             status = result.status
             if result.error_code:
