@@ -129,12 +129,16 @@ def make_policy_group(admin_call: AdminCall, agent_option: Callable[[Any], Any])
         if code != 200:
             _fail(code, data)
         table = Table(title=f"history of {target}")
-        for column in ("won", "node", "time", "lamport", "hash", "deleted"):
+        for column in ("won", "node", "author", "time", "lamport", "hash", "deleted"):
             table.add_column(column)
         for entry in data["history"]:
+            author = str(entry.get("author") or "")
+            if entry.get("authorized") is False:  # never wins: not signed by an admin
+                author += " [red](unauthorized: not a MeshConfig admin)[/]"
             table.add_row(
                 "[green]✔[/]" if entry.get("won") else "",
                 str(entry.get("node")),
+                author,
                 str(entry.get("time")),
                 str(entry.get("lamport")),
                 str(entry.get("hash", ""))[:12],
@@ -185,6 +189,8 @@ def make_policy_group(admin_call: AdminCall, agent_option: Callable[[Any], Any])
                 peer["node"], str(peer["version"]), str(peer["objects"]), peer["digest"], same
             )
         console.print(table)
+        admins = here.get("admins") or []
+        console.print("admins: " + (", ".join(admins) if admins else "none (any mesh identity)"))
 
     return policy
 

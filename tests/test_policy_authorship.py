@@ -626,6 +626,17 @@ async def test_non_admin_local_apply_gets_403_and_admin_edits_apply(tmp_path) ->
         )
         deleted = await client.delete(admin_url(b) + "/v1/policy/MeshConfig/default")
         assert deleted.status_code == 403
+        status = (await client.get(admin_url(b) + "/v1/policy/status")).json()
+        assert status["here"]["admins"] == [svc("frontend")]
+        # An admin asking the non-admin agent to edit (policy/edit): the caller may, but
+        # what orders would sign could never be in effect.
+        host, port = b.addresses["inbound"]
+        with pytest.raises(ControlCallError, match=r"\(403\): this agent cannot write"):
+            await a.control_client.call(
+                Endpoint(service="", host=host, port=port),
+                "policy/edit",
+                {"objects": [route("r", host="orders")]},
+            )
         assert b.policy.get("Route", "r") is None
         ok = await client.put(
             admin_url(a) + "/v1/policy", json={"objects": [route("r", host="orders")]}

@@ -105,8 +105,19 @@ class PolicyAdmin:
         return [obj.to_dict() for obj in self.store.objects(kind)]
 
     def apply(self, objects: Sequence[Mapping[str, Any]], *, source: str) -> AdminResponse:
-        """Validate every object, then write them together (or nothing)."""
-        report = self.store.apply(objects, now=time.time(), known_services=self.known_services())
+        """Validate every object, then write them together (or nothing).
+
+        Answers 403 (this agent's identity is not a MeshConfig admin) or 503 (no identity
+        yet) without raising; raises :class:`PolicyError` for invalid objects.
+        """
+        try:
+            report = self.store.apply(
+                objects, now=time.time(), known_services=self.known_services()
+            )
+        except NotAdmin as exc:
+            return _error(403, str(exc))
+        except NoIdentity as exc:
+            return _error(503, str(exc))
         self.replicator.spread(report.update)
         return AdminResponse.json(
             200,
@@ -126,13 +137,13 @@ class PolicyAdmin:
         The records are signed by *this* agent, so this agent's identity must be an admin
         too (403 otherwise), and it must have an identity (503).
         """
-        try:
-            response = self.apply(_checked_list(objects), source=principal)
-        except NotAdmin as exc:
-            raise ControlError(403, f"this agent cannot write effective policy: {exc}") from None
-        except NoIdentity as exc:
-            raise ControlError(503, str(exc)) from None
-        return dict(json.loads(response.body))
+        response = self.apply(_checked_list(objects), source=principal)
+        result = dict(json.loads(response.body))
+        if response.status == 403:
+            raise ControlError(403, f"this agent cannot write effective policy: {result['error']}")
+        if response.status != 200:
+            raise ControlError(response.status, str(result.get("error", result)))
+        return result
 
     def diff(self, objects: Sequence[Mapping[str, Any]]) -> AdminResponse:
         """What applying ``objects`` would change, without changing anything."""

@@ -10,7 +10,10 @@ Two control RPCs under ``/peermesh.v1/policy/``:
   ``sync_interval`` with one random peer, so partitions heal without any edit.
 
 A local edit is pushed at once to ``fanout`` peers. This is the trio shell; the store
-(``PolicyStore``) is sans-IO and decides everything about validity and winners.
+(``PolicyStore``) is sans-IO and decides everything about validity and winners, including
+record signatures and MeshConfig admin authority (``peermesh.policy.authorship``): an
+update holding an unsigned or forged record is refused whole (400 to a push, a warning
+for a sync reply) and the sender resends a diff later.
 """
 
 from __future__ import annotations
@@ -222,4 +225,6 @@ class PolicyReplicator:
             "digest": self.store.digest(),
             "state_vector_digest": state_vector_digest(sv),
             "objects": len(self.store),
+            # Effective MeshConfig admins (empty: any mesh identity may edit).
+            "admins": sorted(self.store.admins),
         }
