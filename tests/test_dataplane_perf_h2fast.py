@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peermesh.http.h2fast import (
+    FastDecoder,
     FastEncoder,
     check_received,
     encode_integer,
@@ -159,3 +160,51 @@ def test_prepare_outbound_matches_h2_normalise_and_validate(headers, kind):
         assert isinstance(theirs, str) and isinstance(ours, str), (ours, theirs)
     else:
         assert [(bytes(n), bytes(v)) for n, v in ours] == [(bytes(n), bytes(v)) for n, v in theirs]
+
+
+def _decode_both(blocks: list[bytes], max_list: int = 1 << 16) -> tuple[object, object]:
+    results = []
+    for decoder in (hpack.Decoder(), FastDecoder()):
+        decoder.max_header_list_size = max_list
+        out: list = []
+        try:
+            for block in blocks:
+                out.append([(bytes(n), bytes(v)) for n, v in decoder.decode(block, raw=True)])
+        except hpack.HPACKError as exc:
+            out.append(type(exc).__name__)
+        results.append((out, list(decoder.header_table.dynamic_entries)))
+    return results[0], results[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    blocks=st.lists(st.lists(clean_header, max_size=12), min_size=1, max_size=20),
+    fast=st.booleans(),
+)
+def test_fast_decoder_matches_hpack_on_valid_blocks(blocks, fast):
+    encoder = FastEncoder() if fast else hpack.Encoder()
+    encoded = [encoder.encode(headers) for headers in blocks]
+    theirs, ours = _decode_both(encoded)
+    assert ours == theirs
+    assert ours[0] == [[(bytes(n), bytes(v)) for n, v in h] for h in blocks]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    blocks=st.lists(
+        st.binary(max_size=40)
+        | st.lists(clean_header, max_size=4).map(lambda h: hpack.Encoder().encode(h)),
+        min_size=1,
+        max_size=4,
+    ),
+    max_list=st.sampled_from([1 << 16, 100]),
+)
+def test_fast_decoder_accepts_and_rejects_what_hpack_does(blocks, max_list):
+    theirs, ours = _decode_both(blocks, max_list)
+    assert ours == theirs
+
+
+def test_fast_decoder_keeps_never_indexed_marks():
+    block = FastEncoder().encode([(b"authorization", b"secret")])
+    (header,) = FastDecoder().decode(block, raw=True)
+    assert isinstance(header, hpack.NeverIndexedHeaderTuple)

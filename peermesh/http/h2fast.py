@@ -27,8 +27,10 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import hpack
 from h2.exceptions import ProtocolError
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+from hpack.huffman_table import decode_huffman
 from hpack.struct import HeaderTuple, NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
 
@@ -393,3 +395,102 @@ def prepare_outbound(headers: Iterable[Header], *, response: bool, trailer: bool
     if request:
         _check_authority(authority, host)
     return out
+
+
+# --- HPACK decoding --------------------------------------------------------------------
+
+
+class FastDecoder(hpack.Decoder):
+    """``hpack.Decoder`` with a tighter ``decode(raw=True)`` loop (what h2 calls).
+
+    The header table, Huffman decoding and every limit are hpack's own; only the
+    per-field dispatch is inlined (no memoryview slices, per-field objects or debug
+    log calls). Errors are hpack's exception types, so h2 maps them as before.
+    """
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        if not raw:
+            return super().decode(data, raw)
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        table = self.header_table
+        get = table.get_by_index
+        limit = self.max_header_list_size
+        headers: list[Any] = []
+        size = 0
+        pos = 0
+        end = len(data)
+        while pos < end:
+            first = data[pos]
+            if first & 0x80:  # indexed field
+                index, pos = _decode_int(data, pos, 7)
+                name, value = get(index)
+                headers.append((name, value))
+            elif first & 0x40 or not first & 0x20:  # literal (with or without indexing)
+                if first & 0x40:
+                    index, pos = _decode_int(data, pos, 6)
+                    never = False
+                else:
+                    index, pos = _decode_int(data, pos, 4)
+                    never = bool(first & 0x10)
+                if index:
+                    name = get(index)[0]
+                else:
+                    name, pos = _decode_string(data, pos)
+                value, pos = _decode_string(data, pos)
+                if first & 0x40:
+                    table.add(name, value)
+                headers.append(NeverIndexedHeaderTuple(name, value) if never else (name, value))
+            else:  # dynamic table size update: only before the first field
+                if headers:
+                    raise hpack.HPACKDecodingError(
+                        "Table size update not at the start of the block"
+                    )
+                new_size, pos = _decode_int(data, pos, 5)
+                if new_size > self.max_allowed_table_size:
+                    raise hpack.InvalidTableSizeError("Encoder exceeded max allowable table size")
+                self.header_table_size = new_size
+                continue
+            size += len(name) + len(value) + _ENTRY_OVERHEAD
+            if size > limit:
+                raise hpack.OversizedHeaderListError(
+                    f"A header list larger than {limit} has been received"
+                )
+        if self.header_table_size > self.max_allowed_table_size:
+            raise hpack.InvalidTableSizeError("Encoder did not shrink table size to within the max")
+        return headers
+
+
+_VARINT_MAX_LENGTH = 5  # continuation octets, as hpack allows
+
+
+def _decode_int(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
+    """RFC 7541 §5.1 integer at ``pos``; returns it and the position after it."""
+    mask = (1 << prefix_bits) - 1
+    number = data[pos] & mask
+    pos += 1
+    if number < mask:
+        return number, pos
+    shift = 0
+    for _ in range(_VARINT_MAX_LENGTH):
+        if pos >= len(data):
+            raise hpack.HPACKDecodingError("Unable to decode HPACK integer: truncated")
+        byte = data[pos]
+        pos += 1
+        number += (byte & 0x7F) << shift
+        if byte < 0x80:
+            return number, pos
+        shift += 7
+    raise hpack.HPACKDecodingError("Variable integer representation is too long")
+
+
+def _decode_string(data: bytes, pos: int) -> tuple[bytes, int]:
+    if pos >= len(data):
+        raise hpack.HPACKDecodingError("Truncated header block")
+    huffman = data[pos] & 0x80
+    length, pos = _decode_int(data, pos, 7)
+    stop = pos + length
+    if stop > len(data):
+        raise hpack.HPACKDecodingError("Truncated header block")
+    raw = data[pos:stop]
+    return (decode_huffman(raw) if huffman else raw), stop

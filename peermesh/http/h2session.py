@@ -27,7 +27,7 @@ import h2.settings
 import trio
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PushPromiseFrame, RstStreamFrame
 
-from peermesh.http.h2fast import FastEncoder, check_received, prepare_outbound
+from peermesh.http.h2fast import FastDecoder, FastEncoder, check_received, prepare_outbound
 from peermesh.http.headers import Headers
 
 log = logging.getLogger(__name__)
@@ -351,6 +351,10 @@ class H2Session:
         )
         self._conn = _DrainingH2Connection(config=config)
         self._conn.encoder = FastEncoder()  # type: ignore[assignment]
+        decoder = FastDecoder()
+        decoder.max_header_list_size = self._conn.decoder.max_header_list_size
+        decoder.max_allowed_table_size = self._conn.decoder.max_allowed_table_size
+        self._conn.decoder = decoder
         self._conn.initiate_connection()
         # Announced after the preface; h2 applies each value when the peer ACKs it.
         settings: dict[h2.settings.SettingCodes | int, int] = {
