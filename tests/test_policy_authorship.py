@@ -35,6 +35,7 @@ from peermesh.policy.authorship import (
     NotAdmin,
     RecordSigner,
     RecordVerifier,
+    authority_order,
 )
 from peermesh.policy.replicator import PUSH
 from peermesh.policy.store import (
@@ -426,6 +427,52 @@ def test_a_flood_of_non_admin_versions_cannot_prune_the_admins_winner() -> None:
     assert admin.get("Route", "r").spec.http[0].timeout == 1.0  # type: ignore[union-attr]
     admin.apply([mesh_config(svc("admin"), policy="DENY")], now=NOW)
     assert admin.get("Route", "r") is not None
+
+
+def _takeover_attempt(attacker_issued: dt.datetime) -> PolicyStore:
+    """The admin closes the mesh; then web signs a MeshConfig naming itself with a lower
+    counter (backdating), using a certificate issued at ``attacker_issued``."""
+    admin_ident = ROOT.leaf("admin", now=LONG_AGO, lifetime=dt.timedelta(hours=1))
+    admin = store("node-1", admin_ident)
+    for i in range(3):
+        admin.apply([route(f"r{i}")], now=NOW)  # counters 1..3
+    admin.apply([mesh_config(svc("admin"))], now=NOW)  # counter 4 closes the mesh
+    attacker = ROOT.leaf("web", now=attacker_issued)
+    backdated = attacker.signer().sign(
+        record_for(mesh_config(svc("web"), policy="DENY"), node="node-9", lamport=2)
+    )
+    replica = store("node-2", OPS)
+    replica.apply_update(admin.full_update(), source="node-1")
+    replica.apply_update(crdt_update(backdated), source="node-9")  # validly signed: kept
+    return replica
+
+
+def test_backdated_meshconfig_signed_after_the_admins_certificate_expired_does_not_count():
+    replica = _takeover_attempt(LONG_AGO + dt.timedelta(hours=3))
+    assert replica.admins == {svc("admin")}
+    history = replica.history("MeshConfig", "default")
+    assert [(h.author, h.authorized, h.won) for h in history] == [
+        (svc("admin"), True, True),
+        (svc("web"), False, False),  # ranked lower (counter 2), but walked after
+    ]
+
+
+def test_backdating_with_an_overlapping_certificate_is_the_documented_gap():
+    # A certificate that was valid at the same time as the admin's cannot be ordered
+    # after it: rank order decides, the backdated version is walked first and takes over.
+    replica = _takeover_attempt(LONG_AGO + dt.timedelta(minutes=30))
+    assert replica.admins == {svc("web")}
+
+
+def test_authority_order_is_rank_order_unless_certificates_say_otherwise():
+    early = ROOT.leaf("admin", now=LONG_AGO, lifetime=dt.timedelta(hours=1))
+    late = ROOT.leaf("web", now=LONG_AGO + dt.timedelta(hours=2))
+    overlapping = ROOT.leaf("ops", now=LONG_AGO + dt.timedelta(minutes=10))
+    a = early.signer().sign(record_for(mesh_config(), lamport=5))
+    b = late.signer().sign(record_for(mesh_config(), lamport=1))
+    c = overlapping.signer().sign(record_for(mesh_config(), lamport=3))
+    assert [r.lamport for r in authority_order([a, b, c])] == [3, 5, 1]
+    assert [r.lamport for r in authority_order([a, c])] == [3, 5]
 
 
 # ---------------------------------------------------------------------------- convergence

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +60,7 @@ __all__ = [
     "RecordSigner",
     "RecordVerifier",
     "SigningKey",
+    "authority_order",
     "b64",
     "signed_bytes",
     "tls_credentials",
@@ -311,6 +314,43 @@ def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+# ---------------------------------------------------------------------------- authority
+
+
+@functools.lru_cache(maxsize=4096)
+def _period(der: bytes) -> tuple[float, float]:
+    cert = x509.load_der_x509_certificate(der)
+    return cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+
+
+def authority_order(records: Sequence[VersionRecord]) -> list[VersionRecord]:
+    """The order in which MeshConfig versions are walked to decide who is an admin.
+
+    Rank order (Lamport counter, node, hash), except that a version whose certificate was
+    issued after another version's certificate had expired comes after it: it was
+    certainly signed later, whatever counter it claims. Counters are chosen by the
+    writer, so without this a compromised non-admin could sign a MeshConfig with a
+    counter below the one that first set admins and be walked first (backdating). With
+    it, backdating only works with a certificate that overlapped the admins' own (about a
+    day: leaves live 24 h). The certificates' periods are used as ordering facts only;
+    validity is not checked. Deterministic: the result depends only on the records.
+    Records without a certificate sort as if issued at the epoch.
+    """
+    remaining = sorted(records, key=lambda r: r.rank)
+    periods = {
+        r.map_key: _period(r.cert) if r.cert is not None else (0.0, math.inf) for r in remaining
+    }
+    ordered: list[VersionRecord] = []
+    while remaining:
+        # Whoever's certificate expires first bounds everyone issued after that moment.
+        deadline = min(periods[r.map_key][1] for r in remaining)
+        for i, r in enumerate(remaining):
+            if periods[r.map_key][0] <= deadline:
+                ordered.append(remaining.pop(i))
+                break
+    return ordered
 
 
 # ---------------------------------------------------------------------------- agent glue

@@ -61,6 +61,7 @@ from peermesh.policy.authorship import (
     NotAdmin,
     RecordSigner,
     RecordVerifier,
+    authority_order,
     b64,
     unb64,
 )
@@ -449,11 +450,14 @@ class PolicyStore:
     ``signer`` every version written here is signed by the agent's identity. With a
     ``verifier`` every version from a peer, the snapshot or the log must be signed by a
     mesh identity (else the whole update is refused, as for invalid content), and
-    *authority* applies: MeshConfig versions are walked in rank order starting from "no
-    admins"; one counts if the admin set so far is empty or its author is in it, and then
-    its ``spec.admins`` (none for a delete) becomes the admin set. Only counted MeshConfig
-    versions can win. Once the resulting admin set is non-empty, versions of other kinds
-    whose author is not in it are kept (for convergence and history) but never win. The
+    *authority* applies: MeshConfig versions are walked in rank order (but a version whose
+    certificate was issued after another's had expired comes after it, see
+    :func:`~peermesh.policy.authorship.authority_order`) starting from "no admins"; one
+    counts if the admin set so far is empty or its author is in it, and then its
+    ``spec.admins`` (none for a delete) becomes the admin set. Only counted MeshConfig
+    versions can win (the last counted one). Once the resulting admin set is non-empty,
+    versions of other kinds whose author is not in it are kept (for convergence and
+    history) but never win. The
     answer depends only on the set of versions, so every replica agrees. MeshConfig
     versions are then never pruned (the walk needs all of them) and a peer update that
     deletes one is refused.
@@ -482,6 +486,7 @@ class PolicyStore:
         # the MeshConfig versions that counted in the walk.
         self._admins: frozenset[str] = frozenset()
         self._counted: set[str] = set()
+        self._authority_winner: dict[str, VersionRecord] = {}
         self._doc: Doc = Doc(client_id=client_id)
         self._map: Map[str] = self._doc.get(VERSIONS_ROOT, type=Map)
         self._pending = _Pending()
@@ -1000,7 +1005,8 @@ class PolicyStore:
         return changed
 
     def _recompute_authority(self) -> bool:
-        """Walk MeshConfig versions in rank order (class docstring); True if admins changed."""
+        """Walk MeshConfig versions (class docstring, :func:`authority_order`); True if
+        the admin set changed. The last counted version of each MeshConfig wins."""
         records = [
             r
             for key, versions in self._versions.items()
@@ -1009,12 +1015,14 @@ class PolicyStore:
         ]
         admins: frozenset[str] = frozenset()
         counted: set[str] = set()
-        for r in sorted(records, key=lambda r: r.rank):
+        last: dict[str, VersionRecord] = {}
+        for r in authority_order(records):
             if not admins or r.author in admins:
                 counted.add(r.map_key)
+                last[r.key] = r
                 admins = r.admins()
         previous = self._admins
-        self._admins, self._counted = admins, counted
+        self._admins, self._counted, self._authority_winner = admins, counted, last
         if admins != previous:
             log.info(
                 "policy admins are now %s",
@@ -1035,6 +1043,8 @@ class PolicyStore:
         fully synced replica has none.
         """
         if self.verifier is not None:
+            if obj_key.startswith(AUTHORITY_KIND + "/"):  # never pruned, so never shadowed
+                return self._authority_winner.get(obj_key)
             versions = {k: r for k, r in versions.items() if self.authorized(r)}
         best = max(versions.values(), key=lambda r: r.rank) if versions else None
         previous = self._winner.get(obj_key)
