@@ -6,7 +6,9 @@ python -m chaos partition h1,h2 / h3,h4,h5 [--oneway]     python -m chaos heal
 python -m chaos loss 10% [--hosts h1,h2]                    python -m chaos flaky h1 / h2,h3
 python -m chaos delay orders 50ms      python -m chaos undelay
 python -m chaos kill h2 | stop h2 | cont h2 | restart h2
-python -m chaos clock-skew h2 30s      (not supported: says why, exits 2)
+python -m chaos clock-skew h2 30s | clock-skew h2 -45s | clock-skew h2 0
+    (restarts h2's agent under libfaketime: its wall clock, OpenSSL's included, is
+    offset, its monotonic clock is not; 0 or 'heal' restores it; at most ±1 day)
 python -m chaos run chaos/scenarios/ci.yaml [--out DIR] [--keep]
 """
 
@@ -18,16 +20,16 @@ import sys
 import time
 
 from chaos import actions, lab
+from chaos.clockskew import ClockSkewError, parse_offset
 from chaos.netns import LabError, require_root
 
-CLOCK_SKEW_UNSUPPORTED = (
-    "clock-skew is not supported: the agent has no single clock to offset. It reads wall "
-    "time directly in several places (time.time() in peermesh/ca/service.py, "
-    "peermesh/ca/channel.py, peermesh/tls.py, peermesh/policy/api.py, "
-    "peermesh/membership/gossip.py, and the TLS stack reads the system clock for "
-    "certificate validity), and namespaces do not virtualise CLOCK_REALTIME. Faking it "
-    "would test nothing; see docs/chaos.md for the hook the agent would need."
-)
+
+def _offset(text: str) -> float:
+    """argparse type: a clock offset, refused with the reason when malformed or too big."""
+    try:
+        return parse_offset(text)
+    except ClockSkewError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _duration_ms(text: str) -> float:
@@ -37,6 +39,20 @@ def _duration_ms(text: str) -> float:
     if text.endswith("s"):
         return float(text[:-1]) * 1000
     return float(text)
+
+
+def _negative_offset_is_positional(argv: list[str]) -> list[str]:
+    """``clock-skew h2 -45s``: argparse would take ``-45s`` for an option; mark it."""
+    if "clock-skew" not in argv:
+        return argv
+    i = argv.index("clock-skew")
+    rest = argv[i + 1 :]
+    if "--" in rest:
+        return argv
+    for j, arg in enumerate(rest):
+        if len(arg) > 1 and arg[0] == "-" and (arg[1].isdigit() or arg[1] == "."):
+            return argv[: i + 1] + rest[:j] + ["--"] + rest[j:]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,23 +85,26 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("undelay")
     for name in ("kill", "stop", "cont", "restart"):
         sub.add_parser(name).add_argument("host")
-    skew = sub.add_parser("clock-skew")
+    skew = sub.add_parser(
+        "clock-skew",
+        help="restart a host's agent with its wall clock offset (libfaketime)",
+        description="Restart HOST's agent (same data dir and ports) under libfaketime with "
+        "its wall clock (time.time, datetime, OpenSSL certificate checks) offset by OFFSET "
+        "and its monotonic clock untouched. 0 restores the real clock, as does 'heal'.",
+    )
     skew.add_argument("host")
-    skew.add_argument("amount")
+    skew.add_argument("offset", type=_offset, help="e.g. 30s, -45s, +2m, 0 (at most ±1 day)")
     run_p = sub.add_parser("run")
     run_p.add_argument("scenario")
     run_p.add_argument("--out", default="chaos-report")
     run_p.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
-    args = p.parse_args(argv)
+    args = p.parse_args(_negative_offset_is_positional(sys.argv[1:] if argv is None else argv))
 
     try:
         require_root()
     except LabError as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return 1
-    if args.cmd == "clock-skew":
-        print(f"chaos: {CLOCK_SKEW_UNSUPPORTED}", file=sys.stderr)
-        return 2
     try:
         if args.cmd == "run":
             from chaos.runner import run_scenario
@@ -146,9 +165,14 @@ def main(argv: list[str] | None = None) -> int:
             actions.undelay(state)
         elif args.cmd in ("kill", "stop", "cont", "restart"):
             getattr(actions, args.cmd)(state, args.host)
+        elif args.cmd == "clock-skew":
+            actions.clock_skew(state, args.host, args.offset)
         if args.cmd != "lab":
             print(f"{args.cmd}: done (logged to {state.state_dir}/chaos.log)")
         return 0
+    except ClockSkewError as exc:
+        print(f"chaos: clock-skew refused: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, KeyError, RuntimeError) as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return 1
@@ -157,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 def _print_status(state: lab.LabState, as_json: bool = False) -> None:
     rows = lab.status(state)
     print(f"{'host':5} {'node':8} {'address':10} {'service':8} {'agent':>7} {'app':>7} "
-          f"{'ready':5} members-digest   alive")  # fmt: skip
+          f"{'ready':5} members-digest   alive  clock")  # fmt: skip
     for r in rows:
         print(
             f"{r['host']:5} {r['node']:8} {r['address']:10} {r['service']:8} "
@@ -165,6 +189,7 @@ def _print_status(state: lab.LabState, as_json: bool = False) -> None:
             f"{r['app_pid']:>6}{'' if r['app_alive'] else '✗'} "
             f"{'yes' if r['ready'] else 'no':5} {r['members_digest']!s:16} "
             f"{len(r['alive_members'])}/{len(rows)}"
+            + (f"    {r['clock_offset']:+g}s" if r.get("clock_offset") else "")
         )
     if as_json:
         print(json.dumps(rows, indent=1))

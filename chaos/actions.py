@@ -1,8 +1,13 @@
 """Faults and probes on a running lab, shared by the CLI and the scenario runner.
 
 Every action is appended, with a wall-clock timestamp, to ``<state-dir>/chaos.log``.
-Every fault has an undo: ``heal`` removes partitions, loss and delay; ``cont`` resumes a
-stopped agent; ``restart`` brings a killed one back.
+Every fault has an undo: ``heal`` removes partitions, loss and delay and restores skewed
+clocks; ``cont`` resumes a stopped agent; ``restart`` brings a killed one back;
+``clock-skew HOST 0`` restores one clock.
+
+Clock skew (``chaos/clockskew.py``): the host's agent is restarted under libfaketime
+with its wall clock offset (monotonic clocks untouched); a plain ``restart`` keeps the
+skew, as a host with a wrong clock would.
 
 Delay: this kernel has no netem, so ``delay SERVICE 50ms`` is applied through the mesh
 itself: a Route ``chaos-delay-SERVICE`` with ``fault.delay`` (100 %) is PUT on one
@@ -24,7 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from chaos import faults
-from chaos.lab import REPO, LabState, admin_status, kill_agent, restart_agent, signal_agent
+from chaos.clockskew import format_offset
+from chaos.lab import (
+    REPO,
+    LabState,
+    admin_status,
+    kill_agent,
+    restart_agent,
+    set_clock,
+    signal_agent,
+)
 from chaos.netns import Host
 
 ROUTE_PREFIX = "chaos-"
@@ -99,11 +113,21 @@ def undelay(lab: LabState) -> None:
     log(lab, "undelay")
 
 
-def heal(lab: LabState, *, network_only: bool = False) -> None:
+def heal(lab: LabState, *, network_only: bool = False) -> list[str]:
+    """Undo partitions and loss; unless ``network_only``, also delay and clock skew.
+
+    Returns the hosts whose clock was restored (their agents were restarted).
+    """
     faults.heal([h.host for h in lab.hosts])
+    restored = []
     if not network_only:
         undelay(lab)
-    log(lab, "heal")
+        for h in lab.hosts:
+            if h.clock_offset:
+                clock_skew(lab, h.name, 0.0)
+                restored.append(h.name)
+    log(lab, "heal", clocks_restored=restored)
+    return restored
 
 
 def kill(lab: LabState, name: str) -> None:
@@ -124,6 +148,15 @@ def cont(lab: LabState, name: str) -> None:
 def restart(lab: LabState, name: str) -> None:
     restart_agent(lab, name)
     log(lab, "restart", host=name)
+
+
+def clock_skew(lab: LabState, name: str, seconds: float) -> None:
+    """Restart ``name``'s agent with its wall clock ``seconds`` off (0 restores it)."""
+    h = lab.by_name(name)
+    before = h.clock_offset
+    set_clock(lab, name, seconds)
+    log(lab, "clock-skew", host=h.name, offset=format_offset(seconds) if seconds else "0",
+        was=format_offset(before) if before else "0", pid=h.agent_pid)  # fmt: skip
 
 
 def edit_route(name: str, service: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chaos.clockskew import faketime_env, parse_offset, verify
 from chaos.netns import DEFAULT_SUBNET, Host, Lab, lab_namespaces, require_root, run, teardown
 
 TRUST_DOMAIN = "chaos.lab"
@@ -46,6 +47,7 @@ class HostState:
     data_dir: str
     agent_pid: int = 0
     app_pid: int = 0
+    clock_offset: float = 0.0  # seconds the agent's wall clock is skewed (libfaketime)
 
     @property
     def host(self) -> Host:
@@ -144,8 +146,15 @@ def agent_argv(lab: LabState, h: HostState) -> list[str]:
     ]  # fmt: skip
 
 
+def agent_command(lab: LabState, h: HostState) -> list[str]:
+    """The agent's argv, under ``env`` + libfaketime when its clock is skewed."""
+    skew = faketime_env(h.clock_offset)
+    argv = agent_argv(lab, h)
+    return ["env", *(f"{k}={v}" for k, v in skew.items()), *argv] if skew else argv
+
+
 def start_agent(lab: LabState, h: HostState) -> None:
-    h.agent_pid = _spawn(h.host, agent_argv(lab, h), lab.log(f"{h.node}.log"))
+    h.agent_pid = _spawn(h.host, agent_command(lab, h), lab.log(f"{h.node}.log"))
     lab.save()
 
 
@@ -206,6 +215,22 @@ def restart_agent(lab: LabState, name: str) -> HostState:
             kill_agent(lab, name)
     start_agent(lab, h)
     return h
+
+
+def set_clock(lab: LabState, name: str, seconds: float) -> HostState:
+    """Restart the host's agent with its wall clock offset by ``seconds`` (0: real clock).
+
+    Refuses (ClockSkewError) before touching the agent when libfaketime is missing or
+    does not offset a process's wall clock (and only that) as expected.
+    """
+    h = lab.by_name(name)
+    seconds = parse_offset(seconds)
+    if seconds == h.clock_offset and alive(h.agent_pid):
+        return h  # already so: no restart
+    verify(seconds)
+    h.clock_offset = seconds
+    lab.save()
+    return restart_agent(lab, name)
 
 
 def ready(h: HostState) -> bool:
@@ -306,6 +331,7 @@ def status(lab: LabState) -> list[dict[str, Any]]:
                 "app_pid": h.app_pid,
                 "app_alive": alive(h.app_pid),
                 "ready": ready(h),
+                "clock_offset": h.clock_offset,
                 "members_digest": m.get("digest"),
                 "alive_members": sorted(
                     x["name"] for x in m.get("members", []) if x.get("state") == "alive"

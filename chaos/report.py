@@ -16,6 +16,8 @@ COLORS = {
     "delay": "tab:cyan",
     "kill": "black",
     "stop": "tab:brown",
+    "clock-skew": "tab:olive",
+    "restart": "tab:pink",
 }
 
 

@@ -18,16 +18,22 @@ Scenario format (YAML)::
       - {at: 55, restart: h3}
     # also: loss: {percent: 10, hosts: [h1]}, flaky: {groups: "h1 / h2,h3",
     #       duration: 30, on: 5, off: 5}, delay: {service: orders, ms: 50},
-    #       undelay: true, stop: h2, cont: h2
+    #       undelay: true, stop: h2, cont: h2,
+    #       clock-skew: {host: h2, offset: 30s}   (offset 0 restores; so does heal)
 
 After the last step the runner heals everything (network, delay routes, stopped and
 killed agents), samples membership and policy digests every second until they agree,
 stops the traffic, reads every agent's policy and hands the history to the checker.
+
+A scenario with ``clock-skew`` steps also asks every agent's ``/v1/mesh/check`` every
+2 s whom its "clock skew" check names, and keeps the traffic running until the mesh
+has had ``skew_detect_s`` (+ a few answers) to see the last restored clock.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -38,6 +44,7 @@ import yaml
 from chaos import actions, lab
 from chaos.checker import (
     CaAttempt,
+    ClockCheck,
     Edit,
     History,
     Kill,
@@ -49,6 +56,7 @@ from chaos.checker import (
     cut,
     down_hosts,
 )
+from chaos.clockskew import format_offset, parse_offset
 from chaos.report import write
 
 STEP_KINDS = {
@@ -64,7 +72,36 @@ STEP_KINDS = {
     "restart",
     "policy",
     "ca",
+    "clock-skew",
 }
+CLOCK_CHECK_EVERY_S = 2.0
+_NAMED_SKEW = re.compile(r"(\S+) ([+-]\d+(?:\.\d+)?)s")
+_PEER_ERROR = re.compile(r";\s*(\d+\.\d+\.\d+\.\d+:\d+): ")
+
+
+def clock_check_from_reply(
+    t: float, t_end: float, host: str, status: int, reply: Any, nodes_by_address: dict[str, str]
+) -> ClockCheck:
+    """One ``/v1/mesh/check`` answer -> whom its "clock skew" check named, who was cut.
+
+    The agent writes ``clock skew with node-3 -30.0s, node-2 +30.0s`` and, in "peers
+    reachable", ``; 10.77.0.3:15443: <error>`` per peer that did not answer.
+    """
+    checks = reply.get("checks") if status == 200 and isinstance(reply, dict) else None
+    if not isinstance(checks, list):
+        return ClockCheck(t, t_end, host, False, detail=f"HTTP {status}")
+    by_name = {c.get("name"): c for c in checks if isinstance(c, dict)}
+    skew = by_name.get("clock skew")
+    if skew is None:
+        return ClockCheck(t, t_end, host, False, detail="no 'clock skew' check in the answer")
+    detail = str(skew.get("detail", ""))
+    named: tuple[tuple[str, float], ...] = ()
+    if not skew.get("ok", True) and "clock skew with " in detail:
+        listed = detail.split("clock skew with ", 1)[1]
+        named = tuple(sorted((n, float(v)) for n, v in _NAMED_SKEW.findall(listed)))
+    peers = str(by_name.get("peers reachable", {}).get("detail", ""))
+    cut = tuple(sorted({nodes_by_address.get(a, a) for a in _PEER_ERROR.findall(peers)}))
+    return ClockCheck(t, t_end, host, True, named, cut, detail[:200])
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -76,6 +113,16 @@ def load(path: str | Path) -> dict[str, Any]:
         kinds = STEP_KINDS & set(step)
         if "at" not in step or len(kinds) != 1:
             raise ValueError(f"{path}: step {step!r} needs 'at' and exactly one action")
+        if "clock-skew" in step:
+            spec = step["clock-skew"]
+            if not isinstance(spec, dict) or "host" not in spec or "offset" not in spec:
+                raise ValueError(
+                    f"{path}: step {step!r}: clock-skew needs {{host: h2, offset: 30s}}"
+                )
+            try:
+                parse_offset(spec["offset"])
+            except ValueError as exc:
+                raise ValueError(f"{path}: step {step!r}: {exc}") from None
     return data
 
 
@@ -142,8 +189,11 @@ class Run:
             actions.partition(labs, groups, oneway=bool(s.get("oneway")))
         elif "heal" in s:
             self.flaky_stop.set()
+            for h in labs.hosts:  # heal restores skewed clocks: record those restarts
+                if h.clock_offset:
+                    self._clock_change(h.name, 0.0)
             actions.heal(labs)
-            for kind in ("partition", "loss", "delay", "flaky"):
+            for kind in ("partition", "loss", "delay", "flaky", "clock-skew"):
                 self._close(kind)
         elif "loss" in s:
             spec = s["loss"] if isinstance(s["loss"], dict) else {"percent": s["loss"]}
@@ -190,6 +240,9 @@ class Run:
             self._close("kill", name)
             self._close("stop", name)
             self._restarted[name] = time.time()
+        elif "clock-skew" in s:
+            spec = s["clock-skew"]
+            self._clock_change(labs.by_name(spec["host"]).name, parse_offset(spec["offset"]))
         elif "policy" in s:
             spec = s["policy"]
             self._spawn_thread(
@@ -202,6 +255,31 @@ class Run:
             spec = s["ca"]
             svc = spec.get("service", labs.by_name(spec["host"]).service)
             self._spawn_thread(self._ca, spec["host"], svc)
+
+    def _clock_change(self, name: str, seconds: float) -> None:
+        """Skew (or restore) a clock: the agent restarts, so besides the clock-skew window
+        a ``restart`` window marks the host down from SIGTERM until the new agent is
+        ready (its own sidecar refuses connections meanwhile)."""
+        h = self.lab.by_name(name)
+        before = h.agent_pid
+        self._open("restart", name, hosts=[name], label=f"restart {name}")
+        actions.clock_skew(self.lab, name, seconds)  # returns once the new agent runs
+        if h.agent_pid == before:  # unchanged offset: no restart happened
+            self.open.pop(("restart", name), None)
+        else:
+            self._spawn_thread(self._watch_ready, name)
+        self._close("clock-skew", name)
+        if seconds:
+            label = f"clock {name} {format_offset(seconds)}"
+            self._open("clock-skew", name, hosts=[name], offset=seconds, label=label)
+
+    def _watch_ready(self, name: str) -> None:
+        h = self.lab.by_name(name)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not lab.ready(h):
+            time.sleep(0.25)
+        with self.lock:
+            self._close("restart", name)
 
     def _edit(self, host: str, name: str, service: str) -> None:
         t = time.time()
@@ -293,6 +371,26 @@ class Run:
                 self._samples += samples
             stop.wait(max(0.0, 0.5 - (time.monotonic() - t)))
 
+    def _clock_sampler(self, stop: threading.Event) -> None:
+        """Every agent's ``/v1/mesh/check`` (a fan-out to its peers) every 2 s."""
+        by_address = {f"{h.address}:15443": h.node for h in self.lab.hosts}
+
+        def one(h: lab.HostState) -> None:
+            t = time.time()
+            status, reply = lab.admin_status(h.host, "GET", "/v1/mesh/check", timeout=8)
+            c = clock_check_from_reply(t, time.time(), h.name, status, reply, by_address)
+            with self.lock:
+                self._clock_checks.append(c)
+
+        while not stop.is_set():
+            t = time.monotonic()
+            threads = [threading.Thread(target=one, args=(h,), daemon=True) for h in self.lab.hosts]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(timeout=12)
+            stop.wait(max(0.0, CLOCK_CHECK_EVERY_S - (time.monotonic() - t)))
+
     # -- the run -------------------------------------------------------------------
     def execute(self) -> tuple[bool, str, list[Verdict]]:
         sc = self.scenario
@@ -301,6 +399,7 @@ class Run:
         self._ca_attempts: list[CaAttempt] = []
         self._kills: list[Kill] = []
         self._restarted: dict[str, float] = {}
+        self._clock_checks: list[ClockCheck] = []
         print(f"[chaos] lab up: {sc['hosts']} hosts (prefix {self.prefix})", flush=True)
         self.lab = lab.up(
             int(sc["hosts"]),
@@ -351,6 +450,13 @@ class Run:
         sampler_stop = threading.Event()
         sampler = threading.Thread(target=self._sampler, args=(sampler_stop,), daemon=True)
         sampler.start()
+        clock_stop = threading.Event()
+        clock_sampler: threading.Thread | None = None
+        if any("clock-skew" in s for s in sc["steps"]):
+            clock_sampler = threading.Thread(
+                target=self._clock_sampler, args=(clock_stop,), daemon=True
+            )
+            clock_sampler.start()
         for s in sorted(sc["steps"], key=lambda s: float(s["at"])):
             time.sleep(max(0.0, start + float(s["at"]) - time.time()))
             print(f"[chaos] t={time.time() - start:5.1f}s {json.dumps(s)}", flush=True)
@@ -396,6 +502,14 @@ class Run:
             agreed_rounds = agreed_rounds + 1 if same else 0
             time.sleep(max(0.0, t + 1.0 - time.monotonic()))
         time.sleep(2)  # a little post-heal traffic
+        if clock_sampler is not None:
+            # the mesh gets skew_detect_s after the last clock restore, then a few answers
+            skews = [w for w in self._windows if w["kind"] == "clock-skew"]
+            last = max((w["end"] for w in skews), default=final_heal)
+            time.sleep(max(0.0, last + self.limits.skew_detect_s + 3 * CLOCK_CHECK_EVERY_S
+                            - time.time()))  # fmt: skip
+            clock_stop.set()
+            clock_sampler.join(timeout=15)
         for pid in loadgens:
             lab.signal_pid(pid)
         for thread in self.threads:
@@ -431,6 +545,7 @@ class Run:
             final_policy=final_policy,
             kills=kills,
             limits=self.limits,
+            clock_checks=sorted(self._clock_checks, key=lambda c: c.t),
         )
         verdicts = check(history)
         json_path, png_path, text = write(self.out_dir, sc["name"], history, verdicts)
@@ -454,6 +569,7 @@ def _window(w: dict[str, Any]) -> Any:
         hosts=tuple(w.get("hosts", ())),
         groups=tuple(tuple(g) for g in w.get("groups", ())),
         label=w.get("label", ""),
+        offset=float(w.get("offset", 0.0)),
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from chaos.checker import (
     CaAttempt,
+    ClockCheck,
     Edit,
     History,
     Kill,
@@ -15,6 +16,7 @@ from chaos.checker import (
     Sample,
     Window,
     check,
+    clock_offset,
     summary_text,
 )
 from chaos.report import write
@@ -89,7 +91,7 @@ def verdicts(history: History) -> dict[str, bool]:
 def test_a_good_history_passes_every_invariant():
     result = verdicts(good_history())
     assert result == dict.fromkeys(result, True)
-    assert len(result) == 5
+    assert len(result) == 6
 
 
 def test_a_lost_write_fails():
@@ -234,3 +236,168 @@ def test_state_vectors_that_differ_fail_unless_only_reported():
     relaxed = {v.name: v for v in check(h)}["convergence"]
     assert relaxed.passed is True
     assert "DIFFER" in relaxed.summary and relaxed.details["state_vectors_agree"] is False
+
+
+# --- clock skew: the mesh must notice it (and stop noticing once restored) -------------
+
+
+def truthful_answer(h: History, viewer: str, t: float) -> ClockCheck:
+    """What a correct `peermesh check` on ``viewer`` names at ``t``."""
+    mine = clock_offset(h, viewer, t)
+    named = tuple(
+        (node, clock_offset(h, peer, t) - mine)
+        for peer, node in sorted(h.hosts.items())
+        if peer != viewer and abs(clock_offset(h, peer, t) - mine) > 2
+    )
+    return ClockCheck(t, t + 0.05, viewer, True, named)
+
+
+def skew_history() -> History:
+    """good_history without the kill; node-2 +30 s from 45 to 70 s, node-3 -30 s from
+    46 to 71 s; every agent answers `check` every 2 s, truthfully."""
+    h = good_history(with_kill=False)
+    h.windows += [
+        Window("clock-skew", T0 + 45, T0 + 70, hosts=("h2",), label="clock h2 +30s", offset=30),
+        Window("clock-skew", T0 + 46, T0 + 71, hosts=("h3",), label="clock h3 -30s", offset=-30),
+    ]
+    h.limits.skew_detect_s = 10
+    h.clock_checks = [
+        truthful_answer(h, host, T0 + i) for i in range(0, 90, 2) for host in sorted(HOSTS)
+    ]
+    return h
+
+
+def edit_answers(h: History, since: float, until: float, host: str | None, **changes) -> None:
+    h.clock_checks = [
+        replace(c, **changes)
+        if since <= c.t - T0 < until and (host is None or c.host == host)
+        else c
+        for c in h.clock_checks
+    ]
+
+
+def skew_verdict(h: History):
+    return {v.name: v for v in check(h)}["clock skew noticed"]
+
+
+def test_skew_that_the_mesh_notices_and_forgets_passes():
+    h = skew_history()
+    result = verdicts(h)
+    assert result == dict.fromkeys(result, True), [v.summary for v in check(h)]
+    v = skew_verdict(h)
+    rows = {r["node"]: r for r in v.details["windows"]}
+    # node-2 (+30) is named by node-1 (+30) and node-3 (+60): every other host noticed
+    assert set(rows["node-2"]["noticed_after"]) == {"h1", "h3"}
+    assert all(x is not None for x in rows["node-2"]["noticed_after"].values())
+    assert all(x is not None for x in rows["node-3"]["cleared_after"].values())
+    assert "node-2 +30 s: named by 2 peers" in v.summary
+
+
+def test_a_skew_that_goes_unnoticed_fails():
+    h = skew_history()
+    edit_answers(h, 0, 90, None, skewed=())  # `check` never names anyone
+    v = skew_verdict(h)
+    assert v.passed is False
+    assert "did not name node-2 (+30 s)" in v.summary
+    assert "no settled answer of any peer named node-2" in " ".join(v.details["problems"])
+
+
+def test_a_skew_noticed_by_only_some_peers_fails():
+    h = skew_history()
+    edit_answers(h, 56, 70, "h1", skewed=())  # node-1 misses both skews
+    v = skew_verdict(h)
+    assert v.passed is False and "h1 did not name node-2" in v.summary
+
+
+def test_a_restored_clock_that_is_still_named_fails():
+    h = skew_history()
+    edit_answers(h, 71, 90, "h1", skewed=(("node-2", 30.0),))  # stale after the restore
+    v = skew_verdict(h)
+    assert v.passed is False
+    assert "h1 named node-2 +30.0 s but their clocks agree" in v.summary
+
+
+def test_naming_a_peer_whose_clock_is_fine_fails():
+    h = skew_history()
+    edit_answers(h, 0, 40, "h3", skewed=(("node-1", 4.0),))  # before any skew
+    assert skew_verdict(h).passed is False
+
+
+def test_naming_a_skewed_peer_with_the_wrong_offset_fails():
+    h = skew_history()
+    edit_answers(h, 56, 70, "h1", skewed=(("node-2", 3.0), ("node-3", -30.0)))
+    v = skew_verdict(h)
+    assert v.passed is False and "h1 named node-2 +3.0 s, truth +30 s" in v.summary
+
+
+def test_no_answers_from_check_are_no_evidence():
+    h = skew_history()
+    h.clock_checks = []
+    v = skew_verdict(h)
+    assert v.passed is False and "no settled answer" in v.summary
+    h = skew_history()
+    h.clock_checks = [c for c in h.clock_checks if c.t < T0 + 71]  # nothing after restore
+    v = skew_verdict(h)
+    assert v.passed is False and "after the clocks were restored" in v.summary
+
+
+def test_restarts_and_unreachable_peers_are_not_held_against_the_mesh():
+    h = skew_history()
+    # Right after each clock change (an agent restart) answers may be anything ...
+    edit_answers(h, 45, 54, None, skewed=(("node-1", 99.0),))
+    # ... and a peer that did not answer the fan-out cannot be named.
+    edit_answers(h, 60, 62, "h1", skewed=(("node-3", -30.0),), unreachable=("node-2",))
+    assert skew_verdict(h).passed is True
+    edit_answers(h, 60, 62, "h1", unreachable=())  # but a reachable one must be
+    assert skew_verdict(h).passed is False
+
+
+def test_a_peer_the_viewer_does_not_see_alive_was_not_asked_and_is_reported():
+    h = skew_history()
+    # node-3's membership loses node-2 (suspect) from 60 to 64 s: its `check` fans out to
+    # alive members only, so it cannot name node-2 then; that is reported, not failed.
+    edit_answers(h, 60, 64, "h3", skewed=(("node-1", 30.0),))
+    h.samples = [
+        replace(x, alive=("node-1", "node-3"), suspect=("node-2",))
+        if x.host == "h3" and 60 <= x.t - T0 < 64
+        else x
+        for x in h.samples
+    ]
+    v = skew_verdict(h)
+    assert v.passed is True, v.summary
+    row = next(r for r in v.details["windows"] if r["node"] == "node-2")
+    assert row["not_alive_samples"] > 0 and row["not_alive_viewers"] == ["h3"]
+    assert "not alive in" in v.summary
+    # while node-3 does see it alive, the same silence fails
+    h.samples = [replace(x, alive=EVERYONE, suspect=()) for x in h.samples]
+    assert skew_verdict(h).passed is False
+
+
+def test_a_scenario_without_clock_skew_does_not_exercise_it():
+    v = skew_verdict(good_history())
+    assert v.passed is True and "not exercised" in v.summary
+
+
+def test_a_skew_report_round_trips(tmp_path):
+    h = skew_history()
+    json_path, png_path, _ = write(tmp_path, "skew", h, check(h))
+    again = History.from_json(json.loads(json_path.read_text())["history"])
+    assert again.clock_checks == h.clock_checks
+    assert [w.offset for w in again.windows if w.kind == "clock-skew"] == [30, -30]
+    assert {v.name: v.passed for v in check(again)} == verdicts(h)
+    assert png_path.stat().st_size > 1000
+
+
+def test_a_source_restarting_for_a_clock_change_is_down_not_failing():
+    h = skew_history()
+    # h1's own sidecar refuses connections while its agent restarts (52-55 s) ...
+    h.requests = [
+        replace(r, status=0, lat=0.0, error="ConnectionRefusedError")
+        if r.src == "h1" and 52 <= r.t - T0 < 55
+        else r
+        for r in h.requests
+    ]
+    assert verdicts(h)["availability"] is False
+    # ... which the runner records as a restart window: the source is down, not failing.
+    h.windows.append(Window("restart", T0 + 52, T0 + 55, hosts=("h1",), label="restart h1"))
+    assert verdicts(h)["availability"] is True
