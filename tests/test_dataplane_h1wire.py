@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peermesh.http import h1wire
 
@@ -135,3 +139,43 @@ def test_requests_are_serialised_and_checked():
             h1wire.serialize_request(method, target, headers)
     assert h1wire.chunk(b"abc") == b"3\r\nabc\r\n"
     assert h1wire.last_chunk([(b"grpc-status", b"0")]) == b"0\r\ngrpc-status: 0\r\n\r\n"
+
+
+_FIELD_BYTES = st.binary(max_size=12) | st.sampled_from(
+    [b"x", b"a b", b"\x00", b"a\r\nb: c", b"a\nb", b": ", b"x: y", b" v", b"v\t", b"\xff"]
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(_FIELD_BYTES, _FIELD_BYTES), max_size=4))
+def test_request_serialiser_refuses_exactly_the_invalid_fields(headers):
+    token = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+    value = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?")
+    valid = all(token.fullmatch(n) and value.fullmatch(v) for n, v in headers)
+    try:
+        wire = h1wire.serialize_request(b"GET", b"/", headers)
+    except h1wire.BadRequest:
+        assert not valid
+    else:
+        assert valid
+        assert wire.count(b"\r\n") == len(headers) + 2  # nothing smuggled a line in
+
+
+_LINES = st.sampled_from(
+    [b"a: b", b"A-B:c", b"x:  y  ", b"x:\t", b"bad name: v", b"x: a\rb", b" folded", b"y: \xff",
+     b"k: v: w", b":v", b"x: a\nb", b"z: 1 2"]
+)  # fmt: skip
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(_LINES | st.binary(max_size=10), min_size=1, max_size=5))
+def test_header_section_fast_path_agrees_with_the_line_by_line_parser(lines):
+    block = b"\r\n".join(lines)
+    if h1wire._SECTION_IN.fullmatch(block) is None:
+        return  # the line-by-line parser handles it (and its errors)
+    expected = []
+    for line in block.split(b"\r\n"):
+        match = h1wire._HEADER_LINE.fullmatch(line)
+        assert match is not None
+        expected.append((match.group(1).lower(), match.group(2)))
+    assert h1wire._parse_fields(block, "header") == expected

@@ -31,7 +31,7 @@ import hpack
 from h2.exceptions import ProtocolError
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.huffman_table import decode_huffman
-from hpack.struct import HeaderTuple, NeverIndexedHeaderTuple
+from hpack.struct import NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
 
 Header = tuple[bytes, bytes]
@@ -78,6 +78,9 @@ def huffman_encode(data: bytes) -> bytes:
     pad = -bits % 8
     acc = (acc << pad) | ((1 << pad) - 1)
     return acc.to_bytes((bits + pad) >> 3, "big")
+
+
+_INDEXED = [bytes((0x80 | i,)) for i in range(127)]  # indexed field, index < 127
 
 
 def encode_integer(value: int, prefix_bits: int, flags: int) -> bytes:
@@ -138,21 +141,21 @@ class FastEncoder:
                 name = str(name).encode("utf-8")
             if type(value) is not bytes:
                 value = str(value).encode("utf-8")
-            if isinstance(header, HeaderTuple):
-                sensitive = not header.indexable
-            else:
+            if type(header) is tuple:
                 sensitive = len(header) > 2 and bool(header[2])
+            else:
+                sensitive = not getattr(header, "indexable", True)
             if name in _SECURE or (name == b"cookie" and len(value) < 20):
                 sensitive = True
             pair = (name, value)
             if not sensitive:
                 index = static_pair.get(pair)
+                if index is None:
+                    seq = by_pair.get(pair)
+                    if seq is not None:
+                        index = _STATIC_LEN + 1 + self._inserted - seq
                 if index is not None:
-                    parts.append(encode_integer(index, 7, 0x80))
-                    continue
-                seq = by_pair.get(pair)
-                if seq is not None:
-                    parts.append(encode_integer(_STATIC_LEN + 1 + self._inserted - seq, 7, 0x80))
+                    parts.append(_INDEXED[index] if index < 127 else encode_integer(index, 7, 0x80))
                     continue
             index = _STATIC_NAME.get(name, 0)
             if not index:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import trio
@@ -144,7 +144,7 @@ class InboundProxy:
         if self.policy is None:
             return None
         compiled = self.policy()
-        headers = {n.decode("latin-1"): v.decode("latin-1") for n, v in head.headers}
+        headers = _LazyHeaders(head.headers)  # decoded only if a policy looks at them
         decision = compiled.authorize(
             self.service,
             str(peer) if peer is not None else None,
@@ -320,6 +320,33 @@ class InboundProxy:
             await H1ServerConnection(
                 tcp, on_request, initial_data=data, client_address=client
             ).run()
+
+
+class _LazyHeaders(Mapping[str, str]):
+    """Request headers as the policy matchers read them, decoded on first use."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: tuple[tuple[bytes, bytes], ...]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, str] | None = None
+
+    def _map(self) -> dict[str, str]:
+        if self._decoded is None:
+            self._decoded = {n.decode("latin-1"): v.decode("latin-1") for n, v in self._raw}
+        return self._decoded
+
+    def __getitem__(self, key: str) -> str:
+        return self._map()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map())
+
+    def __len__(self) -> int:
+        return len(self._map())
+
+    def __bool__(self) -> bool:
+        return bool(self._raw)
 
 
 async def _send_rate_limited(writer: ResponseWriter, retry_after: float) -> None:
