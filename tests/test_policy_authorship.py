@@ -41,6 +41,7 @@ from peermesh.policy.replicator import PUSH
 from peermesh.policy.store import (
     VERSIONS_ROOT,
     PolicyStore,
+    PolicyStoreCorrupt,
     UpdateRefused,
     VersionRecord,
     content_hash,
@@ -322,6 +323,20 @@ def test_signed_records_survive_restart(tmp_path) -> None:
     with store("node-a", WEB, path=path) as again:
         assert again.get("Route", "s") is not None and again.get("Route", "r") is not None
         assert again.admins == {svc("web")}
+
+
+@pytest.mark.parametrize("compacted", [False, True], ids=["log", "snapshot"])
+def test_policy_written_before_signing_refuses_to_load_with_a_clear_message(
+    tmp_path, compacted: bool
+) -> None:
+    path = tmp_path / "policy.bin"
+    with PolicyStore(path, node="node-a") as legacy:  # an agent of the previous version
+        legacy.apply([route("r")], now=NOW)
+        if compacted:
+            legacy.compact()
+    with pytest.raises(PolicyStoreCorrupt, match="not signed") as refused:
+        store("node-a", WEB, path=path)
+    assert "aside" in str(refused.value)
 
 
 # ---------------------------------------------------------------------------- authority

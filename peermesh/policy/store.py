@@ -359,10 +359,13 @@ class ApplyResult:
 class UpdateRefused(ValueError):
     """A peer's update was refused as a whole; the store is unchanged."""
 
-    def __init__(self, source: str, reason: str, error: PolicyError | None = None) -> None:
+    def __init__(
+        self, source: str, reason: str, error: PolicyError | None = None, *, unsigned: bool = False
+    ) -> None:
         self.source = source
         self.reason = reason
         self.error = error
+        self.unsigned = unsigned  # refused only because a record carries no signature
         super().__init__(
             f"update from {source} refused: {reason} "
             "(nothing was applied; the peer should resend a diff against our state vector)"
@@ -911,7 +914,9 @@ class PolicyStore:
                         raise UpdateRefused(source, str(exc)) from None
                     except AuthorshipError as exc:
                         raise UpdateRefused(
-                            source, f"entry {key!r} {exc}; forged or corrupt records never win"
+                            source,
+                            f"entry {key!r} {exc}; forged or corrupt records never win",
+                            unsigned=not record.signed,
                         ) from None
                 ceiling = max(self._lamport, record_ceiling_floor()) + MAX_LAMPORT_JUMP
                 if record.lamport > ceiling:
@@ -1127,6 +1132,14 @@ class PolicyStore:
             try:
                 self._merge(record, source=f"log record {i}", persist=False, notify=False)
             except UpdateRefused as exc:
+                if exc.unsigned:
+                    # Written before records were signed: say so rather than drop it quietly.
+                    raise PolicyStoreCorrupt(
+                        f"{self._journal.path} holds policy written before policy records were"
+                        f" signed ({exc.reason}); move it and {self.path} aside and restart"
+                        " (the agent then resyncs from its peers), and apply the old policy"
+                        " again from an admin"
+                    ) from None
                 log.warning("policy log record %d refused (%s); skipped", i, exc.reason)
 
     def _persist(self) -> None:
