@@ -105,6 +105,7 @@ class Agent:
             metrics=self.metrics,
             access_log=config.access_log,
             otlp_endpoint=config.otlp_endpoint,
+            trace_sampling=config.trace_sampling,
         )
         self.metrics.registry.register(AgentStateCollector(self))
         self.mesh_view = MeshView(self)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from peermesh.observability.tracing import parse_sampling
 from peermesh.proxy.endpoints import EndpointError, parse_host_port
 
 DEFAULT_OUTBOUND = "127.0.0.1:15001"
@@ -125,6 +126,7 @@ class AgentConfig:
     # observability (issue 7) ------------------------------------------------------------
     access_log: str | None = None
     otlp_endpoint: str | None = None
+    trace_sampling: float = 1.0
 
     @classmethod
     def build(
@@ -157,6 +159,7 @@ class AgentConfig:
         cert_lifetime: str | float = 86400.0,
         access_log: str | None = None,
         otlp_endpoint: str | None = None,
+        trace_sampling: str | float = 1.0,
     ) -> AgentConfig:
         check_name(name, "--name")
         spec = ServiceSpec.parse(service)
@@ -218,6 +221,10 @@ class AgentConfig:
                 f"--otlp-endpoint {otlp_endpoint!r}: give the collector's OTLP/HTTP URL,"
                 " e.g. http://127.0.0.1:4318"
             )
+        try:
+            sampling = parse_sampling(trace_sampling)
+        except ValueError as exc:
+            raise ConfigError(f"--trace-sampling {trace_sampling!r}: {exc}") from None
         return cls(
             name=name,
             service=spec,
@@ -246,6 +253,7 @@ class AgentConfig:
             cert_lifetime=ca.cert_lifetime,
             access_log=access_log or None,
             otlp_endpoint=otlp_endpoint or None,
+            trace_sampling=sampling,
         )
 
 

@@ -6,6 +6,7 @@ Labels stay bounded: services, directions, codes and reasons, never paths or ids
 from __future__ import annotations
 
 from collections import Counter as TallyCounter
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -105,6 +106,9 @@ class AgentMetrics:
             registry=self.registry,
         )
         self.tally: TallyCounter[tuple[str, str, int]] = TallyCounter()
+        # (counter child, histogram child) per label set, resolved once: ``labels()``
+        # checks and converts its arguments and takes a lock on every call.
+        self._request_children: dict[tuple[str, str, str, str, int, str], tuple[Any, Any]] = {}
 
     def record_request(
         self,
@@ -117,8 +121,17 @@ class AgentMetrics:
         subset: str = "",
         grpc_status: str = "",
     ) -> None:
-        self.requests.labels(direction, source, destination, subset, str(status), grpc_status).inc()
-        self.duration.labels(direction, destination, subset).observe(seconds)
+        key = (direction, source, destination, subset, status, grpc_status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(
+                    direction, source, destination, subset, str(status), grpc_status
+                ),
+                self.duration.labels(direction, destination, subset),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         self.tally[(direction, destination, status)] += 1
 
     def reject(self, listener: str, reason: str) -> None:

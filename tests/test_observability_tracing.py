@@ -163,3 +163,111 @@ def test_b3_single_header_and_bad_traceparent():
 async def _flush(mesh: Any) -> None:
     for agent in (mesh.client, mesh.server):
         await trio.to_thread.run_sync(agent.observability.tracer.flush)
+
+
+def _traceparent(headers: dict[str, str]) -> tuple[str, str, str]:
+    """(trace id, parent span id, flags) of the traceparent the app received."""
+    _version, trace_id, span_id, flags = headers["traceparent"].split("-")
+    return trace_id, span_id, flags
+
+
+async def test_sampling_zero_records_no_span_but_still_propagates_and_honours_sampled_parents(
+    tmp_path,
+):
+    """Fraction 0: new traces are not recorded, yet the context (flag 00) reaches the app.
+
+    A caller's decision wins over the fraction, both ways (Istio's proxies, like
+    OpenTelemetry's ParentBased sampler, keep the decision of the trace's head).
+    """
+    with otlp_receiver() as (receiver, url):
+        async with (
+            logged_agents(
+                tmp_path,
+                client_otlp_endpoint=url,
+                server_otlp_endpoint=url,
+                client_trace_sampling=0.0,
+                server_trace_sampling=0.0,
+            ) as mesh,
+            httpx.AsyncClient() as c,
+        ):
+            for _ in range(5):
+                r = await c.get(mesh.outbound_url + "/headers", headers={"host": "orders"})
+                assert r.status_code == 200
+                trace_id, span_id, flags = _traceparent(r.json()["headers"])
+                assert flags == "00" and len(trace_id) == 32 and len(span_id) == 16
+            # B3 with no decision: this mesh decides (fraction 0), and says so downstream.
+            r = await c.get(
+                mesh.outbound_url + "/headers",
+                headers={"host": "orders", "x-b3-traceid": TRACE, "x-b3-spanid": PARENT},
+            )
+            assert _traceparent(r.json()["headers"])[::2] == (TRACE, "00")
+            await _flush(mesh)
+            assert receiver.spans == []
+            assert mesh.client.observability.tracer.spans_recorded == 0
+            assert mesh.server.observability.tracer.spans_recorded == 0
+
+            # An incoming sampled=1 (W3C) is recorded at both hops even at fraction 0.
+            r = await c.get(
+                mesh.outbound_url + "/headers",
+                headers={"host": "orders", "traceparent": f"00-{TRACE}-{PARENT}-01"},
+            )
+            server_trace, server_span, flags = _traceparent(r.json()["headers"])
+            assert (server_trace, flags) == (TRACE, "01")
+            await _flush(mesh)
+            assert len(receiver.spans) == 2
+            client = next(s for s in receiver.spans if s["service"] == "frontend")
+            server = next(s for s in receiver.spans if s["service"] == "orders")
+            assert client["trace_id"] == server["trace_id"] == TRACE
+            assert client["parent"] == PARENT and server["parent"] == client["span_id"]
+            assert server["span_id"] == server_span  # the app's parent is the server span
+
+            # So is B3's x-b3-sampled: 1.
+            receiver.spans.clear()
+            r = await c.get(
+                mesh.outbound_url + "/headers",
+                headers={
+                    "host": "orders",
+                    "x-b3-traceid": TRACE,
+                    "x-b3-spanid": PARENT,
+                    "x-b3-sampled": "1",
+                },
+            )
+            assert _traceparent(r.json()["headers"])[::2] == (TRACE, "01")
+            await _flush(mesh)
+            assert len(receiver.spans) == 2
+
+
+async def test_sampling_one_records_every_new_trace_but_not_an_unsampled_parent(tmp_path):
+    with otlp_receiver() as (receiver, url):
+        async with (
+            logged_agents(
+                tmp_path,
+                client_otlp_endpoint=url,
+                server_otlp_endpoint=url,
+                client_trace_sampling=1.0,
+                server_trace_sampling=1.0,
+            ) as mesh,
+            httpx.AsyncClient() as c,
+        ):
+            for _ in range(3):
+                r = await c.get(mesh.outbound_url + "/headers", headers={"host": "orders"})
+                assert _traceparent(r.json()["headers"])[2] == "01"
+            await _flush(mesh)
+            assert len(receiver.spans) == 6
+            assert len({s["trace_id"] for s in receiver.spans}) == 3
+
+            # The caller decided not to sample: nothing recorded, the decision travels on.
+            receiver.spans.clear()
+            for headers in (
+                {"traceparent": f"00-{TRACE}-{PARENT}-00"},
+                {"x-b3-traceid": TRACE, "x-b3-spanid": PARENT, "x-b3-sampled": "0"},
+                {"b3": "0"},  # a decision without a trace: a new trace, not sampled
+            ):
+                r = await c.get(
+                    mesh.outbound_url + "/headers", headers={"host": "orders", **headers}
+                )
+                trace_id, _span, flags = _traceparent(r.json()["headers"])
+                assert flags == "00"
+                assert (trace_id == TRACE) == ("b3" not in headers)
+            await _flush(mesh)
+            assert receiver.spans == []

@@ -8,6 +8,9 @@ can note the route, the subset and each upstream endpoint without new parameters
 from __future__ import annotations
 
 import contextvars
+import json
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +50,7 @@ class RequestRecord:
     authz_policy: str = ""
     upstream: str = ""
     attempts: int = 0
-    span: Any = None
+    sampled: bool = False  # a span is to be recorded for this request (set by the tracer)
 
     def summary(self) -> dict[str, Any]:
         """The access-log / tap view (JSON-ready)."""
@@ -76,11 +79,54 @@ class RequestRecord:
             "authz_policy": self.authz_policy or None,
         }
 
+    def log_line(self) -> bytes:
+        """``summary()`` as one JSON line, byte for byte what ``json.dumps`` would give.
+
+        Built directly (C string escaping, a cached timestamp prefix, no dict): the access
+        log writes one per request.
+        """
+        q = _quote
+        return (
+            f'{{"time":"{_iso(self.started_wall)}","direction":{q(self.direction)},'
+            f'"request_id":{q(self.request_id)},"trace_id":{q(self.trace_id)},'
+            f'"span_id":{q(self.span_id)},"source":{q(self.source)},'
+            f'"source_identity":{q(self.source_identity)},"destination":{q(self.destination)},'
+            f'"destination_identity":{q(self.destination_identity)},'
+            f'"method":{q(self.method)},"authority":{q(self.authority)},"path":{q(self.path)},'
+            f'"status":{self.status!r},"grpc_status":{_opt(self.grpc_status)},'
+            f'"request_bytes":{self.request_bytes!r},"response_bytes":{self.response_bytes!r},'
+            f'"duration_ms":{round(self.duration * 1000, 3)!r},'
+            f'"upstream":{_opt(self.upstream)},"attempts":{self.attempts!r},'
+            f'"route":{_opt(self.route)},"subset":{_opt(self.subset)},'
+            f'"authz_policy":{_opt(self.authz_policy)}}}\n'
+        ).encode()
+
+
+_quote = json.encoder.encode_basestring_ascii  # what json.dumps uses (ensure_ascii)
+
+
+def _opt(text: str) -> str:
+    return _quote(text) if text else "null"
+
+
+_second = -1
+_second_text = ""
+
 
 def _iso(ts: float) -> str:
-    import datetime as dt
+    """UTC ISO 8601 with milliseconds, as ``datetime.isoformat(timespec="milliseconds")``.
 
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+    The date and time of day are formatted once per second.
+    """
+    global _second, _second_text
+    second = math.floor(ts)
+    micros = round((ts - second) * 1e6)  # datetime.fromtimestamp rounds half to even too
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    if second != _second:
+        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = second
+    return f"{_second_text}.{micros // 1000:03d}+00:00"
 
 
 # --- notes from deep inside the proxy (no-ops when observability is off) -----------------

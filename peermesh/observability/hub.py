@@ -14,7 +14,13 @@ from peermesh.metrics import AgentMetrics
 from peermesh.observability.accesslog import AccessLog
 from peermesh.observability.context import CURRENT, RequestRecord
 from peermesh.observability.golden import GoldenWindow
-from peermesh.observability.tracing import Tracer, extract, inject, new_span_id
+from peermesh.observability.tracing import (
+    CONTEXT_HEADERS,
+    Tracer,
+    context_from,
+    inject,
+    new_span_id,
+)
 
 TAP_CAPACITY = 512
 TAP_PER_SECOND = 100  # sampling: beyond this many requests a second, tap skips the rest
@@ -35,16 +41,25 @@ class Observability:
         access_log: str | IO[bytes] | None = None,
         access_log_capacity: int = 4096,
         otlp_endpoint: str | None = None,
+        trace_sampling: float = 1.0,
         tap_capacity: int = TAP_CAPACITY,
     ) -> None:
         self.service = service
         self.node = node
         self.trust_domain = trust_domain
         self.metrics = metrics
+        self._access_log_capacity = access_log_capacity
+        self._agent_logs = access_log is not None  # the agent's own setting (--access-log)
+        self._agent_sampling = trace_sampling
+        self._access_log_opened = trio.Event()
+        self._logging: AccessLog | None = None  # where end() sends records (None: not logging)
         self.access_log = (
             AccessLog(access_log, capacity=access_log_capacity) if access_log is not None else None
         )
-        self.tracer = Tracer(service=service, node=node, endpoint=otlp_endpoint)
+        self.tracer = Tracer(
+            service=service, node=node, endpoint=otlp_endpoint, sampling=trace_sampling
+        )
+        self._identity_prefix = f"spiffe://{trust_domain}/svc/"
         self.golden = GoldenWindow()
         self.tap: deque[RequestRecord] = deque(maxlen=tap_capacity)
         self.tap_seen = 0
@@ -66,6 +81,9 @@ class Observability:
             ["direction", "source_service", "destination_service"],
             registry=metrics.registry,
         )
+        # Label children resolved once per (direction, source, destination): ``labels()``
+        # validates and looks them up again on every call.
+        self._bytes: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     # --- tap --------------------------------------------------------------------------
     def tap_activate(self, now: float) -> None:
@@ -76,28 +94,36 @@ class Observability:
         self, direction: str, head: RequestHead, *, source: str, destination: str = ""
     ) -> tuple[RequestRecord, RequestHead]:
         """A record for a new request, and the head to forward (trace context injected)."""
-        request_id = head.header(b"x-request-id")
+        # One pass over the headers for the request id and the trace context.
+        request_id = None
+        found: dict[bytes, bytes] | None = None
+        for name, value in head.headers:
+            if name in CONTEXT_HEADERS:
+                if found is None:
+                    found = {}
+                found[name] = value
+            elif name == b"x-request-id" and request_id is None:
+                request_id = value
         rid = request_id.decode("latin-1")[:MAX_ID] if request_id else new_span_id()
         record = RequestRecord(
-            direction=direction,
-            started_wall=time.time(),
-            started=trio.current_time(),
-            request_id=rid,
-            method=head.method.decode("ascii", "replace"),
-            authority=head.authority.decode("latin-1"),
-            path=head.path.decode("latin-1"),
-            source=source,
-            destination=destination,
+            direction,
+            time.time(),
+            trio.current_time(),
+            rid,
+            head.method.decode("ascii", "replace"),
+            head.authority.decode("latin-1"),
+            head.path.decode("latin-1"),
+            source,
+            destination,
         )
-        parent = extract(head.headers)
-        self.tracer.begin(record, parent, client=direction == "outbound")
-        sampled = parent.sampled if parent is not None else True
+        parent = context_from(found) if found is not None else None
+        sampled = self.tracer.begin(record, parent)
         headers = inject(
             head.headers,
             record.trace_id,
             record.span_id,
             sampled,
-            parent.tracestate if parent else "",
+            parent.tracestate if parent is not None else "",
         )
         if request_id is None:
             headers.append((b"x-request-id", rid.encode()))
@@ -110,17 +136,18 @@ class Observability:
         CURRENT.set(None)
         record.status = status
         record.duration = seconds
-        td = self.trust_domain
-        if record.direction == "outbound":
-            record.source_identity = f"spiffe://{td}/svc/{record.source}"
-            record.destination_identity = f"spiffe://{td}/svc/{record.destination}"
-        else:
-            record.destination_identity = f"spiffe://{td}/svc/{record.destination}"
-        labels = (record.direction, record.source, record.destination)
-        if record.request_bytes:
-            self.request_bytes.labels(*labels).inc(record.request_bytes)
-        if record.response_bytes:
-            self.response_bytes.labels(*labels).inc(record.response_bytes)
+        key = (record.direction, record.source, record.destination)
+        if record.request_bytes or record.response_bytes:
+            children = self._bytes.get(key)
+            if children is None:
+                children = self._bytes[key] = (
+                    self.request_bytes.labels(*key),
+                    self.response_bytes.labels(*key),
+                )
+            if record.request_bytes:
+                children[0].inc(record.request_bytes)
+            if record.response_bytes:
+                children[1].inc(record.response_bytes)
         self.golden.record(
             record.direction,
             record.source,
@@ -129,12 +156,19 @@ class Observability:
             seconds,
             time.monotonic(),
         )
-        if record.span is not None:
+        if record.sampled:
             self.tracer.end(record)
-        if self.access_log is not None:
-            self.access_log.offer(record)
-        if self._tap_until:
-            self._maybe_tap(record)
+        logging = self._logging
+        if logging is not None or self._tap_until:
+            # Identities are only read by the access log and tap: built only for them.
+            prefix = self._identity_prefix
+            if record.direction == "outbound":
+                record.source_identity = prefix + record.source
+            record.destination_identity = prefix + record.destination
+            if logging is not None:
+                logging.offer(record)
+            if self._tap_until:
+                self._maybe_tap(record)
 
     def _maybe_tap(self, record: RequestRecord) -> None:
         """Keep the record for ``tap`` while someone taps, at most TAP_PER_SECOND a second."""
@@ -162,14 +196,50 @@ class Observability:
             out.append({**record.summary(), "node": self.node})
         return out
 
+    # --- access log and mesh-wide settings ---------------------------------------------
+    @property
+    def access_log(self) -> AccessLog | None:
+        """The access-log writer (None until there is one); setting one also turns it on."""
+        return self._access_log
+
+    @access_log.setter
+    def access_log(self, writer: AccessLog | None) -> None:
+        self._access_log = writer
+        self._logging = writer
+
+    def configure(
+        self, *, access_log: bool | None = None, trace_sampling: float | None = None
+    ) -> None:
+        """Apply mesh-wide telemetry settings over the agent's own; None restores the agent's.
+
+        ``access_log``: True logs every request (to the agent's ``--access-log`` sink, or
+        stdout when it has none), False stops logging. ``trace_sampling``: the fraction of
+        new traces to sample (a caller's decision is still honoured). Cheap and
+        synchronous: meant to be called from a policy (MeshConfig) observer.
+        """
+        self.tracer.sampling = self._agent_sampling if trace_sampling is None else trace_sampling
+        on = self._agent_logs if access_log is None else access_log
+        if on and self._access_log is None:
+            self._access_log = AccessLog("-", capacity=self._access_log_capacity)
+            self._access_log_opened.set()
+        self._logging = self._access_log if on else None
+
+    @property
+    def logging_requests(self) -> bool:
+        """Whether finished requests currently go to the access log."""
+        return self._logging is not None
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Background work (the access log writer); returns at once when there is none."""
+        """Background work: the access log writer (waits until there is an access log)."""
         task_status.started()
-        if self.access_log is not None:
-            try:
-                await self.access_log.run()
-            finally:
-                self.access_log.close()
+        if self._access_log is None:
+            await self._access_log_opened.wait()
+        writer = self._access_log
+        assert writer is not None
+        try:
+            await writer.run()
+        finally:
+            writer.close()
 
     async def aclose(self) -> None:
         if self.tracer.enabled:
