@@ -18,7 +18,7 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from meshkit import agent_config, eventually, two_agents
@@ -427,6 +427,30 @@ def test_meshconfig_history_is_never_pruned_and_peer_deletes_of_it_are_refused()
     assert replica.records() == admin.records()
 
 
+def test_a_peer_cannot_roll_an_object_back_by_deleting_its_newest_versions() -> None:
+    admin = store("node-1", ADMIN, history_limit=2)
+    for i in range(4):
+        admin.apply([route("r", f"{i + 1}s")], now=NOW)
+    replica = store("node-2", OPS, history_limit=2)
+    replica.apply_update(admin.full_update(), source="node-1")
+    evil = Doc()
+    evil.apply_update(admin.full_update())
+    versions = evil.get(VERSIONS_ROOT, type=Map)
+    newest = max(
+        (k for k in versions if k.startswith("Route/r|")),
+        key=lambda k: int(k.split("|")[1].split(":")[0]),
+    )
+    before = evil.get_state()
+    del versions[newest]
+    with pytest.raises(UpdateRefused, match="only older history may be pruned"):
+        replica.apply_update(evil.get_update(before), source="node-evil")
+    assert replica.get("Route", "r").spec.http[0].timeout == 4.0  # type: ignore[union-attr]
+    # Honest pruning (older than the author's two newest) is accepted.
+    report = admin.apply([route("r", "5s")], now=NOW)
+    replica.apply_update(report.update, source="node-1")
+    assert replica.records() == admin.records()
+
+
 def test_a_flood_of_non_admin_versions_cannot_prune_the_admins_winner() -> None:
     admin, web = store("node-1", ADMIN, history_limit=2), store("node-3", WEB, history_limit=2)
     admin.apply([mesh_config(svc("admin")), route("r", "1s")], now=NOW)
@@ -562,7 +586,13 @@ class AuthorityReplication(RuleBasedStateMachine):
         destination, update = self.inflight[index]
         if not duplicate:
             del self.inflight[index]
-        self.stores[destination].apply_update(update, source="peer")  # never refused
+        try:
+            self.stores[destination].apply_update(update, source="peer")
+        except UpdateRefused as exc:
+            # Only a push whose prunes arrive before the versions justifying them; the
+            # edit comes again with anti-entropy (which is never refused, see below).
+            assert "only older history may be pruned" in exc.reason, exc.reason
+            event("push refused until anti-entropy")
 
     @precondition(lambda self: bool(self.inflight))
     @rule(data=st.data())
@@ -573,7 +603,7 @@ class AuthorityReplication(RuleBasedStateMachine):
     def anti_entropy(self, a: int, b: int) -> None:
         if a != b:
             src, dst = self.stores[a], self.stores[b]
-            dst.apply_update(src.diff_since(dst.state_vector()), source=src.node)
+            dst.apply_update(src.diff_since(dst.state_vector()), source=src.node)  # never refused
 
     @invariant()
     def no_unauthorized_winner(self) -> None:

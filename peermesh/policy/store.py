@@ -890,6 +890,7 @@ class PolicyStore:
                     f"only '{VERSIONS_ROOT}' is replicated",
                 )
             checked: dict[str, tuple[str, VersionRecord, PolicyObject | None]] = {}
+            deleted: list[str] = []
             for key, action, value in self._scratch_pending.take():
                 if action == "delete":
                     if self.verifier is not None and key.startswith(AUTHORITY_KIND + "/"):
@@ -898,6 +899,7 @@ class PolicyStore:
                             f"update deletes MeshConfig version {key!r}; MeshConfig history is"
                             " never pruned because it decides who may edit",
                         )
+                    deleted.append(key)
                     continue  # history pruning (see module docstring)
                 try:
                     record, obj = _decode_cached(key, value)
@@ -928,10 +930,49 @@ class PolicyStore:
                         f" ahead of ours ({self._lamport}); refusing a forged or corrupt clock",
                     )
                 checked[key] = (value, record, obj)
+            if self.verifier is not None and deleted:
+                self._check_prunes(deleted, checked, source)
             return checked
         except UpdateRefused:
             self._rebuild_scratch()
             raise
+
+    def _check_prunes(
+        self,
+        deleted: list[str],
+        checked: Mapping[str, tuple[str, VersionRecord, PolicyObject | None]],
+        source: str,
+    ) -> None:
+        """With a verifier, a peer may delete only what the pruning rule allows.
+
+        Deletions carry no signature, so a compromised agent could otherwise roll objects
+        back by deleting their newest versions. A version may go only if, after the
+        update, ``history_limit`` versions of the same object by the same author rank
+        above it (see :meth:`_prunable`). Those are never pruned anywhere, so a sync
+        reply (which carries all we lack) always justifies its deletions; a push that
+        arrives before the versions that justify its deletions is refused and the edit
+        comes again with anti-entropy.
+        """
+        gone = set(deleted)
+        for key in deleted:
+            obj_key = key.partition("|")[0]
+            victim = self._versions.get(obj_key, {}).get(key)
+            if victim is None:
+                continue
+            versions = dict(self._versions.get(obj_key, {}))
+            versions.update((k, c[1]) for k, c in checked.items() if k.startswith(obj_key + "|"))
+            above = sum(
+                1
+                for r in versions.values()
+                if r.map_key not in gone and r.author == victim.author and r.rank > victim.rank
+            )
+            if above < self.history_limit:
+                raise UpdateRefused(
+                    source,
+                    f"update deletes version {victim.edit_id} of {obj_key}, one of the"
+                    f" {self.history_limit} newest by {victim.author} that we hold; only older"
+                    " history may be pruned (out-of-order delivery, or a rollback attempt)",
+                )
 
     def _rebuild_scratch(self) -> None:
         if self._scratch_sub is not None:
