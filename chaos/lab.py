@@ -221,7 +221,8 @@ def set_clock(lab: LabState, name: str, seconds: float) -> HostState:
     """Restart the host's agent with its wall clock offset by ``seconds`` (0: real clock).
 
     Refuses (ClockSkewError) before touching the agent when libfaketime is missing or
-    does not offset a process's wall clock (and only that) as expected.
+    does not offset a process's wall clock (and only that) as expected. A killed agent
+    is not brought back: the offset is recorded and applies when it is restarted.
     """
     h = lab.by_name(name)
     seconds = parse_offset(seconds)
@@ -230,6 +231,8 @@ def set_clock(lab: LabState, name: str, seconds: float) -> HostState:
     verify(seconds)
     h.clock_offset = seconds
     lab.save()
+    if not alive(h.agent_pid):
+        return h
     return restart_agent(lab, name)
 
 

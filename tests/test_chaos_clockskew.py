@@ -158,6 +158,17 @@ def test_set_clock_refuses_before_touching_the_agent_without_libfaketime(tmp_pat
     assert restarts == []
 
 
+def test_a_killed_agent_keeps_its_new_offset_for_its_restart(tmp_path, monkeypatch):
+    restarts: list[str] = []
+    verified: list[float] = []
+    monkeypatch.setattr(lab, "restart_agent", lambda state, name: restarts.append(name))
+    monkeypatch.setattr(lab, "verify", verified.append)
+    state = _one_host_lab(tmp_path)  # agent_pid 0: not running (killed)
+    lab.set_clock(state, "h2", -45)
+    assert restarts == [] and verified == [-45.0]  # still checked, but not started
+    assert lab.LabState.load(tmp_path).by_name("h2").clock_offset == -45.0
+
+
 def test_the_cli_refuses_a_malformed_or_huge_offset_before_anything_else(capsys):
     for bad, reason in (("2d", "larger than ±1 day"), ("soon", "not a duration")):
         with pytest.raises(SystemExit) as exited:
