@@ -251,6 +251,7 @@ class Agent:
                 keyring=self._keyring,
                 join=cfg.join,
                 key_file=cfg.gossip_key_file,
+                epoch_file=cfg.data_dir / "gossip.epoch",
             ),
             ControlClient(self.pool),
             self.control,

@@ -280,3 +280,35 @@ async def test_gossip_key_rotates_without_restart(tmp_path, monkeypatch):
             timeout=20,
         )
         nursery.cancel_scope.cancel()
+
+
+def test_a_restart_with_the_clock_behind_still_starts_above_its_last_life(tmp_path):
+    """Peers drop datagrams from an older epoch as replays: a node restarted with its
+    clock behind (found by the chaos clock-skew scenario) would be muted for as long as
+    it runs. The start number is kept in the data dir and only ever grows."""
+    from gossip.codec import Codec, Keyring
+    from peermesh.membership.gossip import EPOCH_STEP, next_epoch
+
+    path = tmp_path / "data" / "gossip.epoch"
+    first = next_epoch(path, wall_ms=1_000_000_000)
+    assert first == 1_000_000_000 and path.read_text().strip() == str(first)
+    behind = next_epoch(path, wall_ms=first - 30_000)  # restarted 30 s in the past
+    assert behind == first + EPOCH_STEP
+    assert next_epoch(path, wall_ms=behind + 5) == behind + 5  # the clock caught up
+    path.write_text("garbage")
+    assert next_epoch(path, wall_ms=7) == 7  # unreadable: the wall clock, rewritten
+    assert next_epoch(None, wall_ms=9) == 9
+
+    # What the epoch is for: after the old life, a peer drops datagrams numbered by the
+    # lagging wall clock as replays, and accepts the ones numbered by next_epoch.
+    from gossip.codec import DropReason
+
+    key = Keyring([generate_gossip_key()])
+    receiver = Codec("peer", keyring=key)
+    assert not isinstance(
+        receiver.decode(Codec("n1", keyring=key, epoch=first).encode([])), DropReason
+    )
+    by_clock = Codec("n1", keyring=key, epoch=first - 30_000).encode([])
+    assert receiver.decode(by_clock) is DropReason.REPLAYED
+    ours = Codec("n1", keyring=key, epoch=behind).encode([])
+    assert not isinstance(receiver.decode(ours), DropReason)

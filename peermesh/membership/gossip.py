@@ -40,6 +40,7 @@ from gossip.swim import (
 )
 from peermesh.control.client import ControlCallError, ControlClient
 from peermesh.control.router import ControlError, ControlRequest, ControlRouter
+from peermesh.fsutil import atomic_write
 from peermesh.proxy.endpoints import Endpoint
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,34 @@ class GossipSettings:
     keyring: Keyring | None
     join: tuple[tuple[str, int], ...] = ()
     key_file: Path | None = None
+    #: Where the last start's epoch is kept, so a restart never goes below it.
+    epoch_file: Path | None = None
+
+
+#: How far above the previous life a restart starts when the clock says otherwise:
+#: well past any incarnation bumps (refutations) that life made.
+EPOCH_STEP = 1_000_000
+
+
+def next_epoch(epoch_file: Path | None, wall_ms: int) -> int:
+    """A start number above every earlier start of this node, whatever the wall clock says.
+
+    Wall-clock milliseconds, unless the clock is behind the last start recorded in
+    ``epoch_file`` (a restart with a skewed or reset clock): then the last one plus
+    :data:`EPOCH_STEP`. The new value is written durably before it is used, because
+    peers drop datagrams from an older epoch as replays and keep the old incarnation.
+    """
+    last = -1
+    if epoch_file is not None and epoch_file.exists():
+        try:
+            last = int(epoch_file.read_text().strip())
+        except ValueError:
+            log.warning("%s is not a number; starting from the wall clock", epoch_file)
+    epoch = wall_ms if wall_ms > last else last + EPOCH_STEP
+    if epoch_file is not None:
+        epoch_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(epoch_file, f"{epoch}\n".encode())
+    return epoch
 
 
 class Membership:
@@ -130,13 +159,13 @@ class Membership:
             services=s.services,
         )
         now = trio.current_time()
-        # Wall-clock derived numbers make a restarted node start above what the mesh
-        # remembers of its previous life (incarnation) and above its old datagrams (epoch).
-        wall_ms = int(time.time() * 1000)
-        codec = Codec(s.name, keyring=s.keyring, insecure=s.keyring is None, epoch=wall_ms)
+        # A restarted node must start above what the mesh remembers of its previous life
+        # (incarnation) and above its old datagrams (epoch), even with its clock behind.
+        epoch = next_epoch(s.epoch_file, int(time.time() * 1000))
+        codec = Codec(s.name, keyring=s.keyring, insecure=s.keyring is None, epoch=epoch)
         self._swim = Swim(
             s.name, meta, codec=codec, profile=s.profile, rng=self.rng, now=now,
-            incarnation=wall_ms,
+            incarnation=epoch,
         )  # fmt: skip
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
