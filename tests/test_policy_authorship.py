@@ -401,6 +401,19 @@ def test_admin_hands_over_and_removes_themself() -> None:
     admin.apply([route("s")], now=NOW + 4)
 
 
+def test_a_change_that_locks_its_own_other_objects_out_is_refused() -> None:
+    web = store("node-3", WEB)
+    with pytest.raises(PolicyError, match="would never be in effect") as refused:
+        web.apply([mesh_config(svc("admin")), route("r")], now=NOW)
+    assert "add this agent's identity to admins" in str(refused.value.to_dict())
+    assert web.records() == {}
+    # Separately it is allowed, and then web's Route is out of effect like any edit by a
+    # non-admin (which is why the combined change is refused: it could never work).
+    web.apply([route("r")], now=NOW)
+    web.apply([mesh_config(svc("admin"))], now=NOW)
+    assert web.admins == {svc("admin")} and web.get("Route", "r") is None
+
+
 def test_meshconfig_history_is_never_pruned_and_peer_deletes_of_it_are_refused() -> None:
     admin = store("node-1", ADMIN, history_limit=2)
     for i in range(5):

@@ -682,7 +682,7 @@ class PolicyStore:
         self._check_writable()
         if not math.isfinite(now):
             raise ValueError(f"now must be a finite time in seconds, got {now!r}")
-        self.check_author()
+        author = self.check_author()
         now = float(now)
         parsed: list[PolicyObject] = []
         errors: list[PolicyError] = []
@@ -719,6 +719,8 @@ class PolicyStore:
             raise PolicyError.collect(errors)
         if len(set(delete_keys)) != len(delete_keys) or {o.key for o in parsed} & set(delete_keys):
             raise PolicyError("the same object is deleted twice or both written and deleted")
+        if self.verifier is not None and author is not None:
+            self._check_lockout(author, parsed, delete_keys)
         warnings = self._cross_check(parsed, set(delete_keys), known_services)
         records: list[VersionRecord] = []
         unchanged: list[str] = []
@@ -767,6 +769,26 @@ class PolicyStore:
             warnings=warnings,
             update=update,
         )
+
+    @staticmethod
+    def _check_lockout(author: str, parsed: list[PolicyObject], deletes: list[str]) -> None:
+        """Refuse a batch that sets admins without its author *and* writes other objects:
+        those would never be in effect (their signer is no admin once it lands)."""
+        configs = [o for o in parsed if o.kind == AUTHORITY_KIND]
+        admins = frozenset(getattr(configs[-1].spec, "admins", ())) if configs else frozenset()
+        others = [o.key for o in parsed if o.kind != AUTHORITY_KIND]
+        others += [k for k in deletes if not k.startswith(AUTHORITY_KIND + "/")]
+        if admins and author not in admins and others:
+            raise PolicyError(
+                f"this change sets admins to {', '.join(sorted(admins))}, which does not"
+                f" include {author} (this agent), so the other {len(others)} object(s) in"
+                " it would never be in effect",
+                kind=AUTHORITY_KIND,
+                name=configs[-1].name,
+                path="spec.admins",
+                hint="add this agent's identity to admins, or apply the other objects from"
+                " an agent running as an admin once the MeshConfig is in place",
+            )
 
     def _sign(self, record: VersionRecord) -> VersionRecord:
         return self.signer.sign(record) if self.signer is not None else record
