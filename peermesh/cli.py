@@ -604,6 +604,17 @@ def ca_enroll(agent_url: str, node: str) -> None:
     click.echo(f"{data['node']} is signer {data['identifier']} (committee epoch {data['epoch']})")
 
 
+@ca_group.command("renew")
+@agent_option
+def ca_renew(agent_url: str) -> None:
+    """Renew this agent's certificate now (a fresh key, signed by t signers)."""
+    code, data = _admin_get(agent_url, "/v1/ca/renew", {}, timeout=60)
+    if code != 200:
+        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    click.echo(f"renewed {data['identity']} until {data['not_after']} (signers"
+               f" {', '.join(str(s) for s in data['signers'])})")  # fmt: skip
+
+
 @ca_group.command("refresh")
 @agent_option
 def ca_refresh(agent_url: str) -> None:

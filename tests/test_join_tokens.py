@@ -291,3 +291,13 @@ async def test_tokens_replicate_in_policy_and_admins_gate_ca_changes(tmp_path: P
         # The admin still can.
         code, reply = await _admin(one, "POST", "/v1/ca/token", {"service": "x", "uses": 2})
         assert code == 200, reply
+        # Renewing on demand needs no admin: it is authorized by the current certificate.
+        # The new certificate follows the MeshConfig's 12 h, not the agent's 24 h default.
+        before = two.tls.certificate
+        code, reply = await _admin(two, "POST", "/v1/ca/renew", {})
+        assert code == 200, reply
+        assert len(reply["signers"]) == 2 and reply["identity"].endswith("/svc/svc-2")
+        after = two.tls.certificate
+        assert after.serial_number != before.serial_number and two.ca.renewals == 1
+        lifetime = after.not_valid_after_utc - after.not_valid_before_utc
+        assert dt.timedelta(hours=11) < lifetime <= dt.timedelta(hours=12, minutes=1)

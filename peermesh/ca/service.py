@@ -215,6 +215,7 @@ class CaService:
         admin.route("/v1/ca/tokens", self._admin_tokens)
         admin.route("/v1/ca/enroll", self._admin_enroll)
         admin.route("/v1/ca/refresh", self._admin_refresh)
+        admin.route("/v1/ca/renew", self._admin_renew)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -1597,6 +1598,26 @@ class CaService:
             return AdminResponse.json(403, {"error": str(exc)})
         except (QuorumError, RelayError, ControlCallError, ControlError) as exc:
             return AdminResponse.json(503, {"error": str(exc)})
+
+    async def _admin_renew(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        """Renew now (after a suspected key leak, or to test issuance) instead of at half-life."""
+        if method != b"POST":
+            return AdminResponse.json(405, {"error": "POST /v1/ca/renew"})
+        if not self.agent.tls.loaded or self.committee is None:
+            return AdminResponse.json(503, {"error": f"{self.name} has no certificate to renew"})
+        try:
+            result = await self.renew()
+        except (QuorumError, TlsError, OSError) as exc:
+            return AdminResponse.json(503, {"error": f"renewal failed: {exc}"})
+        cert = self.agent.tls.certificate
+        return AdminResponse.json(
+            200,
+            {
+                "identity": str(self.agent.tls.identity),
+                "not_after": cert.not_valid_after_utc.isoformat(),
+                "signers": list(result.signers),
+            },
+        )
 
     async def _admin_refresh(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         try:
