@@ -776,8 +776,8 @@ class H2Session:
             raise ConnectionUnavailable(str(exc)) from exc
         if end_stream:
             stream.local_ended = True
-        # Sent by the writer task with whatever else this scheduling round queued (one
-        # TLS record and syscall for many streams); a dead transport fails the stream.
+        # Sent with whatever else this scheduling round queued (one TLS record and one
+        # syscall for many streams, see _queued); a dead transport fails the stream.
         try:
             await self._queued(0, final=end_stream)
         except ConnectionLost as exc:
