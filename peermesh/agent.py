@@ -109,6 +109,7 @@ class Agent:
         )
         self.metrics.registry.register(AgentStateCollector(self))
         self.mesh_view = MeshView(self)
+        self._apply_mesh_telemetry()  # from a MeshConfig already on disk
         # --- end observability -------------------------------------------------------------
         self.outbound_tracker = ConnectionTracker("outbound")
         self.inbound_tracker = ConnectionTracker("inbound")
@@ -361,6 +362,20 @@ class Agent:
         self.policy_changes += 1
         self.metrics.policy_changes.inc()
         self.observability.policy_applied_at = time.time()
+        if any(key.startswith("MeshConfig/") for key in changed):
+            self._apply_mesh_telemetry()
+
+    def _apply_mesh_telemetry(self) -> None:
+        """MeshConfig ``spec.telemetry`` over this agent's own flags (absent: the flags)."""
+        from peermesh.policy.model import MESH_CONFIG, MESH_CONFIG_NAME, MeshConfig
+
+        mesh = self.policy.get(MESH_CONFIG, MESH_CONFIG_NAME)
+        telemetry = mesh.spec.telemetry if isinstance(mesh, MeshConfig) else None
+        percentage = telemetry.random_sampling_percentage if telemetry else None
+        self.observability.configure(
+            access_log=telemetry.access_log if telemetry else None,
+            trace_sampling=None if percentage is None else percentage / 100,
+        )
 
     async def _policy_route(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         if self.policy_admin is None:

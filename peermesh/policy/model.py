@@ -652,6 +652,26 @@ DEFAULT_CERTIFICATE_LIFETIME = 24 * 3600.0
 
 
 @dataclass(frozen=True)
+class TelemetrySettings:
+    """Mesh-wide telemetry (Istio's Telemetry API); None: each agent's own flag decides."""
+
+    #: Access logs on every agent (True), off everywhere (False).
+    access_log: bool | None = None
+    #: Percentage (0 to 100) of new traces sampled; a caller's decision is still honoured.
+    random_sampling_percentage: float | None = None
+
+    def to_dict(self) -> JSON:
+        return _drop_empty(
+            {
+                "accessLog": _drop_empty({"enabled": self.access_log}),
+                "tracing": _drop_empty(
+                    {"randomSamplingPercentage": self.random_sampling_percentage}
+                ),
+            }
+        )
+
+
+@dataclass(frozen=True)
 class MeshConfigSpec:
     mtls: MTLSSettings = field(default_factory=MTLSSettings)
     default_inbound_policy: str = INBOUND_ALLOW_AUTHENTICATED
@@ -660,6 +680,7 @@ class MeshConfigSpec:
     revoked_identities: tuple[RevokedIdentity, ...] = ()
     #: SPIFFE IDs of peers allowed to edit policy through the control API.
     admins: tuple[str, ...] = ()
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     def to_dict(self) -> JSON:
         return _drop_empty(
@@ -670,6 +691,7 @@ class MeshConfigSpec:
                 "joinTokens": [t.to_dict() for t in self.join_tokens],
                 "revokedIdentities": [r.to_dict() for r in self.revoked_identities],
                 "admins": list(self.admins),
+                "telemetry": self.telemetry.to_dict(),
             }
         )
 

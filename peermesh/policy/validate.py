@@ -74,6 +74,7 @@ from peermesh.policy.model import (
     Source,
     StringMatch,
     Subset,
+    TelemetrySettings,
     TrafficPolicy,
     TrafficPolicySpec,
     parse_duration,
@@ -1404,6 +1405,26 @@ def _revoked(ctx: _Ctx, value: object, path: str) -> RevokedIdentity | None:
     return None if identity is None else RevokedIdentity(identity=identity, reason=reason)
 
 
+def _telemetry(ctx: _Ctx, value: object, path: str) -> TelemetrySettings | None:
+    f = _mapping(ctx, value, path, ("accessLog", "tracing"))
+    if f is None:
+        return None
+    access_log = None
+    if "accessLog" in f:
+        log_fields = _mapping(ctx, f.data["accessLog"], f.at("accessLog"), ("enabled",))
+        if log_fields is not None:
+            access_log = log_fields.get("enabled", _bool)
+    sampling = None
+    if "tracing" in f:
+        tracing = _mapping(ctx, f.data["tracing"], f.at("tracing"), ("randomSamplingPercentage",))
+        if tracing is not None:
+            sampling = tracing.get("randomSamplingPercentage", _number, lo=0.0, hi=100.0)
+    return TelemetrySettings(
+        access_log=access_log,
+        random_sampling_percentage=None if sampling is None else float(sampling),
+    )
+
+
 def _mesh_config_spec(ctx: _Ctx, value: object) -> MeshConfigSpec | None:
     allowed = (
         "mtls",
@@ -1412,6 +1433,7 @@ def _mesh_config_spec(ctx: _Ctx, value: object) -> MeshConfigSpec | None:
         "joinTokens",
         "revokedIdentities",
         "admins",
+        "telemetry",
     )
     f = _mapping(ctx, value, "spec", allowed)
     if f is None:
@@ -1433,7 +1455,8 @@ def _mesh_config_spec(ctx: _Ctx, value: object) -> MeshConfigSpec | None:
     )
     admins = f.many("admins", _spiffe_exact)
     _unique(ctx, ((f"spec.admins[{i}]", a) for i, a in enumerate(admins)), "admin")
-    if mtls is None or inbound is None or lifetime is None:
+    telemetry = f.get_or("telemetry", TelemetrySettings(), _telemetry)
+    if mtls is None or inbound is None or lifetime is None or telemetry is None:
         return None
     return MeshConfigSpec(
         mtls=mtls,
@@ -1442,6 +1465,7 @@ def _mesh_config_spec(ctx: _Ctx, value: object) -> MeshConfigSpec | None:
         join_tokens=tokens,
         revoked_identities=revoked,
         admins=admins,
+        telemetry=telemetry,
     )
 
 
