@@ -243,3 +243,33 @@ async def test_top_live_in_a_pty_shows_services_and_rates(tmp_path):
         assert "orders" in screen and "frontend" in screen, screen
         row = next(line for line in screen.splitlines() if "│ orders" in line)
         assert "0.5" in row and "100.0%" in row, row  # 15 requests over the 30 s window
+
+
+async def test_check_names_a_certificate_from_the_future_and_a_node_cut_off_from_its_seeds(
+    tmp_path,
+):
+    """A node whose clock is behind the signers' holds a certificate it cannot use yet,
+    and with --join seeds but no peer known it is cut off, not a one-node mesh (both
+    found by the chaos clock-skew scenario, where such a node reported itself healthy)."""
+    from meshkit import free_port
+    from pki import make_mesh_pki
+
+    dirs = make_mesh_pki(tmp_path)
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
+    mesh_ca(tmp_path).issue("node-a", "frontend", dirs["node-a"], now=future)
+    config = agent_config(
+        "node-a", "frontend", dirs["node-a"], gossip="127.0.0.1:0", insecure_gossip=True,
+        mdns=False, join=(f"127.0.0.1:{free_port()}",),
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        agent = Agent(config)
+        await nursery.start(agent.run)
+        check = await cli("check", "--agent", admin_url(agent))
+        assert check.exit_code == 1
+        assert re.search(r"✘ certificate: .*(not yet valid|not valid for another)", check.output), (
+            check.output
+        )
+        if agent.tls.loaded:  # loaded but unusable: the peers check must not look healthy
+            assert "no peer agent known although --join names seeds" in check.output
+            assert "nothing to compare the clock with" in check.output
+        nursery.cancel_scope.cancel()

@@ -187,13 +187,18 @@ class MeshView:
         mine = self.info()
         replies, errors = await self.fan_out("check/info", None)
         peers = self.peers()
+        # Told where the mesh is (--join seeds) yet knowing nobody: not a one-node mesh but
+        # a cut-off one (firewall, wrong gossip key, or TLS refused on every handshake).
+        alone = not peers and bool(agent.config.join)
         add(
             "peers reachable",
-            not errors,
+            not errors and not alone,
             f"{len(replies)}/{len(peers)} peer agents answered over mTLS"
-            + "".join(f"; {e['peer']}: {e['error']}" for e in errors),
+            + "".join(f"; {e['peer']}: {e['error']}" for e in errors)
+            + ("; no peer agent known although --join names seeds" if alone else ""),
             "check that peers' inbound ports are open and their certificates are valid"
-            " (run 'peermesh check' on them)",
+            " (run 'peermesh check' on them); TLS failures by reason are in"
+            " peermesh_tls_handshake_failures_total on /metrics",
         )
         odd = [r["node"] for r in replies if r.get("bundle_sha256") != mine["bundle_sha256"]]
         add(
@@ -214,9 +219,11 @@ class MeshView:
         add(
             "clock skew",
             not skewed,
-            f"clocks agree within ±{MAX_SKEW:.0f}s"
-            if not skewed
-            else "clock skew with " + ", ".join(skewed),
+            "clock skew with " + ", ".join(skewed)
+            if skewed
+            else f"clocks agree within ±{MAX_SKEW:.0f}s"
+            if replies
+            else "no peer answered: nothing to compare the clock with",
             "run NTP/chrony on every node; certificates and tokens fail when clocks drift",
         )
         if mine["member_digest"] is None:
@@ -245,11 +252,21 @@ class MeshView:
 
     def _certificate_check(self) -> tuple[str, bool, str, str]:
         tls = self.agent.tls
-        fix = "renew it: 'peermesh ca refresh' (threshold CA) or reissue with the dev CA"
+        fix = "renew it: 'peermesh ca renew' (threshold CA) or reissue with the dev CA"
         if not tls.loaded:
             return ("certificate", False, f"no usable certificate: {tls.last_reload_error}", fix)
         cert = tls.certificate
         now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.hub.clock_offset)
+        if now < cert.not_valid_before_utc:
+            early = (cert.not_valid_before_utc - now).total_seconds()
+            return (
+                "certificate",
+                False,
+                f"not valid for another {early:.0f}s"
+                f" (from {cert.not_valid_before_utc.isoformat()}): this node's clock is behind"
+                " the signers', so peers' certificates look not yet valid to it too",
+                "fix the clock (NTP/chrony); certificates are back-dated by only 1 minute",
+            )
         left = (tls.not_after - now).total_seconds()
         lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds()
         if left <= 0:
