@@ -27,7 +27,7 @@ import hashlib
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -95,6 +95,23 @@ def _two_distinct(rng: random.Random, n: int) -> tuple[int, int]:
     if second >= first:
         second += 1
     return first, second
+
+
+def _power_of_two(
+    rng: random.Random,
+    endpoints: Sequence[Endpoint],
+    exclude: Collection[str],
+    cost: Callable[[str], float],
+) -> Endpoint | None:
+    """Two distinct random candidates, the cheaper one (ties: the first draw)."""
+    pool = candidates(endpoints, exclude)
+    if not pool:
+        return None
+    if len(pool) == 1:
+        return pool[0]
+    i, j = _two_distinct(rng, len(pool))
+    a, b = pool[i], pool[j]
+    return b if cost(b.address) < cost(a.address) else a
 
 
 # ---------------------------------------------------------------------------- round robin
@@ -173,14 +190,7 @@ class LeastRequest:
         exclude: Collection[str] = (),
         hash_key: bytes | None = None,
     ) -> Endpoint | None:
-        pool = candidates(endpoints, exclude)
-        if not pool:
-            return None
-        if len(pool) == 1:
-            return pool[0]
-        i, j = _two_distinct(self._rng, len(pool))
-        a, b = pool[i], pool[j]
-        return b if self._outstanding.get(b.address) < self._outstanding.get(a.address) else a
+        return _power_of_two(self._rng, endpoints, exclude, self._outstanding.get)
 
     def on_start(self, address: str, now: float) -> None:
         self._outstanding.start(address)
@@ -274,14 +284,7 @@ class P2CPeakEwma:
         exclude: Collection[str] = (),
         hash_key: bytes | None = None,
     ) -> Endpoint | None:
-        pool = candidates(endpoints, exclude)
-        if not pool:
-            return None
-        if len(pool) == 1:
-            return pool[0]
-        i, j = _two_distinct(self._rng, len(pool))
-        a, b = pool[i], pool[j]
-        return b if self.cost(b.address, now) < self.cost(a.address, now) else a
+        return _power_of_two(self._rng, endpoints, exclude, lambda a: self.cost(a, now))
 
     def on_start(self, address: str, now: float) -> None:
         state = self._state.get(address)
