@@ -732,8 +732,9 @@ class CaService:
             raise TbsRefused("subject public key is not Ed25519")
         assert committee.root_der is not None
         try:
-            token = JoinToken(token_id, secret, root_fingerprint(committee.root_der))
-            JoinToken.parse(str(token))
+            token = JoinToken.parse(
+                f"pmjt1.{token_id}.{secret}.{root_fingerprint(committee.root_der)}"
+            )
         except TokenError:
             raise TokenError("join token is malformed: copy it whole") from None
         grants = self.agent.policy.compiled().join_tokens
@@ -747,16 +748,14 @@ class CaService:
             now=now.timestamp(),
         )
         identity = str(SpiffeId.for_service(self.trust_domain, service))
-        signer.check_leaf(
+        checked = signer.check_leaf(
             package, identity=identity, root=committee.root, policy=self.policy, now=now
         )
         if updated != used:
             # Count the use durably before the share can leave (like the nonce).
             self.token_uses[token_id] = updated
             self._save_uses(grants)
-        return signer.sign_leaf(
-            package, identity=identity, root=committee.root, policy=self.policy, now=now
-        )
+        return signer.sign_checked(checked)
 
     def _save_uses(self, grants: Mapping[str, JoinTokenGrant]) -> None:
         """Persist the ledger, dropping tokens gone from policy or expired a day ago."""

@@ -139,7 +139,7 @@ class Signer:
         package = self.check_leaf(
             package_wire, identity=identity, root=root, policy=policy, now=now
         )
-        return self._sign(package)
+        return self.sign_checked(package)
 
     def sign_root(
         self, package_wire: Any, *, policy: SigningPolicy, now: dt.datetime
@@ -151,9 +151,10 @@ class Signer:
             policy=policy,
             now=now,
         )
-        return self._sign(package)
+        return self.sign_checked(package)
 
-    def _sign(self, package: frost.SigningPackage) -> frost.SignatureShare:
+    def sign_checked(self, package: frost.SigningPackage) -> frost.SignatureShare:
+        """Round two for a package :meth:`check_leaf` (or the root check) accepted."""
         try:
             share = frost.sign(self.share, package, self.store)
         except frost.FrostError as exc:
