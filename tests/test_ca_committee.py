@@ -15,7 +15,7 @@ from certs.ed25519_group import Point, Scalar
 from certs.x509 import assemble_certificate, build_leaf_tbs, certificate_signature_valid
 from peermesh.ca.issuance import threshold_sign
 from peermesh.ca.state import CaState
-from peermesh.ca.testing import bootstrap_mesh, ca_agent_config, reconstruct_root_secret
+from peermesh.ca.testing import bootstrap_mesh, reconstruct_root_secret
 
 NODES = {"node-1": "frontend", "node-2": "orders", "node-3": "payments"}
 
@@ -32,13 +32,7 @@ async def test_enroll_refresh_and_status(tmp_path: Path) -> None:
     async with bootstrap_mesh(tmp_path, NODES) as mesh:
         one = mesh.agents["node-1"]
         token = (await _post(one, "/v1/ca/token", {"service": "audit", "uses": 1}))["token"]
-        four = await mesh.start(
-            "node-4",
-            ca_agent_config(
-                "node-4", "audit", tmp_path / "node-4", trust_domain="mesh.test",
-                join=(mesh.inbound("node-1"),), join_token=str(token),
-            ),
-        )  # fmt: skip
+        four = await mesh.join("node-4", "audit", "node-1", str(token))
         with trio.fail_after(30):
             await four.ca.identity_ready.wait()
         assert four.ca.signer is None

@@ -10,7 +10,7 @@ import httpx
 import trio
 from meshkit import eventually
 
-from peermesh.ca.testing import bootstrap_mesh, ca_agent_config
+from peermesh.ca.testing import bootstrap_mesh
 
 NODES = {f"node-{i}": f"svc-{i}" for i in range(1, 6)}
 
@@ -32,13 +32,7 @@ async def test_join_with_quorum_and_refusal_without(tmp_path: Path) -> None:
             assert secret not in path.read_bytes()
         await mesh.stop("node-4")
         await mesh.stop("node-5")
-        joiner = await mesh.start(
-            "node-6",
-            ca_agent_config(
-                "node-6", "newsvc", tmp_path / "node-6", trust_domain="mesh.test",
-                join=(mesh.inbound("node-1"),), join_token=token,
-            ),
-        )  # fmt: skip
+        joiner = await mesh.join("node-6", "newsvc", "node-1", token)
         with trio.fail_after(30):
             await joiner.ca.identity_ready.wait()
         assert str(joiner.tls.identity) == "spiffe://mesh.test/svc/newsvc"
@@ -50,26 +44,14 @@ async def test_join_with_quorum_and_refusal_without(tmp_path: Path) -> None:
         )
 
         # The used-up token admits nobody else.
-        reuse = await mesh.start(
-            "node-8",
-            ca_agent_config(
-                "node-8", "newsvc", tmp_path / "node-8", trust_domain="mesh.test",
-                join=(mesh.inbound("node-2"),), join_token=token,
-            ),
-        )  # fmt: skip
+        reuse = await mesh.join("node-8", "newsvc", "node-2", token)
         await eventually(lambda: "used up" in (reuse.ca.last_error or ""), timeout=20)
         assert not reuse.tls.loaded
         await mesh.stop("node-8")
 
         # A token for another service is refused for this CSR.
         other = await _token(admin, service="billing", ttl=3600, uses=1)
-        wrong = await mesh.start(
-            "node-9",
-            ca_agent_config(
-                "node-9", "newsvc", tmp_path / "node-9", trust_domain="mesh.test",
-                join=(mesh.inbound("node-2"),), join_token=other,
-            ),
-        )  # fmt: skip
+        wrong = await mesh.join("node-9", "newsvc", "node-2", other)
         await eventually(
             lambda: "allows service 'billing'" in (wrong.ca.last_error or ""), timeout=20
         )
@@ -79,13 +61,7 @@ async def test_join_with_quorum_and_refusal_without(tmp_path: Path) -> None:
         token2 = await _token(admin, service="late", ttl=3600, uses=1)
         restart_config = mesh.configs["node-3"]
         await mesh.stop("node-3")
-        late = await mesh.start(
-            "node-7",
-            ca_agent_config(
-                "node-7", "late", tmp_path / "node-7", trust_domain="mesh.test",
-                join=(mesh.inbound("node-1"),), join_token=token2,
-            ),
-        )  # fmt: skip
+        late = await mesh.join("node-7", "late", "node-1", token2)
         expected = (
             "2 of 3 required signers reachable: node-1, node-2; unreachable: node-3, node-4, node-5"
         )

@@ -24,7 +24,7 @@ from meshkit import eventually
 
 from peermesh.ca.dkgrelay import RunSpec
 from peermesh.ca.service import root_fingerprint
-from peermesh.ca.testing import bootstrap_mesh, ca_agent_config
+from peermesh.ca.testing import bootstrap_mesh
 from peermesh.ca.tokens import JoinToken as TokenString
 from peermesh.ca.tokens import TokenError, check_token, token_sha256
 from peermesh.control.client import ControlCallError
@@ -156,15 +156,6 @@ async def _admin(agent: Any, method: str, path: str, body: Any = None) -> tuple[
     return r.status_code, r.json()
 
 
-async def _join(mesh: Any, root: Path, node: str, service: str, via: str, token: str) -> Any:
-    """Start ``node`` with a join token through member ``via``."""
-    config = ca_agent_config(
-        node, service, root / node, trust_domain="mesh.test",
-        join=(mesh.inbound(via),), join_token=token,
-    )  # fmt: skip
-    return await mesh.start(node, config)
-
-
 async def test_tokens_replicate_in_policy_and_admins_gate_ca_changes(tmp_path: Path) -> None:
     async with bootstrap_mesh(tmp_path, NODES) as mesh:
         one, two, three = (mesh.agents[n] for n in NODES)
@@ -196,7 +187,7 @@ async def test_tokens_replicate_in_policy_and_admins_gate_ca_changes(tmp_path: P
         assert listed["tokens"][0]["service"] == "newsvc"
         assert listed["tokens"][0]["maxUses"] == 1
 
-        joiner = await _join(mesh, tmp_path, "node-4", "newsvc", "node-1", token)
+        joiner = await mesh.join("node-4", "newsvc", "node-1", token)
         with trio.fail_after(30):
             await joiner.ca.identity_ready.wait()
         assert str(joiner.tls.identity) == "spiffe://mesh.test/svc/newsvc"
@@ -225,7 +216,7 @@ async def test_tokens_replicate_in_policy_and_admins_gate_ca_changes(tmp_path: P
             return all(token_id in a.policy.compiled().join_tokens for a in (one, two, three))
 
         await eventually(lambda: everyone_has(declared.token_id), timeout=20)
-        gitops = await _join(mesh, tmp_path, "node-5", "reports", "node-2", str(declared))
+        gitops = await mesh.join("node-5", "reports", "node-2", str(declared))
         with trio.fail_after(30):
             await gitops.ca.identity_ready.wait()
         leaf = x509.load_pem_x509_certificate((tmp_path / "node-5" / "cert.pem").read_bytes())
@@ -243,7 +234,7 @@ async def test_tokens_replicate_in_policy_and_admins_gate_ca_changes(tmp_path: P
             return all(token_id not in a.policy.compiled().join_tokens for a in (one, two, three))
 
         await eventually(lambda: nobody_has(doomed.split(".")[1]), timeout=20)
-        refused = await _join(mesh, tmp_path, "node-6", "gone", "node-1", doomed)
+        refused = await mesh.join("node-6", "gone", "node-1", doomed)
         await eventually(
             lambda: "not in this signer's policy" in (refused.ca.last_error or ""), timeout=30
         )

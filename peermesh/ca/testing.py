@@ -85,6 +85,7 @@ class CaMesh:
     token_file: Path
     root: Path
     nursery: trio.Nursery
+    trust_domain: str = "mesh.test"
     configs: dict[str, AgentConfig] = field(default_factory=dict)
     scopes: dict[str, trio.CancelScope] = field(default_factory=dict)
     stopped: dict[str, trio.Event] = field(default_factory=dict)
@@ -112,6 +113,18 @@ class CaMesh:
         self.scopes[node] = scope
         self.stopped[node] = stopped
         return agent
+
+    async def join(self, node: str, service: str, via: str, token: str) -> Agent:
+        """Start a new agent ``node`` that joins with ``token`` through member ``via``."""
+        config = ca_agent_config(
+            node,
+            service,
+            self.root / node,
+            trust_domain=self.trust_domain,
+            join=(self.inbound(via),),
+            join_token=token,
+        )
+        return await self.start(node, config)
 
     async def stop(self, node: str) -> None:
         """Stop ``node`` at once (its ports close; like a crash for the others)."""
@@ -142,7 +155,7 @@ async def bootstrap_mesh(
     """Start ``nodes`` (name -> service) with ``--bootstrap-expect N``; yield when ready."""
     token = write_bootstrap_token(root / "bootstrap.token")
     async with trio.open_nursery() as nursery:
-        mesh = CaMesh({}, token, root, nursery)
+        mesh = CaMesh({}, token, root, nursery, trust_domain)
         previous: str | None = None
         for node, service in nodes.items():
             config = ca_agent_config(
