@@ -24,7 +24,7 @@ from bench._common import busy_fraction, cpu_model, percentile, update_marked_se
 from certs.spiffe import SpiffeId
 from certs.x509 import build_leaf_tbs
 from peermesh.ca.testing import bootstrap_mesh
-from peermesh.http.h2session import ConnectionLost
+from peermesh.net.http.h2session import ConnectionLost
 
 TD = "mesh.test"
 

@@ -30,8 +30,8 @@ import trio
 
 from bench._common import REPO, ProcessGroup, busy_fraction, cpu_model, free_port
 from certs.devca import init_dev_ca
-from peermesh.control.router import MAX_BODY as CONTROL_MAX_BODY
-from peermesh.fsutil import atomic_write
+from peermesh.core.durable import atomic_write
+from peermesh.net.rpc.router import MAX_BODY as CONTROL_MAX_BODY
 from peermesh.policy.compiled import compile_policy
 from peermesh.policy.sim import GossipConfig, LinkModel, SimMesh
 from peermesh.policy.store import COMPACT_AFTER_BYTES, PolicyStore, clear_decode_cache
@@ -800,7 +800,7 @@ def render(
         "(pruned history), which Yjs always sends.",
         "",
         f"⚠ marks a document larger than the control-RPC body limit "
-        f"({CONTROL_MAX_BODY >> 20} MiB, `peermesh.control.router.MAX_BODY`). Anti-entropy "
+        f"({CONTROL_MAX_BODY >> 20} MiB, `peermesh.net.rpc.router.MAX_BODY`). Anti-entropy "
         "sends everything a peer lacks as one reply (and pushes as one body), so an agent "
         "that lacks more than that (a new agent, or one that missed that much) cannot catch "
         "up from its peers; the simulation above does not model this limit.",

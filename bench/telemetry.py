@@ -156,9 +156,9 @@ def micro(mode: str, hops: int, otlp: str) -> float:
     """
     import trio
 
-    from peermesh.http.headers import RequestHead
-    from peermesh.metrics import AgentMetrics
+    from peermesh.net.http.headers import RequestHead
     from peermesh.observability.hub import Observability
+    from peermesh.observability.metrics import AgentMetrics
 
     records, logs, sampling = SETUPS[mode]
     head = RequestHead(

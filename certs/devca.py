@@ -27,7 +27,7 @@ from certs.spiffe import (
     validate_service_name,
     validate_trust_domain,
 )
-from peermesh.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write
+from peermesh.core.durable import PUBLIC_MODE, SECRET_MODE, atomic_write
 
 __all__ = [
     "BUNDLE_FILE",
@@ -48,7 +48,7 @@ __all__ = [
     "pem_bundle",
 ]
 
-# Agent data dir layout (read by peermesh.tls).
+# Agent data dir layout (read by peermesh.net.tls).
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
 BUNDLE_FILE = "bundle.pem"
@@ -234,7 +234,7 @@ def install_identity(
     """Write ``bundle.pem``, ``key.pem`` (0600) and ``cert.pem`` into an agent data dir.
 
     Each file is replaced atomically. A reader can still see a new key with the old cert
-    for a moment; peermesh.tls detects the mismatch and keeps its old context until the
+    for a moment; peermesh.net.tls detects the mismatch and keeps its old context until the
     next check, so there is no need for a lock. The bundle goes first so a new root is
     trusted before anything signed by it is presented.
     """

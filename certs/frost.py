@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from certs.ed25519_group import GroupError, Point, RandomBytes, Scalar
-from peermesh.fsutil import SECRET_MODE, atomic_write
+from peermesh.core.durable import SECRET_MODE, atomic_write
 
 __all__ = [
     "CONTEXT_STRING",
@@ -535,7 +535,7 @@ class MemoryNonceStore:
 class FileNonceStore:
     """A durable :class:`NonceStore` in one file (mode 0600), for pre-generated commitments.
 
-    Every change rewrites the file with :func:`peermesh.fsutil.atomic_write` (write, fsync,
+    Every change rewrites the file with :func:`peermesh.core.durable.atomic_write` (write, fsync,
     rename, fsync dir).  :meth:`consume` records the nonce as used and drops its secret
     *before* returning it, so no crash can bring back a nonce whose share may already be
     out.  A failed write leaves the nonce unusable in memory too (fail closed).  One

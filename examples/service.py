@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import h11
 import trio
 
-from peermesh.http.h1client import AppUnavailable, H1AppClient, UpstreamBroken
-from peermesh.http.headers import RequestHead
+from peermesh.net.http.h1client import AppUnavailable, H1AppClient, UpstreamBroken
+from peermesh.net.http.headers import RequestHead
 
 STATIC_BODY = (b"peermesh!" * 114)[:1024]
 CHUNK = 1 << 16

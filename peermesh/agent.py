@@ -15,27 +15,24 @@ from typing import Any
 import trio
 
 from peermesh import __version__
-from peermesh.admin import AdminResponse, AdminServer
 from peermesh.config import AgentConfig
-from peermesh.control.client import ControlCallError, ControlClient
-from peermesh.control.router import ControlRequest, ControlRouter
+from peermesh.core.endpoint import CompositeEndpoints, Endpoint, EndpointError, parse_host_port
 from peermesh.membership.gossip import GossipSettings, Membership, default_advertise_address
-from peermesh.metrics import AgentMetrics
+from peermesh.net.admin import AdminResponse, AdminServer
+from peermesh.net.pool import PeerPool
+from peermesh.net.rpc import ControlRequest, RpcError
+from peermesh.net.rpc.client import ControlClient
+from peermesh.net.rpc.ping import PING, PingReply, PingRequest
+from peermesh.net.rpc.router import ControlRouter
+from peermesh.net.tls import MeshTls, TlsNotReady
+from peermesh.observability.metrics import AgentMetrics
 from peermesh.policy.api import PolicyAdmin
 from peermesh.policy.replicator import Peer, PolicyReplicator
-from peermesh.proxy.endpoints import (
-    CompositeEndpoints,
-    Endpoint,
-    EndpointError,
-    StaticEndpoints,
-    parse_host_port,
-)
+from peermesh.proxy.endpoints import StaticEndpoints
 from peermesh.proxy.inbound import InboundProxy
 from peermesh.proxy.localapp import LocalApp
 from peermesh.proxy.outbound import OutboundProxy
-from peermesh.proxy.pool import PeerPool
 from peermesh.proxy.tracker import ConnectionTracker
-from peermesh.tls import MeshTls, TlsNotReady
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +54,7 @@ class Agent:
 
             self._keyring = load_keyring(config.gossip_key_file)
         self.control = ControlRouter()
-        self.control.register("ping", self._ping)
+        self.control.serve(PING, self._ping)
         self.admin = AdminServer()
         self.admin.route("/healthz", self._healthz)
         self.admin.route("/readyz", self._readyz)
@@ -386,13 +383,13 @@ class Agent:
         return self.outbound_tracker.connections + self.inbound_tracker.connections
 
     # control RPCs ----------------------------------------------------------------------
-    async def _ping(self, request: ControlRequest) -> Any:
-        return {
-            "node": self.config.name,
-            "service": self.config.service.name,
-            "caller": str(request.peer),
-            "echo": request.body,
-        }
+    async def _ping(self, request: ControlRequest[PingRequest]) -> PingReply:
+        return PingReply(
+            node=self.config.name,
+            service=self.config.service.name,
+            caller=str(request.peer),
+            echo=request.body.echo,
+        )
 
     # admin routes ----------------------------------------------------------------------
     async def _healthz(self, method: bytes, path: str, body: bytes) -> AdminResponse:
@@ -477,9 +474,10 @@ class Agent:
         endpoint = Endpoint(service="", host=host, port=port)
         started = trio.current_time()
         try:
-            result = await self.control_client.call(endpoint, "ping", request.get("echo"))
-        except ControlCallError as exc:
+            reply = await self.control_client.call(endpoint, PING, PingRequest(request.get("echo")))
+        except RpcError as exc:
             return AdminResponse.json(502, {"error": str(exc)})
+        result = reply.to_wire()
         result["rtt_ms"] = round((trio.current_time() - started) * 1000, 3)
         return AdminResponse.json(200, result)
 

@@ -296,8 +296,8 @@ def agent(
 async def _run_agent(config: AgentConfig) -> None:
     from gossip.codec import KeyfileError
     from peermesh.agent import Agent
+    from peermesh.core.endpoint import EndpointError
     from peermesh.policy.store import PolicyStoreCorrupt
-    from peermesh.proxy.endpoints import EndpointError
 
     try:
         node = Agent(config)

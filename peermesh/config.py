@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from peermesh.core.endpoint import EndpointError, parse_host_port
 from peermesh.observability.tracing import parse_sampling
-from peermesh.proxy.endpoints import EndpointError, parse_host_port
 
 DEFAULT_OUTBOUND = "127.0.0.1:15001"
 DEFAULT_INBOUND = "0.0.0.0:15443"

@@ -31,8 +31,8 @@ from certs.devca import (
     install_identity,
     pem_bundle,
 )
-from peermesh.fsutil import atomic_write
-from peermesh.tls import build_contexts
+from peermesh.core.durable import atomic_write
+from peermesh.net.tls import build_contexts
 
 TRUST_DOMAIN = "mesh.test"
 DEFAULT_NODES: Mapping[str, str] = {"node-a": "frontend", "node-b": "orders"}

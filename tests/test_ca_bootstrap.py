@@ -20,7 +20,7 @@ from examples.service import ExampleService, ServiceConfig
 from peermesh.ca import channel
 from peermesh.ca.state import CaState
 from peermesh.ca.testing import bootstrap_mesh, reconstruct_root_secret
-from peermesh.http.h2session import H2Stream
+from peermesh.net.http.h2session import H2Stream
 
 NODES = {
     "node-1": "frontend",

@@ -14,8 +14,8 @@ from certs import frost
 from certs.x509 import assemble_certificate, build_leaf_tbs, certificate_signature_valid
 from peermesh.ca.issuance import threshold_sign
 from peermesh.ca.testing import bootstrap_mesh
-from peermesh.control.client import ControlCallError
-from peermesh.proxy.endpoints import Endpoint
+from peermesh.core.endpoint import Endpoint
+from peermesh.net.rpc import RpcError
 
 NODES = {"node-1": "frontend", "node-2": "orders", "node-3": "payments"}
 TD = "mesh.test"
@@ -83,13 +83,13 @@ async def test_malicious_coordinator_gets_no_share(
         released = {n: mesh.agents[n].ca.signer.shares_released for n in signers}  # type: ignore[union-attr]
         commitments = []
         for node in signers:
-            reply = await evil.control_client.call(endpoints[node], "ca/commit", {})
+            reply = await evil.control_client.call_untyped(endpoints[node], "ca/commit", {})
             commitments.append(frost.SigningCommitments.from_wire(reply["commitments"]))
         package = frost.SigningPackage(tbs, tuple(commitments))
         for kind in ("renew", "bootstrap", "root"):
             for node in signers:
-                with pytest.raises(ControlCallError) as refused:
-                    await evil.control_client.call(
+                with pytest.raises(RpcError) as refused:
+                    await evil.control_client.call_untyped(
                         endpoints[node],
                         "ca/sign",
                         {"package": package.to_wire(), "auth": {"kind": kind, "node": "node-2"}},

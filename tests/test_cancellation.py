@@ -9,7 +9,7 @@ import trio
 from meshkit import eventually, two_agents
 from pki import mesh_ca
 
-from peermesh.http.h2session import H2Session, H2Stream, StreamReset
+from peermesh.net.http.h2session import H2Session, H2Stream, StreamReset
 
 
 async def _h2c_client(address: tuple[str, int], nursery: trio.Nursery) -> H2Session:

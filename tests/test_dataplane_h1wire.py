@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peermesh.http import h1wire
+from peermesh.net.http import h1wire
 
 
 def _events(raw: bytes, *, method: bytes = b"GET", step: int = 0, eof: bool = True) -> list:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peermesh.http.h2fast import (
+from peermesh.net.http.h2fast import (
     FastDecoder,
     FastEncoder,
     check_received,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from peermesh.http.h2session import CONNECTION_WINDOW, H2Session, H2Stream, StreamReset
+from peermesh.net.http.h2session import CONNECTION_WINDOW, H2Session, H2Stream, StreamReset
 
 REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"x"), (b":path", b"/")]
 BODY = 256 << 10

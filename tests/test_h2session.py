@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from meshkit import two_agents
 
-from peermesh.http.h2session import H2Session, H2Stream, StreamReset
+from peermesh.net.http.h2session import H2Session, H2Stream, StreamReset
 
 REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"x"), (b":path", b"/")]
 

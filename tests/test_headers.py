@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peermesh.http.headers import (
+from peermesh.net.http.headers import (
     HeaderError,
     destination_service,
     h1_request_to_head,

@@ -27,11 +27,11 @@ from peermesh.ca.service import root_fingerprint
 from peermesh.ca.testing import bootstrap_mesh
 from peermesh.ca.tokens import JoinToken as TokenString
 from peermesh.ca.tokens import TokenError, check_token, token_sha256
-from peermesh.control.client import ControlCallError
+from peermesh.core.endpoint import Endpoint
+from peermesh.net.rpc import RpcError
 from peermesh.policy.compiled import JoinTokenGrant, compile_policy
 from peermesh.policy.model import JoinToken, MeshConfig
 from peermesh.policy.validate import check_object, parse_object
-from peermesh.proxy.endpoints import Endpoint
 
 ROOT = "ab" * 32
 HASH = "0f" * 32
@@ -268,13 +268,13 @@ async def test_tokens_replicate_in_policy_and_admins_gate_ca_changes(tmp_path: P
             epoch=committee.epoch,
         )
         host, port = mesh.configs["node-1"].inbound
-        with pytest.raises(ControlCallError, match=r"403.*refuses the refresh run.*MeshConfig"):
-            await two.control_client.call(
+        with pytest.raises(RpcError, match=r"403.*refuses the refresh run.*MeshConfig"):
+            await two.control_client.call_untyped(
                 Endpoint(service="", host=host, port=port), "ca/dkg/begin", spec.to_wire()
             )
         # ...and a committee pushed by a non-admin (which could drop their shares).
-        with pytest.raises(ControlCallError, match=r"403.*refuses the committee update"):
-            await two.control_client.call(
+        with pytest.raises(RpcError, match=r"403.*refuses the committee update"):
+            await two.control_client.call_untyped(
                 Endpoint(service="", host=host, port=port),
                 "ca/committee/update",
                 committee.to_wire(),

@@ -18,6 +18,7 @@ from pki import mesh_ca
 from examples.service import ExampleService, ServiceConfig
 from peermesh.agent import Agent
 from peermesh.cli import main
+from peermesh.net.rpc import RpcError
 
 NODES = {
     "node-a": "frontend",
@@ -155,10 +156,9 @@ async def test_check_names_a_skewed_clock_and_diverged_policy(tmp_path):
         d.observability.clock_offset = 0.0
 
         # node-e stops syncing policy (its anti-entropy handlers refuse) and edits locally.
-        from peermesh.control.router import ControlError
 
         async def refuse(request: object) -> None:
-            raise ControlError(503, "test: policy sync disabled")
+            raise RpcError(503, "test: policy sync disabled")
 
         assert e.replicator is not None
         e.replicator.sync_interval = 1e6

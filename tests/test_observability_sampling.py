@@ -9,9 +9,9 @@ import random
 import pytest
 
 from peermesh.config import AgentConfig, ConfigError
-from peermesh.metrics import AgentMetrics
 from peermesh.observability.context import RequestRecord, _iso
 from peermesh.observability.hub import Observability
+from peermesh.observability.metrics import AgentMetrics
 from peermesh.observability.tracing import TraceContext, Tracer, extract, parse_sampling
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -114,7 +114,7 @@ def test_unsampled_requests_build_no_opentelemetry_objects():
 
     tracer._readable = forbidden
     tracer._api = None  # any SpanContext/Status construction would fail too
-    from peermesh.http.headers import RequestHead
+    from peermesh.net.http.headers import RequestHead
 
     head = RequestHead(b"GET", b"http", b"orders", b"/x", ((b"host", b"orders"),))
     import trio

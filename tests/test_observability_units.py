@@ -6,11 +6,11 @@ import io
 
 import trio
 
-from peermesh.metrics import AgentMetrics
 from peermesh.observability import golden
 from peermesh.observability.accesslog import AccessLog
 from peermesh.observability.context import RequestRecord
 from peermesh.observability.hub import TAP_PER_SECOND, Observability
+from peermesh.observability.metrics import AgentMetrics
 
 
 def test_golden_window_merges_agents_and_forgets_old_seconds():

@@ -15,8 +15,9 @@ from meshkit import eventually, free_port, gossip_mesh, process, python, wait_ht
 from pki import TRUST_DOMAIN, make_mesh_pki
 
 from peermesh.agent import Agent
+from peermesh.core.endpoint import Endpoint
+from peermesh.net.rpc import ControlRequest, RpcError
 from peermesh.policy.replicator import PUSH, Peer
-from peermesh.proxy.endpoints import Endpoint
 
 NODES = {f"node-{i}": svc for i, svc in enumerate(["web", "orders", "orders", "pay", "inv"], 1)}
 
@@ -92,14 +93,13 @@ async def test_bad_input_is_refused_and_nothing_is_lost(tmp_path):
         assert "bytes" in big.text
         # Random bytes pushed by an authenticated peer: refused with a reason.
         host, port = b.addresses["inbound"]
-        from peermesh.control.client import ControlCallError
 
         try:
-            await a.control_client.call(
+            await a.control_client.call_untyped(
                 Endpoint(service="", host=host, port=port), PUSH, os.urandom(4096)
             )
             raise AssertionError("random bytes were accepted")
-        except ControlCallError as exc:
+        except RpcError as exc:
             assert "policy update refused" in str(exc)
         assert b.policy.digest() == before
         assert b.replicator is not None and b.replicator.refused == 1
@@ -116,12 +116,11 @@ async def test_only_meshconfig_admins_may_edit_over_mtls(tmp_path):
         assert b.replicator is not None
         host, port = b.addresses["inbound"]
         target = Endpoint(service="", host=host, port=port)
-        from peermesh.control.client import ControlCallError
 
         try:
-            await a.control_client.call(target, "policy/edit", {"objects": [route("x")]})
+            await a.control_client.call_untyped(target, "policy/edit", {"objects": [route("x")]})
             raise AssertionError("a non-admin peer edited policy")
-        except ControlCallError as exc:
+        except RpcError as exc:
             assert "(403)" in str(exc) and "MeshConfig" in str(exc)
         # The receiving agent (orders) signs the records it writes, so it must be an admin
         # too for them to be in effect (docs/policy.md, "Authorship and signatures").
@@ -136,7 +135,9 @@ async def test_only_meshconfig_admins_may_edit_over_mtls(tmp_path):
             },
         }
         assert (await put(client, b, mesh_config)).status_code == 200
-        result = await a.control_client.call(target, "policy/edit", {"objects": [route("x")]})
+        result = await a.control_client.call_untyped(
+            target, "policy/edit", {"objects": [route("x")]}
+        )
         assert result["changed"] == ["Route/x"]
         assert b.policy.get("Route", "x") is not None
         assert Peer  # imported for the type
@@ -218,7 +219,7 @@ def test_cli_apply_get_diff_history_delete(tmp_path):
 
 async def test_a_forwarded_push_never_goes_back_to_its_sender():
     from certs.spiffe import SpiffeId
-    from peermesh.control.router import ControlRequest, ControlRouter
+    from peermesh.net.rpc.router import ControlRouter
     from peermesh.policy.replicator import PolicyReplicator
     from peermesh.policy.store import PolicyStore
 

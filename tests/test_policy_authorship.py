@@ -28,7 +28,8 @@ from pycrdt import Doc, Map
 from certs.devca import build_leaf, build_root
 from certs.spiffe import SpiffeId
 from peermesh.agent import Agent
-from peermesh.control.client import ControlCallError
+from peermesh.core.endpoint import Endpoint
+from peermesh.net.rpc import RpcError
 from peermesh.policy.authorship import (
     AuthorshipError,
     NoIdentity,
@@ -48,7 +49,6 @@ from peermesh.policy.store import (
     decode_record,
 )
 from peermesh.policy.validate import PolicyError, canonical_json, parse_object
-from peermesh.proxy.endpoints import Endpoint
 
 NOW = 1_700_000_000.0
 TD = TRUST_DOMAIN
@@ -693,8 +693,8 @@ async def test_forged_push_over_mtls_is_refused_and_the_agent_keeps_serving(tmp_
             service="", host=b.addresses["inbound"][0], port=b.addresses["inbound"][1]
         )
         for forged, why in ((claim, "claims author"), (foreign, "trust bundle")):
-            with pytest.raises(ControlCallError, match="policy update refused") as refused:
-                await a.control_client.call(
+            with pytest.raises(RpcError, match="policy update refused") as refused:
+                await a.control_client.call_untyped(
                     target, PUSH, {"update": crdt_update(forged), "from": "node-a"}
                 )
             assert why in str(refused.value)
@@ -736,8 +736,8 @@ async def test_non_admin_local_apply_gets_403_and_admin_edits_apply(tmp_path) ->
         # An admin asking the non-admin agent to edit (policy/edit): the caller may, but
         # what orders would sign could never be in effect.
         host, port = b.addresses["inbound"]
-        with pytest.raises(ControlCallError, match=r"\(403\): this agent cannot write"):
-            await a.control_client.call(
+        with pytest.raises(RpcError, match=r"\(403\): this agent cannot write"):
+            await a.control_client.call_untyped(
                 Endpoint(service="", host=host, port=port),
                 "policy/edit",
                 {"objects": [route("r", host="orders")]},

@@ -182,12 +182,13 @@ async def test_inbound_invalid_frame_and_garbage(tmp_path):
 async def test_control_ping_rides_mtls(tmp_path):
     async with two_agents(tmp_path) as mesh:
         host, port = mesh.server.addresses["inbound"]
-        from peermesh.proxy.endpoints import Endpoint
+        from peermesh.core.endpoint import Endpoint
+        from peermesh.net.rpc.ping import PING, PingRequest
 
-        result = await mesh.client.control_client.call(
-            Endpoint(service="", host=host, port=port), "ping", {"n": 1}
+        reply = await mesh.client.control_client.call(
+            Endpoint(service="", host=host, port=port), PING, PingRequest({"n": 1})
         )
-        assert result == {
+        assert reply.to_wire() == {
             "node": "node-b",
             "service": "orders",
             "caller": "spiffe://mesh.test/svc/frontend",
@@ -232,3 +233,20 @@ async def test_agent_without_certificate_is_not_ready_and_says_why(tmp_path):
         assert r.status_code == 503
         assert r.headers["x-peermesh-error"] == "no-identity"
         nursery.cancel_scope.cancel()
+
+
+async def test_a_refused_control_call_keeps_its_status_at_the_caller(tmp_path):
+    from peermesh.core.endpoint import Endpoint
+    from peermesh.net.rpc import RpcError, RpcMethod
+    from peermesh.net.rpc.ping import PingReply, PingRequest
+
+    async with two_agents(tmp_path) as mesh:
+        host, port = mesh.server.addresses["inbound"]
+        missing = RpcMethod("no/such/method", PingRequest, PingReply)
+        with pytest.raises(RpcError) as refused:
+            await mesh.client.control_client.call(
+                Endpoint(service="", host=host, port=port), missing, PingRequest()
+            )
+        assert refused.value.status == 404
+        assert refused.value.code == "no-such-method"
+        assert "no control method 'no/such/method'" in str(refused.value)

@@ -30,8 +30,8 @@ from pki import (
 
 from certs.devca import BUNDLE_FILE, KEY_FILE, init_dev_ca, pem_bundle
 from certs.spiffe import SpiffeId
-from peermesh.fsutil import SECRET_MODE, atomic_write
-from peermesh.tls import (
+from peermesh.core.durable import SECRET_MODE, atomic_write
+from peermesh.net.tls import (
     MeshTls,
     PeerIdentityError,
     TlsConfigError,

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from peermesh.core.endpoint import Endpoint
 from peermesh.policy.model import LoadBalancer
-from peermesh.proxy.endpoints import Endpoint
 from peermesh.traffic.balancer import (
     Balancer,
     ConsistentHash,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from peermesh.core.endpoint import Endpoint
 from peermesh.policy.model import OutlierDetection
-from peermesh.proxy.endpoints import Endpoint
 from peermesh.traffic.outlier import MAX_EJECTION_TIME, OutlierDetector
 
 

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
-from peermesh.control.router import ControlError
+from peermesh.net.rpc import RpcError
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class BootstrapServer:
         try:
             result = await handler(request.get("b"))
             reply: dict[str, Any] = {"s": 200, "r": result, "n": nonce}
-        except ControlError as exc:
+        except RpcError as exc:
             reply = {"s": exc.status, "e": exc.message, "n": nonce}
         if method.startswith(BOOTSTRAP_PREFIX) and self.mac_key is not None:
             reply["a"] = _mac(

@@ -38,7 +38,6 @@ from certs.x509 import (
     certificate_signature_valid,
 )
 from gossip.codec import Keyring, generate_gossip_key, load_keyring, save_keyring
-from peermesh.admin import AdminResponse
 from peermesh.ca import channel
 from peermesh.ca.bootstrap import Roster, RosterEntry, RosterError, default_threshold, root_validity
 from peermesh.ca.dkgrelay import ParticipantSessions, RelayError, RunSpec, relay_run
@@ -53,14 +52,14 @@ from peermesh.ca.renewal import renewal_delay, retry_delay
 from peermesh.ca.signer import Signer, SigningPolicy
 from peermesh.ca.state import CaState, CaStateError, Committee, CommitteeMember
 from peermesh.ca.tokens import JoinToken, TokenError, check_token, token_sha256
-from peermesh.control.client import ControlCallError
-from peermesh.control.router import ControlError, ControlRequest
+from peermesh.core.endpoint import Endpoint
 from peermesh.membership.gossip import Membership, default_advertise_address, sync_keyring
+from peermesh.net.admin import AdminResponse
+from peermesh.net.rpc import ControlRequest, RpcError
+from peermesh.net.tls import TlsError
 from peermesh.policy.compiled import JoinTokenGrant
 from peermesh.policy.model import JOIN_TOKEN
 from peermesh.policy.store import UpdateRefused
-from peermesh.proxy.endpoints import Endpoint
-from peermesh.tls import TlsError
 
 if TYPE_CHECKING:
     from peermesh.agent import Agent
@@ -439,7 +438,7 @@ class CaService:
 
     async def _boot_hello(self, body: Any) -> Any:
         if self.roster is None:
-            raise ControlError(503, f"{self.name} is not bootstrapping (no --bootstrap-expect)")
+            raise RpcError(503, f"{self.name} is not bootstrapping (no --bootstrap-expect)")
         if isinstance(body, dict):
             self.roster.merge(body.get("roster") or [])
         return {"roster": self.roster.wire()}
@@ -456,7 +455,7 @@ class CaService:
             try:
                 return await self._boot_call(target, "pushpull", state)
             except channel.ChannelError as exc:
-                raise ControlCallError(str(exc)) from exc
+                raise RpcError(502, str(exc)) from exc
 
         membership.transport = transport
         for entry in self.roster.entries.values():
@@ -466,7 +465,7 @@ class CaService:
     async def _boot_pushpull(self, body: Any) -> Any:
         membership = self.agent.membership
         if membership is None:
-            raise ControlError(503, "gossip is off on this agent")
+            raise RpcError(503, "gossip is off on this agent")
         return membership.answer_push_pull(body)
 
     async def _coordinate_dkg(self) -> None:
@@ -494,7 +493,7 @@ class CaService:
                 self.dkg_seconds = trio.current_time() - started
                 log.info("threshold CA: DKG done in %d rounds", report.rounds)
                 return
-            except (RelayError, ControlError) as exc:
+            except (RelayError, RpcError) as exc:
                 self.last_error = f"DKG: {exc}"
                 log.info("threshold CA: DKG attempt failed (%s); retrying", exc)
             await trio.sleep(delay)
@@ -502,13 +501,13 @@ class CaService:
 
     def _check_bootstrap_spec(self, spec: RunSpec) -> None:
         if self.roster is None or not self.roster.complete:
-            raise ControlError(503, f"{self.name} has not seen every bootstrap agent yet; retry")
+            raise RpcError(503, f"{self.name} has not seen every bootstrap agent yet; retry")
         if self.committee is not None:
-            raise ControlError(409, f"{self.name} already holds a committee; no second DKG")
+            raise RpcError(409, f"{self.name} already holds a committee; no second DKG")
         if spec.purpose != "dkg" or spec.threshold != self.roster.me.threshold:
-            raise ControlError(403, "run is not the DKG our roster implies (purpose/threshold)")
+            raise RpcError(403, "run is not the DKG our roster implies (purpose/threshold)")
         if dict(spec.participants) != dict(self.roster.participants()):
-            raise ControlError(403, "run's participants differ from the roster we saw")
+            raise RpcError(403, "run's participants differ from the roster we saw")
 
     async def _boot_dkg_begin(self, body: Any) -> Any:
         try:
@@ -518,20 +517,20 @@ class CaService:
                 spec, self.name, self.state.identity_key, share=None, public=None
             )
         except RelayError as exc:
-            raise ControlError(400, str(exc)) from None
+            raise RpcError(400, str(exc)) from None
 
     async def _boot_dkg_deliver(self, body: Any) -> Any:
         try:
             return self.sessions.deliver(bytes(body["session"]), body.get("messages") or [])
         except (RelayError, KeyError, TypeError) as exc:
-            raise ControlError(400, f"deliver: {exc}") from None
+            raise RpcError(400, f"deliver: {exc}") from None
 
     async def _boot_dkg_finish(self, body: Any) -> Any:
         assert self.roster is not None
         try:
             output = self.sessions.finish(bytes(body["session"]))
         except (RelayError, KeyError, TypeError) as exc:
-            raise ControlError(400, f"finish: {exc}") from None
+            raise RpcError(400, f"finish: {exc}") from None
         assert output.share is not None
         committee = Committee(1, self.trust_domain, output.public, self.roster.members(), None)
         self.state.save_share(1, output.share)
@@ -589,18 +588,18 @@ class CaService:
     async def _boot_root(self, body: Any) -> Any:
         committee = self.committee
         if committee is None:
-            raise ControlError(503, f"{self.name} has no share yet; retry")
+            raise RpcError(503, f"{self.name} has no share yet; retry")
         try:
             root = x509.load_der_x509_certificate(bytes(body["root"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ControlError(400, f"root is not a DER certificate: {exc}") from None
+            raise RpcError(400, f"root is not a DER certificate: {exc}") from None
         if committee.root_der is not None:
             if committee.root_der == root.public_bytes(serialization.Encoding.DER):
                 return {"ok": True}
-            raise ControlError(409, "a different root is already installed here")
+            raise RpcError(409, "a different root is already installed here")
         group_key = committee.public.group_public_key.to_bytes()
         if not certificate_signature_valid(root, group_key):
-            raise ControlError(403, "root is not signed by the committee's group key")
+            raise RpcError(403, "root is not signed by the committee's group key")
         try:
             from peermesh.ca.signer import root_decision
 
@@ -611,7 +610,7 @@ class CaService:
                 now=_utcnow(),
             )
         except TbsRefused as exc:
-            raise ControlError(403, f"root refused: {exc}") from None
+            raise RpcError(403, f"root refused: {exc}") from None
         der = root.public_bytes(serialization.Encoding.DER)
         self.committee = Committee(
             committee.epoch, committee.trust_domain, committee.public, committee.members, der
@@ -625,7 +624,7 @@ class CaService:
             handler = self._boot_commit if method == "commit" else self._boot_sign
             try:
                 return await handler(body)
-            except ControlError as exc:
+            except RpcError as exc:
                 raise _signer_error(exc.status, exc.message) from None
         if member.bootstrap is None:
             raise SignerUnavailable("no bootstrap address known")
@@ -641,7 +640,7 @@ class CaService:
 
     async def _boot_sign(self, body: Any) -> Any:
         if not isinstance(body, dict) or not isinstance(body.get("auth"), dict):
-            raise ControlError(400, "sign needs {package, auth}")
+            raise RpcError(400, "sign needs {package, auth}")
         auth = body["auth"]
         signer, committee = self._need_signer()
         now = _utcnow()
@@ -665,13 +664,13 @@ class CaService:
             else:
                 raise TbsRefused(f"{auth.get('kind')!r} requests are not served before mTLS")
         except (TbsRefused, CaStateError) as exc:
-            raise ControlError(403, f"{self.name} refuses to sign: {exc}") from None
+            raise RpcError(403, f"{self.name} refuses to sign: {exc}") from None
         return {"share": share.to_wire()}
 
     # -- signer side over mTLS ----------------------------------------------------------------
     def _need_signer(self) -> tuple[Signer, Committee]:
         if self.signer is None or self.committee is None:
-            raise ControlError(503, f"{self.name} is not a signer")
+            raise RpcError(503, f"{self.name} is not a signer")
         return self.signer, self.committee
 
     def _commit(self) -> dict[str, Any]:
@@ -684,7 +683,7 @@ class CaService:
     async def _rpc_sign(self, request: ControlRequest) -> Any:
         body = request.body
         if not isinstance(body, dict) or not isinstance(body.get("auth"), dict):
-            raise ControlError(400, "sign needs {package, auth}")
+            raise RpcError(400, "sign needs {package, auth}")
         signer, committee = self._need_signer()
         auth = body["auth"]
         now = _utcnow()
@@ -705,7 +704,7 @@ class CaService:
                 raise TbsRefused(f"{kind!r} requests are not accepted over mTLS")
         except (TbsRefused, TokenError, CaStateError) as exc:
             log.info("refused to sign for %s: %s", request.peer, exc)
-            raise ControlError(403, f"{self.name} refuses to sign: {exc}") from None
+            raise RpcError(403, f"{self.name} refuses to sign: {exc}") from None
         return {"share": share.to_wire()}
 
     def _sign_join(
@@ -777,13 +776,13 @@ class CaService:
         body = request.body if isinstance(request.body, dict) else {}
         token_id = body.get("id")
         if not isinstance(token_id, str):
-            raise ControlError(400, "ca/token/check needs {id, update?}")
+            raise RpcError(400, "ca/token/check needs {id, update?}")
         update = body.get("update")
         if isinstance(update, bytes) and update:
             try:
                 self.agent.policy.apply_update(update, source=f"token create by {request.peer}")
             except UpdateRefused as exc:
-                raise ControlError(400, f"policy update refused: {exc.reason}") from None
+                raise RpcError(400, f"policy update refused: {exc.reason}") from None
         return {
             "known": token_id in self.agent.policy.compiled().join_tokens,
             "sv": self.agent.policy.state_vector(),
@@ -791,7 +790,7 @@ class CaService:
 
     async def _rpc_committee(self, request: ControlRequest) -> Any:
         if self.committee is None:
-            raise ControlError(503, f"{self.name} has no committee state")
+            raise RpcError(503, f"{self.name} has no committee state")
         return self.committee.to_wire()
 
     def _adopt_committee(self, wire: Any) -> bool:
@@ -820,7 +819,7 @@ class CaService:
     async def _rpc_committee_update(self, request: ControlRequest) -> Any:
         refusal = self.change_authorized(request.peer)
         if refusal is not None:
-            raise ControlError(403, f"{self.name} refuses the committee update: {refusal}")
+            raise RpcError(403, f"{self.name} refuses the committee update: {refusal}")
         return {"adopted": self._adopt_committee(request.body)}
 
     async def _rpc_info(self, request: ControlRequest) -> Any:
@@ -851,15 +850,15 @@ class CaService:
             request = ControlRequest(method=f"ca/{method}", peer=identity, body=body)
             try:
                 reply = await (self._rpc_commit if method == "commit" else self._rpc_sign)(request)
-            except ControlError as exc:
+            except RpcError as exc:
                 raise _signer_error(exc.status, exc.message) from None
             return reply
         host, port = self._address_of(member)
         try:
-            reply = await self.agent.control_client.call(
+            reply = await self.agent.control_client.call_untyped(
                 Endpoint(service="", host=host, port=port), f"ca/{method}", body, timeout=5.0
             )
-        except ControlCallError as exc:
+        except RpcError as exc:
             text = str(exc)
             if "(403): " in text:
                 raise SignerRefused(text.split("(403): ", 1)[1]) from None
@@ -906,10 +905,10 @@ class CaService:
     async def _sync_committee(self, member: CommitteeMember) -> bool:
         host, port = self._address_of(member)
         try:
-            wire = await self.agent.control_client.call(
+            wire = await self.agent.control_client.call_untyped(
                 Endpoint(service="", host=host, port=port), "ca/committee", None, timeout=5.0
             )
-        except ControlCallError:
+        except RpcError:
             return False
         return self._adopt_committee(wire)
 
@@ -1053,20 +1052,20 @@ class CaService:
     async def _join_info(self, body: Any) -> Any:
         committee = self.committee
         if committee is None or committee.root_der is None or not self.agent.tls.loaded:
-            raise ControlError(503, f"{self.name} is not a member with a certificate yet")
+            raise RpcError(503, f"{self.name} is not a member with a certificate yet")
         return {"root": committee.root_der, "trust_domain": committee.trust_domain}
 
     async def _join(self, body: Any) -> Any:
         committee = self.committee
         if committee is None or committee.root_der is None or not self.agent.tls.loaded:
-            raise ControlError(503, f"{self.name} is not a member with a certificate yet")
+            raise RpcError(503, f"{self.name} is not a member with a certificate yet")
         if not isinstance(body, dict):
-            raise ControlError(400, "join needs {token_id, secret, csr}")
+            raise RpcError(400, "join needs {token_id, secret, csr}")
         try:
             csr = x509.load_der_x509_csr(bytes(body["csr"]))
             service, node, key = self._csr_identity(csr)
         except (KeyError, TypeError, ValueError, IdentityError) as exc:
-            raise ControlError(400, f"CSR refused: {exc}") from None
+            raise RpcError(400, f"CSR refused: {exc}") from None
         now = _utcnow()
         tbs = build_leaf_tbs(
             key,
@@ -1085,7 +1084,7 @@ class CaService:
         try:
             result = await self.issue_mtls(tbs, auth)
         except QuorumError as exc:
-            raise ControlError(503, f"cannot issue: {exc}") from None
+            raise RpcError(503, f"cannot issue: {exc}") from None
         membership = self.agent.membership
         keyring = membership.settings.keyring if membership is not None else None
         assert self.committee is not None
@@ -1180,7 +1179,7 @@ class CaService:
                     confirmed.append(member.node)
                 else:
                     failed[member.node] = "does not see the token in its policy"
-            except (ControlCallError, ControlError, ValueError) as exc:
+            except (RpcError, ValueError) as exc:
                 failed[member.node] = str(exc)
 
         async with trio.open_nursery() as nursery:
@@ -1214,7 +1213,7 @@ class CaService:
                 )
                 if info.get("signer") and info.get("epoch") == committee.epoch:
                     reachable.append(member)
-            except (ControlCallError, ControlError):
+            except RpcError:
                 pass
 
         async with trio.open_nursery() as nursery:
@@ -1250,7 +1249,7 @@ class CaService:
                 "ca/committee/update": self._rpc_committee_update,
             }[method]
             return await handler(ControlRequest(method, self.agent.tls.identity, body))
-        return await self.agent.control_client.call(
+        return await self.agent.control_client.call_untyped(
             Endpoint(service="", host=address[0], port=address[1]), method, body, timeout=timeout
         )
 
@@ -1367,7 +1366,7 @@ class CaService:
                 await self._call_node(
                     name, address, "ca/committee/update", committee.to_wire(), timeout=3
                 )
-            except (ControlCallError, ControlError) as exc:
+            except RpcError as exc:
                 log.info("committee update to %s: %s", name, exc)
 
         async with trio.open_nursery() as nursery:
@@ -1379,36 +1378,36 @@ class CaService:
     ) -> tuple[Committee | None, frost.PublicKeyPackage]:
         committee = self.committee
         if spec.purpose not in ("refresh", "repair"):
-            raise ControlError(403, "only refresh and repair run over mTLS")
+            raise RpcError(403, "only refresh and repair run over mTLS")
         if spec.target == self.name:
             # We are being enrolled: the committee comes with the request; it must match our root.
             try:
                 offered = Committee.from_wire(committee_wire)
             except CaStateError as exc:
-                raise ControlError(400, str(exc)) from None
+                raise RpcError(400, str(exc)) from None
             root_der = committee.root_der if committee else None
             if root_der is not None and offered.root_der != root_der:
-                raise ControlError(403, "enrolment offers another root than ours")
+                raise RpcError(403, "enrolment offers another root than ours")
             if offered.root_der is None or offered.public.group_public_key.to_bytes() != _raw_key(
                 x509.load_der_x509_certificate(offered.root_der)
             ):
-                raise ControlError(403, "enrolment committee's group key is not its root key")
+                raise RpcError(403, "enrolment committee's group key is not its root key")
             base = offered.public.without_participants([spec.participants[self.name][0]])
             return offered, base
         if committee is None or self.signer is None:
-            raise ControlError(503, f"{self.name} is not a signer")
+            raise RpcError(503, f"{self.name} is not a signer")
         if spec.epoch != committee.epoch:
-            raise ControlError(
+            raise RpcError(
                 409, f"run is for committee epoch {spec.epoch}, ours is {committee.epoch}"
             )
         if spec.threshold != committee.threshold:
-            raise ControlError(403, "run changes the threshold")
+            raise RpcError(403, "run changes the threshold")
         for node, (ident, key) in spec.participants.items():
             if node == spec.target:
                 continue
             member = committee.member(node)
             if member is None or member.identifier != ident or member.identity_key != key:
-                raise ControlError(403, f"run lists {node} differently from our committee")
+                raise RpcError(403, f"run lists {node} differently from our committee")
         return None, committee.public
 
     async def _rpc_dkg_begin(self, request: ControlRequest) -> Any:
@@ -1416,13 +1415,13 @@ class CaService:
         try:
             spec = RunSpec.from_wire(body.get("spec", body))
         except RelayError as exc:
-            raise ControlError(400, str(exc)) from None
+            raise RpcError(400, str(exc)) from None
         if spec.target != self.name:
             # A helper in a refresh or repair: only an authorized coordinator may start one
             # (a repair hands a share to its target, so a rogue one could collect shares).
             refusal = self.change_authorized(request.peer)
             if refusal is not None:
-                raise ControlError(403, f"{self.name} refuses the {spec.purpose} run: {refusal}")
+                raise RpcError(403, f"{self.name} refuses the {spec.purpose} run: {refusal}")
         offered, public = self._check_change_spec(spec, body.get("committee"))
         if offered is not None:
             self._pending_enrolment = offered
@@ -1432,20 +1431,20 @@ class CaService:
                 spec, self.name, self.state.identity_key, share=share, public=public
             )
         except RelayError as exc:
-            raise ControlError(400, str(exc)) from None
+            raise RpcError(400, str(exc)) from None
 
     async def _rpc_dkg_deliver(self, request: ControlRequest) -> Any:
         body = request.body
         try:
             return self.sessions.deliver(bytes(body["session"]), body.get("messages") or [])
         except (RelayError, KeyError, TypeError) as exc:
-            raise ControlError(400, f"deliver: {exc}") from None
+            raise RpcError(400, f"deliver: {exc}") from None
 
     async def _rpc_dkg_finish(self, request: ControlRequest) -> Any:
         try:
             output = self.sessions.finish(bytes(request.body["session"]))
         except (RelayError, KeyError, TypeError) as exc:
-            raise ControlError(400, f"finish: {exc}") from None
+            raise RpcError(400, f"finish: {exc}") from None
         spec = output.spec
         if spec.purpose == "refresh":
             old = self.committee
@@ -1499,7 +1498,7 @@ class CaService:
                     reachable[member.node] = bool(info.get("signer"))
                 else:
                     reachable[member.node] = False
-            except (ControlCallError, ControlError):
+            except RpcError:
                 reachable[member.node] = False
 
         async with trio.open_nursery() as nursery:
@@ -1595,7 +1594,7 @@ class CaService:
             return AdminResponse.json(200, await self.enroll(node))
         except CaForbidden as exc:
             return AdminResponse.json(403, {"error": str(exc)})
-        except (QuorumError, RelayError, ControlCallError, ControlError) as exc:
+        except (QuorumError, RelayError, RpcError) as exc:
             return AdminResponse.json(503, {"error": str(exc)})
 
     async def _admin_renew(self, method: bytes, path: str, body: bytes) -> AdminResponse:
@@ -1623,7 +1622,7 @@ class CaService:
             return AdminResponse.json(200, await self.refresh())
         except CaForbidden as exc:
             return AdminResponse.json(403, {"error": str(exc)})
-        except (QuorumError, RelayError, ControlCallError, ControlError) as exc:
+        except (QuorumError, RelayError, RpcError) as exc:
             return AdminResponse.json(503, {"error": str(exc)})
 
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certs.frost import FileNonceStore, FrostError, PublicKeyPackage, SigningKeyShare
-from peermesh.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write
+from peermesh.core.durable import PUBLIC_MODE, SECRET_MODE, atomic_write
 
 CA_DIR = "ca"
 IDENTITY_FILE = "identity.key"

@@ -42,7 +42,7 @@ def free_port_pair() -> int:
 
 def write_bootstrap_token(path: Path) -> Path:
     """A fresh bootstrap token file (mode 0600)."""
-    from peermesh.fsutil import SECRET_MODE, atomic_write
+    from peermesh.core.durable import SECRET_MODE, atomic_write
 
     atomic_write(path, secrets.token_hex(32).encode() + b"\n", SECRET_MODE)
     return path

@@ -38,10 +38,11 @@ from gossip.swim import (
     StartPushPull,
     Swim,
 )
-from peermesh.control.client import ControlCallError, ControlClient
-from peermesh.control.router import ControlError, ControlRequest, ControlRouter
-from peermesh.fsutil import atomic_write
-from peermesh.proxy.endpoints import Endpoint
+from peermesh.core.durable import atomic_write
+from peermesh.core.endpoint import Endpoint
+from peermesh.net.rpc import ControlRequest, RpcError
+from peermesh.net.rpc.client import ControlClient
+from peermesh.net.rpc.router import ControlRouter
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class Membership:
         #: How push-pull state reaches a peer: ``await transport((host, port), state)``
         #: returns the peer's state. Defaults to the mTLS control RPC; an agent without a
         #: certificate yet (bootstrap) can swap in a token-authenticated channel. Raise
-        #: ControlCallError on failure.
+        #: RpcError on failure.
         self.transport: Callable[[tuple[str, int], bytes], Awaitable[Any]] = self._mtls_exchange
         router.register(PUSH_PULL_METHOD, self._serve_push_pull)
 
@@ -285,14 +286,14 @@ class Membership:
     async def _mtls_exchange(self, address: tuple[str, int], state: bytes) -> Any:
         """The default push-pull transport: a control RPC over the mTLS connection pool."""
         endpoint = Endpoint(service="", host=address[0], port=address[1])
-        return await self.control.call(endpoint, PUSH_PULL_METHOD, state, timeout=5.0)
+        return await self.control.call_untyped(endpoint, PUSH_PULL_METHOD, state, timeout=5.0)
 
     async def _exchange(self, address: tuple[str, int], *, joining: bool) -> bool:
         try:
             if joining:
                 self._apply(self.swim.join(trio.current_time(), ()))
             reply = await self.transport(address, self.swim.push_pull_state())
-        except ControlCallError as exc:
+        except RpcError as exc:
             self.push_pull_failures += 1
             log.debug("push-pull with %s:%d failed: %s", address[0], address[1], exc)
             return False
@@ -308,14 +309,14 @@ class Membership:
     def answer_push_pull(self, body: Any) -> bytes:
         """Merge a caller's state, then answer with ours (any transport may call this)."""
         if not self.running:
-            raise ControlError(503, "gossip is not running on this agent yet")
+            raise RpcError(503, "gossip is not running on this agent yet")
         if not isinstance(body, bytes):
-            raise ControlError(400, "push-pull body must be the msgpack state bytes")
+            raise RpcError(400, "push-pull body must be the msgpack state bytes")
         before = self.swim.stats.push_pull_rejected
         # Merge first, then answer: the caller learns what we know including itself.
         self._apply(self.swim.merge_push_pull(trio.current_time(), body))
         if self.swim.stats.push_pull_rejected != before:
-            raise ControlError(400, "push-pull state was malformed or came from ourselves")
+            raise RpcError(400, "push-pull state was malformed or came from ourselves")
         return self.swim.push_pull_state()
 
     # -- changing ourselves ----------------------------------------------------------------

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from peermesh.http.exchange import BodySource, ResponseWriter
-from peermesh.http.headers import Headers
+from peermesh.net.http.exchange import BodySource, ResponseWriter
+from peermesh.net.http.headers import Headers
 
 CURRENT: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
     "peermesh_request", default=None

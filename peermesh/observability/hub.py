@@ -9,11 +9,11 @@ from typing import IO, Any
 import trio
 from prometheus_client import Counter
 
-from peermesh.http.headers import RequestHead
-from peermesh.metrics import AgentMetrics
+from peermesh.net.http.headers import RequestHead
 from peermesh.observability.accesslog import AccessLog
 from peermesh.observability.context import CURRENT, RequestRecord
 from peermesh.observability.golden import GoldenWindow
+from peermesh.observability.metrics import AgentMetrics
 from peermesh.observability.tracing import (
     CONTEXT_HEADERS,
     Tracer,

@@ -15,12 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import trio
 
-from peermesh.admin import AdminResponse
-from peermesh.control.client import ControlCallError
-from peermesh.control.router import ControlError, ControlRequest
+from peermesh.core.endpoint import Endpoint
+from peermesh.net.admin import AdminResponse
+from peermesh.net.rpc import ControlRequest, RpcError
 from peermesh.observability.golden import merge
 from peermesh.observability.ui import DASHBOARD_HTML
-from peermesh.proxy.endpoints import Endpoint
 
 if TYPE_CHECKING:
     from peermesh.agent import Agent
@@ -70,7 +69,7 @@ class MeshView:
         try:
             return {"node": self.agent.config.name, "requests": self.tap(request.body)}
         except (TypeError, ValueError) as exc:
-            raise ControlError(400, f"tap/subscribe: bad request: {exc}") from None
+            raise RpcError(400, f"tap/subscribe: bad request: {exc}") from None
 
     def info(self) -> dict[str, Any]:
         agent = self.agent
@@ -116,8 +115,8 @@ class MeshView:
         async def one(endpoint: Endpoint) -> None:
             started = trio.current_time()
             try:
-                reply = await client.call(endpoint, method, body, timeout=FANOUT_TIMEOUT)
-            except (ControlCallError, ControlError, OSError) as exc:
+                reply = await client.call_untyped(endpoint, method, body, timeout=FANOUT_TIMEOUT)
+            except (RpcError, OSError) as exc:
                 errors.append({"peer": endpoint.address, "error": str(exc)})
                 return
             if isinstance(reply, dict):

@@ -26,15 +26,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import trio
 
-from peermesh.admin import AdminResponse
-from peermesh.control.client import ControlCallError
-from peermesh.control.router import ControlError
+from peermesh.core.endpoint import Endpoint
+from peermesh.net.admin import AdminResponse
+from peermesh.net.rpc import RpcError
 from peermesh.policy.authorship import NoIdentity, NotAdmin
 from peermesh.policy.model import KINDS
 from peermesh.policy.replicator import STATUS, PolicyReplicator
 from peermesh.policy.store import PolicyStore
 from peermesh.policy.validate import MAX_OBJECT_BYTES, PolicyError, canonical_json, check_object
-from peermesh.proxy.endpoints import Endpoint
 
 MAX_OBJECTS_PER_REQUEST = 10_000
 
@@ -140,9 +139,9 @@ class PolicyAdmin:
         response = self.apply(_checked_list(objects), source=principal)
         result = dict(json.loads(response.body))
         if response.status == 403:
-            raise ControlError(403, f"this agent cannot write effective policy: {result['error']}")
+            raise RpcError(403, f"this agent cannot write effective policy: {result['error']}")
         if response.status != 200:
-            raise ControlError(response.status, str(result.get("error", result)))
+            raise RpcError(response.status, str(result.get("error", result)))
         return result
 
     def diff(self, objects: Sequence[Mapping[str, Any]]) -> AdminResponse:
@@ -180,9 +179,11 @@ class PolicyAdmin:
         async def ask(peer: Any) -> None:
             endpoint = Endpoint(service="", host=peer.host, port=peer.port, node=peer.node)
             try:
-                theirs = await self.replicator.control.call(endpoint, STATUS, None, timeout=3.0)
+                theirs = await self.replicator.control.call_untyped(
+                    endpoint, STATUS, None, timeout=3.0
+                )
                 peers.append({"node": peer.node, **theirs, "reachable": True})
-            except ControlCallError as exc:
+            except RpcError as exc:
                 peers.append({"node": peer.node, "reachable": False, "error": str(exc)})
 
         async with trio.open_nursery() as nursery:

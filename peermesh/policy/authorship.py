@@ -357,7 +357,7 @@ def authority_order(records: Sequence[VersionRecord]) -> list[VersionRecord]:
 
 
 class _TlsState(Protocol):
-    """What :func:`tls_credentials` needs of :class:`peermesh.tls.MeshTls`."""
+    """What :func:`tls_credentials` needs of :class:`peermesh.net.tls.MeshTls`."""
 
     @property
     def loaded(self) -> bool: ...

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from peermesh.fsutil import SECRET_MODE, atomic_write, fsync_directory
+from peermesh.core.durable import SECRET_MODE, atomic_write, fsync_directory
 
 HEADER = struct.Struct(">II")
 MAX_RECORD = 256 << 20

@@ -27,10 +27,11 @@ from typing import Any
 
 import trio
 
-from peermesh.control.client import ControlCallError, ControlClient
-from peermesh.control.router import ControlError, ControlRequest, ControlRouter
+from peermesh.core.endpoint import Endpoint
+from peermesh.net.rpc import ControlRequest, RpcError
+from peermesh.net.rpc.client import ControlClient
+from peermesh.net.rpc.router import ControlRouter
 from peermesh.policy.store import PolicyStore, UpdateRefused, decode_state_vector
-from peermesh.proxy.endpoints import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class PolicyReplicator:
             await self._call(peer, PUSH, {"update": update, "from": self.store.node})
             self.pushes_sent += 1
             self.sync_bytes_sent += len(update)
-        except ControlCallError as exc:
+        except RpcError as exc:
             self.pushes_failed += 1
             log.debug("policy push to %s failed: %s", peer.node, exc)
 
@@ -132,7 +133,7 @@ class PolicyReplicator:
         """Two-way state-vector exchange: we get what we lack, then send what they lack."""
         try:
             reply = await self._call(peer, SYNC, {"sv": self.store.state_vector()})
-        except ControlCallError as exc:
+        except RpcError as exc:
             log.debug("policy sync with %s failed: %s", peer.node, exc)
             return False
         if not isinstance(reply, dict) or not isinstance(reply.get("update"), bytes):
@@ -156,7 +157,7 @@ class PolicyReplicator:
 
     async def _call(self, peer: Peer, method: str, body: Any) -> Any:
         endpoint = Endpoint(service="", host=peer.host, port=peer.port, node=peer.node)
-        return await self.control.call(endpoint, method, body, timeout=5.0)
+        return await self.control.call_untyped(endpoint, method, body, timeout=5.0)
 
     def _merge(self, update: bytes, *, source: str) -> bool:
         try:
@@ -177,12 +178,12 @@ class PolicyReplicator:
             sender = body.get("from") if isinstance(body.get("from"), str) else None
             body = body.get("update")
         if not isinstance(body, bytes):
-            raise ControlError(400, "policy/push body must carry a CRDT update (bytes)")
+            raise RpcError(400, "policy/push body must carry a CRDT update (bytes)")
         source = str(request.peer)
         try:
             new = self._merge(body, source=f"push from {sender or source}")
         except UpdateRefused as exc:
-            raise ControlError(400, f"policy update refused: {exc.reason}") from None
+            raise RpcError(400, f"policy update refused: {exc.reason}") from None
         if new:
             # Forward once, never back to the node it came from; a replica that learned
             # nothing new stops the spread.
@@ -192,11 +193,11 @@ class PolicyReplicator:
     async def _on_sync(self, request: ControlRequest) -> Any:
         body = request.body
         if not isinstance(body, dict) or not isinstance(body.get("sv"), bytes):
-            raise ControlError(400, "policy/sync body must be {'sv': <state vector bytes>}")
+            raise RpcError(400, "policy/sync body must be {'sv': <state vector bytes>}")
         try:
             update = self.store.diff_since(body["sv"])
         except ValueError as exc:
-            raise ControlError(400, str(exc)) from None
+            raise RpcError(400, str(exc)) from None
         self.sync_bytes_sent += len(update)
         return {"update": update, "sv": self.store.state_vector()}
 
@@ -207,14 +208,14 @@ class PolicyReplicator:
         """Edits from a peer agent, allowed only for identities MeshConfig lists as admins."""
         principal = str(request.peer)
         if self.edit_authorizer is None or not self.edit_authorizer(principal):
-            raise ControlError(
+            raise RpcError(
                 403,
                 f"{principal} may not edit policy: only the local admin port and identities"
                 " listed in MeshConfig spec.admins may",
             )
         body = request.body
         if not isinstance(body, dict) or not isinstance(body.get("objects"), list):
-            raise ControlError(400, "policy/edit body must be {'objects': [...]}")
+            raise RpcError(400, "policy/edit body must be {'objects': [...]}")
         assert self.on_remote_edit is not None
         return self.on_remote_edit(body["objects"], principal)
 

@@ -34,7 +34,7 @@ Remote updates are checked on a scratch copy of the document before the real one
 them: undecodable bytes, unknown roots, malformed records, invalid or oversized objects, or
 records whose content does not match their hash refuse the whole update and leave the
 store untouched. Durability: with a ``path`` the whole document is written with
-:func:`peermesh.fsutil.atomic_write` (write, fsync, rename) before an edit is acknowledged.
+:func:`peermesh.core.durable.atomic_write` (write, fsync, rename) before an edit is acknowledged.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from typing import Any, Final
 
 from pycrdt import Doc, Map, MapEvent, Subscription
 
-from peermesh.fsutil import atomic_write
+from peermesh.core.durable import atomic_write
 from peermesh.policy.authorship import (
     MAX_CERT_BYTES,
     MAX_SIG_BYTES,

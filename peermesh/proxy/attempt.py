@@ -14,11 +14,11 @@ from types import TracebackType
 
 import trio
 
-from peermesh.http.exchange import BodySource, ResponseWriter, UpstreamCall
-from peermesh.http.h1client import AppUnavailable, UpstreamBroken
-from peermesh.http.h1server import ClientGone
-from peermesh.http.h2session import StreamReset
-from peermesh.http.headers import Headers
+from peermesh.net.http.exchange import BodySource, ResponseWriter, UpstreamCall
+from peermesh.net.http.h1client import AppUnavailable, UpstreamBroken
+from peermesh.net.http.h1server import ClientGone
+from peermesh.net.http.h2session import StreamReset
+from peermesh.net.http.headers import Headers
 
 UPSTREAM_ERRORS = (StreamReset, AppUnavailable, UpstreamBroken)
 DOWNSTREAM_ERRORS = (StreamReset, ClientGone)

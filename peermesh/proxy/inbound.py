@@ -17,27 +17,27 @@ from typing import TYPE_CHECKING
 import trio
 
 from certs.spiffe import SpiffeId
-from peermesh.control.router import ControlRouter
-from peermesh.http.exchange import BodySource, H2ResponseWriter, H2StreamBody, ResponseWriter
-from peermesh.http.h1client import AppUnavailable
-from peermesh.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
-from peermesh.http.h1wire import BadRequest
-from peermesh.http.h2session import H2Session, H2Stream
-from peermesh.http.headers import (
+from peermesh.net import errors
+from peermesh.net.http.exchange import BodySource, H2ResponseWriter, H2StreamBody, ResponseWriter
+from peermesh.net.http.h1client import AppUnavailable
+from peermesh.net.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
+from peermesh.net.http.h1wire import BadRequest
+from peermesh.net.http.h2session import H2Session, H2Stream
+from peermesh.net.http.headers import (
     CLIENT_CERT_HEADER,
     HeaderError,
     RequestHead,
     h2_request_to_head,
 )
-from peermesh.metrics import AgentMetrics
+from peermesh.net.rpc.router import ControlRouter
+from peermesh.net.tls import MeshTls, PeerIdentityError, TlsNotReady, peer_identity
 from peermesh.observability.context import CountingBody, CountingWriter, note_authz
+from peermesh.observability.metrics import AgentMetrics
 from peermesh.policy.compiled import AuthzDecision, CompiledPolicy
-from peermesh.proxy import errors
 from peermesh.proxy.localapp import LocalApp
 from peermesh.proxy.outbound import sniff_preface
 from peermesh.proxy.relay import DownstreamGone, relay
 from peermesh.proxy.tracker import ConnectionTracker
-from peermesh.tls import MeshTls, PeerIdentityError, TlsNotReady, peer_identity
 from peermesh.traffic.limits import RateLimiter
 
 if TYPE_CHECKING:

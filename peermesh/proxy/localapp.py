@@ -6,10 +6,10 @@ from typing import Literal
 
 import trio
 
-from peermesh.http.exchange import H2UpstreamCall, UpstreamCall
-from peermesh.http.h1client import AppUnavailable, H1AppClient
-from peermesh.http.h2session import ConnectionUnavailable, H2Session
-from peermesh.http.headers import RequestHead, head_to_h2
+from peermesh.net.http.exchange import H2UpstreamCall, UpstreamCall
+from peermesh.net.http.h1client import AppUnavailable, H1AppClient
+from peermesh.net.http.h2session import ConnectionUnavailable, H2Session
+from peermesh.net.http.headers import RequestHead, head_to_h2
 
 AppProtocol = Literal["h1", "h2c"]
 

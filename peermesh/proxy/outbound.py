@@ -17,22 +17,24 @@ from typing import TYPE_CHECKING
 import trio
 
 from certs.spiffe import SpiffeId
-from peermesh.http.exchange import (
+from peermesh.core.endpoint import Endpoint, EndpointSource
+from peermesh.net import errors
+from peermesh.net.http.exchange import (
     BodySource,
     H2ResponseWriter,
     H2StreamBody,
     H2UpstreamCall,
     ResponseWriter,
 )
-from peermesh.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
-from peermesh.http.h2session import (
+from peermesh.net.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
+from peermesh.net.http.h2session import (
     ConnectionUnavailable,
     ErrorCode,
     H2Session,
     H2Stream,
     StreamReset,
 )
-from peermesh.http.headers import (
+from peermesh.net.http.headers import (
     HeaderError,
     Headers,
     RequestHead,
@@ -40,13 +42,11 @@ from peermesh.http.headers import (
     h2_request_to_head,
     head_to_h2,
 )
-from peermesh.metrics import AgentMetrics
+from peermesh.net.pool import PeerPool
 from peermesh.observability.context import CountingBody, CountingWriter, note_attempt, note_route
+from peermesh.observability.metrics import AgentMetrics
 from peermesh.policy.compiled import CompiledPolicy, RouteDecision
-from peermesh.proxy import errors
 from peermesh.proxy.attempt import BufferedBody, UpstreamAttempt, buffer_body
-from peermesh.proxy.endpoints import Endpoint, EndpointSource
-from peermesh.proxy.pool import PeerPool
 from peermesh.proxy.relay import UPSTREAM_ERRORS, DownstreamGone
 from peermesh.proxy.tracker import ConnectionTracker
 from peermesh.proxy.traffic import (

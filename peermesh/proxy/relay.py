@@ -8,9 +8,9 @@ goes away, the other side is reset so nothing keeps running for nobody.
 
 from __future__ import annotations
 
-from peermesh.http.exchange import BodySource, ResponseWriter, UpstreamCall
-from peermesh.http.h1client import AppUnavailable
-from peermesh.proxy import errors
+from peermesh.net import errors
+from peermesh.net.http.exchange import BodySource, ResponseWriter, UpstreamCall
+from peermesh.net.http.h1client import AppUnavailable
 from peermesh.proxy.attempt import (
     DOWNSTREAM_ERRORS,
     UPSTREAM_ERRORS,

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from peermesh.http.h1server import H1ServerConnection
-from peermesh.http.h2session import H2Session
+from peermesh.net.http.h1server import H1ServerConnection
+from peermesh.net.http.h2session import H2Session
 
 
 @dataclass

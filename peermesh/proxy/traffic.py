@@ -12,11 +12,11 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from peermesh.http.headers import Headers, RequestHead
+from peermesh.core.endpoint import Endpoint
+from peermesh.net.http.headers import Headers, RequestHead
 from peermesh.policy.compiled import CompiledPolicy, DestinationPolicy, RouteDecision
 from peermesh.policy.model import HeaderOperations, Retries
 from peermesh.policy.model import RetryBudget as RetryBudgetSpec
-from peermesh.proxy.endpoints import Endpoint
 from peermesh.traffic.balancer import Balancer, make_balancer
 from peermesh.traffic.limits import ConcurrencyLimits, RateLimiter
 from peermesh.traffic.outlier import OutlierDetector

@@ -31,13 +31,13 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from peermesh.core.endpoint import Endpoint
 from peermesh.policy.model import (
     LB_LEAST_REQUEST,
     LB_P2C_EWMA,
     LB_ROUND_ROBIN,
     LoadBalancer,
 )
-from peermesh.proxy.endpoints import Endpoint
 
 __all__ = [
     "DEFAULT_DECAY",

@@ -26,8 +26,8 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+from peermesh.core.endpoint import Endpoint
 from peermesh.policy.model import OutlierDetection
-from peermesh.proxy.endpoints import Endpoint
 
 __all__ = ["MAX_EJECTION_TIME", "OutlierDetector"]
 

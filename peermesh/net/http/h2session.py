@@ -27,8 +27,8 @@ import h2.settings
 import trio
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PushPromiseFrame, RstStreamFrame
 
-from peermesh.http.h2fast import FastDecoder, FastEncoder, check_received, prepare_outbound
-from peermesh.http.headers import Headers
+from peermesh.net.http.h2fast import FastDecoder, FastEncoder, check_received, prepare_outbound
+from peermesh.net.http.headers import Headers
 
 log = logging.getLogger(__name__)
 

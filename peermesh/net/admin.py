@@ -11,8 +11,8 @@ from typing import Any
 
 import trio
 
-from peermesh.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
-from peermesh.http.headers import RequestHead
+from peermesh.net.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
+from peermesh.net.http.headers import RequestHead
 
 MAX_ADMIN_BODY = 16 << 20
 

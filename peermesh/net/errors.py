@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peermesh.http.exchange import ResponseWriter
+from peermesh.core.errors import PeermeshError
+from peermesh.net.http.exchange import ResponseWriter
 
 
 @dataclass(frozen=True)
-class ProxyError(Exception):
+class ProxyError(PeermeshError):
     """A request the sidecar answers itself."""
 
     status: int

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from peermesh.http.h2session import ErrorCode, H2Stream
-from peermesh.http.headers import Headers, response_to_h2, status_of
+from peermesh.net.http.h2session import ErrorCode, H2Stream
+from peermesh.net.http.headers import Headers, response_to_h2, status_of
 
 
 class BodySource(Protocol):

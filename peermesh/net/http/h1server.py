@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import h11
 import trio
 
-from peermesh.http.headers import HeaderError, Headers, RequestHead, h1_request_to_head
+from peermesh.net.http.headers import HeaderError, Headers, RequestHead, h1_request_to_head
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ class H1ResponseWriter:
         return self._headers_sent
 
     async def send_head(self, status: int, headers: Headers, *, end: bool = False) -> None:
-        from peermesh.http.headers import join_cookies, strip_hop_by_hop
+        from peermesh.net.http.headers import join_cookies, strip_hop_by_hop
 
         out = join_cookies(strip_hop_by_hop(headers, keep_te_trailers=False))
         if self.server.draining:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import trio
 
 from certs.spiffe import SpiffeId
-from peermesh.http.h2session import H2Session
-from peermesh.proxy import errors
-from peermesh.proxy.endpoints import Endpoint
-from peermesh.tls import MeshTls, PeerIdentityError, TlsNotReady, peer_identity
+from peermesh.core.endpoint import Endpoint
+from peermesh.net import errors
+from peermesh.net.http.h2session import H2Session
+from peermesh.net.tls import MeshTls, PeerIdentityError, TlsNotReady, peer_identity
 
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 5.0

@@ -11,8 +11,8 @@ from collections import deque
 
 import trio
 
-from peermesh.http import h1wire
-from peermesh.http.headers import Headers, RequestHead, head_to_h1
+from peermesh.net.http import h1wire
+from peermesh.net.http.headers import Headers, RequestHead, head_to_h1
 
 READ_SIZE = 1 << 16
 IDLE_REUSE_SECONDS = 4.0  # below the 5 s keep-alive timeout most servers use

@@ -1,0 +1,40 @@
+"""The one exception root: every error peermesh raises on purpose says what, why and what to do.
+
+An error that reaches an API boundary (an admin route, a control RPC, a proxied request)
+is answered with its ``status`` and ``code``; ``hint`` is the operator's next step.
+``gossip/`` and ``certs/`` are libraries with roots of their own; the shells translate
+their errors where they cross into peermesh.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PeermeshError(Exception):
+    """Root of peermesh's own errors: ``status`` (HTTP), ``code`` (a stable token), ``hint``."""
+
+    default_status: ClassVar[int] = 500
+    default_code: ClassVar[str] = "internal-error"
+    hint: str | None = None
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = self.default_status if status is None else status
+        self.code = self.default_code if code is None else code
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON/msgpack shape an API answers with."""
+        out: dict[str, Any] = {"error": self.message, "code": self.code}
+        if self.hint:
+            out["hint"] = self.hint
+        return out

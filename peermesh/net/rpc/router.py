@@ -1,0 +1,136 @@
+"""Control RPCs under ``/peermesh.v1/``: served by the agent itself, never by the app.
+
+Control traffic rides the same mTLS HTTP/2 connections as data. Bodies are msgpack;
+each method declares its request and response messages (``RpcMethod``), the router
+decodes and validates the request before the handler runs, and each handler learns the
+caller's verified SPIFFE ID, so it can authorize by identity.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+
+from certs.spiffe import SpiffeId
+from peermesh.core.errors import PeermeshError
+from peermesh.net.http.exchange import BodySource, ResponseWriter
+from peermesh.net.http.headers import RequestHead
+
+from .method import ControlRequest, Req, Resp, RpcMethod
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/peermesh.v1/"
+CONTENT_TYPE = b"application/msgpack"
+MAX_BODY = 64 << 20  # a whole policy document for a new agent fits (10k objects ≈ 7 MB)
+
+
+class _Served:
+    """One registered method: decodes the body, calls the handler, encodes the result."""
+
+    __slots__ = ("handler", "method")
+
+    def __init__(
+        self, method: RpcMethod[Any, Any] | None, handler: Callable[..., Awaitable[Any]]
+    ) -> None:
+        self.method = method
+        self.handler = handler
+
+    async def __call__(self, name: str, peer: SpiffeId, payload: Any) -> Any:
+        if self.method is None:  # an untyped handler checks its body itself
+            return await self.handler(ControlRequest(method=name, peer=peer, body=payload))
+        body = self.method.request.from_wire(payload)
+        result = await self.handler(ControlRequest(method=name, peer=peer, body=body))
+        return result.to_wire()
+
+
+class ControlRouter:
+    """Maps ``/peermesh.v1/<method>`` to handlers registered by each subsystem."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, _Served] = {}
+        self.calls = 0
+        self.errors = 0
+
+    def serve(
+        self,
+        method: RpcMethod[Req, Resp],
+        handler: Callable[[ControlRequest[Req]], Awaitable[Resp]],
+    ) -> None:
+        if method.name in self._handlers:
+            raise ValueError(f"control method {method.name!r} is already registered")
+        self._handlers[method.name] = _Served(method, handler)
+
+    def register(
+        self, method: str, handler: Callable[[ControlRequest[Any]], Awaitable[Any]]
+    ) -> None:
+        """An untyped method: the handler gets the decoded msgpack body as it came."""
+        if method in self._handlers:
+            raise ValueError(f"control method {method!r} is already registered")
+        self._handlers[method] = _Served(None, handler)
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted(self._handlers)
+
+    async def dispatch(self, method: RpcMethod[Req, Resp], peer: SpiffeId, body: Req) -> Resp:
+        """Call a method of this agent's own in-process, as a peer's call would run it."""
+        served = self._handlers.get(method.name)
+        if served is None:
+            raise PeermeshError(f"no control method {method.name!r}", status=404)
+        return method.response.from_wire(await served(method.name, peer, body.to_wire()))
+
+    @staticmethod
+    def owns(path: bytes) -> bool:
+        return path.startswith(PREFIX.encode())
+
+    async def handle(
+        self, head: RequestHead, body: BodySource, writer: ResponseWriter, peer: SpiffeId
+    ) -> int:
+        """Serve one control call; returns the status sent."""
+        self.calls += 1
+        method = head.path.decode("ascii", "replace")[len(PREFIX) :].split("?", 1)[0]
+        handler = self._handlers.get(method)
+        if handler is None:
+            return await self._refuse(writer, 404, f"no control method {method!r}")
+        if head.method != b"POST":
+            return await self._refuse(writer, 405, "control methods take POST")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await body.receive_data():
+            size += len(chunk)
+            if size > MAX_BODY:
+                return await self._refuse(writer, 413, f"control body over {MAX_BODY} bytes")
+            chunks.append(chunk)
+        try:
+            payload = msgpack.unpackb(b"".join(chunks), raw=False) if chunks else None
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            return await self._refuse(writer, 400, f"body is not valid msgpack: {exc}")
+        try:
+            result = await handler(method, peer, payload)
+        except PeermeshError as exc:
+            return await self._refuse(writer, exc.status, exc.message, exc.code)
+        return await self._reply(writer, 200, {"result": result})
+
+    async def _refuse(
+        self, writer: ResponseWriter, status: int, message: str, code: str | None = None
+    ) -> int:
+        payload: dict[str, Any] = {"error": message}
+        if code:
+            payload["code"] = code
+        return await self._reply(writer, status, payload)
+
+    async def _reply(self, writer: ResponseWriter, status: int, payload: Any) -> int:
+        if status != 200:
+            self.errors += 1
+        data = msgpack.packb(payload, use_bin_type=True)
+        await writer.send_head(
+            status,
+            [(b"content-type", CONTENT_TYPE), (b"content-length", str(len(data)).encode())],
+        )
+        await writer.send_data(data)
+        await writer.finish()
+        return status
