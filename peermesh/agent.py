@@ -7,6 +7,7 @@ let in-flight streams finish up to ``drain_timeout``, then cancel what is left.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -14,7 +15,9 @@ from typing import Any
 
 import trio
 
+from gossip.messages import MemberState
 from peermesh import __version__
+from peermesh.agent_state import AgentSources
 from peermesh.config import AgentConfig
 from peermesh.core.endpoint import CompositeEndpoints, Endpoint, EndpointError, parse_host_port
 from peermesh.membership.gossip import GossipSettings, Membership, default_advertise_address
@@ -35,6 +38,9 @@ from peermesh.proxy.outbound import OutboundProxy
 from peermesh.proxy.tracker import ConnectionTracker
 
 log = logging.getLogger(__name__)
+
+# A member in one of these states gets no new requests: stop waiting on connections to it.
+_GONE = (MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT)
 
 
 class Agent:
@@ -104,8 +110,12 @@ class Agent:
             otlp_endpoint=config.otlp_endpoint,
             trace_sampling=config.trace_sampling,
         )
-        self.metrics.registry.register(AgentStateCollector(self))
-        self.mesh_view = MeshView(self)
+        sources = AgentSources(self)
+        self.metrics.registry.register(AgentStateCollector(sources, self.observability))
+        self.mesh_view = MeshView(
+            sources, self.observability, self.tls, lambda: self.control_client
+        )
+        self.mesh_view.register(self.control, self.admin)
         self._apply_mesh_telemetry()  # from a MeshConfig already on disk
         # --- end observability -------------------------------------------------------------
         self.outbound_tracker = ConnectionTracker("outbound")
@@ -121,6 +131,11 @@ class Agent:
     @property
     def pool(self) -> PeerPool:
         assert self._pool is not None, "agent is not running"
+        return self._pool
+
+    @property
+    def running_pool(self) -> PeerPool | None:
+        """The peer pool while the agent runs, else None."""
         return self._pool
 
     @property
@@ -274,7 +289,7 @@ class Agent:
     def _on_member_event(self, event: Any) -> None:
         """A member stopped being alive: stop waiting on our connections to it."""
         state = getattr(event.member, "state", None)
-        if state is None or state.name not in ("SUSPECT", "DEAD", "LEFT"):
+        if state not in _GONE:
             return
         meta = event.member.meta
         if self._pool is None or not meta.addresses or event.member.name == self.config.name:
@@ -298,7 +313,7 @@ class Agent:
         if membership is None:
             return
         known = membership.swim.member(candidate.node)
-        if known is not None and known.state.name in ("ALIVE", "SUSPECT"):
+        if known is not None and known.state in (MemberState.ALIVE, MemberState.SUSPECT):
             return
         log.info("mDNS found %s at %s; joining", candidate.node, candidate.address)
         assert self._pool is not None
@@ -322,7 +337,7 @@ class Agent:
             self.policy,
             ControlClient(self.pool),
             self.control,
-            self._policy_peers,
+            self.policy_peers,
             edit_authorizer=lambda principal: self.policy.compiled().is_admin(principal),
             on_remote_edit=lambda objects, who: self._admin_for_policy().apply_from_peer(
                 objects, who
@@ -335,12 +350,12 @@ class Agent:
         assert self.policy_admin is not None
         return self.policy_admin
 
-    def _policy_peers(self) -> list[Peer]:
+    def policy_peers(self) -> list[Peer]:
         """Every other agent we can reach: gossip members, else the static endpoints."""
         peers: dict[tuple[str, int], Peer] = {}
         if self.membership is not None and self.membership.running:
             for member in self.membership.swim.members():
-                if member.name == self.config.name or member.state.name != "ALIVE":
+                if member.name == self.config.name or member.state is not MemberState.ALIVE:
                     continue
                 host = member.meta.addresses[0] if member.meta.addresses else ""
                 peers[(host, member.meta.inbound_port)] = Peer(
@@ -451,7 +466,7 @@ class Agent:
                     "streams": self.inbound_tracker.streams,
                 },
             },
-            "peers": self.pool.status() if self._pool is not None else [],
+            "peers": ([dataclasses.asdict(p) for p in self._pool.status()] if self._pool else []),
             "endpoints": {
                 service: [e.address for e in (self.endpoints.endpoints(service) or [])]
                 for service in self.endpoints.services()

@@ -34,6 +34,18 @@ class _PeerState:
     last_error: errors.ProxyError | None = None
 
 
+@dataclass(frozen=True)
+class PeerStatus:
+    """One peer's connections as ``/v1/status`` and the metrics show them."""
+
+    address: str
+    connections: int
+    streams: int
+    identity: str | None
+    failures: int
+    last_error: str | None
+
+
 class PeerPool:
     """Hands out an H2 session to a peer's inbound listener, dialling when needed."""
 
@@ -59,19 +71,19 @@ class PeerPool:
     def sessions(self) -> list[H2Session]:
         return [s for p in self._peers.values() for s in p.sessions if not s.is_closed]
 
-    def status(self) -> list[dict[str, object]]:
-        out: list[dict[str, object]] = []
+    def status(self) -> list[PeerStatus]:
+        out: list[PeerStatus] = []
         for (host, port), state in sorted(self._peers.items()):
             live = [s for s in state.sessions if not s.is_closed]
             out.append(
-                {
-                    "address": f"{host}:{port}",
-                    "connections": len(live),
-                    "streams": sum(s.open_streams for s in live),
-                    "identity": str(live[0].peer) if live else None,
-                    "failures": state.failures,
-                    "last_error": str(state.last_error) if state.last_error else None,
-                }
+                PeerStatus(
+                    address=f"{host}:{port}",
+                    connections=len(live),
+                    streams=sum(s.open_streams for s in live),
+                    identity=str(live[0].peer) if live else None,
+                    failures=state.failures,
+                    last_error=str(state.last_error) if state.last_error else None,
+                )
             )
         return out
 

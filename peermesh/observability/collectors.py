@@ -6,25 +6,77 @@ connection and access-log figures are read from the objects that already keep th
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from peermesh.observability.hub import Observability
 
 log = logging.getLogger(__name__)
 
 MAX_PEERS = 256  # bound on per-peer series
 
 
+@dataclass(frozen=True)
+class GossipFigures:
+    """What SWIM reports at one scrape."""
+
+    members: Mapping[str, int]  # by state name, lower case
+    datagrams_sent: int
+    datagrams_received: int
+    drops: Mapping[str, int]  # by reason
+    events: Mapping[str, int]  # protocol counters by name
+
+
+@dataclass(frozen=True)
+class PolicyFigures:
+    objects: int
+    version: int
+    sync_bytes_sent: int | None  # None: no replicator running
+    sync_bytes_received: int | None
+
+
+@dataclass(frozen=True)
+class CertificateFigures:
+    expires_in: float | None  # seconds; None: no certificate loaded
+    renewals: int
+    shares_released: int | None  # None: this agent is not a signer
+    shares_refused: int
+
+
+@dataclass(frozen=True)
+class PeerFigures:
+    address: str
+    connections: int
+    streams: int
+
+
+class AgentState(Protocol):
+    """The live figures the collector reads at scrape time, one reader per part."""
+
+    def gossip(self) -> GossipFigures | None:
+        """None when gossip is off or not running yet."""
+
+    def mdns_discovered(self) -> int | None:
+        """None when mDNS is off."""
+
+    def policy(self) -> PolicyFigures: ...
+    def certificate(self) -> CertificateFigures: ...
+    def peers(self) -> Sequence[PeerFigures]: ...
+    def open_streams(self) -> Mapping[str, int]:
+        """Open streams by listener name."""
+
+
 class AgentStateCollector(Collector):
     """Control-plane and connection metrics for one agent (read at scrape time)."""
 
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
+    def __init__(self, state: AgentState, hub: Observability) -> None:
+        self.state = state
+        self.hub = hub
 
     def collect(self) -> Iterator[Metric]:
         for part in (
@@ -43,7 +95,7 @@ class AgentStateCollector(Collector):
             yield from families
 
     def _gossip(self) -> Iterator[Metric]:
-        membership = self.agent.membership
+        figures = self.state.gossip()
         members = GaugeMetricFamily(
             "peermesh_gossip_members", "Members known to SWIM, by state.", labels=["state"]
         )
@@ -62,85 +114,70 @@ class AgentStateCollector(Collector):
         mdns = GaugeMetricFamily(
             "peermesh_mdns_discovered", "Agents discovered on the local link through mDNS."
         )
-        if membership is not None and membership.running:
-            swim = membership.swim
-            counts: dict[str, int] = {"alive": 0, "suspect": 0, "dead": 0, "left": 0}
-            for member in swim.members():
-                state = member.state.name.lower()
-                counts[state] = counts.get(state, 0) + 1
-            for state, n in sorted(counts.items()):
+        if figures is not None:
+            for state, n in sorted(figures.members.items()):
                 members.add_metric([state], n)
-            codec = getattr(swim, "codec", None)
-            if codec is not None:
-                sent.add_metric([], getattr(codec, "sent", 0))
-                received.add_metric([], getattr(codec, "accepted", 0))
-            for reason, n in swim.drops.items():
-                dropped.add_metric([reason.value], n)
-            stats = swim.stats
-            for f in dataclasses.fields(stats):
-                value = getattr(stats, f.name)
-                if isinstance(value, int):
-                    events.add_metric([f.name], value)
-        if self.agent.mdns is not None:
-            mdns.add_metric([], len(self.agent.mdns.discovered))
+            sent.add_metric([], figures.datagrams_sent)
+            received.add_metric([], figures.datagrams_received)
+            for reason, n in figures.drops.items():
+                dropped.add_metric([reason], n)
+            for name, n in figures.events.items():
+                events.add_metric([name], n)
+        discovered = self.state.mdns_discovered()
+        if discovered is not None:
+            mdns.add_metric([], discovered)
         yield from (members, sent, received, dropped, events, mdns)
 
     def _policy(self) -> Iterator[Metric]:
-        store = self.agent.policy
+        figures = self.state.policy()
         objects = GaugeMetricFamily("peermesh_policy_objects", "Policy objects in force.")
-        objects.add_metric([], len(store))
+        objects.add_metric([], figures.objects)
         version = GaugeMetricFamily(
             "peermesh_policy_version", "Local policy version (bumped by every change)."
         )
-        version.add_metric([], store.version)
+        version.add_metric([], figures.version)
         yield objects
         yield version
-        hub = getattr(self.agent, "observability", None)
-        applied = getattr(hub, "policy_applied_at", 0.0) if hub is not None else 0.0
+        applied = self.hub.policy_applied_at
         last = GaugeMetricFamily(
             "peermesh_policy_last_apply_timestamp_seconds",
             "Unix time of the last policy change applied here (0: none since start).",
         )
         last.add_metric([], applied)
         yield last
-        replicator = self.agent.replicator
         sync = CounterMetricFamily(
             "peermesh_policy_sync_bytes", "Policy anti-entropy bytes.", labels=["direction"]
         )
-        if replicator is not None:
-            sync.add_metric(["sent"], getattr(replicator, "sync_bytes_sent", 0))
-            sync.add_metric(["received"], getattr(replicator, "sync_bytes_received", 0))
+        if figures.sync_bytes_sent is not None:
+            sync.add_metric(["sent"], figures.sync_bytes_sent)
+            sync.add_metric(["received"], figures.sync_bytes_received or 0)
         yield sync
 
     def _certificate(self) -> Iterator[Metric]:
-        tls = self.agent.tls
+        figures = self.state.certificate()
         expiry = GaugeMetricFamily(
             "peermesh_certificate_expiry_seconds",
             "Seconds until this agent's workload certificate expires (absent: none loaded).",
         )
-        if tls.loaded:
-            left = tls.not_after - dt.datetime.now(dt.UTC)
-            expiry.add_metric([], left.total_seconds())
+        if figures.expires_in is not None:
+            expiry.add_metric([], figures.expires_in)
         yield expiry
-        ca = getattr(self.agent, "ca", None)
         renewals = CounterMetricFamily(
             "peermesh_certificate_renewals", "Certificates this agent obtained by renewal."
         )
-        renewals.add_metric([], getattr(ca, "renewals", 0) if ca is not None else 0)
+        renewals.add_metric([], figures.renewals)
         yield renewals
-        signer = getattr(ca, "signer", None) if ca is not None else None
         shares = CounterMetricFamily(
             "peermesh_ca_signature_shares",
             "FROST signature shares this agent's signer released or refused (since start).",
             labels=["result"],
         )
-        if signer is not None:
-            shares.add_metric(["released"], getattr(signer, "shares_released", 0))
-            shares.add_metric(["refused"], getattr(signer, "refusals", 0))
+        if figures.shares_released is not None:
+            shares.add_metric(["released"], figures.shares_released)
+            shares.add_metric(["refused"], figures.shares_refused)
         yield shares
 
     def _connections(self) -> Iterator[Metric]:
-        pool = getattr(self.agent, "_pool", None)
         conns = GaugeMetricFamily(
             "peermesh_peer_connections",
             "Open outbound mTLS connections per peer agent.",
@@ -149,24 +186,20 @@ class AgentStateCollector(Collector):
         streams = GaugeMetricFamily(
             "peermesh_peer_streams", "Open HTTP/2 streams per peer agent.", labels=["peer"]
         )
-        if pool is not None:
-            for row in pool.status()[:MAX_PEERS]:
-                conns.add_metric([str(row["address"])], float(row["connections"]))
-                streams.add_metric([str(row["address"])], float(row["streams"]))
+        for peer in list(self.state.peers())[:MAX_PEERS]:
+            conns.add_metric([peer.address], float(peer.connections))
+            streams.add_metric([peer.address], float(peer.streams))
         yield conns
         yield streams
         listener_streams = GaugeMetricFamily(
             "peermesh_open_streams", "Open streams per listener.", labels=["listener"]
         )
-        for name in ("outbound", "inbound"):
-            tracker = getattr(self.agent, f"{name}_tracker", None)
-            if tracker is not None:
-                listener_streams.add_metric([name], tracker.streams)
+        for name, n in self.state.open_streams().items():
+            listener_streams.add_metric([name], n)
         yield listener_streams
 
     def _access_log(self) -> Iterator[Metric]:
-        hub = getattr(self.agent, "observability", None)
-        log = hub.access_log if hub is not None else None
+        log = self.hub.access_log
         written = CounterMetricFamily("peermesh_access_log_written", "Access log lines written.")
         dropped = CounterMetricFamily(
             "peermesh_access_log_dropped",

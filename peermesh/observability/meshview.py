@@ -10,119 +10,153 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import trio
 
 from peermesh.core.endpoint import Endpoint
-from peermesh.net.admin import AdminResponse
-from peermesh.net.rpc import ControlRequest, RpcError
+from peermesh.net.admin import AdminResponse, AdminServer
+from peermesh.net.rpc import ControlRequest, Empty, RpcError
+from peermesh.net.rpc.client import ControlClient
+from peermesh.net.rpc.method import Req, Resp, RpcMethod
+from peermesh.net.rpc.router import ControlRouter
+from peermesh.net.tls import MeshTls
 from peermesh.observability.golden import merge
+from peermesh.observability.hub import Observability
+from peermesh.observability.messages import (
+    CHECK_INFO,
+    GOLDEN,
+    MAX_TAP,
+    TAP,
+    CheckInfo,
+    GoldenReply,
+    TapReply,
+    TapRequest,
+)
 from peermesh.observability.ui import DASHBOARD_HTML
 
-if TYPE_CHECKING:
-    from peermesh.agent import Agent
-
 FANOUT_TIMEOUT = 3.0
-MAX_TAP = 200
 MAX_SKEW = 2.0  # seconds of clock difference `check` tolerates (beyond half the RTT)
 NEAR_EXPIRY = 0.1  # fail when less than this share of the certificate lifetime is left
 
 
-class MeshView:
-    """Registers the control RPCs and admin routes on an agent."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        agent.control.register("stats/golden", self._rpc_golden)
-        agent.control.register("tap/subscribe", self._rpc_tap)
-        agent.control.register("check/info", self._rpc_info)
-        agent.admin.route("/v1/mesh/stats", self._admin_stats)
-        agent.admin.route("/v1/mesh/tap", self._admin_tap)
-        agent.admin.route("/v1/mesh/check", self._admin_check)
-        agent.admin.route("/ui", self._admin_ui)
+class MeshSources(Protocol):
+    """What the mesh view reads of its agent, live at each call."""
 
     @property
-    def hub(self) -> Any:
-        return self.agent.observability
+    def node(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def has_join_seeds(self) -> bool: ...
+    def member_digest(self) -> str | None: ...
+    def policy_digest(self) -> str: ...
+    def state_vector_digest(self) -> str | None: ...
+    def peer_endpoints(self) -> list[Endpoint]: ...
+    async def signer_quorum(self) -> tuple[int, int] | None:
+        """(reachable signers, threshold), or None without a threshold CA."""
+
+
+@dataclass(frozen=True)
+class PeerReply(Generic[Resp]):
+    """One peer's answer in a fan-out, with where it came from and the round trip."""
+
+    address: str
+    rtt: float
+    reply: Resp
+
+
+class MeshView:
+    """The control RPCs and admin routes behind ``top``, ``tap``, ``check`` and ``/ui``."""
+
+    def __init__(
+        self,
+        sources: MeshSources,
+        hub: Observability,
+        tls: MeshTls,
+        client: Callable[[], ControlClient],
+    ) -> None:
+        self.sources = sources
+        self.hub = hub
+        self.tls = tls
+        self.client = client
+
+    def register(self, router: ControlRouter, admin: AdminServer) -> None:
+        router.serve(GOLDEN, self._rpc_golden)
+        router.serve(TAP, self._rpc_tap)
+        router.serve(CHECK_INFO, self._rpc_info)
+        admin.route("/v1/mesh/stats", self._admin_stats)
+        admin.route("/v1/mesh/tap", self._admin_tap)
+        admin.route("/v1/mesh/check", self._admin_check)
+        admin.route("/ui", self._admin_ui)
 
     # --- control RPCs ----------------------------------------------------------------
-    def golden(self) -> dict[str, Any]:
-        return {
-            "node": self.agent.config.name,
-            "service": self.agent.config.service.name,
-            "snapshot": self.hub.golden.snapshot(time.monotonic()),
-        }
+    def golden(self) -> GoldenReply:
+        return GoldenReply.from_wire(
+            {
+                "node": self.sources.node,
+                "service": self.sources.service,
+                "snapshot": self.hub.golden.snapshot(time.monotonic()),
+            }
+        )
 
-    async def _rpc_golden(self, request: ControlRequest) -> Any:
+    async def _rpc_golden(self, request: ControlRequest[Empty]) -> GoldenReply:
         return self.golden()
 
-    def tap(self, body: Any) -> list[dict[str, Any]]:
-        if not isinstance(body, dict):
-            body = {}
+    def tap(self, request: TapRequest) -> list[dict[str, Any]]:
         self.hub.tap_activate(trio.current_time())
-        limit = min(int(body.get("limit") or 50), MAX_TAP)
-        return self.hub.tap_matching(body.get("service"), body.get("path"), limit)
+        return self.hub.tap_matching(request.service, request.path, request.limit)
 
-    async def _rpc_tap(self, request: ControlRequest) -> Any:
-        try:
-            return {"node": self.agent.config.name, "requests": self.tap(request.body)}
-        except (TypeError, ValueError) as exc:
-            raise RpcError(400, f"tap/subscribe: bad request: {exc}") from None
+    async def _rpc_tap(self, request: ControlRequest[TapRequest]) -> TapReply:
+        return TapReply(node=self.sources.node, requests=tuple(self.tap(request.body)))
 
-    def info(self) -> dict[str, Any]:
-        agent = self.agent
-        tls = agent.tls
+    def info(self) -> CheckInfo:
+        tls = self.tls
         try:
             bundle = hashlib.sha256(tls.bundle_path.read_bytes()).hexdigest()[:16]
         except OSError:
             bundle = None
-        membership = agent.membership
-        replicator = agent.replicator
-        return {
-            "node": agent.config.name,
-            "service": agent.config.service.name,
-            "time": time.time() + self.hub.clock_offset,
-            "bundle_sha256": bundle,
-            "member_digest": (
-                membership.status()["digest"]
-                if membership is not None and membership.running
-                else None
-            ),
-            "policy_digest": agent.policy.digest(),
-            "state_vector_digest": (
-                replicator.local_status()["state_vector_digest"] if replicator else None
-            ),
-            "certificate_not_after": tls.not_after.isoformat() if tls.loaded else None,
-        }
+        return CheckInfo(
+            node=self.sources.node,
+            service=self.sources.service,
+            time=time.time() + self.hub.clock_offset,
+            bundle_sha256=bundle,
+            member_digest=self.sources.member_digest(),
+            policy_digest=self.sources.policy_digest(),
+            state_vector_digest=self.sources.state_vector_digest(),
+            certificate_not_after=tls.not_after.isoformat() if tls.loaded else None,
+        )
 
-    async def _rpc_info(self, request: ControlRequest) -> Any:
+    async def _rpc_info(self, request: ControlRequest[Empty]) -> CheckInfo:
         return self.info()
 
     # --- fan-out ---------------------------------------------------------------------
     def peers(self) -> list[Endpoint]:
-        return [Endpoint(service="", host=p.host, port=p.port) for p in self.agent._policy_peers()]
+        return self.sources.peer_endpoints()
 
-    async def fan_out(self, method: str, body: Any) -> tuple[list[Any], list[dict[str, str]]]:
+    async def fan_out(
+        self, method: RpcMethod[Req, Resp], body: Req
+    ) -> tuple[list[PeerReply[Resp]], list[dict[str, str]]]:
         """Call ``method`` on every peer concurrently; replies and per-peer errors."""
-        replies: list[Any] = []
+        replies: list[PeerReply[Resp]] = []
         errors: list[dict[str, str]] = []
-        if not self.agent.tls.loaded:
+        if not self.tls.loaded:
             return replies, [{"peer": "*", "error": "no certificate loaded: cannot reach peers"}]
-        client = self.agent.control_client
+        client = self.client()
 
         async def one(endpoint: Endpoint) -> None:
             started = trio.current_time()
             try:
-                reply = await client.call_untyped(endpoint, method, body, timeout=FANOUT_TIMEOUT)
+                reply = await client.call(endpoint, method, body, timeout=FANOUT_TIMEOUT)
             except (RpcError, OSError) as exc:
                 errors.append({"peer": endpoint.address, "error": str(exc)})
                 return
-            if isinstance(reply, dict):
-                reply["_rtt"] = trio.current_time() - started
-                reply["_address"] = endpoint.address
-            replies.append(reply)
+            replies.append(PeerReply(endpoint.address, trio.current_time() - started, reply))
 
         async with trio.open_nursery() as nursery:
             for endpoint in self.peers():
@@ -131,13 +165,12 @@ class MeshView:
 
     # --- admin routes ------------------------------------------------------------------
     async def mesh_stats(self) -> dict[str, Any]:
-        replies, errors = await self.fan_out("stats/golden", None)
-        mine = self.golden()
-        nodes = [mine] + [r for r in replies if isinstance(r, dict)]
-        merged = merge([n.get("snapshot", []) for n in nodes])
+        replies, errors = await self.fan_out(GOLDEN, Empty())
+        nodes = [self.golden()] + [r.reply for r in replies]
+        merged = merge([[item.to_wire() for item in n.snapshot] for n in nodes])
         return {
-            "node": self.agent.config.name,
-            "nodes": sorted({str(n.get("node")) for n in nodes}),
+            "node": self.sources.node,
+            "nodes": sorted({n.node for n in nodes}),
             "errors": errors,
             **merged,
         }
@@ -147,16 +180,15 @@ class MeshView:
 
     async def _admin_tap(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         query = {k: v[-1] for k, v in parse_qs(urlsplit(path).query).items()}
-        request = {
-            "service": query.get("service"),
-            "path": query.get("path"),
-            "limit": int(query.get("limit", "50") or 50),
-        }
-        replies, errors = await self.fan_out("tap/subscribe", request)
+        request = TapRequest(
+            service=query.get("service"),
+            path=query.get("path"),
+            limit=min(int(query.get("limit", "50") or 50), MAX_TAP),
+        )
+        replies, errors = await self.fan_out(TAP, request)
         rows = self.tap(request)
-        for reply in replies:
-            if isinstance(reply, dict):
-                rows.extend(reply.get("requests") or [])
+        for peer in replies:
+            rows.extend(dict(row) for row in peer.reply.requests)
         rows.sort(key=lambda r: str(r.get("time")))
         return AdminResponse.json(200, {"requests": rows[-MAX_TAP:], "errors": errors})
 
@@ -169,26 +201,27 @@ class MeshView:
 
     async def checks(self) -> list[dict[str, Any]]:
         """``peermesh check``: each check with ok, detail and what to do."""
-        agent = self.agent
         out: list[dict[str, Any]] = []
 
         def add(name: str, ok: bool, detail: str, fix: str = "") -> None:
             out.append({"name": name, "ok": ok, "detail": detail, "fix": "" if ok else fix})
 
-        agent.tls.maybe_reload()
+        self.tls.maybe_reload()
+        ready = self.sources.ready
         add(
             "agent ready",
-            agent.ready,
-            "listeners up, certificate loaded" if agent.ready else "agent is not ready",
+            ready,
+            "listeners up, certificate loaded" if ready else "agent is not ready",
             "see /readyz on the admin port for the reason",
         )
         add(*self._certificate_check())
         mine = self.info()
-        replies, errors = await self.fan_out("check/info", None)
+        answers, errors = await self.fan_out(CHECK_INFO, Empty())
+        replies = [a.reply for a in answers]
         peers = self.peers()
         # Told where the mesh is (--join seeds) yet knowing nobody: not a one-node mesh but
         # a cut-off one (firewall, wrong gossip key, or TLS refused on every handshake).
-        alone = not peers and bool(agent.config.join)
+        alone = not peers and self.sources.has_join_seeds
         add(
             "peers reachable",
             not errors and not alone,
@@ -199,22 +232,22 @@ class MeshView:
             " (run 'peermesh check' on them); TLS failures by reason are in"
             " peermesh_tls_handshake_failures_total on /metrics",
         )
-        odd = [r["node"] for r in replies if r.get("bundle_sha256") != mine["bundle_sha256"]]
+        odd = [r.node for r in replies if r.bundle_sha256 != mine.bundle_sha256]
         add(
             "trust bundle consistent",
-            not odd and mine["bundle_sha256"] is not None,
-            f"bundle {mine['bundle_sha256']}"
+            not odd and mine.bundle_sha256 is not None,
+            f"bundle {mine.bundle_sha256}"
             + (f"; differs on {', '.join(sorted(odd))}" if odd else " on every peer"),
             "distribute the same bundle.pem to every agent (or finish the CA rotation)",
         )
         skewed = []
         now = time.time() + self.hub.clock_offset
-        for r in replies:
-            rtt = float(r.get("_rtt", 0.0))
+        for answer in answers:
+            rtt = answer.rtt
             # The reply was stamped somewhere within the round trip that ended now.
-            skew = float(r.get("time", now)) - (now - rtt / 2)
+            skew = answer.reply.time - (now - rtt / 2)
             if abs(skew) > MAX_SKEW + rtt / 2:
-                skewed.append(f"{r['node']} {skew:+.1f}s")
+                skewed.append(f"{answer.reply.node} {skew:+.1f}s")
         add(
             "clock skew",
             not skewed,
@@ -225,24 +258,22 @@ class MeshView:
             else "no peer answered: nothing to compare the clock with",
             "run NTP/chrony on every node; certificates and tokens fail when clocks drift",
         )
-        if mine["member_digest"] is None:
+        if mine.member_digest is None:
             add("gossip converged", True, "gossip is off (static endpoints)")
         else:
-            diff = sorted(
-                r["node"] for r in replies if r.get("member_digest") != mine["member_digest"]
-            )
+            diff = sorted(r.node for r in replies if r.member_digest != mine.member_digest)
             add(
                 "gossip converged",
                 not diff,
-                f"member digest {mine['member_digest']}"
+                f"member digest {mine.member_digest}"
                 + (f"; differs on {', '.join(diff)}" if diff else " on every peer"),
                 "wait a few gossip rounds; if it persists check UDP gossip ports and the key",
             )
-        diff = sorted(r["node"] for r in replies if r.get("policy_digest") != mine["policy_digest"])
+        diff = sorted(r.node for r in replies if r.policy_digest != mine.policy_digest)
         add(
             "policy converged",
             not diff,
-            f"policy digest {mine['policy_digest'][:16]}"
+            f"policy digest {mine.policy_digest[:16]}"
             + (f"; differs on {', '.join(diff)}" if diff else " on every peer"),
             "run 'peermesh policy status' on those nodes; anti-entropy repairs reachable peers",
         )
@@ -250,7 +281,7 @@ class MeshView:
         return out
 
     def _certificate_check(self) -> tuple[str, bool, str, str]:
-        tls = self.agent.tls
+        tls = self.tls
         fix = "renew it: 'peermesh ca renew' (threshold CA) or reissue with the dev CA"
         if not tls.loaded:
             return ("certificate", False, f"no usable certificate: {tls.last_reload_error}", fix)
@@ -275,11 +306,10 @@ class MeshView:
         return ("certificate", True, f"{tls.identity} valid for {left / 3600:.1f}h", "")
 
     async def _quorum_check(self) -> tuple[str, bool, str, str]:
-        ca = getattr(self.agent, "ca", None)
-        if ca is None or getattr(ca, "committee", None) is None:
+        quorum = await self.sources.signer_quorum()
+        if quorum is None:
             return ("signer quorum", True, "no threshold CA committee (dev CA)", "")
-        status = await ca.status()
-        reachable, threshold = status.get("reachable_signers", 0), status.get("threshold", 0)
+        reachable, threshold = quorum
         return (
             "signer quorum",
             reachable >= threshold,

@@ -1,0 +1,163 @@
+"""The agent's live state, read for the mesh view and the metrics collector.
+
+These adapters belong to the composition root: they are the one place that knows
+which component holds which figure, so that observability only sees the small
+``MeshSources`` and ``AgentState`` interfaces it declares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from peermesh.ca.service import CaService
+from peermesh.config import AgentConfig
+from peermesh.core.endpoint import Endpoint
+from peermesh.membership.gossip import Membership
+from peermesh.net.pool import PeerPool
+from peermesh.net.tls import MeshTls
+from peermesh.observability.collectors import (
+    CertificateFigures,
+    GossipFigures,
+    PeerFigures,
+    PolicyFigures,
+)
+from peermesh.policy.replicator import Peer, PolicyReplicator
+from peermesh.policy.store import PolicyStore
+from peermesh.proxy.tracker import ConnectionTracker
+
+
+class AgentParts(Protocol):
+    """The agent's components these readers look at (each may still be starting)."""
+
+    config: AgentConfig
+    tls: MeshTls
+    policy: PolicyStore
+    ca: CaService
+    membership: Membership | None
+    mdns: Any
+    replicator: PolicyReplicator | None
+    outbound_tracker: ConnectionTracker
+    inbound_tracker: ConnectionTracker
+
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def running_pool(self) -> PeerPool | None: ...
+    def policy_peers(self) -> list[Peer]: ...
+
+
+class AgentSources:
+    """``MeshSources`` and ``AgentState`` over one running agent."""
+
+    def __init__(self, agent: AgentParts) -> None:
+        self._agent = agent
+
+    # MeshSources -----------------------------------------------------------------------
+    @property
+    def node(self) -> str:
+        return self._agent.config.name
+
+    @property
+    def service(self) -> str:
+        return self._agent.config.service.name
+
+    @property
+    def ready(self) -> bool:
+        return self._agent.ready
+
+    @property
+    def has_join_seeds(self) -> bool:
+        return bool(self._agent.config.join)
+
+    def member_digest(self) -> str | None:
+        membership = self._agent.membership
+        if membership is None or not membership.running:
+            return None
+        return str(membership.status()["digest"])
+
+    def policy_digest(self) -> str:
+        return self._agent.policy.digest()
+
+    def state_vector_digest(self) -> str | None:
+        replicator = self._agent.replicator
+        if replicator is None:
+            return None
+        return str(replicator.local_status()["state_vector_digest"])
+
+    def peer_endpoints(self) -> list[Endpoint]:
+        return [Endpoint(service="", host=p.host, port=p.port) for p in self._agent.policy_peers()]
+
+    async def signer_quorum(self) -> tuple[int, int] | None:
+        ca = self._agent.ca
+        if ca.committee is None:
+            return None
+        status = await ca.status()
+        return int(status.get("reachable_signers", 0)), int(status.get("threshold", 0))
+
+    # AgentState ------------------------------------------------------------------------
+    def gossip(self) -> GossipFigures | None:
+        membership = self._agent.membership
+        if membership is None or not membership.running:
+            return None
+        swim = membership.swim
+        counts: dict[str, int] = {"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+        for member in swim.members():
+            state = member.state.name.lower()
+            counts[state] = counts.get(state, 0) + 1
+        stats = swim.stats
+        events = {
+            f.name: getattr(stats, f.name)
+            for f in dataclasses.fields(stats)
+            if isinstance(getattr(stats, f.name), int)
+        }
+        codec = swim.codec
+        return GossipFigures(
+            members=counts,
+            datagrams_sent=codec.sent,
+            datagrams_received=codec.accepted,
+            drops={reason.value: n for reason, n in swim.drops.items()},
+            events=events,
+        )
+
+    def mdns_discovered(self) -> int | None:
+        mdns = self._agent.mdns
+        return None if mdns is None else len(mdns.discovered)
+
+    def policy(self) -> PolicyFigures:
+        store = self._agent.policy
+        replicator = self._agent.replicator
+        return PolicyFigures(
+            objects=len(store),
+            version=store.version,
+            sync_bytes_sent=None if replicator is None else replicator.sync_bytes_sent,
+            sync_bytes_received=None if replicator is None else replicator.sync_bytes_received,
+        )
+
+    def certificate(self) -> CertificateFigures:
+        tls = self._agent.tls
+        ca = self._agent.ca
+        signer = ca.signer
+        expires_in = None
+        if tls.loaded:
+            expires_in = (tls.not_after - dt.datetime.now(dt.UTC)).total_seconds()
+        return CertificateFigures(
+            expires_in=expires_in,
+            renewals=ca.renewals,
+            shares_released=None if signer is None else signer.shares_released,
+            shares_refused=0 if signer is None else signer.refusals,
+        )
+
+    def peers(self) -> Sequence[PeerFigures]:
+        pool = self._agent.running_pool
+        if pool is None:
+            return []
+        return [PeerFigures(p.address, p.connections, p.streams) for p in pool.status()]
+
+    def open_streams(self) -> Mapping[str, int]:
+        return {
+            "outbound": self._agent.outbound_tracker.streams,
+            "inbound": self._agent.inbound_tracker.streams,
+        }
