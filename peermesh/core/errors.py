@@ -38,3 +38,15 @@ class PeermeshError(Exception):
         if self.hint:
             out["hint"] = self.hint
         return out
+
+
+class TransportError(PeermeshError):
+    """A connection or stream ended under a request (reset, closed, refused, gone).
+
+    These are how the data plane learns that the other side went away; code that
+    answers refusals (an RPC router, an admin route) lets them propagate to the
+    connection handler that owns the stream.
+    """
+
+    default_status = 502
+    default_code = "transport"

@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidSignature
 
 from certs.devca import BUNDLE_FILE, CERT_FILE, KEY_FILE
 from certs.spiffe import IdentityError, SpiffeId, spiffe_id_from_certificate, validate_trust_domain
+from peermesh.core.errors import PeermeshError
 
 __all__ = [
     "ALPN_PROTOCOLS",
@@ -51,8 +52,11 @@ _FileStamp = tuple[int, int, int] | None  # (inode, mtime_ns, size), None when m
 _Stamp = tuple[_FileStamp, _FileStamp, _FileStamp]
 
 
-class TlsError(Exception):
+class TlsError(PeermeshError):
     """Base class for TLS configuration problems."""
+
+    default_status = 503
+    default_code = "no-identity"
 
 
 class TlsConfigError(TlsError):
@@ -63,8 +67,11 @@ class TlsNotReady(TlsError):
     """No certificate has been loaded successfully yet, so no context can be handed out."""
 
 
-class PeerIdentityError(ValueError):
+class PeerIdentityError(PeermeshError, ValueError):
     """The peer's certificate does not carry an acceptable SPIFFE identity."""
+
+    default_status = 403
+    default_code = "bad-identity"
 
 
 @dataclass(frozen=True)

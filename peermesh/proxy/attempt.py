@@ -14,6 +14,7 @@ from types import TracebackType
 
 import trio
 
+from peermesh.core.errors import TransportError
 from peermesh.net.http.exchange import BodySource, ResponseWriter, UpstreamCall
 from peermesh.net.http.h1client import AppUnavailable, UpstreamBroken
 from peermesh.net.http.h1server import ClientGone
@@ -24,7 +25,7 @@ UPSTREAM_ERRORS = (StreamReset, AppUnavailable, UpstreamBroken)
 DOWNSTREAM_ERRORS = (StreamReset, ClientGone)
 
 
-class DownstreamGone(Exception):
+class DownstreamGone(TransportError):
     """The client of this exchange went away; nothing is left to answer."""
 
 

@@ -11,6 +11,7 @@ from collections import deque
 
 import trio
 
+from peermesh.core.errors import TransportError
 from peermesh.net.http import h1wire
 from peermesh.net.http.headers import Headers, RequestHead, head_to_h1
 
@@ -19,11 +20,11 @@ IDLE_REUSE_SECONDS = 4.0  # below the 5 s keep-alive timeout most servers use
 _SOCKET_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
-class AppUnavailable(Exception):
+class AppUnavailable(TransportError):
     """The local app refused the connection or broke it before answering."""
 
 
-class UpstreamBroken(Exception):
+class UpstreamBroken(TransportError):
     """The app's connection broke after the response had started."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import h11
 import trio
 
+from peermesh.core.errors import TransportError
 from peermesh.net.http.headers import HeaderError, Headers, RequestHead, h1_request_to_head
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 1 << 20
 
 
-class ClientGone(Exception):
+class ClientGone(TransportError):
     """The HTTP/1.1 client closed or broke its connection mid-exchange."""
 
 

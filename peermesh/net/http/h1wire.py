@@ -16,6 +16,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from peermesh.core.errors import PeermeshError
+
 Header = tuple[bytes, bytes]
 
 MAX_HEAD = 64 << 10  # status line + header section (h11's limit as we configured it)
@@ -48,12 +50,18 @@ _STATUS_LINE = re.compile(rb"HTTP/(1\.[01]) ([0-9]{3})(?: [\t \x21-\x7e\x80-\xff
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
 
 
-class BadResponse(Exception):
+class BadResponse(PeermeshError):
     """The app's bytes are not a valid HTTP/1.1 response."""
 
+    default_status = 502
+    default_code = "bad-response"
 
-class BadRequest(ValueError):
+
+class BadRequest(PeermeshError, ValueError):
     """A request head we will not put on the wire (it would not be valid HTTP/1.1)."""
+
+    default_status = 400
+    default_code = "bad-request"
 
 
 def serialize_request(method: bytes, target: bytes, headers: Sequence[Header]) -> bytes:

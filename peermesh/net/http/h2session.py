@@ -27,6 +27,7 @@ import h2.settings
 import trio
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PushPromiseFrame, RstStreamFrame
 
+from peermesh.core.errors import TransportError
 from peermesh.net.http.h2fast import FastDecoder, FastEncoder, check_received, prepare_outbound
 from peermesh.net.http.headers import Headers
 
@@ -43,7 +44,7 @@ HIGH_WATER = 256 << 10  # unsent bytes after which a sender flushes itself
 ErrorCode = h2.errors.ErrorCodes
 
 
-class StreamReset(Exception):
+class StreamReset(TransportError):
     """The peer (or the connection going away) reset a stream."""
 
     def __init__(self, error_code: int, message: str = "") -> None:
@@ -59,7 +60,7 @@ class ConnectionLost(StreamReset):
         super().__init__(int(ErrorCode.CONNECT_ERROR), message)
 
 
-class ConnectionUnavailable(Exception):
+class ConnectionUnavailable(TransportError):
     """The connection cannot take new streams (closed, GOAWAY, or full)."""
 
 

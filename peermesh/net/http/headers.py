@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from peermesh.core.errors import PeermeshError
+
 Header = tuple[bytes, bytes]
 Headers = list[Header]
 
@@ -38,8 +40,11 @@ CLIENT_CERT_HEADER = b"x-forwarded-client-cert"
 MESH_DOMAIN_SUFFIXES = (".mesh", ".svc", ".svc.cluster.local")
 
 
-class HeaderError(ValueError):
+class HeaderError(PeermeshError, ValueError):
     """A request whose headers cannot be proxied (answered with 400)."""
+
+    default_status = 400
+    default_code = "bad-request"
 
 
 @dataclass(frozen=True)

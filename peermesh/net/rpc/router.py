@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 
 from certs.spiffe import SpiffeId
-from peermesh.core.errors import PeermeshError
+from peermesh.core.errors import PeermeshError, TransportError
 from peermesh.net.http.exchange import BodySource, ResponseWriter
 from peermesh.net.http.headers import RequestHead
 
@@ -111,6 +111,8 @@ class ControlRouter:
             return await self._refuse(writer, 400, f"body is not valid msgpack: {exc}")
         try:
             result = await handler(method, peer, payload)
+        except TransportError:
+            raise  # our own stream is gone: there is nobody to refuse to
         except PeermeshError as exc:
             return await self._refuse(writer, exc.status, exc.message, exc.code)
         return await self._reply(writer, 200, {"result": result})
