@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from chaos.checker import History, Verdict, classify, quantile, summary_text
+from chaos.checker import summary_text
+from chaos.history import History, Verdict
+from chaos.timeline import classify, quantile
 
 COLORS = {
     "partition": "tab:red",

@@ -42,7 +42,9 @@ from typing import Any
 import yaml
 
 from chaos import actions, lab
-from chaos.checker import (
+from chaos.checker import check
+from chaos.clockskew import format_offset, parse_offset
+from chaos.history import (
     CaAttempt,
     ClockCheck,
     Edit,
@@ -52,12 +54,9 @@ from chaos.checker import (
     Request,
     Sample,
     Verdict,
-    check,
-    cut,
-    down_hosts,
 )
-from chaos.clockskew import format_offset, parse_offset
 from chaos.report import write
+from chaos.timeline import cut, down_hosts
 
 STEP_KINDS = {
     "partition",
@@ -560,7 +559,7 @@ class Run:
 
 
 def _window(w: dict[str, Any]) -> Any:
-    from chaos.checker import Window
+    from chaos.history import Window
 
     return Window(
         kind=w["kind"],

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from chaos.checker import (
+from chaos.checker import check, summary_text
+from chaos.clock_invariant import clock_offset
+from chaos.history import (
     CaAttempt,
     ClockCheck,
     Edit,
@@ -15,9 +17,6 @@ from chaos.checker import (
     Request,
     Sample,
     Window,
-    check,
-    clock_offset,
-    summary_text,
 )
 from chaos.report import write
 
