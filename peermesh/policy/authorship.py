@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from certs.spiffe import IdentityError, spiffe_id_from_certificate
+from peermesh.policy.errors import AuthorshipError, NoIdentity, NotAdmin
 
 if TYPE_CHECKING:
     from peermesh.policy.store import VersionRecord
@@ -77,26 +78,6 @@ _RECORD_CACHE: Final = 65536
 _CERT_CACHE: Final = 4096
 
 SigningKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
-
-
-class AuthorshipError(ValueError):
-    """A record's authorship cannot be established; the message says what and why."""
-
-
-class NoIdentity(AuthorshipError):
-    """This agent has no certificate (or no trust bundle) yet, so it cannot sign or verify."""
-
-
-class NotAdmin(PermissionError):
-    """A local edit by an identity MeshConfig ``admins`` does not list; nothing was written."""
-
-    def __init__(self, identity: str, admins: Sequence[str]) -> None:
-        self.identity = identity
-        self.admins = tuple(sorted(admins))
-        super().__init__(
-            f"{identity} is not a MeshConfig admin; edit from one of: {', '.join(self.admins)}"
-            " (records this agent signs would not be in effect on any agent)"
-        )
 
 
 def b64(data: bytes) -> str:

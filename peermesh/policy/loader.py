@@ -15,13 +15,9 @@ from typing import Any
 
 import yaml
 
+from peermesh.policy.errors import PolicyError, PolicyWarning
 from peermesh.policy.model import PolicyObject
-from peermesh.policy.validate import (
-    PolicyError,
-    PolicyWarning,
-    check_object,
-    check_set,
-)
+from peermesh.policy.validate import check_object, check_set
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
 #: Refuse to even parse files larger than this (the per-object limit is far smaller).
@@ -30,6 +26,8 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 
 class PolicyLoadError(PolicyError):
     """A file that could not be read as YAML or JSON, with the place it broke."""
+
+    default_code = "invalid-policy-file"
 
     def __init__(
         self, reason: str, *, file: str, line: int | None = None, column: int | None = None

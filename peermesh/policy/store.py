@@ -66,6 +66,7 @@ from peermesh.policy.authorship import (
     unb64,
 )
 from peermesh.policy.compiled import CompiledPolicy, compile_policy
+from peermesh.policy.errors import PolicyStoreCorrupt, UpdateRefused
 from peermesh.policy.journal import Journal, ReplayReport
 from peermesh.policy.model import KINDS, PolicyObject, object_key, split_key
 from peermesh.policy.validate import (
@@ -354,36 +355,6 @@ class ApplyResult:
     def new(self) -> bool:
         """Whether the update taught us anything (the cue for rumour-style forwarding)."""
         return bool(self.added_versions or self.pruned_versions)
-
-
-class UpdateRefused(ValueError):
-    """A peer's update was refused as a whole; the store is unchanged."""
-
-    def __init__(
-        self, source: str, reason: str, error: PolicyError | None = None, *, unsigned: bool = False
-    ) -> None:
-        self.source = source
-        self.reason = reason
-        self.error = error
-        self.unsigned = unsigned  # refused only because a record carries no signature
-        super().__init__(
-            f"update from {source} refused: {reason} "
-            "(nothing was applied; the peer should resend a diff against our state vector)"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "error": "update_refused",
-            "source": self.source,
-            "reason": self.reason,
-        }
-        if self.error is not None:
-            data["policy_errors"] = [e.single_dict() for e in self.error.errors]
-        return data
-
-
-class PolicyStoreCorrupt(RuntimeError):
-    """The snapshot on disk cannot be loaded; we refuse to start rather than lose policy."""
 
 
 @dataclass(frozen=True)
