@@ -33,8 +33,10 @@ from certs.devca import init_dev_ca
 from peermesh.core.durable import atomic_write
 from peermesh.net.rpc.router import MAX_BODY as CONTROL_MAX_BODY
 from peermesh.policy.compiled import compile_policy
+from peermesh.policy.persistence import DiskPersistence
+from peermesh.policy.records import clear_decode_cache
 from peermesh.policy.sim import GossipConfig, LinkModel, SimMesh
-from peermesh.policy.store import COMPACT_AFTER_BYTES, PolicyStore, clear_decode_cache
+from peermesh.policy.store import COMPACT_AFTER_BYTES, PolicyStore
 
 START = "<!-- bench:policy:start -->"
 END = "<!-- bench:policy:end -->"
@@ -599,7 +601,7 @@ def growth(sizes: Sequence[int], batch: int = 500) -> list[GrowthResult]:
                 remote_times.append(_cpu_ms(start))
             state = peer.state_vector()
             in_sync = len(state) + len(store.diff_since(state))
-            disk = PolicyStore(Path(tmp) / f"store-{count}.bin", node="disk")
+            disk = PolicyStore(DiskPersistence(Path(tmp) / f"store-{count}.bin"), node="disk")
             disk.apply_update(store.full_update(), source="bench")
             disk_times: list[float] = []
             for k in range(DISK_SAMPLES):

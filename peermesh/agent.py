@@ -75,11 +75,12 @@ class Agent:
             tls_credentials,
             trust_bundle_file,
         )
+        from peermesh.policy.persistence import DiskPersistence
         from peermesh.policy.store import PolicyStore
 
         # Records are signed by our TLS identity and checked against our trust bundle.
         self.policy = PolicyStore(
-            config.data_dir / "policy.bin",
+            DiskPersistence(config.data_dir / "policy.bin"),
             node=config.name,
             signer=RecordSigner(tls_credentials(self.tls)),
             verifier=RecordVerifier(trust_bundle_file(self.tls.bundle_path)),

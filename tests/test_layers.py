@@ -37,8 +37,8 @@ LAYERS: dict[str, int] = {
     "peermesh.traffic": 2,
     "peermesh.config": 2,
     "peermesh.policy": 2,
-    "peermesh.policy.store": 3,
     "peermesh.policy.journal": 3,
+    "peermesh.policy.persistence": 3,
     "peermesh.policy.replicator": 3,
     "peermesh.policy.api": 3,
     "peermesh.ca": 3,
@@ -67,10 +67,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("peermesh.config", "peermesh.ca.renewal"),
     ("peermesh.config", "peermesh.observability.tracing"),
     ("peermesh.net.tls", "certs.devca"),
-    ("peermesh.policy", "peermesh.policy.store"),
-    ("peermesh.policy.authorship", "peermesh.policy.store"),
-    ("peermesh.policy.sim", "peermesh.policy.store"),
-    ("peermesh.policy.store", "peermesh.policy.authorship"),
 }
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,24 +31,20 @@ from certs.spiffe import SpiffeId
 from peermesh.agent import Agent
 from peermesh.core.endpoint import Endpoint
 from peermesh.net.rpc import RpcError
-from peermesh.policy.authorship import (
+from peermesh.policy.authority import authority_order
+from peermesh.policy.authorship import RecordSigner, RecordVerifier
+from peermesh.policy.crdt import VERSIONS_ROOT
+from peermesh.policy.errors import (
     AuthorshipError,
     NoIdentity,
     NotAdmin,
-    RecordSigner,
-    RecordVerifier,
-    authority_order,
-)
-from peermesh.policy.replicator import PUSH
-from peermesh.policy.store import (
-    VERSIONS_ROOT,
-    PolicyStore,
     PolicyStoreCorrupt,
     UpdateRefused,
-    VersionRecord,
-    content_hash,
-    decode_record,
 )
+from peermesh.policy.persistence import DiskPersistence
+from peermesh.policy.records import VersionRecord, content_hash, decode_record
+from peermesh.policy.replicator import PUSH
+from peermesh.policy.store import PolicyStore
 from peermesh.policy.validate import PolicyError, canonical_json, parse_object
 
 NOW = 1_700_000_000.0
@@ -115,9 +112,12 @@ FOREIGN = Root()
 ADMIN, OPS, WEB = ROOT.leaf("admin"), ROOT.leaf("ops"), ROOT.leaf("web")
 
 
-def store(node: str, ident: Identity | None, *, root: Root = ROOT, **kw: Any) -> PolicyStore:
+def store(
+    node: str, ident: Identity | None, *, root: Root = ROOT, path: Path | None = None, **kw: Any
+) -> PolicyStore:
     signer = ident.signer() if ident is not None else None
-    return PolicyStore(node=node, signer=signer, verifier=root.verifier(), **kw)
+    disk = DiskPersistence(path) if path is not None else None
+    return PolicyStore(disk, node=node, signer=signer, verifier=root.verifier(), **kw)
 
 
 def route(name: str, timeout: str = "1s", host: str = "svc") -> dict[str, Any]:
@@ -330,7 +330,8 @@ def test_policy_written_before_signing_refuses_to_load_with_a_clear_message(
     tmp_path, compacted: bool
 ) -> None:
     path = tmp_path / "policy.bin"
-    with PolicyStore(path, node="node-a") as legacy:  # an agent of the previous version
+    # An agent of the previous version, which did not sign records:
+    with PolicyStore(DiskPersistence(path), node="node-a") as legacy:
         legacy.apply([route("r")], now=NOW)
         if compacted:
             legacy.compact()

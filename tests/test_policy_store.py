@@ -13,15 +13,11 @@ from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map
 
 import peermesh.policy.journal as journal_module
-from peermesh.policy.store import (
-    VERSIONS_ROOT,
-    PolicyStore,
-    PolicyStoreCorrupt,
-    UpdateRefused,
-    VersionRecord,
-    content_hash,
-    decode_state_vector,
-)
+from peermesh.policy.crdt import VERSIONS_ROOT, decode_state_vector
+from peermesh.policy.errors import PolicyStoreCorrupt, UpdateRefused
+from peermesh.policy.persistence import DiskPersistence
+from peermesh.policy.records import VersionRecord, content_hash
+from peermesh.policy.store import PolicyStore
 from peermesh.policy.validate import PolicyError, canonical_json, parse_object
 
 NOW = 1_700_000_000.0
@@ -258,7 +254,7 @@ def test_lamport_clock_advances_past_observed_versions() -> None:
 
 def test_acknowledged_edits_survive_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "policy" / "store.bin"
-    s = PolicyStore(path, node="a")
+    s = PolicyStore(DiskPersistence(path), node="a")
     s.apply([traffic(), canary(90)], now=NOW)
     s.apply([canary(80)], now=NOW + 1)
     s.delete(["Route/reviews"], now=NOW + 2)
@@ -266,7 +262,7 @@ def test_acknowledged_edits_survive_a_crash(tmp_path: Path) -> None:
     peer.apply([plain("from-peer")], now=NOW)
     s.apply_update(peer.diff_since(s.state_vector()), source="b")
     # "Crash": nothing is closed or flushed; a new process reads the file.
-    restarted = PolicyStore(path, node="a")
+    restarted = PolicyStore(DiskPersistence(path), node="a")
     assert restarted.digest() == s.digest()
     assert restarted.records() == s.records()
     assert restarted.get("Route", "reviews") is None
@@ -282,7 +278,7 @@ def test_an_edit_whose_write_fails_is_not_acknowledged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "store.bin"
-    s = PolicyStore(path, node="a")
+    s = PolicyStore(DiskPersistence(path), node="a")
     s.apply([plain("kept")], now=NOW)
 
     def disk_full(*_: object, **__: object) -> None:
@@ -292,24 +288,24 @@ def test_an_edit_whose_write_fails_is_not_acknowledged(
     with pytest.raises(OSError):
         s.apply([plain("lost")], now=NOW)
     monkeypatch.undo()
-    restarted = PolicyStore(path, node="a")
+    restarted = PolicyStore(DiskPersistence(path), node="a")
     assert restarted.get("Route", "kept") is not None
     assert restarted.get("Route", "lost") is None
 
 
 def test_a_corrupt_snapshot_refuses_to_start_with_advice(tmp_path: Path) -> None:
     path = tmp_path / "store.bin"
-    first = PolicyStore(path, node="a")
+    first = PolicyStore(DiskPersistence(path), node="a")
     first.apply([plain("r")], now=NOW)
     first.compact()
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(PolicyStoreCorrupt, match=r"fails its checksum .* move .* aside"):
-        PolicyStore(path, node="a")
+        PolicyStore(DiskPersistence(path), node="a")
     path.write_bytes(b"garbage")
     with pytest.raises(PolicyStoreCorrupt, match="not a peermesh policy snapshot"):
-        PolicyStore(path, node="a")
+        PolicyStore(DiskPersistence(path), node="a")
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -442,7 +438,7 @@ def test_a_prune_arriving_before_newer_versions_keeps_the_winner(tmp_path: Path)
     # before it has the versions that justified pruning it.
     a = PolicyStore(node="a", history_limit=2)
     b = PolicyStore(node="b", history_limit=2)
-    c = PolicyStore(tmp_path / "c.bin", node="c", history_limit=2)
+    c = PolicyStore(DiskPersistence(tmp_path / "c.bin"), node="c", history_limit=2)
     a.apply([traffic(), canary(90)], now=NOW)
     for peer in (b, c):
         peer.apply_update(a.full_update(), source="a")
@@ -454,7 +450,7 @@ def test_a_prune_arriving_before_newer_versions_keeps_the_winner(tmp_path: Path)
     assert weights(c) == [90, 10]  # not lost, not reverted: the pruned winner stays in effect
     assert c.shadowed_winners == 1
     assert [h.won for h in c.history("Route", "reviews")] == [True]
-    restarted = PolicyStore(tmp_path / "c.bin", node="c", history_limit=2)
+    restarted = PolicyStore(DiskPersistence(tmp_path / "c.bin"), node="c", history_limit=2)
     assert weights(restarted) == [90, 10] and restarted.digest() == c.digest()
     for replica in (c, restarted):
         replica.apply_update(b.diff_since(replica.state_vector()), source="b")
@@ -523,7 +519,7 @@ def test_sync_primitives_status_and_close() -> None:
 
 def test_edits_are_journaled_and_compacted_into_a_snapshot(tmp_path: Path) -> None:
     path = tmp_path / "store.bin"
-    s = PolicyStore(path, node="a")
+    s = PolicyStore(DiskPersistence(path), node="a")
     s.compact_after_bytes = 2000
     for i in range(30):
         s.apply([plain(f"r{i}")], now=NOW)
@@ -531,7 +527,7 @@ def test_edits_are_journaled_and_compacted_into_a_snapshot(tmp_path: Path) -> No
     assert path.exists(), "compaction wrote a snapshot"
     assert log_path.stat().st_size < 2000 + 1000
     assert (log_path.stat().st_mode & 0o777) == 0o600
-    restarted = PolicyStore(path, node="a")
+    restarted = PolicyStore(DiskPersistence(path), node="a")
     assert {o.name for o in restarted.objects("Route")} == {f"r{i}" for i in range(30)}
     assert restarted.digest() == s.digest()
 
@@ -541,7 +537,7 @@ def test_a_corrupt_log_tail_is_reported_and_cut_without_losing_earlier_edits(
     tmp_path: Path, damage: str
 ) -> None:
     path = tmp_path / "store.bin"
-    s = PolicyStore(path, node="a")
+    s = PolicyStore(DiskPersistence(path), node="a")
     for i in range(5):
         s.apply([plain(f"r{i}")], now=NOW)
     log_path = tmp_path / "store.bin.log"
@@ -553,7 +549,7 @@ def test_a_corrupt_log_tail_is_reported_and_cut_without_losing_earlier_edits(
     else:
         data[-3] ^= 0xFF  # a flipped bit in the last record
     log_path.write_bytes(bytes(data))
-    restarted = PolicyStore(path, node="a")
+    restarted = PolicyStore(DiskPersistence(path), node="a")
     report = restarted.journal_report
     assert report is not None and report.corrupt_tail
     kept = {o.name for o in restarted.objects("Route")}
@@ -561,18 +557,18 @@ def test_a_corrupt_log_tail_is_reported_and_cut_without_losing_earlier_edits(
     assert kept == expected
     # The tail was cut: a new edit appends cleanly and survives another restart.
     restarted.apply([plain("after")], now=NOW)
-    again = PolicyStore(path, node="a")
+    again = PolicyStore(DiskPersistence(path), node="a")
     assert again.journal_report is not None and again.journal_report.corrupt_tail is None
     assert {o.name for o in again.objects("Route")} == expected | {"after"}
 
 
 def test_a_forged_huge_lamport_counter_is_refused(tmp_path: Path) -> None:
     """A peer that pushes a record with a near-overflow counter cannot wedge replication."""
-    honest = PolicyStore(tmp_path / "a.bin", node="a")
+    honest = PolicyStore(DiskPersistence(tmp_path / "a.bin"), node="a")
     honest.apply([plain("r")], now=NOW)
     forger = PolicyStore(node="evil")
     forger.apply_update(honest.full_update(), source="a")
-    forger._lamport = 2**53 - 10  # as if a forged record had been accepted there
+    forger._index.lamport = 2**53 - 10  # as if a forged record had been accepted there
     report = forger.apply([plain("r", "other")], now=NOW)
     with pytest.raises(UpdateRefused, match="implausibly far ahead"):
         honest.apply_update(report.update, source="evil")

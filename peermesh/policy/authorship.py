@@ -29,16 +29,12 @@ caches.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import functools
 import json
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -48,53 +44,25 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from certs.spiffe import IdentityError, spiffe_id_from_certificate
 from peermesh.policy.errors import AuthorshipError, NoIdentity, NotAdmin
-
-if TYPE_CHECKING:
-    from peermesh.policy.store import VersionRecord
+from peermesh.policy.records import VersionRecord, b64
 
 __all__ = [
-    "MAX_CERT_BYTES",
-    "MAX_SIG_BYTES",
     "AuthorshipError",
     "NoIdentity",
     "NotAdmin",
     "RecordSigner",
     "RecordVerifier",
     "SigningKey",
-    "authority_order",
-    "b64",
     "signed_bytes",
     "tls_credentials",
     "trust_bundle_file",
-    "unb64",
 ]
 
-#: A leaf certificate in a record (DER); mesh leaves are about 500 bytes.
-MAX_CERT_BYTES: Final = 4096
-#: Ed25519 signatures are 64 bytes, DER ECDSA P-256 at most 72.
-MAX_SIG_BYTES: Final = 128
 DOMAIN: Final = b"peermesh policy record v1\n"
 _RECORD_CACHE: Final = 65536
 _CERT_CACHE: Final = 4096
 
 SigningKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def unb64(text: object, what: str, limit: int) -> bytes:
-    """Strict, canonical base64 (so one record has exactly one encoding)."""
-    if not isinstance(text, str) or len(text) > (limit + 2) // 3 * 4:
-        raise AuthorshipError(f"{what} is not base64 of at most {limit} bytes")
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise AuthorshipError(f"{what} is not valid base64") from None
-    if not data or b64(data) != text:
-        raise AuthorshipError(f"{what} is not canonical base64")
-    return data
 
 
 def signed_bytes(record: VersionRecord) -> bytes:
@@ -295,43 +263,6 @@ def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
-
-
-# ---------------------------------------------------------------------------- authority
-
-
-@functools.lru_cache(maxsize=4096)
-def _period(der: bytes) -> tuple[float, float]:
-    cert = x509.load_der_x509_certificate(der)
-    return cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
-
-
-def authority_order(records: Sequence[VersionRecord]) -> list[VersionRecord]:
-    """The order in which MeshConfig versions are walked to decide who is an admin.
-
-    Rank order (Lamport counter, node, hash), except that a version whose certificate was
-    issued after another version's certificate had expired comes after it: it was
-    certainly signed later, whatever counter it claims. Counters are chosen by the
-    writer, so without this a compromised non-admin could sign a MeshConfig with a
-    counter below the one that first set admins and be walked first (backdating). With
-    it, backdating only works with a certificate that overlapped the admins' own (about a
-    day: leaves live 24 h). The certificates' periods are used as ordering facts only;
-    validity is not checked. Deterministic: the result depends only on the records.
-    Records without a certificate sort as if issued at the epoch.
-    """
-    remaining = sorted(records, key=lambda r: r.rank)
-    periods = {
-        r.map_key: _period(r.cert) if r.cert is not None else (0.0, math.inf) for r in remaining
-    }
-    ordered: list[VersionRecord] = []
-    while remaining:
-        # Whoever's certificate expires first bounds everyone issued after that moment.
-        deadline = min(periods[r.map_key][1] for r in remaining)
-        for i, r in enumerate(remaining):
-            if periods[r.map_key][0] <= deadline:
-                ordered.append(remaining.pop(i))
-                break
-    return ordered
 
 
 # ---------------------------------------------------------------------------- agent glue

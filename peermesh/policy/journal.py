@@ -13,22 +13,13 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from peermesh.core.durable import SECRET_MODE, atomic_write, fsync_directory
+from peermesh.policy.storage import ReplayReport
 
 HEADER = struct.Struct(">II")
 MAX_RECORD = 256 << 20
-
-
-@dataclass(frozen=True)
-class ReplayReport:
-    """What reading the log found."""
-
-    records: int
-    good_bytes: int
-    corrupt_tail: str | None  # why the tail was cut, or None when the log was clean
 
 
 class Journal:
