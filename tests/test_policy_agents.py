@@ -17,7 +17,8 @@ from pki import TRUST_DOMAIN, make_mesh_pki
 from peermesh.agent import Agent
 from peermesh.core.endpoint import Endpoint
 from peermesh.net.rpc import ControlRequest, RpcError
-from peermesh.policy.replicator import PUSH, Peer
+from peermesh.policy.messages import EDIT, PUSH, EditRequest, PushRequest
+from peermesh.policy.replicator import Peer
 
 NODES = {f"node-{i}": svc for i, svc in enumerate(["web", "orders", "orders", "pay", "inv"], 1)}
 
@@ -95,8 +96,8 @@ async def test_bad_input_is_refused_and_nothing_is_lost(tmp_path):
         host, port = b.addresses["inbound"]
 
         try:
-            await a.control_client.call_untyped(
-                Endpoint(service="", host=host, port=port), PUSH, os.urandom(4096)
+            await a.control_client.call(
+                Endpoint(service="", host=host, port=port), PUSH, PushRequest(os.urandom(4096))
             )
             raise AssertionError("random bytes were accepted")
         except RpcError as exc:
@@ -118,7 +119,7 @@ async def test_only_meshconfig_admins_may_edit_over_mtls(tmp_path):
         target = Endpoint(service="", host=host, port=port)
 
         try:
-            await a.control_client.call_untyped(target, "policy/edit", {"objects": [route("x")]})
+            await a.control_client.call(target, EDIT, EditRequest((route("x"),)))
             raise AssertionError("a non-admin peer edited policy")
         except RpcError as exc:
             assert "(403)" in str(exc) and "MeshConfig" in str(exc)
@@ -135,10 +136,8 @@ async def test_only_meshconfig_admins_may_edit_over_mtls(tmp_path):
             },
         }
         assert (await put(client, b, mesh_config)).status_code == 200
-        result = await a.control_client.call_untyped(
-            target, "policy/edit", {"objects": [route("x")]}
-        )
-        assert result["changed"] == ["Route/x"]
+        result = await a.control_client.call(target, EDIT, EditRequest((route("x"),)))
+        assert result.changed == ("Route/x",)
         assert b.policy.get("Route", "x") is not None
         assert Peer  # imported for the type
         nursery.cancel_scope.cancel()
@@ -245,7 +244,7 @@ async def test_a_forwarded_push_never_goes_back_to_its_sender():
     replicator._nursery = Recorder()  # type: ignore[assignment]
     caller = SpiffeId.for_service("mesh.test", "web")
     await replicator._on_push(
-        ControlRequest("policy/push", caller, {"update": update, "from": "node-a"})
+        ControlRequest("policy/push", caller, PushRequest(update, sender="node-a"))
     )
     assert sorted(started) == ["node-b", "node-c"]
     assert replicator.store.get("Route", "fresh") is not None

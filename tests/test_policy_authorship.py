@@ -41,9 +41,9 @@ from peermesh.policy.errors import (
     PolicyStoreCorrupt,
     UpdateRefused,
 )
+from peermesh.policy.messages import EDIT, PUSH, EditRequest, PushRequest
 from peermesh.policy.persistence import DiskPersistence
 from peermesh.policy.records import VersionRecord, content_hash, decode_record
-from peermesh.policy.replicator import PUSH
 from peermesh.policy.store import PolicyStore
 from peermesh.policy.validate import PolicyError, canonical_json, parse_object
 
@@ -695,8 +695,8 @@ async def test_forged_push_over_mtls_is_refused_and_the_agent_keeps_serving(tmp_
         )
         for forged, why in ((claim, "claims author"), (foreign, "trust bundle")):
             with pytest.raises(RpcError, match="policy update refused") as refused:
-                await a.control_client.call_untyped(
-                    target, PUSH, {"update": crdt_update(forged), "from": "node-a"}
+                await a.control_client.call(
+                    target, PUSH, PushRequest(crdt_update(forged), sender="node-a")
                 )
             assert why in str(refused.value)
         assert b.policy.digest() == before and b.policy.records() == records
@@ -738,10 +738,10 @@ async def test_non_admin_local_apply_gets_403_and_admin_edits_apply(tmp_path) ->
         # what orders would sign could never be in effect.
         host, port = b.addresses["inbound"]
         with pytest.raises(RpcError, match=r"\(403\): this agent cannot write"):
-            await a.control_client.call_untyped(
+            await a.control_client.call(
                 Endpoint(service="", host=host, port=port),
-                "policy/edit",
-                {"objects": [route("r", host="orders")]},
+                EDIT,
+                EditRequest((route("r", host="orders"),)),
             )
         assert b.policy.get("Route", "r") is None
         ok = await client.put(

@@ -20,8 +20,10 @@ from hypothesis.stateful import (
     rule,
 )
 
+from peermesh.policy.crdt import decode_state_vector
+from peermesh.policy.errors import UpdateRefused
 from peermesh.policy.sim import GossipConfig, LinkModel, SimMesh
-from peermesh.policy.store import PolicyStore, UpdateRefused, decode_state_vector
+from peermesh.policy.store import PolicyStore
 from peermesh.policy.validate import PolicyError, parse_object
 
 REPLICAS = 3

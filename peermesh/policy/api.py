@@ -27,15 +27,15 @@ from urllib.parse import parse_qs, urlsplit
 import trio
 
 from peermesh.core.endpoint import Endpoint
+from peermesh.core.errors import PeermeshError
 from peermesh.net.admin import AdminResponse
-from peermesh.net.rpc import RpcError
-from peermesh.policy.authorship import NoIdentity, NotAdmin
+from peermesh.net.rpc import Empty, RpcError
+from peermesh.policy.errors import NoIdentity, NotAdmin, PolicyError
+from peermesh.policy.messages import MAX_OBJECTS_PER_REQUEST, STATUS, EditReply
 from peermesh.policy.model import KINDS
-from peermesh.policy.replicator import STATUS, PolicyReplicator
+from peermesh.policy.replicator import PolicyReplicator
 from peermesh.policy.store import PolicyStore
-from peermesh.policy.validate import MAX_OBJECT_BYTES, PolicyError, canonical_json, check_object
-
-MAX_OBJECTS_PER_REQUEST = 10_000
+from peermesh.policy.validate import MAX_OBJECT_BYTES, canonical_json, check_object
 
 
 class PolicyAdmin:
@@ -91,14 +91,10 @@ class PolicyAdmin:
                         200, {"deleted": f"{kind}/{name}", "version": report.version}
                     )
             return _error(404, f"no policy route for {method.decode()} {parts.path}")
-        except _BadRequest as exc:
-            return _error(400, str(exc))
         except PolicyError as exc:
-            return AdminResponse.json(400, exc.to_dict())
-        except NotAdmin as exc:
-            return _error(403, str(exc))
-        except NoIdentity as exc:
-            return _error(503, str(exc))
+            return AdminResponse.json(exc.status, exc.to_dict())
+        except (_BadRequest, NotAdmin, NoIdentity) as exc:
+            return _error(exc.status, str(exc))
 
     def _list(self, kind: str | None) -> list[dict[str, Any]]:
         return [obj.to_dict() for obj in self.store.objects(kind)]
@@ -110,39 +106,36 @@ class PolicyAdmin:
         yet) without raising; raises :class:`PolicyError` for invalid objects.
         """
         try:
-            report = self.store.apply(
-                objects, now=time.time(), known_services=self.known_services()
-            )
-        except NotAdmin as exc:
-            return _error(403, str(exc))
-        except NoIdentity as exc:
-            return _error(503, str(exc))
+            return AdminResponse.json(200, self._apply(objects, source=source).to_wire())
+        except (NotAdmin, NoIdentity) as exc:
+            return _error(exc.status, str(exc))
+
+    def _apply(self, objects: Sequence[Mapping[str, Any]], *, source: str) -> EditReply:
+        report = self.store.apply(objects, now=time.time(), known_services=self.known_services())
         self.replicator.spread(report.update)
-        return AdminResponse.json(
-            200,
-            {
-                "version": report.version,
-                "changed": list(report.changed),
-                "unchanged": list(report.unchanged),
-                "edits": [{"object": k, "edit": e} for k, e in report.edits],
-                "warnings": [w.to_dict() for w in report.warnings],
-                "source": source,
-            },
+        return EditReply(
+            version=report.version,
+            changed=report.changed,
+            unchanged=report.unchanged,
+            edits=report.edits,
+            warnings=report.warnings,
+            source=source,
         )
 
-    def apply_from_peer(self, objects: Sequence[Any], principal: str) -> dict[str, Any]:
+    def apply_from_peer(self, objects: Sequence[Any], principal: str) -> EditReply:
         """A MeshConfig admin's edit arriving over mTLS (``policy/edit``).
 
         The records are signed by *this* agent, so this agent's identity must be an admin
         too (403 otherwise), and it must have an identity (503).
         """
-        response = self.apply(_checked_list(objects), source=principal)
-        result = dict(json.loads(response.body))
-        if response.status == 403:
-            raise RpcError(403, f"this agent cannot write effective policy: {result['error']}")
-        if response.status != 200:
-            raise RpcError(response.status, str(result.get("error", result)))
-        return result
+        try:
+            return self._apply(_checked_list(objects), source=principal)
+        except NotAdmin as exc:
+            raise RpcError(
+                exc.status, f"this agent cannot write effective policy: {exc}", code=exc.code
+            ) from None
+        except NoIdentity as exc:
+            raise RpcError(exc.status, str(exc), code=exc.code) from None
 
     def diff(self, objects: Sequence[Mapping[str, Any]]) -> AdminResponse:
         """What applying ``objects`` would change, without changing anything."""
@@ -179,10 +172,8 @@ class PolicyAdmin:
         async def ask(peer: Any) -> None:
             endpoint = Endpoint(service="", host=peer.host, port=peer.port, node=peer.node)
             try:
-                theirs = await self.replicator.control.call_untyped(
-                    endpoint, STATUS, None, timeout=3.0
-                )
-                peers.append({"node": peer.node, **theirs, "reachable": True})
+                theirs = await self.replicator.control.call(endpoint, STATUS, Empty(), timeout=3.0)
+                peers.append({"node": peer.node, **theirs.to_wire(), "reachable": True})
             except RpcError as exc:
                 peers.append({"node": peer.node, "reachable": False, "error": str(exc)})
 
@@ -207,8 +198,11 @@ class PolicyAdmin:
         }
 
 
-class _BadRequest(ValueError):
-    pass
+class _BadRequest(PeermeshError, ValueError):
+    """A request body that is not ``{"objects": [...]}`` (or too big to look at)."""
+
+    default_status = 400
+    default_code = "bad-request"
 
 
 def _objects_from(body: bytes) -> list[Mapping[str, Any]]:

@@ -1,6 +1,6 @@
 """Anti-entropy for the policy store over the agents' mTLS HTTP/2 connections.
 
-Two control RPCs under ``/peermesh.v1/policy/``:
+Control RPCs under ``/peermesh.v1/policy/`` (messages in :mod:`~peermesh.policy.messages`):
 
 - ``policy/push`` — body: a CRDT update. The receiver validates it whole (on a scratch
   copy) before merging; if it learned something new it forwards the same update to a
@@ -8,6 +8,8 @@ Two control RPCs under ``/peermesh.v1/policy/``:
 - ``policy/sync`` — body: ``{"sv": state vector}``; answer: ``{"update": what the caller
   lacks, "sv": ours}``; the caller then pushes what *we* lack. Run every
   ``sync_interval`` with one random peer, so partitions heal without any edit.
+- ``policy/status`` — this agent's version and digests; ``policy/edit`` — an edit from
+  an identity MeshConfig lists as an admin.
 
 A local edit is pushed at once to ``fanout`` peers. This is the trio shell; the store
 (``PolicyStore``) is sans-IO and decides everything about validity and winners, including
@@ -28,17 +30,29 @@ from typing import Any
 import trio
 
 from peermesh.core.endpoint import Endpoint
-from peermesh.net.rpc import ControlRequest, RpcError
+from peermesh.net.rpc import ControlRequest, Empty, RpcError
 from peermesh.net.rpc.client import ControlClient
 from peermesh.net.rpc.router import ControlRouter
-from peermesh.policy.store import PolicyStore, UpdateRefused, decode_state_vector
+from peermesh.policy.crdt import decode_state_vector
+from peermesh.policy.errors import UpdateRefused
+from peermesh.policy.messages import (
+    EDIT,
+    PUSH,
+    STATUS,
+    SYNC,
+    EditReply,
+    EditRequest,
+    PushReply,
+    PushRequest,
+    StatusReply,
+    SyncReply,
+    SyncRequest,
+)
+from peermesh.policy.store import PolicyStore
+
+__all__ = ["EDIT", "PUSH", "STATUS", "SYNC", "Peer", "PolicyReplicator", "state_vector_digest"]
 
 log = logging.getLogger(__name__)
-
-PUSH = "policy/push"
-SYNC = "policy/sync"
-STATUS = "policy/status"
-EDIT = "policy/edit"
 
 
 @dataclass(frozen=True)
@@ -77,7 +91,7 @@ class PolicyReplicator:
         sync_interval: float = 1.0,
         rng: random.Random | None = None,
         edit_authorizer: Callable[[str], bool] | None = None,
-        on_remote_edit: Callable[[Sequence[dict[str, Any]], str], dict[str, Any]] | None = None,
+        on_remote_edit: Callable[[Sequence[Any], str], EditReply] | None = None,
     ) -> None:
         self.store = store
         self.control = control
@@ -96,10 +110,10 @@ class PolicyReplicator:
         self.refused = 0
         self.last_refusal: str | None = None
         self.last_apply_time: float | None = None
-        router.register(PUSH, self._on_push)
-        router.register(SYNC, self._on_sync)
-        router.register(STATUS, self._on_status)
-        router.register(EDIT, self._on_edit)
+        router.serve(PUSH, self._on_push)
+        router.serve(SYNC, self._on_sync)
+        router.serve(STATUS, self._on_status)
+        router.serve(EDIT, self._on_edit)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -122,7 +136,9 @@ class PolicyReplicator:
 
     async def _push(self, peer: Peer, update: bytes) -> None:
         try:
-            await self._call(peer, PUSH, {"update": update, "from": self.store.node})
+            await self.control.call(
+                _endpoint(peer), PUSH, PushRequest(update, self.store.node), timeout=5.0
+            )
             self.pushes_sent += 1
             self.sync_bytes_sent += len(update)
         except RpcError as exc:
@@ -132,32 +148,27 @@ class PolicyReplicator:
     async def sync_with(self, peer: Peer) -> bool:
         """Two-way state-vector exchange: we get what we lack, then send what they lack."""
         try:
-            reply = await self._call(peer, SYNC, {"sv": self.store.state_vector()})
+            reply = await self.control.call(
+                _endpoint(peer), SYNC, SyncRequest(self.store.state_vector()), timeout=5.0
+            )
         except RpcError as exc:
             log.debug("policy sync with %s failed: %s", peer.node, exc)
             return False
-        if not isinstance(reply, dict) or not isinstance(reply.get("update"), bytes):
-            return False
-        update, their_sv = reply["update"], reply.get("sv")
-        self.sync_bytes_received += len(update)
+        self.sync_bytes_received += len(reply.update)
         try:
-            self._merge(update, source=f"sync from {peer.node}")
+            self._merge(reply.update, source=f"sync from {peer.node}")
         except UpdateRefused as exc:
             log.warning("policy sync from %s refused: %s", peer.node, exc.reason)
             return False
-        if isinstance(their_sv, bytes):
+        if reply.sv is not None:
             try:
-                missing = self.store.diff_since(their_sv)
+                missing = self.store.diff_since(reply.sv)
             except ValueError:
                 return False
             if len(missing) > 2:  # an empty Yjs update is two bytes
                 await self._push(peer, missing)
         self.syncs += 1
         return True
-
-    async def _call(self, peer: Peer, method: str, body: Any) -> Any:
-        endpoint = Endpoint(service="", host=peer.host, port=peer.port, node=peer.node)
-        return await self.control.call_untyped(endpoint, method, body, timeout=5.0)
 
     def _merge(self, update: bytes, *, source: str) -> bool:
         try:
@@ -171,40 +182,31 @@ class PolicyReplicator:
         return result.new
 
     # -- incoming -----------------------------------------------------------------------
-    async def _on_push(self, request: ControlRequest) -> Any:
-        body = request.body
-        sender: str | None = None
-        if isinstance(body, dict):  # {"update": bytes, "from": node}
-            sender = body.get("from") if isinstance(body.get("from"), str) else None
-            body = body.get("update")
-        if not isinstance(body, bytes):
-            raise RpcError(400, "policy/push body must carry a CRDT update (bytes)")
+    async def _on_push(self, request: ControlRequest[PushRequest]) -> PushReply:
+        push = request.body
         source = str(request.peer)
         try:
-            new = self._merge(body, source=f"push from {sender or source}")
+            new = self._merge(push.update, source=f"push from {push.sender or source}")
         except UpdateRefused as exc:
-            raise RpcError(400, f"policy update refused: {exc.reason}") from None
+            raise RpcError(400, f"policy update refused: {exc.reason}", code=exc.code) from None
         if new:
             # Forward once, never back to the node it came from; a replica that learned
             # nothing new stops the spread.
-            self.spread(body, exclude=sender)
-        return {"version": self.store.version, "digest": self.store.digest()}
+            self.spread(push.update, exclude=push.sender)
+        return PushReply(version=self.store.version, digest=self.store.digest())
 
-    async def _on_sync(self, request: ControlRequest) -> Any:
-        body = request.body
-        if not isinstance(body, dict) or not isinstance(body.get("sv"), bytes):
-            raise RpcError(400, "policy/sync body must be {'sv': <state vector bytes>}")
+    async def _on_sync(self, request: ControlRequest[SyncRequest]) -> SyncReply:
         try:
-            update = self.store.diff_since(body["sv"])
+            update = self.store.diff_since(request.body.sv)
         except ValueError as exc:
             raise RpcError(400, str(exc)) from None
         self.sync_bytes_sent += len(update)
-        return {"update": update, "sv": self.store.state_vector()}
+        return SyncReply(update=update, sv=self.store.state_vector())
 
-    async def _on_status(self, request: ControlRequest) -> Any:
-        return self.local_status()
+    async def _on_status(self, request: ControlRequest[Empty]) -> StatusReply:
+        return self.status_reply()
 
-    async def _on_edit(self, request: ControlRequest) -> Any:
+    async def _on_edit(self, request: ControlRequest[EditRequest]) -> EditReply:
         """Edits from a peer agent, allowed only for identities MeshConfig lists as admins."""
         principal = str(request.peer)
         if self.edit_authorizer is None or not self.edit_authorizer(principal):
@@ -213,19 +215,22 @@ class PolicyReplicator:
                 f"{principal} may not edit policy: only the local admin port and identities"
                 " listed in MeshConfig spec.admins may",
             )
-        body = request.body
-        if not isinstance(body, dict) or not isinstance(body.get("objects"), list):
-            raise RpcError(400, "policy/edit body must be {'objects': [...]}")
         assert self.on_remote_edit is not None
-        return self.on_remote_edit(body["objects"], principal)
+        return self.on_remote_edit(request.body.objects, principal)
+
+    def status_reply(self) -> StatusReply:
+        return StatusReply(
+            version=self.store.version,
+            digest=self.store.digest(),
+            state_vector_digest=state_vector_digest(self.store.state_vector()),
+            objects=len(self.store),
+            admins=tuple(sorted(self.store.admins)),
+        )
 
     def local_status(self) -> dict[str, Any]:
-        sv = self.store.state_vector()
-        return {
-            "version": self.store.version,
-            "digest": self.store.digest(),
-            "state_vector_digest": state_vector_digest(sv),
-            "objects": len(self.store),
-            # Effective MeshConfig admins (empty: any mesh identity may edit).
-            "admins": sorted(self.store.admins),
-        }
+        """:meth:`status_reply` as JSON, for the admin API."""
+        return self.status_reply().to_wire()
+
+
+def _endpoint(peer: Peer) -> Endpoint:
+    return Endpoint(service="", host=peer.host, port=peer.port, node=peer.node)
