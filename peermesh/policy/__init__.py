@@ -1,12 +1,21 @@
 """Routing and authorization policy that lives on every agent, replicated as a CRDT.
 
+Sans-IO cores:
+
 * :mod:`~peermesh.policy.model` — the kinds (Route, TrafficPolicy,
   AuthorizationPolicy, MeshConfig, JoinToken) as frozen dataclasses;
 * :mod:`~peermesh.policy.validate` — strict validation with readable errors;
+* :mod:`~peermesh.policy.errors` — every refusal, each a ``PeermeshError``;
 * :mod:`~peermesh.policy.loader` — YAML/JSON files and directories;
-* :mod:`~peermesh.policy.store` — the replicated, durable, sans-IO store;
+* :mod:`~peermesh.policy.store` — the replicated store, over ``records`` (codec),
+  ``crdt`` (the document), ``index`` (winners), ``authority`` (MeshConfig admins) and
+  ``intake`` (checks on peers' updates); ``authorship`` signs and verifies records;
 * :mod:`~peermesh.policy.compiled` — tables the proxy consults per request;
+* :mod:`~peermesh.policy.messages` — the policy control RPCs' messages;
 * :mod:`~peermesh.policy.sim` — many replicas over a simulated network.
+
+Trio and file shells (not imported here): ``persistence`` and ``journal`` (the store's
+durable storage), ``replicator`` (anti-entropy between agents), ``api`` (``/v1/policy``).
 """
 
 from peermesh.policy.compiled import (
@@ -14,6 +23,12 @@ from peermesh.policy.compiled import (
     CompiledPolicy,
     RouteDecision,
     compile_policy,
+)
+from peermesh.policy.errors import (
+    PolicyError,
+    PolicyStoreCorrupt,
+    PolicyWarning,
+    UpdateRefused,
 )
 from peermesh.policy.loader import (
     PolicyLoadError,
@@ -35,17 +50,9 @@ from peermesh.policy.model import (
     format_duration,
     parse_duration,
 )
-from peermesh.policy.store import (
-    ApplyReport,
-    ApplyResult,
-    HistoryEntry,
-    PolicyStore,
-    PolicyStoreCorrupt,
-    UpdateRefused,
-)
+from peermesh.policy.results import ApplyReport, ApplyResult, HistoryEntry
+from peermesh.policy.store import PolicyStore
 from peermesh.policy.validate import (
-    PolicyError,
-    PolicyWarning,
     check_set,
     parse_object,
     validate_documents,
