@@ -103,7 +103,7 @@ async def test_flow_control_pushes_back_until_the_reader_reads():
             await stream.send_data(payload, end_stream=True)
         # The reader has not read: at most one stream window (1 MiB) got through.
         assert not stream.local_ended
-        assert client._conn.local_flow_control_window(stream.stream_id) == 0
+        assert client.conn.local_flow_control_window(stream.stream_id) == 0
         reading.set()
         if not stream.local_ended:
             sent_so_far = 1 << 20

@@ -1,0 +1,142 @@
+"""The configured ``h2`` state machine one session drives, and the limits it announces.
+
+h2 treats any GOAWAY (sent or received) as the end of the whole connection; we need
+graceful drain (streams below last-stream-id finish), so ``DrainingH2Connection``
+keeps the state machine open on a NO_ERROR GOAWAY and sends ours as a raw frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PushPromiseFrame, RstStreamFrame
+
+from peermesh.net.http.h2errors import ErrorCode
+from peermesh.net.http.h2fast import FastDecoder, FastEncoder, check_received
+
+STREAM_WINDOW = 1 << 20  # 1 MiB per stream bounds what one slow reader can pin
+CONNECTION_WINDOW = 8 << 20  # 8 MiB per connection bounds the whole connection
+MAX_FRAME = 1 << 16
+MAX_HEADER_LIST = 64 << 10
+RESET_FLOOD_LIMIT = 200  # peer-initiated resets per second before we call it an attack
+READ_SIZE = 1 << 16
+HIGH_WATER = 256 << 10  # unsent bytes after which a sender flushes itself
+
+_RESPONSE_EVENTS = (h2.events.ResponseReceived, h2.events.InformationalResponseReceived)
+_HEADER_EVENTS = (
+    h2.events.RequestReceived,
+    h2.events.ResponseReceived,
+    h2.events.InformationalResponseReceived,
+    h2.events.TrailersReceived,
+    h2.events.PushedStreamReceived,
+)
+
+
+class DrainingH2Connection(h2.connection.H2Connection):
+    """h2's connection, minus tearing everything down on a graceful GOAWAY.
+
+    Two hot-path changes (see ``h2fast``): received header blocks are validated by
+    ``check_received`` (same rules and messages as h2's ``validate_inbound_headers``,
+    which is switched off), and ``_receive_frame`` no longer formats ``repr(frame)``
+    for a trace log that h2's dummy logger throws away.
+    """
+
+    def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
+        # h2 4.4's _receive_frame, minus the eager repr(frame) for its trace log.
+        events: list[h2.events.Event]
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except h2.exceptions.StreamClosedError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = e.error_code
+                self._prepare_for_sending([f])
+                events = e._events
+            else:
+                raise
+        except h2.exceptions.StreamIDTooLowError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = ErrorCode.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise h2.exceptions.StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
+
+    def _receive_headers_frame(self, frame: HeadersFrame) -> Any:
+        frames, events = super()._receive_headers_frame(frame)
+        check_events(events)
+        return frames, events
+
+    def _receive_push_promise_frame(self, frame: PushPromiseFrame) -> Any:
+        frames, events = super()._receive_push_promise_frame(frame)
+        check_events(events)
+        return frames, events
+
+    def _receive_goaway_frame(self, frame: GoAwayFrame) -> Any:
+        if frame.error_code != 0:
+            return super()._receive_goaway_frame(frame)
+        event = h2.events.ConnectionTerminated()
+        event.error_code = ErrorCode.NO_ERROR
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+    def send_graceful_goaway(self, last_stream_id: int) -> None:
+        """Queue a NO_ERROR GOAWAY without closing h2's state machine."""
+        frame = GoAwayFrame(stream_id=0, last_stream_id=last_stream_id, error_code=0)
+        self._prepare_for_sending([frame])
+
+
+def check_events(events: list[h2.events.Event]) -> None:
+    """Validate every received header block (raises h2's ProtocolError, as h2 would)."""
+    for event in events:
+        if isinstance(event, _HEADER_EVENTS):
+            check_received(
+                event.headers or [],
+                response=isinstance(event, _RESPONSE_EVENTS),
+                trailer=isinstance(event, h2.events.TrailersReceived),
+            )
+
+
+def new_connection(*, client_side: bool, max_concurrent_streams: int) -> DrainingH2Connection:
+    """A connection with its preface and our SETTINGS queued, ready for its first bytes."""
+    # Header validation and normalisation are done by h2fast (same rules, one pass):
+    # inbound in DrainingH2Connection, outbound in prepare_outbound before sending.
+    config = h2.config.H2Configuration(
+        client_side=client_side,
+        header_encoding=None,
+        validate_inbound_headers=False,
+        normalize_inbound_headers=True,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
+    conn = DrainingH2Connection(config=config)
+    conn.encoder = FastEncoder()  # type: ignore[assignment]
+    decoder = FastDecoder()
+    decoder.max_header_list_size = conn.decoder.max_header_list_size
+    decoder.max_allowed_table_size = conn.decoder.max_allowed_table_size
+    conn.decoder = decoder
+    conn.initiate_connection()
+    # Announced after the preface; h2 applies each value when the peer ACKs it.
+    settings: dict[h2.settings.SettingCodes | int, int] = {
+        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+        h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
+        h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+    }
+    if client_side:
+        settings[h2.settings.SettingCodes.ENABLE_PUSH] = 0
+    conn.update_settings(settings)
+    conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+    return conn
