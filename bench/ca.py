@@ -23,8 +23,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench._common import busy_fraction, cpu_model, percentile, update_marked_section
 from certs.spiffe import SpiffeId
 from certs.x509 import build_leaf_tbs
-from peermesh.ca.testing import bootstrap_mesh
+from peermesh.ca.messages import AuthKind, SignAuth
+from peermesh.devmesh import bootstrap_mesh
 from peermesh.net.http.h2session import ConnectionLost
+
+RENEW = SignAuth(AuthKind.RENEW)
 
 TD = "mesh.test"
 
@@ -79,12 +82,12 @@ async def _issuance(n: int, t: int, count: int, seconds: float, out: dict[str, f
             root = committee.root
             coordinator = agents[0]
             for _ in range(5):  # warm the connection pool
-                await coordinator.ca.issue_mtls(_tbs(coordinator, root), {"kind": "renew"})
+                await coordinator.ca.issue_mtls(_tbs(coordinator, root), RENEW)
             latencies = []
             for _ in range(count):
                 tbs = _tbs(coordinator, root)
                 started = time.perf_counter()
-                await coordinator.ca.issue_mtls(tbs, {"kind": "renew"})
+                await coordinator.ca.issue_mtls(tbs, RENEW)
                 latencies.append((time.perf_counter() - started) * 1000)
             latencies.sort()
             out["p50"] = percentile(latencies, 50)
@@ -94,7 +97,7 @@ async def _issuance(n: int, t: int, count: int, seconds: float, out: dict[str, f
             async def hammer(agent: object) -> None:
                 nonlocal done
                 while True:
-                    await agent.ca.issue_mtls(_tbs(agent, root), {"kind": "renew"})  # type: ignore[attr-defined]
+                    await agent.ca.issue_mtls(_tbs(agent, root), RENEW)  # type: ignore[attr-defined]
                     done += 1
 
             with trio.move_on_after(seconds):

@@ -11,13 +11,17 @@ import dataclasses
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from gossip.messages import MemberState
 from peermesh import __version__
-from peermesh.agent_state import AgentSources
+from peermesh.agent_state import AgentSources, CaHandles
+from peermesh.ca.ports import CaPorts
+from peermesh.ca.service import CaService
+from peermesh.ca.settings import CaSettings
 from peermesh.config import AgentConfig
 from peermesh.core.endpoint import CompositeEndpoints, Endpoint, EndpointError, parse_host_port
 from peermesh.membership.gossip import GossipSettings, Membership, default_advertise_address
@@ -91,9 +95,7 @@ class Agent:
         self.policy_admin: PolicyAdmin | None = None
         self.admin.route("/v1/policy", self._policy_route)
         # --- threshold CA (issue 4): control methods ca/*, admin /v1/ca/*, bootstrap ----
-        from peermesh.ca.service import CaService
-
-        self.ca = CaService(self)
+        self.ca = self._threshold_ca()
         if self._keyring is None and config.gossip is not None and not config.insecure_gossip:
             self._keyring = self.ca.initial_keyring()
         # --- end threshold CA -------------------------------------------------------------
@@ -127,6 +129,22 @@ class Agent:
         self._shutdown = trio.Event()
         self._pool: PeerPool | None = None
         self._started_at = 0.0
+
+    def _threshold_ca(self) -> CaService:
+        """The CA with the handles it needs of this agent (never the agent itself)."""
+        handles = CaHandles(self)
+        ports = CaPorts(
+            control=lambda: self.control_client,
+            policy=self.policy,
+            policy_writer=lambda: self.policy_admin,
+            tls=self.tls,
+            installer=handles,
+            gossip=handles,
+            background=handles,
+            listeners=handles,
+            discovery=handles,
+        )
+        return CaService(ca_settings(self.config), ports, self.control, self.admin)
 
     # lifecycle -----------------------------------------------------------------------
     @property
@@ -515,3 +533,24 @@ def _bound(listeners: list[trio.SocketListener]) -> tuple[str, int]:
 
 async def _serve(handler: Any, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
     await trio.serve_listeners(handler, listeners, handler_nursery=nursery)
+
+
+def ca_settings(cfg: AgentConfig) -> CaSettings:
+    """The threshold CA's settings from the agent's configuration."""
+    return CaSettings(
+        name=cfg.name,
+        service=cfg.service.name,
+        trust_domain=cfg.trust_domain,
+        data_dir=cfg.data_dir,
+        cert_lifetime=cfg.cert_lifetime,
+        max_cert_lifetime=cfg.max_cert_lifetime,
+        bootstrap_token_file=(
+            None if cfg.bootstrap_token_file is None else Path(cfg.bootstrap_token_file)
+        ),
+        bootstrap_expect=cfg.bootstrap_expect,
+        threshold=cfg.threshold,
+        bootstrap_listen=cfg.bootstrap_listen,
+        advertise=cfg.advertise,
+        join=tuple(cfg.join),
+        join_token=cfg.join_token,
+    )

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from certs.devca import install_identity
+from peermesh.ca.ports import MeshMember, PushPull
 from peermesh.ca.service import CaService
 from peermesh.config import AgentConfig
 from peermesh.core.endpoint import Endpoint
-from peermesh.membership.gossip import Membership
+from peermesh.membership.gossip import Membership, sync_keyring
 from peermesh.net.pool import PeerPool
 from peermesh.net.tls import MeshTls
 from peermesh.observability.collectors import (
@@ -41,9 +46,12 @@ class AgentParts(Protocol):
     replicator: PolicyReplicator | None
     outbound_tracker: ConnectionTracker
     inbound_tracker: ConnectionTracker
+    addresses: dict[str, tuple[str, int]]
 
     @property
     def ready(self) -> bool: ...
+    @property
+    def pool(self) -> PeerPool: ...
     @property
     def running_pool(self) -> PeerPool | None: ...
     def policy_peers(self) -> list[Peer]: ...
@@ -161,3 +169,98 @@ class AgentSources:
             "outbound": self._agent.outbound_tracker.streams,
             "inbound": self._agent.inbound_tracker.streams,
         }
+
+
+class CaHandles:
+    """What the threshold CA gets of the agent: gossip, identity install, tasks, listeners."""
+
+    def __init__(self, agent: AgentParts) -> None:
+        self._agent = agent
+
+    # Gossip -------------------------------------------------------------------------------
+    @property
+    def _membership(self) -> Membership | None:
+        return self._agent.membership
+
+    @property
+    def enabled(self) -> bool:
+        return self._membership is not None
+
+    @property
+    def running(self) -> bool:
+        membership = self._membership
+        return membership is not None and membership.running
+
+    def members(self) -> list[MeshMember]:
+        membership = self._membership
+        if membership is None:
+            return []
+        return [_mesh_member(m) for m in membership.swim.members()]
+
+    def member(self, name: str) -> MeshMember | None:
+        membership = self._membership
+        known = membership.swim.member(name) if membership is not None else None
+        return None if known is None else _mesh_member(known)
+
+    def gossip_keys(self) -> list[bytes] | None:
+        membership = self._membership
+        keyring = membership.settings.keyring if membership is not None else None
+        return None if keyring is None else list(keyring.keys)
+
+    def sync_keys(self, keys: Sequence[bytes]) -> None:
+        membership = self._membership
+        if membership is not None and membership.settings.keyring is not None:
+            sync_keyring(membership.settings.keyring, keys)
+
+    def answer_push_pull(self, state: bytes) -> bytes:
+        membership = self._membership
+        assert membership is not None
+        return membership.answer_push_pull(state)
+
+    def use_transport(self, transport: PushPull) -> None:
+        membership = self._membership
+        if membership is not None:
+            membership.transport = transport
+
+    async def join_via(self, address: tuple[str, int], *, attempts: int) -> bool:
+        membership = self._membership
+        return membership is not None and await membership.join_via(address, attempts=attempts)
+
+    # IdentityInstaller --------------------------------------------------------------------
+    def install(
+        self, cert: x509.Certificate, key: Ed25519PrivateKey, roots: Sequence[x509.Certificate]
+    ) -> None:
+        agent = self._agent
+        install_identity(agent.config.data_dir, cert, key, list(roots))
+        agent.tls.reload()
+        membership = self._membership
+        if membership is not None:
+            membership.transport = membership._mtls_exchange  # gossip over mTLS from now on
+
+    # Background ---------------------------------------------------------------------------
+    def spawn(self, task: Callable[[], Awaitable[object]]) -> None:
+        self._agent.pool.nursery.start_soon(task)
+
+    # Listeners ----------------------------------------------------------------------------
+    def inbound(self) -> tuple[str, int]:
+        return self._agent.addresses["inbound"]
+
+    def publish(self, name: str, address: tuple[str, int]) -> None:
+        self._agent.addresses[name] = address
+
+    # Discovery ----------------------------------------------------------------------------
+    def candidates(self, trust_domain: str) -> list[tuple[str, int]]:
+        mdns = self._agent.mdns
+        if mdns is None:
+            return []
+        return [
+            (c.address, c.inbound_port)
+            for c in mdns.discovered.values()
+            if c.trust_domain == trust_domain
+        ]
+
+
+def _mesh_member(member: Any) -> MeshMember:
+    meta = member.meta
+    address = (meta.addresses[0], meta.inbound_port) if meta.addresses else None
+    return MeshMember(member.name, member.state, address)

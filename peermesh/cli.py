@@ -480,7 +480,7 @@ def keygen_gossip(out: str, force: bool) -> None:
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Token file.")
 def keygen_bootstrap_token(out: str) -> None:
     """A new bootstrap token file (mode 0600) for the initial agents' --bootstrap-token-file."""
-    from peermesh.ca.testing import write_bootstrap_token
+    from peermesh.ca.channel import write_bootstrap_token
 
     if Path(out).exists():
         raise click.ClickException(f"{out} exists; a bootstrap token is made once per mesh")

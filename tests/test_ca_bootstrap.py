@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import trio
+from ca_support import bootstrap_mesh, reconstruct_root_secret
 from meshkit import eventually
 
 from certs.devca import BUNDLE_FILE, CERT_FILE
@@ -19,7 +20,6 @@ from certs.ed25519_group import Point, Scalar
 from examples.service import ExampleService, ServiceConfig
 from peermesh.ca import channel
 from peermesh.ca.state import CaState
-from peermesh.ca.testing import bootstrap_mesh, reconstruct_root_secret
 from peermesh.net.http.h2session import H2Stream
 
 NODES = {

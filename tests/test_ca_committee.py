@@ -9,13 +9,13 @@ from pathlib import Path
 
 import httpx
 import trio
+from ca_support import bootstrap_mesh, reconstruct_root_secret
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certs.ed25519_group import Point, Scalar
 from certs.x509 import assemble_certificate, build_leaf_tbs, certificate_signature_valid
 from peermesh.ca.issuance import threshold_sign
 from peermesh.ca.state import CaState
-from peermesh.ca.testing import bootstrap_mesh, reconstruct_root_secret
 
 NODES = {"node-1": "frontend", "node-2": "orders", "node-3": "payments"}
 
@@ -61,7 +61,7 @@ async def test_enroll_refresh_and_status(tmp_path: Path) -> None:
             now, now + dt.timedelta(hours=1),
         )  # fmt: skip
         result = await threshold_sign(
-            tbs, committee, four.ca._mtls_signer_call, {"kind": "renew"}, prefer=["node-4"]
+            tbs, committee, four.ca.mtls_signer_call, {"kind": "renew"}, prefer=["node-4"]
         )
         assert "node-4" in result.signers
         assert certificate_signature_valid(

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import httpx
 import trio
+from ca_support import bootstrap_mesh
 from meshkit import eventually
-
-from peermesh.ca.testing import bootstrap_mesh
 
 NODES = {f"node-{i}": f"svc-{i}" for i in range(1, 6)}
 

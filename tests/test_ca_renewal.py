@@ -8,10 +8,10 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from ca_support import bootstrap_mesh, free_port_pair
 
 from examples.service import ExampleService, ServiceConfig
 from peermesh.ca.renewal import renewal_delay
-from peermesh.ca.testing import bootstrap_mesh, free_port_pair
 
 NODES = {"node-1": "frontend", "node-2": "orders", "node-3": "payments"}
 

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from ca_support import bootstrap_mesh
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -13,7 +14,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from certs import frost
 from certs.x509 import assemble_certificate, build_leaf_tbs, certificate_signature_valid
 from peermesh.ca.issuance import threshold_sign
-from peermesh.ca.testing import bootstrap_mesh
 from peermesh.core.endpoint import Endpoint
 from peermesh.net.rpc import RpcError
 
@@ -124,7 +124,7 @@ async def test_corrupted_share_is_named_and_replaced(tmp_path: Path, caplog) -> 
             now, now + dt.timedelta(hours=1),
         )  # fmt: skip
         result = await threshold_sign(
-            tbs, committee, coordinator.ca._mtls_signer_call, {"kind": "renew"},
+            tbs, committee, coordinator.ca.mtls_signer_call, {"kind": "renew"},
             prefer=["node-2", "node-1"],
         )  # fmt: skip
         assert result.excluded == {"node-2": "returned an invalid signature share"}

@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from ca_support import bootstrap_mesh
 from cryptography import x509
 from meshkit import eventually
 
 from peermesh.ca.dkgrelay import RunSpec
-from peermesh.ca.service import root_fingerprint
-from peermesh.ca.testing import bootstrap_mesh
+from peermesh.ca.node import root_fingerprint
 from peermesh.ca.tokens import JoinToken as TokenString
 from peermesh.ca.tokens import TokenError, check_token, token_sha256
 from peermesh.core.endpoint import Endpoint

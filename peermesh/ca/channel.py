@@ -43,7 +43,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
-from peermesh.net.rpc import RpcError
+from peermesh.ca.errors import ChannelError, ChannelRefused
+from peermesh.core.durable import SECRET_MODE, atomic_write
+from peermesh.core.errors import PeermeshError
+from peermesh.core.wire import WireError
+from peermesh.net.rpc.method import Req, Resp, RpcMethod
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +62,6 @@ JOIN_METHODS: Final[frozenset[str]] = frozenset({"ca/join/info", "ca/join"})
 WIRE_TAPS: list[Callable[[bytes], None]] = []
 
 Handler = Callable[[Any], Awaitable[Any]]
-
-
-class ChannelError(Exception):
-    """A bootstrap-channel call that returned no result; the message says why."""
-
-
-class ChannelRefused(ChannelError):
-    """The server answered with a refusal (status and its message)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _hkdf(secret: bytes, info: bytes) -> bytes:
@@ -271,7 +262,7 @@ class BootstrapServer:
         try:
             result = await handler(request.get("b"))
             reply: dict[str, Any] = {"s": 200, "r": result, "n": nonce}
-        except RpcError as exc:
+        except PeermeshError as exc:
             reply = {"s": exc.status, "e": exc.message, "n": nonce}
         if method.startswith(BOOTSTRAP_PREFIX) and self.mac_key is not None:
             reply["a"] = _mac(
@@ -328,3 +319,51 @@ async def call(
     if reply["s"] != 200:
         raise ChannelRefused(int(reply["s"]), f"{method} refused by {where}: {reply.get('e')}")
     return reply.get("r")
+
+
+def serve(method: RpcMethod[Req, Resp], handler: Callable[[Req], Awaitable[Resp]]) -> Handler:
+    """A listener handler for ``method``: the body decoded and checked, the reply encoded."""
+
+    async def served(body: Any) -> Any:
+        return (await handler(method.request.from_wire(body))).to_wire()
+
+    return served
+
+
+async def call_method(
+    address: tuple[str, int],
+    method: RpcMethod[Req, Resp],
+    body: Req,
+    *,
+    context: ssl.SSLContext,
+    mac_key: bytes | None = None,
+    timeout: float = 5.0,
+) -> Resp:
+    """A typed :func:`call`; a reply that does not decode as the method's is a ChannelError."""
+    raw = await call(
+        address, method.name, body.to_wire(), context=context, mac_key=mac_key, timeout=timeout
+    )
+    try:
+        return method.response.from_wire(raw)
+    except WireError as exc:
+        raise ChannelError(f"{method.name} from {address[0]}:{address[1]}: {exc}") from None
+
+
+MIN_TOKEN_BYTES: Final[int] = 16
+
+
+def read_bootstrap_token(path: Path) -> bytes:
+    """The bootstrap token in ``path``; ValueError says how to make a good one."""
+    token = Path(path).read_bytes().strip()
+    if len(token) < MIN_TOKEN_BYTES:
+        raise ValueError(
+            f"{path}: the bootstrap token must be at least {MIN_TOKEN_BYTES} bytes;"
+            " make one with 'peermesh keygen bootstrap-token --out FILE'"
+        )
+    return token
+
+
+def write_bootstrap_token(path: Path) -> Path:
+    """A fresh bootstrap token file (mode 0600)."""
+    atomic_write(path, secrets.token_hex(32).encode() + b"\n", SECRET_MODE)
+    return path

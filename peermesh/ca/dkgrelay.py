@@ -24,15 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certs import dkg
 from certs.frost import FrostError, PublicKeyPackage, SigningKeyShare
+from peermesh.ca.errors import RelayError
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ParticipantSessions", "RelayCall", "RelayError", "RunSpec", "relay_run"]
+
 RelayCall = Callable[[str, str, Any], Awaitable[Any]]
 MAX_ROUNDS = 12
-
-
-class RelayError(Exception):
-    """The run did not complete; the message names who failed and how."""
 
 
 @dataclass(frozen=True)

@@ -17,23 +17,22 @@ from typing import Any
 import trio
 
 from certs import frost
+from peermesh.ca.errors import QuorumError, SignerRefused, SignerUnavailable
 from peermesh.ca.state import Committee, CommitteeMember
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "IssuanceResult",
+    "QuorumError",
+    "SignerCall",
+    "SignerRefused",
+    "SignerUnavailable",
+    "quorum_message",
+    "threshold_sign",
+]
+
 SignerCall = Callable[[CommitteeMember, str, Any], Awaitable[Any]]
-
-
-class SignerUnavailable(Exception):
-    """A signer could not be reached or refused; the message says which and why."""
-
-
-class SignerRefused(SignerUnavailable):
-    """A reachable signer refused the request (policy, token); the message is its reason."""
-
-
-class QuorumError(Exception):
-    """Fewer than t signers could (or would) sign; the message lists who and why."""
 
 
 @dataclass

@@ -26,7 +26,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certs.frost import FileNonceStore, FrostError, PublicKeyPackage, SigningKeyShare
+from peermesh.ca.errors import CaStateError
 from peermesh.core.durable import PUBLIC_MODE, SECRET_MODE, atomic_write
+
+__all__ = ["CaState", "CaStateError", "Committee", "CommitteeMember"]
 
 CA_DIR = "ca"
 IDENTITY_FILE = "identity.key"
@@ -35,10 +38,6 @@ SHARE_FILE = "share.msgpack"
 NONCE_FILE = "nonces.json"
 TOKENS_FILE = "tokens.msgpack"
 GOSSIP_KEY_FILE = "gossip.key"
-
-
-class CaStateError(Exception):
-    """A CA state file is missing pieces or corrupt; the message names the file and the fix."""
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,15 @@ import secrets
 from dataclasses import dataclass
 from typing import Final
 
+from peermesh.ca.errors import TokenError
 from peermesh.policy.compiled import JoinTokenGrant
+
+__all__ = ["JoinToken", "TokenError", "check_token", "token_sha256"]
 
 TOKEN_PREFIX: Final[str] = "pmjt1"
 _TOKEN_RE: Final[re.Pattern[str]] = re.compile(
     r"^pmjt1\.([0-9a-f]{12})\.([0-9a-f]{32})\.([0-9a-f]{64})$"
 )
-
-
-class TokenError(ValueError):
-    """A token that is malformed or refused; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

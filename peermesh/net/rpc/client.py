@@ -107,4 +107,5 @@ class ControlClient:
             status if 400 <= status < 600 else 502,
             f"{method} refused by {endpoint.address} ({status}): {error}",
             code=code if isinstance(code, str) else None,
+            reason=str(error),
         )

@@ -28,11 +28,19 @@ class RpcError(PeermeshError):
     """
 
     def __init__(
-        self, status: int, message: str, *, code: str | None = None, hint: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        hint: str | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(
             message, status=status, code=code or _CODES.get(status, "refused"), hint=hint
         )
+        #: The refusing handler's own message, without where the call went (client side).
+        self.reason = message if reason is None else reason
 
     def __str__(self) -> str:
         return self.message

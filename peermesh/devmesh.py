@@ -1,4 +1,4 @@
-"""Helpers to run threshold-CA meshes of in-process agents on loopback (tests, bench, demo).
+"""Threshold-CA meshes of in-process agents on loopback, for the bench, the demo and tests.
 
 Not used by the agent itself. Everything here goes through the real protocol: real
 sockets, real TLS, the real bootstrap listener and DKG.
@@ -6,7 +6,6 @@ sockets, real TLS, the real bootstrap listener and DKG.
 
 from __future__ import annotations
 
-import secrets
 import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -16,10 +15,8 @@ from typing import Any
 
 import trio
 
-from certs.ed25519_group import Scalar
-from certs.frost import lagrange_coefficient
 from peermesh.agent import Agent
-from peermesh.ca.state import CaState
+from peermesh.ca.channel import write_bootstrap_token
 from peermesh.config import AgentConfig
 
 
@@ -38,14 +35,6 @@ def free_port_pair() -> int:
                     continue
                 return port
     raise OSError("no two adjacent free ports on 127.0.0.1")
-
-
-def write_bootstrap_token(path: Path) -> Path:
-    """A fresh bootstrap token file (mode 0600)."""
-    from peermesh.core.durable import SECRET_MODE, atomic_write
-
-    atomic_write(path, secrets.token_hex(32).encode() + b"\n", SECRET_MODE)
-    return path
 
 
 def ca_agent_config(
@@ -179,20 +168,3 @@ async def bootstrap_mesh(
             yield mesh
         finally:
             nursery.cancel_scope.cancel()
-
-
-def reconstruct_root_secret(data_dirs: list[Path]) -> bytes:
-    """TEST ONLY: Lagrange-combine t signers' shares into the root secret (32-byte scalar).
-
-    Exists so tests can prove the secret appears nowhere else; the agent never does this.
-    """
-    shares = []
-    for d in data_dirs:
-        loaded = CaState(d).load_share()
-        assert loaded is not None, f"{d} holds no share"
-        shares.append(loaded[1])
-    ids = [s.identifier for s in shares]
-    secret = Scalar.ZERO
-    for s in shares:
-        secret = secret + lagrange_coefficient(ids, s.identifier) * s.secret
-    return secret.to_bytes()

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from certs.spiffe import SpiffeId
+from peermesh.ca.errors import RosterError
 from peermesh.ca.state import CommitteeMember
 
-
-class RosterError(ValueError):
-    """An entry that cannot join this bootstrap; the message says how to fix the flags."""
+__all__ = ["Roster", "RosterEntry", "RosterError", "default_threshold", "root_validity"]
 
 
 def default_threshold(n: int) -> int:
