@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certs.x509 import TbsRefused, assemble_certificate, build_root_tbs, certificate_signature_valid
+from peermesh.ca import channel_messages as cm
 from peermesh.ca import messages as m
 from peermesh.ca.dkgrelay import RunSpec, relay_run
 from peermesh.ca.errors import (
@@ -126,20 +127,20 @@ class Bootstrap:
             raise RosterError(node.last_error)
 
     async def _hello(self, roster: Roster, address: tuple[str, int]) -> None:
-        hello = m.RosterMessage(tuple(roster.wire()))
+        hello = cm.RosterMessage(tuple(roster.wire()))
         try:
-            reply = await self.calls.boot(address, m.BOOT_HELLO, hello, timeout=2)
+            reply = await self.calls.boot(address, cm.BOOT_HELLO, hello, timeout=2)
         except ChannelError as exc:
             log.debug("bootstrap hello to %s: %s", address, exc)
             return
         roster.merge(reply.entries)
 
-    async def serve_hello(self, body: m.RosterMessage) -> m.RosterMessage:
+    async def serve_hello(self, body: cm.RosterMessage) -> cm.RosterMessage:
         roster = self.roster
         if roster is None:
             raise CaUnavailable(f"{self.node.name} is not bootstrapping (no --bootstrap-expect)")
         roster.merge(body.entries)
-        return m.RosterMessage(tuple(roster.wire()))
+        return cm.RosterMessage(tuple(roster.wire()))
 
     def _gossip_over_bootstrap(self, roster: Roster) -> None:
         """Until we have a certificate, push-pull gossip state over the bootstrap channel."""
@@ -152,7 +153,7 @@ class Bootstrap:
         async def transport(address: tuple[str, int], state: bytes) -> Any:
             target = by_inbound.get(address, (address[0], address[1] + 1))
             try:
-                return (await self.calls.boot(target, m.BOOT_PUSHPULL, Opaque(state))).value
+                return (await self.calls.boot(target, cm.BOOT_PUSHPULL, Opaque(state))).value
             except ChannelError as exc:
                 raise RpcError(502, str(exc)) from exc
 
@@ -184,9 +185,9 @@ class Bootstrap:
             address = members[name].bootstrap
             assert address is not None
             return relay_steps(
-                lambda body: self.calls.boot(address, m.BOOT_DKG_BEGIN, body, timeout=20),
-                lambda body: self.calls.boot(address, m.BOOT_DKG_DELIVER, body, timeout=20),
-                lambda body: self.calls.boot(address, m.BOOT_DKG_FINISH, body, timeout=20),
+                lambda body: self.calls.boot(address, cm.BOOT_DKG_BEGIN, body, timeout=20),
+                lambda body: self.calls.boot(address, cm.BOOT_DKG_DELIVER, body, timeout=20),
+                lambda body: self.calls.boot(address, cm.BOOT_DKG_FINISH, body, timeout=20),
             )
 
         delay = 0.2
@@ -223,7 +224,7 @@ class Bootstrap:
         result = await self.issuer.retry(
             lambda: self.issuer.sign(tbs, auth, self.issuer.boot_signer_call, committee=committee)
         )
-        root = m.RootMessage(der(assemble_certificate(tbs, result.signature)))
+        root = cm.RootMessage(der(assemble_certificate(tbs, result.signature)))
         await self.serve_root(root)
         pending = {x.node: x for x in committee.members if x.node != node.name}
         delay = 0.1
@@ -234,7 +235,7 @@ class Bootstrap:
                     async def push(peer: CommitteeMember = member) -> None:
                         assert peer.bootstrap is not None
                         try:
-                            await self.calls.boot(peer.bootstrap, m.BOOT_ROOT, root)
+                            await self.calls.boot(peer.bootstrap, cm.BOOT_ROOT, root)
                             pending.pop(peer.node, None)
                         except ChannelError as exc:
                             log.debug("root to %s: %s", peer.node, exc)
@@ -244,7 +245,7 @@ class Bootstrap:
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def serve_root(self, body: m.RootMessage) -> m.Ok:
+    async def serve_root(self, body: cm.RootMessage) -> m.Ok:
         node = self.node
         committee = node.committee
         if committee is None:

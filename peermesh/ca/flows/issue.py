@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from peermesh.ca import channel_messages as cm
 from peermesh.ca import messages as m
 from peermesh.ca.errors import (
     ChannelError,
@@ -77,10 +78,10 @@ class Issuer:
             if member.bootstrap is None:
                 raise SignerUnavailable("no bootstrap address known")
             if method == "commit":
-                reply: Any = await self.calls.boot(member.bootstrap, m.BOOT_COMMIT, Empty())
+                reply: Any = await self.calls.boot(member.bootstrap, cm.BOOT_COMMIT, Empty())
             else:
                 request = m.SignRequest.from_wire(body)
-                reply = await self.calls.boot(member.bootstrap, m.BOOT_SIGN, request)
+                reply = await self.calls.boot(member.bootstrap, cm.BOOT_SIGN, request)
             return reply.to_wire()
         except ChannelRefused as exc:
             raise signer_error(exc) from None

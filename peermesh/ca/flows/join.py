@@ -19,6 +19,7 @@ from certs.spiffe import IdentityError, SpiffeId
 from certs.x509 import assemble_certificate, certificate_signature_valid
 from gossip.codec import save_keyring
 from peermesh.ca import channel
+from peermesh.ca import channel_messages as cm
 from peermesh.ca import messages as m
 from peermesh.ca.errors import (
     CaBadRequest,
@@ -90,7 +91,7 @@ class Joiner:
     ) -> None:
         node = self.node
         info = await channel.call_method(
-            address, m.JOIN_INFO, Empty(), context=channel.bootstrap_client_context(), timeout=3
+            address, cm.JOIN_INFO, Empty(), context=channel.bootstrap_client_context(), timeout=3
         )
         root_der = info.root
         if root_fingerprint(root_der) != token.root_fingerprint:
@@ -104,12 +105,12 @@ class Joiner:
             raise JoinError(
                 f"the root {address[0]}:{address[1]} serves is not DER: {exc}"
             ) from None
-        request = m.JoinRequest(
+        request = cm.JoinRequest(
             token.token_id, token.secret, csr.public_bytes(serialization.Encoding.DER)
         )
         reply = await channel.call_method(
             address,
-            m.JOIN,
+            cm.JOIN,
             request,
             context=channel.pinned_client_context(pem(root)),
             timeout=30,
@@ -159,13 +160,13 @@ class JoinHelper:
         if committee is None or committee.root_der is None or not node.ports.tls.loaded:
             raise CaUnavailable(f"{node.name} is not a member with a certificate yet")
 
-    async def serve_info(self, body: Empty) -> m.JoinInfo:
+    async def serve_info(self, body: Empty) -> cm.JoinInfo:
         self._need_member()
         committee = self.node.committee
         assert committee is not None and committee.root_der is not None
-        return m.JoinInfo(committee.root_der, committee.trust_domain)
+        return cm.JoinInfo(committee.root_der, committee.trust_domain)
 
-    async def serve_join(self, body: m.JoinRequest) -> m.JoinReply:
+    async def serve_join(self, body: cm.JoinRequest) -> cm.JoinReply:
         self._need_member()
         node = self.node
         try:
@@ -183,7 +184,7 @@ class JoinHelper:
             raise CaUnavailable(f"cannot issue: {exc}") from None
         assert node.committee is not None
         keys = node.ports.gossip.gossip_keys()
-        return m.JoinReply(
+        return cm.JoinReply(
             cert=der(assemble_certificate(tbs, result.signature)),
             committee=node.committee,
             gossip_keys=None if keys is None else tuple(keys),

@@ -11,7 +11,7 @@ import ssl
 import trio
 
 from peermesh.ca import channel
-from peermesh.ca import messages as m
+from peermesh.ca import channel_messages as cm
 from peermesh.ca.flows.bootstrap import Bootstrap
 from peermesh.ca.flows.dkg import DkgParticipant
 from peermesh.ca.flows.join import JoinHelper
@@ -33,16 +33,16 @@ class BootstrapListener:
         self.node = node
         self.server = channel.BootstrapServer(
             {
-                m.BOOT_HELLO.name: channel.serve(m.BOOT_HELLO, bootstrap.serve_hello),
-                m.BOOT_PUSHPULL.name: channel.serve(m.BOOT_PUSHPULL, bootstrap.serve_pushpull),
-                m.BOOT_DKG_BEGIN.name: channel.serve(m.BOOT_DKG_BEGIN, dkg.boot_begin),
-                m.BOOT_DKG_DELIVER.name: channel.serve(m.BOOT_DKG_DELIVER, dkg.deliver),
-                m.BOOT_DKG_FINISH.name: channel.serve(m.BOOT_DKG_FINISH, dkg.boot_finish),
-                m.BOOT_COMMIT.name: channel.serve(m.BOOT_COMMIT, signing.boot_commit),
-                m.BOOT_SIGN.name: channel.serve(m.BOOT_SIGN, signing.boot_sign),
-                m.BOOT_ROOT.name: channel.serve(m.BOOT_ROOT, bootstrap.serve_root),
-                m.JOIN_INFO.name: channel.serve(m.JOIN_INFO, join.serve_info),
-                m.JOIN.name: channel.serve(m.JOIN, join.serve_join),
+                cm.BOOT_HELLO.name: channel.serve(cm.BOOT_HELLO, bootstrap.serve_hello),
+                cm.BOOT_PUSHPULL.name: channel.serve(cm.BOOT_PUSHPULL, bootstrap.serve_pushpull),
+                cm.BOOT_DKG_BEGIN.name: channel.serve(cm.BOOT_DKG_BEGIN, dkg.boot_begin),
+                cm.BOOT_DKG_DELIVER.name: channel.serve(cm.BOOT_DKG_DELIVER, dkg.deliver),
+                cm.BOOT_DKG_FINISH.name: channel.serve(cm.BOOT_DKG_FINISH, dkg.boot_finish),
+                cm.BOOT_COMMIT.name: channel.serve(cm.BOOT_COMMIT, signing.boot_commit),
+                cm.BOOT_SIGN.name: channel.serve(cm.BOOT_SIGN, signing.boot_sign),
+                cm.BOOT_ROOT.name: channel.serve(cm.BOOT_ROOT, bootstrap.serve_root),
+                cm.JOIN_INFO.name: channel.serve(cm.JOIN_INFO, join.serve_info),
+                cm.JOIN.name: channel.serve(cm.JOIN, join.serve_join),
             },
             mac_key=node.mac_key,
             context=self._server_context,
