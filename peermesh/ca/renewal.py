@@ -32,17 +32,3 @@ def retry_delay(not_after: dt.datetime, now: dt.datetime, failures: int) -> floa
     left = max(0.0, (not_after - now).total_seconds())
     backoff = min(300.0, 5.0 * 2 ** min(failures, 10))
     return max(1.0, min(backoff, left / 10 if left else 1.0))
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '30m', '1h', '2d' (or plain seconds) to seconds; ValueError says the format."""
-    text = text.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        unit = units.get(text[-1:], 0)
-        value = float(text[:-1]) * unit if unit else float(text)
-    except ValueError:
-        raise ValueError(f"duration {text!r}: write e.g. 90s, 30m, 1h or 2d") from None
-    if value <= 0:
-        raise ValueError(f"duration {text!r} must be positive")
-    return value

@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from peermesh.core.units import parse_sampling
+
 if TYPE_CHECKING:
     from peermesh.observability.context import RequestRecord
 
@@ -67,21 +69,6 @@ def new_trace_id() -> str:
 
 def new_span_id() -> str:
     return f"{_bits(64) or 1:016x}"
-
-
-def parse_sampling(value: str | float) -> float:
-    """A sampling fraction from ``0.25``, ``1`` or ``"5%"``; ValueError when outside 0..1."""
-    text = str(value).strip()
-    try:
-        fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise ValueError(
-            "give the fraction of traces to sample, from 0 to 1 (e.g. 0.01), or a percentage"
-            " (e.g. 1%)"
-        ) from None
-    if not 0.0 <= fraction <= 1.0:  # also refuses NaN
-        raise ValueError("the fraction of traces to sample must lie between 0 and 1 (0%..100%)")
-    return fraction
 
 
 def extract(headers: Iterable[tuple[bytes, bytes]]) -> TraceContext | None:
