@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -54,15 +53,15 @@ class Agent:
         self.config = config
         self.metrics = AgentMetrics()
         self.tls = MeshTls(config.data_dir, config.trust_domain, require=False)
-        self.static_endpoints = StaticEndpoints(config.peers, config.endpoints_file)
+        self.static_endpoints = StaticEndpoints(config.proxy.peers, config.proxy.endpoints_file)
         self.endpoints = CompositeEndpoints([self.static_endpoints])
         self.membership: Membership | None = None
         self.mdns: Any = None  # MdnsDiscovery when --mdns
         self._keyring = None
-        if config.gossip is not None and config.gossip_key_file is not None:
+        if config.gossip.listen is not None and config.gossip.key_file is not None:
             from gossip.codec import load_keyring
 
-            self._keyring = load_keyring(config.gossip_key_file)
+            self._keyring = load_keyring(config.gossip.key_file)
         self.control = ControlRouter()
         self.control.serve(PING, self._ping)
         self.admin = AdminServer()
@@ -72,7 +71,7 @@ class Agent:
         self.admin.route("/v1/status", self._status)
         self.admin.route("/v1/ping", self._admin_ping)
         self.admin.route("/v1/members", self._members)
-        # --- replicated policy (issue 5): store, anti-entropy, admin /v1/policy ----------
+        # Replicated policy: store, anti-entropy, admin /v1/policy.
         from peermesh.policy.authorship import (
             RecordSigner,
             RecordVerifier,
@@ -94,12 +93,15 @@ class Agent:
         self.replicator: PolicyReplicator | None = None
         self.policy_admin: PolicyAdmin | None = None
         self.admin.route("/v1/policy", self._policy_route)
-        # --- threshold CA (issue 4): control methods ca/*, admin /v1/ca/*, bootstrap ----
+        # Threshold CA: control methods ca/*, admin /v1/ca/*, bootstrap.
         self.ca = self._threshold_ca()
-        if self._keyring is None and config.gossip is not None and not config.insecure_gossip:
+        if (
+            self._keyring is None
+            and config.gossip.listen is not None
+            and not config.gossip.insecure
+        ):
             self._keyring = self.ca.initial_keyring()
-        # --- end threshold CA -------------------------------------------------------------
-        # --- observability (issue 7): request records, collectors, mesh view, /ui --------
+        # Observability: request records, collectors, mesh view, /ui.
         from peermesh.observability.collectors import AgentStateCollector
         from peermesh.observability.hub import Observability
         from peermesh.observability.meshview import MeshView
@@ -109,9 +111,9 @@ class Agent:
             node=config.name,
             trust_domain=config.trust_domain,
             metrics=self.metrics,
-            access_log=config.access_log,
-            otlp_endpoint=config.otlp_endpoint,
-            trace_sampling=config.trace_sampling,
+            access_log=config.telemetry.access_log,
+            otlp_endpoint=config.telemetry.otlp_endpoint,
+            trace_sampling=config.telemetry.trace_sampling,
         )
         sources = AgentSources(self)
         self.metrics.registry.register(AgentStateCollector(sources, self.observability))
@@ -120,7 +122,6 @@ class Agent:
         )
         self.mesh_view.register(self.control, self.admin)
         self._apply_mesh_telemetry()  # from a MeshConfig already on disk
-        # --- end observability -------------------------------------------------------------
         self.outbound_tracker = ConnectionTracker("outbound")
         self.inbound_tracker = ConnectionTracker("inbound")
         self.addresses: dict[str, tuple[str, int]] = {}
@@ -172,7 +173,7 @@ class Agent:
             self._pool = PeerPool(
                 self.tls,
                 root,
-                connect_timeout=cfg.connect_timeout,
+                connect_timeout=cfg.proxy.connect_timeout,
                 on_tls_failure=lambda why: self.metrics.tls_failures.labels("client", why).inc(),
             )
             app = LocalApp(cfg.service.host, cfg.service.port, cfg.service.protocol, root)
@@ -195,12 +196,14 @@ class Agent:
                 tracker=self.inbound_tracker,
                 policy=self.policy.compiled,
             )
-            out_listeners = await _listen(cfg.outbound, "outbound")
-            in_listeners = await _listen(cfg.inbound, "inbound")
+            out_listeners = await _listen(cfg.proxy.outbound, "outbound")
+            in_listeners = await _listen(cfg.proxy.inbound, "inbound")
             plain_listeners = (
-                await _listen(cfg.plaintext, "plaintext") if cfg.plaintext is not None else []
+                await _listen(cfg.proxy.plaintext, "plaintext")
+                if cfg.proxy.plaintext is not None
+                else []
             )
-            admin_listeners = await _listen(cfg.admin, "admin")
+            admin_listeners = await _listen(cfg.admin.listen, "admin")
             self.addresses = {
                 "outbound": _bound(out_listeners),
                 "inbound": _bound(in_listeners),
@@ -214,11 +217,10 @@ class Agent:
                 self.addresses["plaintext"] = _bound(plain_listeners)
             root.start_soon(trio.serve_listeners, self.admin.serve_connection, admin_listeners)
             await self._start_policy(root)
-            if cfg.gossip is not None:
+            if cfg.gossip.listen is not None:
                 await self._start_membership(root)
-            # --- threshold CA (issue 4): bootstrap listener, first certificate, renewal ---
+            # Threshold CA: bootstrap listener, first certificate, renewal.
             await root.start(self.ca.run)
-            # --- end threshold CA -----------------------------------------------------------
             async with trio.open_nursery() as connections:
                 accept_scope = trio.CancelScope()
 
@@ -244,7 +246,7 @@ class Agent:
 
                 # Graceful drain: leave the mesh first so peers stop routing to us.
                 self.draining = True
-                log.info("agent %s draining (up to %.1fs)", cfg.name, cfg.drain_timeout)
+                log.info("agent %s draining (up to %.1fs)", cfg.name, cfg.proxy.drain_timeout)
                 if self.membership is not None:
                     await self.membership.leave()
                 accept_scope.cancel()
@@ -253,7 +255,7 @@ class Agent:
                 self.outbound_tracker.drain()
                 self.inbound_tracker.drain()
                 self._pool.drain()
-                with trio.move_on_after(cfg.drain_timeout):
+                with trio.move_on_after(cfg.proxy.drain_timeout):
                     # Connections end on their own tasks; a short poll is simplest here.
                     while self._open_connections():  # noqa: ASYNC110
                         await trio.sleep(0.02)
@@ -266,23 +268,23 @@ class Agent:
 
     async def _start_membership(self, nursery: trio.Nursery) -> None:
         cfg = self.config
-        assert cfg.gossip is not None
+        assert cfg.gossip.listen is not None
         from gossip.profiles import LAN, LOCAL, WAN
 
-        profile = {"lan": LAN, "wan": WAN, "local": LOCAL}[cfg.gossip_profile]
-        advertise = cfg.advertise or default_advertise_address(self.addresses["inbound"][0])
+        profile = {"lan": LAN, "wan": WAN, "local": LOCAL}[cfg.gossip.profile]
+        advertise = cfg.gossip.advertise or default_advertise_address(self.addresses["inbound"][0])
         services = {cfg.service.name: dict(cfg.labels)}
         self.membership = Membership(
             GossipSettings(
                 name=cfg.name,
-                bind=cfg.gossip,
+                bind=cfg.gossip.listen,
                 advertise=advertise,
                 inbound_port=self.addresses["inbound"][1],
                 services=services,
                 profile=profile,
                 keyring=self._keyring,
-                join=cfg.join,
-                key_file=cfg.gossip_key_file,
+                join=cfg.gossip.join,
+                key_file=cfg.gossip.key_file,
                 epoch_file=cfg.data_dir / "gossip.epoch",
             ),
             ControlClient(self.pool),
@@ -292,7 +294,7 @@ class Agent:
         await nursery.start(self.membership.run)
         self.addresses["gossip"] = self.membership.bound
         self.endpoints.sources.append(self.membership)
-        if cfg.mdns:
+        if cfg.gossip.mdns:
             from peermesh.membership.mdns import MdnsDiscovery  # zeroconf only when used
 
             self.mdns = MdnsDiscovery(
@@ -542,15 +544,13 @@ def ca_settings(cfg: AgentConfig) -> CaSettings:
         service=cfg.service.name,
         trust_domain=cfg.trust_domain,
         data_dir=cfg.data_dir,
-        cert_lifetime=cfg.cert_lifetime,
-        max_cert_lifetime=cfg.max_cert_lifetime,
-        bootstrap_token_file=(
-            None if cfg.bootstrap_token_file is None else Path(cfg.bootstrap_token_file)
-        ),
-        bootstrap_expect=cfg.bootstrap_expect,
-        threshold=cfg.threshold,
-        bootstrap_listen=cfg.bootstrap_listen,
-        advertise=cfg.advertise,
-        join=tuple(cfg.join),
-        join_token=cfg.join_token,
+        cert_lifetime=cfg.ca.cert_lifetime,
+        max_cert_lifetime=cfg.ca.max_cert_lifetime,
+        bootstrap_token_file=cfg.ca.bootstrap_token_file,
+        bootstrap_expect=cfg.ca.bootstrap_expect,
+        threshold=cfg.ca.threshold,
+        bootstrap_listen=cfg.ca.bootstrap_listen,
+        advertise=cfg.gossip.advertise,
+        join=tuple(cfg.gossip.join),
+        join_token=cfg.ca.join_token,
     )

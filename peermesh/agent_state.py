@@ -78,7 +78,7 @@ class AgentSources:
 
     @property
     def has_join_seeds(self) -> bool:
-        return bool(self._agent.config.join)
+        return bool(self._agent.config.gossip.join)
 
     def member_digest(self) -> str | None:
         membership = self._agent.membership

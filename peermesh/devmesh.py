@@ -80,7 +80,7 @@ class CaMesh:
     stopped: dict[str, trio.Event] = field(default_factory=dict)
 
     def inbound(self, node: str) -> str:
-        host, port = self.configs[node].inbound
+        host, port = self.configs[node].proxy.inbound
         return f"{host}:{port}"
 
     async def start(self, node: str, config: AgentConfig) -> Agent:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
 from click.testing import CliRunner
 
 from peermesh import cli
@@ -39,11 +40,11 @@ def test_defaults():
     config = AgentConfig.build(
         name="node-a", service="orders=8080", data_dir=None, insecure_gossip=True
     )
-    assert config.gossip == ("0.0.0.0", 15946)
-    assert config.mdns
-    assert config.outbound == ("127.0.0.1", 15001)
-    assert config.inbound == ("0.0.0.0", 15443)
-    assert config.admin == ("127.0.0.1", 15000)
+    assert config.gossip.listen == ("0.0.0.0", 15946)
+    assert config.gossip.mdns
+    assert config.proxy.outbound == ("127.0.0.1", 15001)
+    assert config.proxy.inbound == ("0.0.0.0", 15443)
+    assert config.admin.listen == ("127.0.0.1", 15000)
     assert config.data_dir == Path("peermesh-data/node-a")
 
 
@@ -53,7 +54,7 @@ def _captured_config(monkeypatch, args, env=None):
     def fake_run(fn, config):
         seen["config"] = config
 
-    monkeypatch.setattr(cli.trio, "run", fake_run)
+    monkeypatch.setattr(trio, "run", fake_run)
     result = CliRunner().invoke(cli.main, ["agent", *args], env=env or {}, catch_exceptions=False)
     return result, seen.get("config")
 
@@ -73,10 +74,10 @@ def test_toml_env_and_flags_precedence(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     assert config is not None
     assert config.name == "from-env"  # env beats TOML
-    assert config.outbound == ("127.0.0.1", 17001)  # flag beats TOML
-    assert config.admin == ("127.0.0.1", 15999)
-    assert config.peers == ("payments=10.0.0.2:15443",)
-    assert config.drain_timeout == 3.5
+    assert config.proxy.outbound == ("127.0.0.1", 17001)  # flag beats TOML
+    assert config.admin.listen == ("127.0.0.1", 15999)
+    assert config.proxy.peers == ("payments=10.0.0.2:15443",)
+    assert config.proxy.drain_timeout == 3.5
 
 
 def test_cli_errors_are_clear(monkeypatch, tmp_path):

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pki import TRUST_DOMAIN, issue_custom, make_mesh_pki, mesh_ca
 
-from certs.cli import dev_ca
 from certs.devca import (
     BUNDLE_FILE,
     CA_CERT_FILE,
@@ -31,6 +30,7 @@ from certs.devca import (
     init_dev_ca,
 )
 from certs.spiffe import IdentityError, SpiffeId, spiffe_id_from_certificate
+from peermesh.cli.devca import dev_ca
 
 T = TypeVar("T", bound=x509.ExtensionType)
 

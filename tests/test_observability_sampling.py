@@ -34,8 +34,8 @@ def test_parse_sampling_accepts_fractions_and_percentages():
 
 def test_agent_option_trace_sampling(tmp_path):
     common = {"name": "n1", "service": "web=8080", "data_dir": tmp_path, "gossip": "off"}
-    assert AgentConfig.build(**common).trace_sampling == 1.0  # type: ignore[arg-type]
-    assert AgentConfig.build(**common, trace_sampling="5%").trace_sampling == 0.05  # type: ignore[arg-type]
+    assert AgentConfig.build(**common).telemetry.trace_sampling == 1.0  # type: ignore[arg-type]
+    assert AgentConfig.build(**common, trace_sampling="5%").telemetry.trace_sampling == 0.05  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="--trace-sampling '3'"):
         AgentConfig.build(**common, trace_sampling="3")  # type: ignore[arg-type]
 

@@ -69,7 +69,10 @@ def test_agent_options_for_access_log_and_otlp(tmp_path):
 
     common = {"name": "n1", "service": "web=8080", "data_dir": tmp_path, "gossip": "off"}
     config = AgentConfig.build(**common, access_log="-", otlp_endpoint="http://127.0.0.1:4318")  # type: ignore[arg-type]
-    assert (config.access_log, config.otlp_endpoint) == ("-", "http://127.0.0.1:4318")
-    assert AgentConfig.build(**common).access_log is None  # type: ignore[arg-type]
+    assert (config.telemetry.access_log, config.telemetry.otlp_endpoint) == (
+        "-",
+        "http://127.0.0.1:4318",
+    )
+    assert AgentConfig.build(**common).telemetry.access_log is None  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="OTLP/HTTP URL"):
         AgentConfig.build(**common, otlp_endpoint="127.0.0.1:4318")  # type: ignore[arg-type]

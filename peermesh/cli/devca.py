@@ -20,8 +20,6 @@ from certs.devca import (
 )
 from certs.spiffe import spiffe_id_from_certificate
 
-__all__ = ["dev_ca"]
-
 
 @click.group("dev-ca")
 def dev_ca() -> None:
@@ -86,3 +84,6 @@ def issue_cmd(ca_dir: Path, node: str, service: str, data_dir: Path, hours: floa
     click.echo(f"  wrote {data_dir / KEY_FILE}  (mode 0600)")
     click.echo(f"  wrote {data_dir / BUNDLE_FILE}  (trust bundle)")
     click.echo(f"  valid until {cert.not_valid_after_utc.isoformat()}")
+
+
+COMMANDS: tuple[click.Command, ...] = (dev_ca,)

@@ -1,0 +1,53 @@
+"""How every command but ``agent`` reaches the local agent: its admin API over HTTP."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import click
+
+from peermesh.config import AdminConfig
+
+_host, _port = AdminConfig().listen
+
+agent_option = click.option(
+    "--agent",
+    "agent_url",
+    envvar="PEERMESH_AGENT",
+    default=f"http://{_host}:{_port}",
+    show_default=True,
+    help="Admin URL of the local agent.",
+)
+
+
+def admin_call(
+    agent_url: str,
+    path: str,
+    body: Any = None,
+    *,
+    method: str | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, Any]:
+    """``(status, decoded JSON)`` from the admin API; a ClickException if it is not there."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        agent_url.rstrip("/") + path,
+        data=data,
+        method=method or ("POST" if data is not None else "GET"),
+        headers={"content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, None
+    except (urllib.error.URLError, OSError) as exc:
+        raise click.ClickException(
+            f"cannot reach the agent's admin API at {agent_url}: {exc}; is the agent running?"
+        ) from None

@@ -1,0 +1,208 @@
+"""``peermesh policy ...``: edit and inspect the replicated policy through the local agent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from peermesh.cli.admin import admin_call, agent_option
+from peermesh.policy.loader import PolicyLoadError, load_path
+
+console = Console()
+
+
+@click.group()
+def policy() -> None:
+    """Edit and inspect the mesh policy (replicated to every agent)."""
+
+
+def _documents(path: str) -> list[dict[str, Any]]:
+    try:
+        return [dict(doc.data) for doc in load_path(Path(path))]
+    except PolicyLoadError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _fail(code: int, data: Any) -> None:
+    if isinstance(data, dict) and data.get("error") == "invalid_policy":
+        lines = [f"policy refused ({len(data.get('errors', []))} problem(s)):"]
+        for err in data.get("errors", []):
+            where = f" ({err['source']})" if err.get("source") else ""
+            hint = f" — {err['hint']}" if err.get("hint") else ""
+            lines.append(
+                f"  {err['kind']}/{err['name']}{where}: {err['path']}: {err['reason']}{hint}"
+            )
+        raise click.ClickException("\n".join(lines))
+    message = data.get("error") if isinstance(data, dict) else data
+    raise click.ClickException(f"agent answered {code}: {message}")
+
+
+@policy.command("apply")
+@agent_option
+@click.option("-f", "--filename", "path", required=True, help="YAML/JSON file or directory.")
+def apply_cmd(agent_url: str, path: str) -> None:
+    """Validate every object in FILE|DIR, then apply them together."""
+    code, data = admin_call(agent_url, "/v1/policy", {"objects": _documents(path)}, method="PUT")
+    if code != 200:
+        _fail(code, data)
+    for key in data["changed"]:
+        click.echo(f"{key} configured")
+    for key in data["unchanged"]:
+        click.echo(f"{key} unchanged")
+    for warning in data["warnings"]:
+        click.echo(
+            f"warning: {warning['kind']}/{warning['name']}: {warning['path']}: "
+            f"{warning['message']}",
+            err=True,
+        )
+
+
+@policy.command("get")
+@agent_option
+@click.argument("kind", required=False)
+@click.argument("name", required=False)
+@click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table")
+def get_cmd(agent_url: str, kind: str | None, name: str | None, output: str) -> None:
+    """Show objects: all, one KIND, or KIND NAME."""
+    if kind and name:
+        code, data = admin_call(agent_url, f"/v1/policy/{kind}/{name}")
+        objects = [data] if code == 200 else []
+    else:
+        code, data = admin_call(agent_url, "/v1/policy" + (f"?kind={kind}" if kind else ""))
+        objects = data.get("objects", []) if code == 200 else []
+    if code != 200:
+        _fail(code, data)
+    if output == "json":
+        click.echo(json.dumps(objects if not name else objects[0], indent=2))
+    elif output == "yaml":
+        click.echo(yaml.safe_dump_all(objects, sort_keys=False), nl=False)
+    else:
+        table = Table()
+        for column in ("kind", "name", "summary"):
+            table.add_column(column)
+        for obj in objects:
+            table.add_row(obj["kind"], obj["name"], _summary(obj))
+        console.print(table)
+
+
+@policy.command("delete")
+@agent_option
+@click.argument("target")
+def delete_cmd(agent_url: str, target: str) -> None:
+    """Delete KIND/NAME."""
+    kind, sep, name = target.partition("/")
+    if not sep or not name:
+        raise click.UsageError("write KIND/NAME, e.g. Route/reviews")
+    code, data = admin_call(agent_url, f"/v1/policy/{kind}/{name}", method="DELETE")
+    if code != 200:
+        _fail(code, data)
+    click.echo(f"{kind}/{name} deleted")
+
+
+@policy.command("history")
+@agent_option
+@click.argument("target")
+def history_cmd(agent_url: str, target: str) -> None:
+    """Every edit of KIND/NAME (or NAME if unique), including the ones that lost."""
+    if "/" not in target:
+        code, data = admin_call(agent_url, "/v1/policy")
+        if code != 200:
+            _fail(code, data)
+        matches = [o for o in data["objects"] if o["name"] == target]
+        if len(matches) != 1:
+            raise click.ClickException(
+                f"{len(matches)} objects are called {target!r}; write KIND/NAME"
+            )
+        target = f"{matches[0]['kind']}/{target}"
+    kind, _, name = target.partition("/")
+    code, data = admin_call(agent_url, f"/v1/policy/{kind}/{name}/history")
+    if code != 200:
+        _fail(code, data)
+    table = Table(title=f"history of {target}")
+    for column in ("won", "node", "author", "time", "lamport", "hash", "deleted"):
+        table.add_column(column)
+    for entry in data["history"]:
+        author = str(entry.get("author") or "")
+        if entry.get("authorized") is False:  # never wins: not signed by an admin
+            author += " [red](unauthorized: not a MeshConfig admin)[/]"
+        table.add_row(
+            "[green]✔[/]" if entry.get("won") else "",
+            str(entry.get("node")),
+            author,
+            str(entry.get("time")),
+            str(entry.get("lamport")),
+            str(entry.get("hash", ""))[:12],
+            "yes" if entry.get("deleted") else "",
+        )
+    console.print(table)
+
+
+@policy.command("diff")
+@agent_option
+@click.option("-f", "--filename", "path", required=True)
+def diff_cmd(agent_url: str, path: str) -> None:
+    """What applying FILE|DIR would change (nothing is written)."""
+    code, data = admin_call(agent_url, "/v1/policy/diff", {"objects": _documents(path)})
+    if code != 200:
+        _fail(code, data)
+    for change in data["changes"]:
+        click.echo(f"{change['change']:9} {change['object']}")
+        if change["change"] == "update":
+            before = yaml.safe_dump(change["before"], sort_keys=False).splitlines()
+            after = yaml.safe_dump(change["after"], sort_keys=False).splitlines()
+            import difflib
+
+            for line in difflib.unified_diff(before, after, "live", "file", lineterm=""):
+                click.echo("    " + line)
+
+
+@policy.command("status")
+@agent_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def status_cmd(agent_url: str, output: str) -> None:
+    """Policy version and digest here and at every peer (convergence at a glance)."""
+    code, data = admin_call(agent_url, "/v1/policy/status")
+    if code != 200:
+        _fail(code, data)
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    here = data["here"]
+    table = Table(title="policy convergence")
+    for column in ("node", "version", "objects", "digest", "same as here"):
+        table.add_column(column)
+    table.add_row("(here)", str(here["version"]), str(here["objects"]), here["digest"], "")
+    for peer in data["peers"]:
+        if not peer["reachable"]:
+            table.add_row(peer["node"], "", "", "[red]unreachable[/]", "")
+            continue
+        same = "[green]✔[/]" if peer["digest"] == here["digest"] else "[yellow]✘[/]"
+        table.add_row(
+            peer["node"], str(peer["version"]), str(peer["objects"]), peer["digest"], same
+        )
+    console.print(table)
+    admins = here.get("admins") or []
+    console.print("admins: " + (", ".join(admins) if admins else "none (any mesh identity)"))
+
+
+def _summary(obj: dict[str, Any]) -> str:
+    spec = obj.get("spec", {})
+    kind = obj.get("kind")
+    if kind == "Route":
+        return f"host={spec.get('host', '')} rules={len(spec.get('http', []))}"
+    if kind == "AuthorizationPolicy":
+        return f"{spec.get('action', 'ALLOW')} rules={len(spec.get('rules', []))}"
+    if kind == "TrafficPolicy":
+        return f"host={spec.get('host', '')} subsets={len(spec.get('subsets', []))}"
+    return ", ".join(sorted(spec))[:60]
+
+
+COMMANDS: tuple[click.Command, ...] = (policy,)

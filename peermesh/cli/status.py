@@ -1,0 +1,82 @@
+"""``peermesh status``, ``ping`` and ``members``: this agent and the mesh it sees."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from peermesh.cli.admin import admin_call, agent_option
+
+console = Console()
+
+
+@click.command()
+@agent_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def status(agent_url: str, output: str) -> None:
+    """Show the local agent's status."""
+    _code, data = admin_call(agent_url, "/v1/status")
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"agent {data['node']} ({data['service']})")
+    table.add_column("field")
+    table.add_column("value")
+    for key in ("identity", "ready", "draining", "certificate_not_after", "trust_domain"):
+        table.add_row(key, str(data.get(key)))
+    for name, address in data["listeners"].items():
+        table.add_row(f"listener {name}", address)
+    for peer in data["peers"]:
+        table.add_row(
+            f"peer {peer['address']}", f"{peer['connections']} conn, {peer['streams']} streams"
+        )
+    console.print(table)
+
+
+@click.command()
+@agent_option
+@click.argument("address")
+def ping(agent_url: str, address: str) -> None:
+    """Ping a peer agent's control API (HOST:PORT of its inbound listener) through mTLS."""
+    code, data = admin_call(agent_url, "/v1/ping", {"address": address})
+    if code != 200:
+        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    click.echo(f"{address}: node {data['node']} ({data['service']}) in {data['rtt_ms']} ms")
+
+
+@click.command()
+@agent_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def members(agent_url: str, output: str) -> None:
+    """List the mesh members this agent sees (gossip membership)."""
+    _code, data = admin_call(agent_url, "/v1/members")
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data.get("running"):
+        raise click.ClickException(f"gossip is not running: {data.get('reason', 'unknown')}")
+    table = Table(title=f"members seen by {data['node']} (digest {data['digest']})")
+    for column in ("name", "state", "address", "inbound", "services", "incarnation"):
+        table.add_column(column)
+    colours = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+    for member in data["members"]:
+        services = ", ".join(
+            name + ("{" + ",".join(f"{k}={v}" for k, v in labels.items()) + "}" if labels else "")
+            for name, labels in member["services"].items()
+        )
+        state = member["state"]
+        table.add_row(
+            member["name"],
+            f"[{colours.get(state, 'white')}]{state}[/]",
+            member["address"],
+            str(member["inbound_port"]),
+            services,
+            str(member["incarnation"]),
+        )
+    console.print(table)
+
+
+COMMANDS: tuple[click.Command, ...] = (status, ping, members)

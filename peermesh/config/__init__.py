@@ -1,0 +1,184 @@
+"""Agent configuration: flags, then ``PEERMESH_*`` environment, then a TOML file, then defaults.
+
+Every setting is declared once, on a field of :class:`AgentConfig` or of one of its
+sections (peermesh/config/sections.py); the command line, the environment names and
+the TOML keys are derived from those declarations (peermesh/config/declare.py).
+Everything is validated here, before any socket is opened, so a typo is a clear
+message at start-up rather than a surprise under traffic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peermesh.config.declare import ConfigError, Kind, Setting, declared, parse_section, setting
+from peermesh.config.sections import (
+    AdminConfig,
+    CaConfig,
+    GossipConfig,
+    GossipProfile,
+    ProxyConfig,
+    TelemetryConfig,
+)
+from peermesh.config.values import (
+    ServiceSpec,
+    check_name,
+    optional_path,
+    optional_text,
+    parse_address,
+    parse_labels,
+)
+
+DEFAULT_TRUST_DOMAIN = "mesh.local"
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything an agent needs to start: who it is, and one section per component."""
+
+    name: str = setting(
+        "--name", help="This node's name.", parse=lambda n: check_name(n, "--name"), required=True
+    )
+    service: ServiceSpec = setting(
+        "--service",
+        help="The local service: NAME=PORT[,proto=h1|h2c][,host=ADDR].",
+        parse=ServiceSpec.parse,
+        required=True,
+    )
+    data_dir: Path = setting(
+        "--data-dir",
+        help="Key, certificate, bundle, state (default: peermesh-data/NAME).",
+        parse=optional_path,
+    )
+    trust_domain: str = setting(
+        "--trust-domain",
+        help="SPIFFE trust domain (default: the certificate's, else mesh.local).",
+        parse=optional_text,
+    )
+    labels: dict[str, str] = setting(
+        "--label",
+        help="Service label KEY=VALUE advertised to the mesh (e.g. version=v2); repeatable.",
+        parse=parse_labels,
+        multiple=True,
+        aliases=("labels",),
+    )
+    log_level: LogLevel = setting(
+        "--log-level",
+        "info",
+        help="Log verbosity.",
+        parse=LogLevel,
+        kind=Kind.CHOICE,
+        choices=tuple(level.value for level in LogLevel),
+    )
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    ca: CaConfig = field(default_factory=CaConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+
+    @classmethod
+    def build(cls, **values: Any) -> AgentConfig:
+        """Validate raw settings, keyed by flag name (``drain_timeout`` for ``--drain-timeout``).
+
+        A missing key takes its declared default; an unknown one is a TypeError, as for
+        any function call.
+        """
+        known = {name for item in SETTINGS.values() for name in item.names}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"AgentConfig.build() got unexpected settings: {', '.join(unknown)}")
+        top = parse_section(cls, values)
+        sections = {
+            f.name: f.type_(**parse_section(f.type_, values)) for f in _section_fields()
+        }  # fmt: skip
+        gossip: GossipConfig = sections["gossip"]
+        ca: CaConfig = sections["ca"]
+        ca.check()
+        if (
+            gossip.listen is not None
+            and gossip.key_file is None
+            and not gossip.insecure
+            and not ca.carries_gossip_key
+        ):
+            raise ConfigError(
+                "gossip needs the mesh gossip key: make one with 'peermesh keygen gossip --out"
+                " FILE', give every agent --gossip-key-file FILE; or pass --insecure-gossip"
+                " (local experiments only), or --gossip off (static --peer endpoints only)"
+            )
+        gossip.check()
+        if gossip.listen is None and gossip.mdns:
+            sections["gossip"] = dataclasses.replace(gossip, mdns=False)
+        data_dir = top["data_dir"] or Path("peermesh-data") / top["name"]
+        top["data_dir"] = data_dir
+        top["trust_domain"] = top["trust_domain"] or trust_domain_from_data_dir(data_dir)
+        return cls(**top, **sections)
+
+
+@dataclass(frozen=True)
+class _Section:
+    name: str
+    type_: Any
+
+
+def _section_fields() -> list[_Section]:
+    return [
+        _Section(f.name, f.default_factory)
+        for f in dataclasses.fields(AgentConfig)
+        if isinstance(f.default_factory, type)
+    ]
+
+
+def _all_settings() -> dict[str, Setting]:
+    found = {item.key: item for _name, item in declared(AgentConfig)}
+    for section in _section_fields():
+        found.update({item.key: item for _name, item in declared(section.type_)})
+    return found
+
+
+SETTINGS: dict[str, Setting] = _all_settings()
+"""Every agent setting by key, in declaration order: what the CLI turns into options."""
+
+
+def trust_domain_from_data_dir(data_dir: Path) -> str:
+    """The trust domain of the certificate already in ``data_dir``, else the default."""
+    from cryptography import x509
+
+    from certs.devca import CERT_FILE
+    from certs.spiffe import IdentityError, spiffe_id_from_certificate
+
+    try:
+        cert = x509.load_pem_x509_certificate((data_dir / CERT_FILE).read_bytes())
+        return spiffe_id_from_certificate(cert).trust_domain
+    except (OSError, ValueError, IdentityError):
+        return DEFAULT_TRUST_DOMAIN
+
+
+__all__ = [
+    "DEFAULT_TRUST_DOMAIN",
+    "SETTINGS",
+    "AdminConfig",
+    "AgentConfig",
+    "CaConfig",
+    "ConfigError",
+    "GossipConfig",
+    "GossipProfile",
+    "Kind",
+    "LogLevel",
+    "ProxyConfig",
+    "ServiceSpec",
+    "Setting",
+    "TelemetryConfig",
+    "check_name",
+    "parse_address",
+]

@@ -1,0 +1,286 @@
+"""The agent's settings, one frozen dataclass per component, each field declared once."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from peermesh.config.declare import ConfigError, Kind, setting
+from peermesh.config.values import (
+    LOOPBACK,
+    optional_address,
+    optional_path,
+    optional_text,
+    parse_address,
+    parse_peers,
+    parse_seeds,
+)
+from peermesh.core.units import parse_duration, parse_sampling
+
+# The signers refuse a longer certificate, so the agent never asks for one.
+MAX_CERT_LIFETIME = 86400.0
+
+
+class GossipProfile(enum.StrEnum):
+    """SWIM timing: a LAN, a WAN, or one host (tests)."""
+
+    LAN = "lan"
+    WAN = "wan"
+    LOCAL = "local"
+
+
+def _admin_address(text: str) -> tuple[str, int]:
+    address = parse_address(text, "--admin")
+    if address[0] not in LOOPBACK:
+        raise ConfigError(
+            f"--admin {text!r}: the admin API must listen on loopback (127.0.0.1 or ::1);"
+            " it can change policy and must not be reachable from the network"
+        )
+    return address
+
+
+def _drain_timeout(value: float | str) -> float:
+    seconds = float(value)
+    if seconds < 0:
+        raise ConfigError("--drain-timeout must be ≥ 0 seconds")
+    return seconds
+
+
+def _profile(value: str) -> GossipProfile:
+    try:
+        return GossipProfile(value)
+    except ValueError:
+        raise ConfigError(f"--gossip-profile {value!r}: choose lan, wan or local") from None
+
+
+def _join_token(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from peermesh.ca.tokens import JoinToken, TokenError
+
+    try:
+        JoinToken.parse(value)
+    except TokenError as exc:
+        raise ConfigError(f"--join-token: {exc}") from None
+    return value
+
+
+def _cert_lifetime(value: str | float) -> float:
+    try:
+        lifetime = float(value) if isinstance(value, int | float) else parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"--cert-lifetime: {exc}") from None
+    if lifetime > MAX_CERT_LIFETIME:
+        raise ConfigError("--cert-lifetime is at most 24h (the signers' limit)")
+    if lifetime < 60:
+        raise ConfigError("--cert-lifetime must be at least 60s")
+    return lifetime
+
+
+def _otlp_endpoint(value: str | None) -> str | None:
+    if value and not value.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"--otlp-endpoint {value!r}: give the collector's OTLP/HTTP URL,"
+            " e.g. http://127.0.0.1:4318"
+        )
+    return value or None
+
+
+def _trace_sampling(value: str | float) -> float:
+    try:
+        return parse_sampling(value)
+    except ValueError as exc:
+        raise ConfigError(f"--trace-sampling {value!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The loopback admin API (status, policy edits, the CLI's way in)."""
+
+    listen: tuple[str, int] = setting(
+        "--admin", "127.0.0.1:15000", help="Admin API HOST:PORT (loopback).", parse=_admin_address
+    )
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The outbound and inbound proxies and where they find endpoints."""
+
+    outbound: tuple[str, int] = setting(
+        "--outbound",
+        "127.0.0.1:15001",
+        help="Listener the local service sends mesh requests to.",
+        parse=lambda text: parse_address(text, "--outbound"),
+    )
+    inbound: tuple[str, int] = setting(
+        "--inbound",
+        "0.0.0.0:15443",
+        help="mTLS listener peers reach this agent on.",
+        parse=lambda text: parse_address(text, "--inbound"),
+    )
+    peers: tuple[str, ...] = setting(
+        "--peer",
+        help="Static endpoint SERVICE=HOST:PORT (repeatable; env: space-separated).",
+        parse=parse_peers,
+        multiple=True,
+        aliases=("peers",),
+    )
+    endpoints_file: Path | None = setting(
+        "--endpoints-file",
+        help="YAML/JSON endpoint table, re-read when it changes.",
+        parse=optional_path,
+        kind=Kind.FILE,
+    )
+    drain_timeout: float = setting(
+        "--drain-timeout",
+        10.0,
+        help="Seconds to let in-flight requests finish on SIGTERM.",
+        parse=_drain_timeout,
+        kind=Kind.FLOAT,
+    )
+    plaintext: tuple[str, int] | None = setting(
+        "--plaintext",
+        help="Also accept plain HTTP from non-mesh clients here (MeshConfig PERMISSIVE only).",
+        parse=optional_address("--plaintext"),
+    )
+    connect_timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class GossipConfig:
+    """SWIM membership and mDNS discovery."""
+
+    listen: tuple[str, int] | None = setting(
+        "--gossip",
+        "0.0.0.0:15946",
+        help="UDP address for SWIM gossip, or 'off' (static --peer endpoints only).",
+        parse=optional_address("--gossip", off="off"),
+    )
+    join: tuple[tuple[str, int], ...] = setting(
+        "--join",
+        help="Seed: a peer agent's inbound HOST[:PORT] (mTLS); repeatable.",
+        parse=parse_seeds,
+        multiple=True,
+    )
+    key_file: Path | None = setting(
+        "--gossip-key-file",
+        help="Mesh gossip keyring (from 'peermesh keygen gossip').",
+        parse=optional_path,
+        kind=Kind.EXISTING_FILE,
+    )
+    insecure: bool = setting(
+        "--insecure-gossip",
+        False,
+        help="Gossip without encryption (local experiments only).",
+        parse=bool,
+        kind=Kind.FLAG,
+    )
+    profile: GossipProfile = setting(
+        "--gossip-profile",
+        "lan",
+        help="SWIM timing: lan, wan or local (one host).",
+        parse=_profile,
+        kind=Kind.CHOICE,
+        choices=tuple(p.value for p in GossipProfile),
+    )
+    mdns: bool = setting(
+        "--mdns",
+        True,
+        help="Advertise and discover agents on the local link with mDNS.",
+        parse=bool,
+        kind=Kind.SWITCH,
+    )
+    advertise: str | None = setting("--advertise", help="Address peers use to reach us.")
+
+    def check(self) -> None:
+        if self.key_file is not None and self.insecure:
+            raise ConfigError("--gossip-key-file and --insecure-gossip exclude each other")
+
+
+@dataclass(frozen=True)
+class CaConfig:
+    """The threshold CA: bootstrap, joining with a token, certificate lifetime."""
+
+    bootstrap_expect: int | None = setting(
+        "--bootstrap-expect",
+        help="Bootstrap the threshold CA once this many agents with our bootstrap token meet.",
+        kind=Kind.INT,
+    )
+    bootstrap_token_file: Path | None = setting(
+        "--bootstrap-token-file",
+        help="Secret shared by the initial agents (from 'peermesh keygen bootstrap-token').",
+        parse=optional_path,
+        kind=Kind.EXISTING_FILE,
+    )
+    bootstrap_listen: tuple[str, int] | None = setting(
+        "--bootstrap-listen",
+        help="Bootstrap/join listener HOST:PORT (default: inbound port + 1).",
+        parse=optional_address("--bootstrap-listen"),
+    )
+    threshold: int | None = setting(
+        "--threshold",
+        help="Signers needed per certificate (default: a majority of --bootstrap-expect).",
+        kind=Kind.INT,
+    )
+    join_token: str | None = setting(
+        "--join-token",
+        help="Join token from 'peermesh token create' (first certificate through --join).",
+        parse=_join_token,
+    )
+    cert_lifetime: float = setting(
+        "--cert-lifetime",
+        "24h",
+        help="Lifetime of this agent's certificates (renewed at half of it; at most 24h).",
+        parse=_cert_lifetime,
+    )
+    max_cert_lifetime: float = MAX_CERT_LIFETIME
+
+    def check(self) -> None:
+        expect, threshold = self.bootstrap_expect, self.threshold
+        if expect is not None:
+            if self.bootstrap_token_file is None:
+                raise ConfigError(
+                    "--bootstrap-expect needs --bootstrap-token-file: the same secret file on"
+                    " every initial agent authenticates the bootstrap (make one with 'peermesh"
+                    " keygen bootstrap-token --out FILE')"
+                )
+            if expect < 2:
+                raise ConfigError("--bootstrap-expect must be at least 2 (a threshold needs t ≥ 2)")
+        if threshold is not None:
+            if expect is None:
+                raise ConfigError("--threshold only applies with --bootstrap-expect")
+            if not 2 <= threshold <= expect:
+                raise ConfigError(
+                    f"--threshold {threshold} must be between 2 and --bootstrap-expect {expect}"
+                )
+        if self.bootstrap_token_file is not None and not self.bootstrap_token_file.is_file():
+            raise ConfigError(f"--bootstrap-token-file {self.bootstrap_token_file}: no such file")
+
+    @property
+    def carries_gossip_key(self) -> bool:
+        """The bootstrap token or join token yields the gossip key, so no key file is needed."""
+        return self.bootstrap_token_file is not None or self.join_token is not None
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Access log and tracing."""
+
+    access_log: str | None = setting(
+        "--access-log",
+        help="Write one JSON line per request to this file ('-' for stdout).",
+        parse=optional_text,
+    )
+    otlp_endpoint: str | None = setting(
+        "--otlp-endpoint",
+        help="Export a span per hop to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318).",
+        parse=_otlp_endpoint,
+    )
+    trace_sampling: float = setting(
+        "--trace-sampling",
+        "1",
+        help="Fraction of new traces to sample (0..1, or a percentage like 1%); a decision"
+        " arriving with the request (traceparent flags, x-b3-sampled) is always honoured.",
+        parse=_trace_sampling,
+    )
