@@ -1,4 +1,4 @@
-"""Request and control-plane metrics on both sides of a hop (issue 7)."""
+"""Request and control-plane metrics on both sides of a hop."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Traffic management on real traffic through real agents (issue 6)."""
+"""Traffic management on real traffic through real agents."""
 
 from __future__ import annotations
 

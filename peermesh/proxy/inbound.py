@@ -74,7 +74,7 @@ class InboundProxy:
         self._limiter: RateLimiter | None = None
         self._limiter_config: object = None
         self.port = 0  # set by the agent once the listener is bound
-        self.observer: Observability | None = None  # set by the agent (issue 7)
+        self.observer: Observability | None = None  # set by the agent
 
     async def serve_connection(self, tcp: trio.SocketStream) -> None:
         """Handshake, authenticate, then serve HTTP/2 until the connection ends."""

@@ -119,7 +119,7 @@ class OutboundProxy:
         self.pool = pool
         self.metrics = metrics
         self.tracker = tracker
-        self.observer: Observability | None = None  # set by the agent (issue 7)
+        self.observer: Observability | None = None  # set by the agent
         self._identities: dict[str, SpiffeId] = {}
 
     async def serve_connection(self, transport: trio.SocketStream) -> None:
