@@ -101,3 +101,34 @@ def test_cli_errors_are_clear(monkeypatch, tmp_path):
         monkeypatch, ["--name", "a", "--service", "o=1", "--insecure-gossip", "--label", "v2"]
     )
     assert "write KEY=VALUE" in result.output
+
+
+def test_every_setting_is_one_option_with_its_env_and_toml_key(monkeypatch, tmp_path):
+    """Flags, PEERMESH_* names and TOML keys all come from the one declaration."""
+    from peermesh.cli.agent import agent
+    from peermesh.config import SETTINGS
+
+    options = {p.name: p for p in agent.params}
+    for key, item in SETTINGS.items():
+        assert options[key].envvar == "PEERMESH_" + key.upper()
+        assert item.flag in options[key].opts
+    toml = tmp_path / "agent.toml"
+    toml.write_text(
+        'name = "n"\nservice = "s=1"\ninsecure-gossip = true\ngossip_profile = "wan"\n'
+        'cert-lifetime = "2h"\nlabels = ["version=v2"]\nmdns = false\n'
+    )
+    result, config = _captured_config(monkeypatch, ["--config", str(toml)])
+    assert result.exit_code == 0, result.output
+    assert config is not None
+    assert config.gossip.profile == "wan" and not config.gossip.mdns
+    assert config.ca.cert_lifetime == 7200.0
+    assert config.labels == {"version": "v2"}
+
+
+def test_sections_default_to_their_declared_text():
+    from peermesh.config import CaConfig, GossipConfig, ProxyConfig, TelemetryConfig
+
+    assert ProxyConfig().drain_timeout == 10.0
+    assert GossipConfig().listen == ("0.0.0.0", 15946)
+    assert CaConfig().cert_lifetime == 86400.0
+    assert TelemetryConfig().trace_sampling == 1.0
