@@ -42,9 +42,10 @@ def click_option(item: Setting) -> Callable[[F], F]:
         options["type"] = click.Choice(list(item.choices))
     elif item.kind is not Kind.SWITCH:
         options["type"] = _TYPES[item.kind]
-    decls = [f"{item.flag}/--no-{item.flag.removeprefix('--')}" if item.kind is Kind.SWITCH
-             else item.flag]  # fmt: skip
-    return click.option(*decls, item.key, **options)
+    flag = item.flag
+    if item.kind is Kind.SWITCH:
+        flag = f"{flag}/--no-{flag.removeprefix('--')}"
+    return click.option(flag, item.key, **options)
 
 
 def config_options(settings: Mapping[str, Setting]) -> Callable[[F], F]:

@@ -99,9 +99,9 @@ class AgentConfig:
         if unknown:
             raise TypeError(f"AgentConfig.build() got unexpected settings: {', '.join(unknown)}")
         top = parse_section(cls, values)
-        sections = {
-            f.name: f.type_(**parse_section(f.type_, values)) for f in _section_fields()
-        }  # fmt: skip
+        sections: dict[str, Any] = {
+            name: section(**parse_section(section, values)) for name, section in _sections().items()
+        }
         gossip: GossipConfig = sections["gossip"]
         ca: CaConfig = sections["ca"]
         ca.check()
@@ -125,24 +125,19 @@ class AgentConfig:
         return cls(**top, **sections)
 
 
-@dataclass(frozen=True)
-class _Section:
-    name: str
-    type_: Any
-
-
-def _section_fields() -> list[_Section]:
-    return [
-        _Section(f.name, f.default_factory)
-        for f in dataclasses.fields(AgentConfig)
-        if isinstance(f.default_factory, type)
-    ]
+def _sections() -> dict[str, type]:
+    """The section fields of :class:`AgentConfig`: name to section dataclass."""
+    found: dict[str, type] = {}
+    for f in dataclasses.fields(AgentConfig):
+        if isinstance(f.default_factory, type):
+            found[f.name] = f.default_factory
+    return found
 
 
 def _all_settings() -> dict[str, Setting]:
     found = {item.key: item for _name, item in declared(AgentConfig)}
-    for section in _section_fields():
-        found.update({item.key: item for _name, item in declared(section.type_)})
+    for section in _sections().values():
+        found.update({item.key: item for _name, item in declared(section)})
     return found
 
 

@@ -85,10 +85,18 @@ def setting(
     """A dataclass field declared as a setting; its default is ``parse(default)``."""
     if multiple and default is None:
         default = ()
-    declared = Setting(
-        flag, default, help, parse, kind, choices, multiple, required, aliases
-    )  # fmt: skip
-    metadata = {"setting": declared}
+    item = Setting(
+        flag=flag,
+        default=default,
+        help=help,
+        parse=parse,
+        kind=kind,
+        choices=choices,
+        multiple=multiple,
+        required=required,
+        aliases=aliases,
+    )
+    metadata = {"setting": item}
     if required:
         return dataclasses.field(metadata=metadata)
     value = parse(default)
