@@ -267,7 +267,7 @@ async def test_tokens_replicate_in_policy_and_admins_gate_ca_changes(tmp_path: P
             {m.node: (m.identifier, m.identity_key) for m in committee.members},
             epoch=committee.epoch,
         )
-        host, port = mesh.configs["node-1"].inbound
+        host, port = mesh.configs["node-1"].proxy.inbound
         with pytest.raises(RpcError, match=r"403.*refuses the refresh run.*MeshConfig"):
             await two.control_client.call_untyped(
                 Endpoint(service="", host=host, port=port), "ca/dkg/begin", spec.to_wire()
