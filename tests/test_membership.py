@@ -258,7 +258,7 @@ async def test_gossip_key_rotates_without_restart(tmp_path, monkeypatch):
                 )
             )  # fmt: skip
             agent_settings = agent.config
-            assert agent_settings.gossip_key_file == files[node]
+            assert agent_settings.gossip.key_file == files[node]
             await nursery.start(agent.run)
             agents.append(agent)
         await eventually(lambda: all(_live(a) == set(nodes) for a in agents), timeout=20)

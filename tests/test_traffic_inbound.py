@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import httpx
 import trio
 from meshkit import agent_config, eventually, two_agents
@@ -47,7 +49,8 @@ async def test_plaintext_port_only_in_permissive_mode(tmp_path):
         app = ExampleService(ServiceConfig(name="orders", port=0))
         port = await nursery.start(app.run)
         config = agent_config("node-b", "orders", dirs["node-b"], app_port=port)
-        config = type(config)(**{**config.__dict__, "plaintext": ("127.0.0.1", 0)})
+        proxy = dataclasses.replace(config.proxy, plaintext=("127.0.0.1", 0))
+        config = dataclasses.replace(config, proxy=proxy)
         agent = Agent(config)
         await nursery.start(agent.run)
         host, plain = agent.addresses["plaintext"]
