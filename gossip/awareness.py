@@ -10,6 +10,8 @@ itself, and down with every successful probe.
 
 from __future__ import annotations
 
+from gossip.errors import GossipConfigError
+
 
 class Awareness:
     """A saturating health score in ``[0, max_multiplier - 1]``; 0 is healthy."""
@@ -18,7 +20,7 @@ class Awareness:
 
     def __init__(self, max_multiplier: int) -> None:
         if max_multiplier < 1:
-            raise ValueError("awareness max multiplier must be at least 1")
+            raise GossipConfigError("awareness max multiplier must be at least 1")
         self._max = max_multiplier
         self.score = 0
 

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gossip.errors import GossipConfigError
+
 PUSH_PULL_SCALE_THRESHOLD = 32
 
 
@@ -54,13 +56,15 @@ class Profile:
         if not problems and self.udp_buffer_size < 512:
             problems.append("udp_buffer_size below 512 bytes cannot carry a member's metadata")
         if problems:
-            raise ValueError(f"invalid gossip profile {self.name!r}: " + "; ".join(problems))
+            raise GossipConfigError(f"invalid gossip profile {self.name!r}: " + "; ".join(problems))
 
     def replace(self, **changes: Any) -> Profile:
         """A copy with some values overridden, validated like the original."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise ValueError(f"unknown gossip profile settings: {', '.join(sorted(unknown))}")
+            raise GossipConfigError(
+                f"unknown gossip profile settings: {', '.join(sorted(unknown))}"
+            )
         return dataclasses.replace(self, **changes)
 
     # Derived quantities, kept here so the state machine and the docs agree.
@@ -123,7 +127,7 @@ def get_profile(name: str, **overrides: Any) -> Profile:
     try:
         base = PROFILES[name]
     except KeyError:
-        raise ValueError(
+        raise GossipConfigError(
             f"unknown gossip profile {name!r}; choose one of {', '.join(PROFILES)}"
         ) from None
     return base.replace(**overrides) if overrides else base

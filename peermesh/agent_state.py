@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certs.devca import install_identity
+from gossip.messages import MemberState
 from peermesh.ca.ports import MeshMember, PushPull
 from peermesh.ca.service import CaService
 from peermesh.config import AgentConfig
@@ -111,7 +112,7 @@ class AgentSources:
         if membership is None or not membership.running:
             return None
         swim = membership.swim
-        counts: dict[str, int] = {"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+        counts: dict[str, int] = {state.name.lower(): 0 for state in MemberState}
         for member in swim.members():
             state = member.state.name.lower()
             counts[state] = counts.get(state, 0) + 1

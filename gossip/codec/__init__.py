@@ -36,7 +36,6 @@ from gossip.codec.drops import DropReason
 from gossip.codec.keyring import (
     KEY_ID_SIZE,
     KEY_SIZE,
-    KeyfileError,
     Keyring,
     format_keyfile,
     generate_gossip_key,
@@ -73,6 +72,7 @@ from gossip.codec.wire import (
     pack_suspect,
     wire_to_message,
 )
+from gossip.errors import KeyfileError
 
 __all__ = [
     "KEY_ID_SIZE",

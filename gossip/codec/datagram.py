@@ -23,6 +23,7 @@ from gossip.codec.drops import DropReason
 from gossip.codec.keyring import KEY_ID_SIZE, Keyring
 from gossip.codec.meta import _U64, MAX_NAME
 from gossip.codec.wire import _array_header, _pack, _wire_ok, encode_message, wire_to_message
+from gossip.errors import GossipConfigError
 from gossip.messages import Compound, Message
 
 VERSION_SEALED = 0x01
@@ -67,19 +68,19 @@ class Codec:
         nonce_source: Callable[[int], bytes] = os.urandom,
     ) -> None:
         if keyring is None and not insecure:
-            raise ValueError(
+            raise GossipConfigError(
                 "gossip needs the mesh key: pass a Keyring (from --gossip-key-file), "
                 "or insecure=True (--insecure-gossip) for local experiments only"
             )
         if keyring is not None and insecure:
-            raise ValueError("choose either a keyring or insecure mode, not both")
+            raise GossipConfigError("choose either a keyring or insecure mode, not both")
         if not isinstance(sender, str) or not 0 < len(sender) <= MAX_NAME:
-            raise ValueError(f"a node name is 1 to {MAX_NAME} characters, got {sender!r}")
+            raise GossipConfigError(f"a node name is 1 to {MAX_NAME} characters, got {sender!r}")
         self.sender = sender
         self.keyring = keyring
         self.insecure = insecure
         if type(epoch) is not int or not 0 <= epoch < _U64:
-            raise ValueError("epoch must be an unsigned 64-bit integer")
+            raise GossipConfigError("epoch must be an unsigned 64-bit integer")
         self.epoch = epoch
         self.max_datagram = max_datagram
         self.replay_window = replay_window
@@ -92,7 +93,7 @@ class Codec:
         # prefix + seq (<= 9 bytes) + array header (<= 3 bytes)
         self.budget = max_datagram - overhead - len(self._prefix) - 9 - 3
         if self.budget < 64:
-            raise ValueError("max_datagram is too small to carry gossip messages")
+            raise GossipConfigError("max_datagram is too small to carry gossip messages")
         self.drops: dict[DropReason, int] = dict.fromkeys(DropReason, 0)
         self.accepted = 0
         self.sent = 0
@@ -112,7 +113,7 @@ class Codec:
             nonce = self._nonce(NONCE_SIZE)
             out = header + nonce + aead.encrypt(nonce, body, header)
         if len(out) > self.max_datagram:
-            raise ValueError(
+            raise GossipConfigError(
                 f"datagram of {len(out)} bytes exceeds the {self.max_datagram}-byte limit; "
                 "pack fewer messages (see Codec.budget)"
             )

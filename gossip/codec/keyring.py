@@ -12,12 +12,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gossip.errors import GossipConfigError, KeyfileError
+
 KEY_SIZE = 32
 KEY_ID_SIZE = 4
-
-
-class KeyfileError(ValueError):
-    """The gossip key file cannot be used; the message says which line and what to do."""
 
 
 def generate_gossip_key() -> bytes:
@@ -33,7 +31,7 @@ def key_id(key: bytes) -> bytes:
 
 def _check_key(key: bytes) -> bytes:
     if not isinstance(key, bytes | bytearray) or len(key) != KEY_SIZE:
-        raise ValueError(
+        raise GossipConfigError(
             f"a gossip key must be {KEY_SIZE} random bytes (AES-256); "
             "make one with generate_gossip_key() or `peermesh keygen gossip`"
         )
@@ -53,7 +51,7 @@ class Keyring:
     def __init__(self, keys: Iterable[bytes]) -> None:
         ordered = [_check_key(k) for k in keys]
         if not ordered:
-            raise ValueError("a keyring needs at least one key (the primary)")
+            raise GossipConfigError("a keyring needs at least one key (the primary)")
         self._keys: list[bytes] = []
         self._aead: dict[bytes, AESGCM] = {}
         self._ids: dict[bytes, bytes] = {}
@@ -91,7 +89,7 @@ class Keyring:
         """Make an installed key the primary (seal with it from now on)."""
         key = _check_key(key)
         if key not in self._aead:
-            raise ValueError("cannot use a key that is not installed: add() it first")
+            raise GossipConfigError("cannot use a key that is not installed: add() it first")
         self._keys.remove(key)
         self._keys.insert(0, key)
 
@@ -101,7 +99,7 @@ class Keyring:
         if key not in self._aead:
             return
         if key == self._keys[0]:
-            raise ValueError("cannot remove the primary key: use() another key first")
+            raise GossipConfigError("cannot remove the primary key: use() another key first")
         self._keys.remove(key)
         del self._aead[key]
         kid = self._ids.pop(key)

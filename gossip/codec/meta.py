@@ -6,6 +6,7 @@ from typing import Any
 
 import msgpack
 
+from gossip.errors import GossipError, MetadataError
 from gossip.messages import NodeMeta, Service
 
 MAX_NAME = 255
@@ -17,7 +18,7 @@ _meta_by_bytes: dict[bytes, NodeMeta] = {}
 _bytes_by_meta: dict[NodeMeta, bytes] = {}
 
 
-class _Bad(Exception):
+class _Bad(GossipError):
     """Internal: the structure is not a valid gossip message."""
 
 
@@ -85,9 +86,9 @@ def decode_meta(blob: bytes) -> NodeMeta:
             _uint(version),
         )
     except _Bad:
-        raise ValueError("invalid member metadata") from None
+        raise MetadataError("invalid member metadata") from None
     except Exception as exc:
-        raise ValueError(f"invalid member metadata: {exc}") from None
+        raise MetadataError(f"invalid member metadata: {exc}") from None
     if len(_meta_by_bytes) >= _META_CACHE_MAX:
         _meta_by_bytes.clear()
     _meta_by_bytes[blob] = meta

@@ -25,6 +25,7 @@ from gossip.codec import (
     pack_ping,
     pack_suspect,
 )
+from gossip.errors import LeftMeshError
 from gossip.messages import Address, NodeMeta
 from gossip.swim.antientropy import AntiEntropy
 from gossip.swim.outputs import Output, StartPushPull
@@ -268,7 +269,7 @@ class Swim(AntiEntropy):
     def update_metadata(self, now: float, meta: NodeMeta) -> list[Output]:
         """Advertise new metadata (services, labels, ports) as a new incarnation."""
         if self._leaving:
-            raise RuntimeError("cannot update metadata after leaving the mesh")
+            raise LeftMeshError("cannot update metadata after leaving the mesh")
         self._clock = max(self._clock, now)
         me = self._me
         me.incarnation += 1

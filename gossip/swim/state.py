@@ -14,6 +14,7 @@ import random
 from gossip.awareness import Awareness
 from gossip.broadcast import BroadcastQueue
 from gossip.codec import Codec, DropReason, encode_meta
+from gossip.errors import GossipConfigError
 from gossip.messages import Address, Member, MemberState, NodeMeta
 from gossip.profiles import LAN, Profile
 from gossip.suspicion import Suspicion
@@ -43,7 +44,7 @@ class SwimState:
         incarnation: int = 0,
     ) -> None:
         if codec.sender != name:
-            raise ValueError("the codec must be built for this node's name")
+            raise GossipConfigError("the codec must be built for this node's name")
         self.name = name
         self.profile = profile
         self.codec = codec
