@@ -40,13 +40,13 @@ from gossip.swim import (
 )
 from peermesh.core.durable import atomic_write
 from peermesh.core.endpoint import Endpoint
+from peermesh.membership.messages import PUSH_PULL, PushPullReply, PushPullRequest
 from peermesh.net.rpc import ControlRequest, RpcError
 from peermesh.net.rpc.client import ControlClient
 from peermesh.net.rpc.router import ControlRouter
 
 log = logging.getLogger(__name__)
 
-PUSH_PULL_METHOD = "gossip/pushpull"
 MAX_DATAGRAM_READ = 65536
 KEY_CHECK_INTERVAL = 5.0  # how often the gossip key file is checked for rotation
 
@@ -124,7 +124,7 @@ class Membership:
         #: certificate yet (bootstrap) can swap in a token-authenticated channel. Raise
         #: RpcError on failure.
         self.transport: Callable[[tuple[str, int], bytes], Awaitable[Any]] = self._mtls_exchange
-        router.register(PUSH_PULL_METHOD, self._serve_push_pull)
+        router.serve(PUSH_PULL, self._serve_push_pull)
 
     # -- setup ------------------------------------------------------------------------
     @property
@@ -286,7 +286,8 @@ class Membership:
     async def _mtls_exchange(self, address: tuple[str, int], state: bytes) -> Any:
         """The default push-pull transport: a control RPC over the mTLS connection pool."""
         endpoint = Endpoint(service="", host=address[0], port=address[1])
-        return await self.control.call_untyped(endpoint, PUSH_PULL_METHOD, state, timeout=5.0)
+        reply = await self.control.call(endpoint, PUSH_PULL, PushPullRequest(state), timeout=5.0)
+        return reply.state
 
     async def _exchange(self, address: tuple[str, int], *, joining: bool) -> bool:
         try:
@@ -303,8 +304,8 @@ class Membership:
         self._apply(self.swim.merge_push_pull(trio.current_time(), reply))
         return True
 
-    async def _serve_push_pull(self, request: ControlRequest) -> Any:
-        return self.answer_push_pull(request.body)
+    async def _serve_push_pull(self, request: ControlRequest[PushPullRequest]) -> PushPullReply:
+        return PushPullReply(self.answer_push_pull(request.body.state))
 
     def answer_push_pull(self, body: Any) -> bytes:
         """Merge a caller's state, then answer with ours (any transport may call this)."""
