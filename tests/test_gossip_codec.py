@@ -19,6 +19,7 @@ from gossip.codec import (
     DropReason,
     KeyfileError,
     Keyring,
+    decode_meta,
     decode_state,
     encode_message,
     encode_state,
@@ -29,6 +30,7 @@ from gossip.codec import (
     parse_keyfile,
     save_keyring,
 )
+from gossip.errors import GossipConfigError, GossipError, MetadataError
 from gossip.messages import (
     Ack,
     Alive,
@@ -349,3 +351,17 @@ def test_keyfile_errors_say_where_and_what_to_do(tmp_path: Path) -> None:
     bad.write_text("YWJj\n")
     with pytest.raises(KeyfileError, match=str(bad)):
         load_keyring(bad)
+
+
+def test_gossip_errors_share_one_root_and_carry_codes(tmp_path: Path) -> None:
+    bad = tmp_path / "gossip.key"
+    bad.write_text("not base64!\n")
+    with pytest.raises(GossipError) as caught:
+        load_keyring(bad)
+    assert isinstance(caught.value, KeyfileError) and isinstance(caught.value, ValueError)
+    assert caught.value.code == "gossip-keyfile"
+    with pytest.raises(GossipConfigError) as config:
+        Keyring([])
+    assert config.value.code == "gossip-config"
+    with pytest.raises(MetadataError):
+        decode_meta(b"\x01")

@@ -1,4 +1,8 @@
-"""The SWIM/Lifeguard state machine, driven with bytes and `now` only: no sockets, no sleeps."""
+"""The SWIM/Lifeguard state machine, driven with bytes and `now` only: no sockets, no sleeps.
+
+A hand-driven network (``Net``) delivers each node's ``SendDatagram`` outputs when the
+test says so, with per-link drop rules, so every protocol path can be forced.
+"""
 
 from __future__ import annotations
 
@@ -172,7 +176,7 @@ def test_join_announces_itself_and_asks_for_push_pull() -> None:
 # --- probing ------------------------------------------------------------------------------
 
 
-def test_probe_and_ack() -> None:
+def test_probe_and_ack_keep_everyone_alive() -> None:
     net = cluster(2)
     a, b = net.nodes["n1"], net.nodes["n2"]
     net.sent.clear()
@@ -187,6 +191,12 @@ def test_probe_and_ack() -> None:
     assert a.stats.indirect_probes == 0
     assert net.state("n1", "n2") == ALIVE and net.state("n2", "n1") == ALIVE
     assert b.codec.accepted > 0
+    # Left alone for a while, a healthy mesh keeps probing and never suspects anyone.
+    net = cluster(3)
+    net.run_until(10.0)
+    assert all(n.stats.probes > 0 for n in net.nodes.values())
+    assert all(net.state(a, b) == ALIVE for a in net.nodes for b in net.nodes)
+    assert not net.of(MemberSuspect) and not net.of(MemberDead)
 
 
 def test_indirect_probe_saves_a_member_the_direct_path_lost() -> None:
@@ -197,12 +207,12 @@ def test_indirect_probe_saves_a_member_the_direct_path_lost() -> None:
     net.run_until(12.0)
     assert a.stats.indirect_probes >= 1
     assert any(IndirectPing in kinds(d) for s, _, d in net.sent if s == "n1")
-    assert net.state("n1", "n2") == ALIVE
+    assert net.state("n1", "n2") == ALIVE and net.state("n2", "n1") == ALIVE
     assert not net.of(MemberSuspect, "n2")
     assert a.awareness.score == 0  # helpers answered: n1 knows it is healthy
 
 
-def test_suspicion_then_death() -> None:
+def test_a_silent_member_is_suspected_then_declared_dead_everywhere() -> None:
     net = cluster(4)
     net.run_until(2.0)
     net.drop = lambda src, dst: "n4" in (src, dst)  # n4 crashes
@@ -217,7 +227,7 @@ def test_suspicion_then_death() -> None:
     assert not net.of(MemberLeft)
 
 
-def test_refutation_by_incarnation() -> None:
+def test_a_suspected_member_that_is_alive_refutes_with_a_higher_incarnation() -> None:
     net = cluster(3)
     net.run_until(2.0)
     a, b = net.nodes["n1"], net.nodes["n2"]
@@ -392,7 +402,7 @@ def test_each_node_sends_a_change_a_limited_number_of_times() -> None:
     assert all(len(n.broadcasts) == 0 for n in net.nodes.values())
 
 
-def test_metadata_update_spreads() -> None:
+def test_metadata_update_spreads_as_a_new_incarnation() -> None:
     net = cluster(5)
     net.run_until(3.0)
     b = net.nodes["n2"]

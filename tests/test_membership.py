@@ -19,6 +19,8 @@ from pki import TRUST_DOMAIN, make_mesh_pki
 from examples.service import ExampleService, ServiceConfig
 from gossip.codec import generate_gossip_key, save_keyring
 from peermesh.agent import Agent
+from peermesh.core.wire import WireError
+from peermesh.membership.messages import PUSH_PULL, PushPullReply, PushPullRequest
 
 NODES = {
     "node-1": "frontend",
@@ -312,3 +314,17 @@ def test_a_restart_with_the_clock_behind_still_starts_above_its_last_life(tmp_pa
     assert receiver.decode(by_clock) is DropReason.REPLAYED
     ours = Codec("n1", keyring=key, epoch=behind).encode([])
     assert not isinstance(receiver.decode(ours), DropReason)
+
+
+def test_push_pull_messages_round_trip_and_refuse_anything_but_state_bytes() -> None:
+    assert PUSH_PULL.name == "gossip/pushpull"
+    request = PushPullRequest(b"\x01state")
+    assert PUSH_PULL.request.from_wire(request.to_wire()) == request
+    assert PUSH_PULL.response.from_wire(bytearray(b"\x01state")) == PushPullReply(b"\x01state")
+    for bad in (None, "text", {"state": b"x"}, [b"x"]):
+        try:
+            PushPullRequest.from_wire(bad)
+        except WireError as exc:
+            assert exc.status == 400 and "push-pull body" in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
