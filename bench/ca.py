@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench._common import busy_fraction, cpu_model, percentile, update_marked_section
 from certs.spiffe import SpiffeId
 from certs.x509 import build_leaf_tbs
+from peermesh.agent.devmesh import bootstrap_mesh
 from peermesh.ca.messages import AuthKind, SignAuth
-from peermesh.devmesh import bootstrap_mesh
 from peermesh.net.http.h2session import ConnectionLost
 
 RENEW = SignAuth(AuthKind.RENEW)

@@ -71,7 +71,7 @@ class Node:
 
 
 def free_port_pair() -> int:
-    from peermesh.devmesh import free_port_pair as pair
+    from peermesh.agent.devmesh import free_port_pair as pair
 
     return pair()
 

@@ -1,4 +1,4 @@
-"""Threshold-CA test helpers: the loopback meshes of ``peermesh.devmesh``, and a secret check."""
+"""Threshold-CA test helpers: the loopback meshes of ``peermesh.agent.devmesh``; a secret check."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 from certs.ed25519_group import Scalar
 from certs.frost import lagrange_coefficient
+from peermesh.agent.devmesh import CaMesh, bootstrap_mesh, ca_agent_config, free_port_pair
 from peermesh.ca.state import CaState
-from peermesh.devmesh import CaMesh, bootstrap_mesh, ca_agent_config, free_port_pair
 
 __all__ = [
     "CaMesh",

@@ -50,8 +50,6 @@ LAYERS: dict[str, int] = {
     "peermesh.proxy": 3,
     "peermesh.observability": 3,
     "peermesh.agent": 4,
-    "peermesh.agent_state": 4,
-    "peermesh.devmesh": 4,
     "peermesh.cli": 5,
     "peermesh.__main__": 5,
     "peermesh": 0,

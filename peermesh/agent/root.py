@@ -17,7 +17,7 @@ import trio
 
 from gossip.messages import MemberState
 from peermesh import __version__
-from peermesh.agent_state import AgentSources, CaHandles
+from peermesh.agent.state import AgentSources, CaHandles
 from peermesh.ca.ports import CaPorts
 from peermesh.ca.service import CaService
 from peermesh.ca.settings import CaSettings
