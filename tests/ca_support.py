@@ -8,6 +8,7 @@ from certs.ed25519_group import Scalar
 from certs.frost import lagrange_coefficient
 from peermesh.agent.devmesh import CaMesh, bootstrap_mesh, ca_agent_config, free_port_pair
 from peermesh.ca.state import CaState
+from peermesh.net.rpc import Opaque, RpcMethod
 
 __all__ = [
     "CaMesh",
@@ -33,3 +34,8 @@ def reconstruct_root_secret(data_dirs: list[Path]) -> bytes:
     for s in shares:
         secret = secret + lagrange_coefficient(ids, s.identifier) * s.secret
     return secret.to_bytes()
+
+
+def raw_method(name: str) -> RpcMethod[Opaque, Opaque]:
+    """A control method whose body goes out exactly as given: what a hostile peer sends."""
+    return RpcMethod(name, Opaque, Opaque)

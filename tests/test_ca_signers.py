@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from ca_support import bootstrap_mesh
+from ca_support import bootstrap_mesh, raw_method
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -15,7 +15,7 @@ from certs import frost
 from certs.x509 import assemble_certificate, build_leaf_tbs, certificate_signature_valid
 from peermesh.ca.issuance import threshold_sign
 from peermesh.core.endpoint import Endpoint
-from peermesh.net.rpc import RpcError
+from peermesh.net.rpc import Opaque, RpcError
 
 NODES = {"node-1": "frontend", "node-2": "orders", "node-3": "payments"}
 TD = "mesh.test"
@@ -83,16 +83,20 @@ async def test_malicious_coordinator_gets_no_share(
         released = {n: mesh.agents[n].ca.signer.shares_released for n in signers}  # type: ignore[union-attr]
         commitments = []
         for node in signers:
-            reply = await evil.control_client.call_untyped(endpoints[node], "ca/commit", {})
+            reply = (
+                await evil.control_client.call(endpoints[node], raw_method("ca/commit"), Opaque({}))
+            ).value
             commitments.append(frost.SigningCommitments.from_wire(reply["commitments"]))
         package = frost.SigningPackage(tbs, tuple(commitments))
         for kind in ("renew", "bootstrap", "root"):
             for node in signers:
                 with pytest.raises(RpcError) as refused:
-                    await evil.control_client.call_untyped(
+                    await evil.control_client.call(
                         endpoints[node],
-                        "ca/sign",
-                        {"package": package.to_wire(), "auth": {"kind": kind, "node": "node-2"}},
+                        raw_method("ca/sign"),
+                        Opaque(
+                            {"package": package.to_wire(), "auth": {"kind": kind, "node": "node-2"}}
+                        ),
                     )
                 assert "(403)" in str(refused.value) and "refuses to sign" in str(refused.value)
                 if kind == "renew":

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from ca_support import bootstrap_mesh
+from ca_support import bootstrap_mesh, raw_method
 from cryptography import x509
 from meshkit import eventually
 
@@ -28,7 +28,7 @@ from peermesh.ca.node import root_fingerprint
 from peermesh.ca.tokens import JoinToken as TokenString
 from peermesh.ca.tokens import TokenError, check_token, token_sha256
 from peermesh.core.endpoint import Endpoint
-from peermesh.net.rpc import RpcError
+from peermesh.net.rpc import Opaque, RpcError
 from peermesh.policy.compiled import JoinTokenGrant, compile_policy
 from peermesh.policy.model import JoinToken, MeshConfig
 from peermesh.policy.validate import check_object, parse_object
@@ -269,15 +269,17 @@ async def test_tokens_replicate_in_policy_and_admins_gate_ca_changes(tmp_path: P
         )
         host, port = mesh.configs["node-1"].proxy.inbound
         with pytest.raises(RpcError, match=r"403.*refuses the refresh run.*MeshConfig"):
-            await two.control_client.call_untyped(
-                Endpoint(service="", host=host, port=port), "ca/dkg/begin", spec.to_wire()
+            await two.control_client.call(
+                Endpoint(service="", host=host, port=port),
+                raw_method("ca/dkg/begin"),
+                Opaque(spec.to_wire()),
             )
         # ...and a committee pushed by a non-admin (which could drop their shares).
         with pytest.raises(RpcError, match=r"403.*refuses the committee update"):
-            await two.control_client.call_untyped(
+            await two.control_client.call(
                 Endpoint(service="", host=host, port=port),
-                "ca/committee/update",
-                committee.to_wire(),
+                raw_method("ca/committee/update"),
+                Opaque(committee.to_wire()),
             )
         # The admin still can.
         code, reply = await _admin(one, "POST", "/v1/ca/token", {"service": "x", "uses": 2})

@@ -40,18 +40,6 @@ class ControlClient:
         except WireError as exc:
             raise RpcError(502, f"{method.name} from {endpoint.address}: {exc}") from None
 
-    async def call_untyped(
-        self,
-        endpoint: Endpoint,
-        method: str,
-        body: Any = None,
-        *,
-        timeout: float = 5.0,
-        expect: SpiffeId | None = None,
-    ) -> Any:
-        """A call whose body and result the caller checks itself."""
-        return await self._call(endpoint, method, body, timeout, expect)
-
     async def _call(
         self,
         endpoint: Endpoint,

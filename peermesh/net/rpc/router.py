@@ -33,15 +33,11 @@ class _Served:
 
     __slots__ = ("handler", "method")
 
-    def __init__(
-        self, method: RpcMethod[Any, Any] | None, handler: Callable[..., Awaitable[Any]]
-    ) -> None:
+    def __init__(self, method: RpcMethod[Any, Any], handler: Callable[..., Awaitable[Any]]) -> None:
         self.method = method
         self.handler = handler
 
     async def __call__(self, name: str, peer: SpiffeId, payload: Any) -> Any:
-        if self.method is None:  # an untyped handler checks its body itself
-            return await self.handler(ControlRequest(method=name, peer=peer, body=payload))
         body = self.method.request.from_wire(payload)
         result = await self.handler(ControlRequest(method=name, peer=peer, body=body))
         return result.to_wire()
@@ -63,14 +59,6 @@ class ControlRouter:
         if method.name in self._handlers:
             raise ValueError(f"control method {method.name!r} is already registered")
         self._handlers[method.name] = _Served(method, handler)
-
-    def register(
-        self, method: str, handler: Callable[[ControlRequest[Any]], Awaitable[Any]]
-    ) -> None:
-        """An untyped method: the handler gets the decoded msgpack body as it came."""
-        if method in self._handlers:
-            raise ValueError(f"control method {method!r} is already registered")
-        self._handlers[method] = _Served(None, handler)
 
     @property
     def methods(self) -> list[str]:
