@@ -20,6 +20,8 @@ from typing import ClassVar, Final
 
 from nacl import bindings as _na
 
+from certs.errors import CertsError, ErrorCode
+
 __all__ = [
     "ELEMENT_BYTES",
     "ORDER",
@@ -41,8 +43,10 @@ _IDENTITY_ENCODING: Final[bytes] = b"\x01" + bytes(31)
 RandomBytes = Callable[[int], bytes]
 
 
-class GroupError(ValueError):
+class GroupError(CertsError, ValueError):
     """A byte string is not an acceptable group element or scalar; the message says why."""
+
+    default_code = ErrorCode.GROUP
 
 
 class Scalar:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from certs.errors import CertsError, ErrorCode
+
 __all__ = [
     "MAX_SPIFFE_ID_LENGTH",
     "MAX_TRUST_DOMAIN_LENGTH",
@@ -38,12 +40,16 @@ _SERVICE_CHARS = frozenset(string.ascii_lowercase + string.digits + ".-_")
 _DNS_LABEL_CHARS = frozenset(string.ascii_lowercase + string.digits + "-")
 
 
-class InvalidSpiffeId(ValueError):
+class InvalidSpiffeId(CertsError, ValueError):
     """A string (or trust domain / path) does not follow the SPIFFE ID rules."""
 
+    default_code = ErrorCode.SPIFFE_ID
 
-class IdentityError(ValueError):
+
+class IdentityError(CertsError, ValueError):
     """A certificate does not carry a usable SPIFFE identity (X.509-SVID rules)."""
+
+    default_code = ErrorCode.IDENTITY
 
 
 def _bad_chars(text: str, allowed: frozenset[str]) -> str:

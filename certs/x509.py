@@ -26,9 +26,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certs.errors import CertsError, ErrorCode
+
 __all__ = [
     "DEFAULT_MAX_FUTURE_SKEW",
     "TbsRefused",
+    "X509Error",
     "assemble_certificate",
     "build_leaf_tbs",
     "build_root_tbs",
@@ -44,8 +47,16 @@ DEFAULT_MAX_FUTURE_SKEW: Final[dt.timedelta] = dt.timedelta(minutes=5)
 _TRUST_DOMAIN_RE: Final[re.Pattern[str]] = re.compile(r"^[a-z0-9._-]{1,255}$")
 
 
-class TbsRefused(ValueError):
+class X509Error(CertsError, ValueError):
+    """A certificate, a TBSCertificate or an input to build one is malformed."""
+
+    default_code = ErrorCode.CERTIFICATE_FORMAT
+
+
+class TbsRefused(CertsError, ValueError):
     """A signer refuses to sign this TBSCertificate; the message is the exact reason."""
+
+    default_code = ErrorCode.TBS_REFUSED
 
 
 # ----------------------------------------------------------------------------------------
@@ -56,10 +67,10 @@ class TbsRefused(ValueError):
 def _read_tlv(data: bytes, offset: int) -> tuple[int, int, int]:
     """(tag, content_start, end) of the DER TLV at ``offset``; strict definite lengths."""
     if offset + 2 > len(data):
-        raise ValueError("truncated DER")
+        raise X509Error("truncated DER")
     tag = data[offset]
     if tag & 0x1F == 0x1F:
-        raise ValueError("multi-byte DER tags are not used in certificates")
+        raise X509Error("multi-byte DER tags are not used in certificates")
     first = data[offset + 1]
     pos = offset + 2
     if first < 0x80:
@@ -67,16 +78,16 @@ def _read_tlv(data: bytes, offset: int) -> tuple[int, int, int]:
     else:
         count = first & 0x7F
         if count == 0 or count > 4:
-            raise ValueError("unsupported DER length encoding")
+            raise X509Error("unsupported DER length encoding")
         if pos + count > len(data):
-            raise ValueError("truncated DER length")
+            raise X509Error("truncated DER length")
         length = int.from_bytes(data[pos : pos + count], "big")
         if length < 0x80 or data[pos] == 0:
-            raise ValueError("non-minimal DER length")
+            raise X509Error("non-minimal DER length")
         pos += count
     end = pos + length
     if end > len(data):
-        raise ValueError("DER length runs past the end")
+        raise X509Error("DER length runs past the end")
     return tag, pos, end
 
 
@@ -94,7 +105,7 @@ def _sequence_items(data: bytes, start: int, end: int) -> list[tuple[int, int, i
     while pos < end:
         tag, _, item_end = _read_tlv(data, pos)
         if item_end > end:
-            raise ValueError("element runs past its SEQUENCE")
+            raise X509Error("element runs past its SEQUENCE")
         items.append((tag, pos, item_end))
         pos = item_end
     return items
@@ -104,14 +115,14 @@ def _split_certificate(der: bytes) -> tuple[bytes, bytes, bytes]:
     """Certificate DER -> (tbsCertificate TLV, signatureAlgorithm TLV, signature bits)."""
     tag, start, end = _read_tlv(der, 0)
     if tag != 0x30 or end != len(der):
-        raise ValueError("certificate is not a single DER SEQUENCE")
+        raise X509Error("certificate is not a single DER SEQUENCE")
     items = _sequence_items(der, start, end)
     if [t for t, _, _ in items] != [0x30, 0x30, 0x03]:
-        raise ValueError("certificate is not SEQUENCE { SEQUENCE, SEQUENCE, BIT STRING }")
+        raise X509Error("certificate is not SEQUENCE { SEQUENCE, SEQUENCE, BIT STRING }")
     (_, tbs_s, tbs_e), (_, alg_s, alg_e), (_, sig_s, sig_e) = items
     _, bits_start, _ = _read_tlv(der, sig_s)
     if der[bits_start] != 0:
-        raise ValueError("signature BIT STRING has unused bits")
+        raise X509Error("signature BIT STRING has unused bits")
     return der[tbs_s:tbs_e], der[alg_s:alg_e], der[bits_start + 1 : sig_e]
 
 
@@ -119,11 +130,11 @@ def _tbs_signature_algorithm(tbs: bytes) -> bytes:
     """The AlgorithmIdentifier TLV inside a TBSCertificate (after optional version, serial)."""
     tag, start, end = _read_tlv(tbs, 0)
     if tag != 0x30 or end != len(tbs):
-        raise ValueError("TBSCertificate is not a single DER SEQUENCE")
+        raise X509Error("TBSCertificate is not a single DER SEQUENCE")
     items = _sequence_items(tbs, start, end)
     index = 2 if items and items[0][0] == 0xA0 else 1
     if len(items) <= index:
-        raise ValueError("TBSCertificate is too short")
+        raise X509Error("TBSCertificate is too short")
     _, alg_s, alg_e = items[index]
     return tbs[alg_s:alg_e]
 
@@ -154,16 +165,16 @@ def _key_usage(*, digital_signature: bool, cert_sign: bool) -> x509.KeyUsage:
 
 def _check_validity(not_before: dt.datetime, not_after: dt.datetime) -> None:
     if not_before.tzinfo is None or not_after.tzinfo is None:
-        raise ValueError("not_before and not_after must be timezone-aware")
+        raise X509Error("not_before and not_after must be timezone-aware")
     if not_after <= not_before:
-        raise ValueError("not_after must be after not_before")
+        raise X509Error("not_after must be after not_before")
 
 
 def _serial(serial: int | None) -> int:
     if serial is None:
         return secrets.randbits(159) | 1  # positive, < 2**159 (fits 20 octets)
     if not 0 < serial < 2**159:
-        raise ValueError("serial must be a positive integer below 2**159")
+        raise X509Error("serial must be a positive integer below 2**159")
     return serial
 
 
@@ -195,7 +206,7 @@ def build_root_tbs(
     the trust domain's SPIFFE ID as URI SAN, like the dev CA's root.
     """
     if not _TRUST_DOMAIN_RE.match(trust_domain):
-        raise ValueError(f"invalid trust domain {trust_domain!r}")
+        raise X509Error(f"invalid trust domain {trust_domain!r}")
     _check_validity(not_before, not_after)
     key = Ed25519PublicKey.from_public_bytes(group_public_key)
     name = x509.Name(
@@ -243,7 +254,7 @@ def build_leaf_tbs(
     SAN = the SPIFFE ID (URI) and the node name (DNS).
     """
     if not spiffe_id.startswith("spiffe://"):
-        raise ValueError(f"not a SPIFFE ID: {spiffe_id!r}")
+        raise X509Error(f"not a SPIFFE ID: {spiffe_id!r}")
     _check_validity(not_before, not_after)
     key = (
         subject_public_key
@@ -298,9 +309,9 @@ def assemble_certificate(tbs: bytes, signature: bytes) -> x509.Certificate:
     :func:`certs.frost.aggregate` already did.
     """
     if len(signature) != 64:
-        raise ValueError(f"an Ed25519 signature is 64 bytes, got {len(signature)}")
+        raise X509Error(f"an Ed25519 signature is 64 bytes, got {len(signature)}")
     if _tbs_signature_algorithm(tbs) != _ED25519_ALGID:
-        raise ValueError("TBSCertificate does not declare the Ed25519 signature algorithm")
+        raise X509Error("TBSCertificate does not declare the Ed25519 signature algorithm")
     return x509.load_der_x509_certificate(_wrap(tbs, signature))
 
 
@@ -353,7 +364,7 @@ def check_leaf_tbs(
     certificate, the identity its join token allows).
     """
     if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
+        raise X509Error("now must be timezone-aware")
     cert = _parse_tbs(tbs)
     if cert.version != x509.Version.v3:
         raise TbsRefused("certificate version is not v3")

@@ -2,7 +2,7 @@
 
 Layers, bottom up (docs/architecture.md draws them):
 
-    0 core    peermesh.core (and certs.spiffe): value types, the error root, durable files
+    0 core    peermesh.core (and certs.spiffe, certs.errors): value types, error roots, files
     1 net     peermesh.net: http, tls, the peer pool, the admin server, the RPC router
     2 cores   gossip, certs, sans-IO cores of policy, traffic, ca and config
     3 shells  trio shells: membership, proxy, observability, ca flows, policy sync/API
@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "gossip": 2,
     "certs": 2,
     "certs.spiffe": 0,  # the SPIFFE ID is the value type every layer names peers by
+    "certs.errors": 0,  # the library's error root, under the SPIFFE ID's errors
     "peermesh.traffic": 2,
     "peermesh.config": 2,
     "peermesh.policy": 2,
