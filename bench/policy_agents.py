@@ -19,7 +19,7 @@ import httpx
 import trio
 
 from bench._common import REPO, ProcessGroup, busy_fraction, cpu_model, free_port
-from certs.devca import init_dev_ca
+from peermesh.ca.devca import init_dev_ca
 
 START = "<!-- bench:policy:start -->"
 END = "<!-- bench:policy:end -->"

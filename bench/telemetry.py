@@ -59,9 +59,9 @@ def _proc_cpu(pid: int) -> float:
 async def _serve(mode: str, work: Path, otlp: str | None) -> None:
     import trio
 
-    from certs.devca import init_dev_ca
     from examples.service import ExampleService, ServiceConfig
     from peermesh.agent import Agent
+    from peermesh.ca.devca import init_dev_ca
     from peermesh.config import AgentConfig
 
     ca = init_dev_ca(work / "ca", "bench.test")

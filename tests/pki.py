@@ -22,16 +22,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certs.devca import (
-    BUNDLE_FILE,
-    CERT_FILE,
-    KEY_FILE,
-    DevCA,
-    init_dev_ca,
-    install_identity,
-    pem_bundle,
-)
+from certs.devca import pem_bundle
+from peermesh.ca.devca import DevCA, init_dev_ca
 from peermesh.core.durable import atomic_write
+from peermesh.net.identity_files import BUNDLE_FILE, CERT_FILE, KEY_FILE, install_identity
 from peermesh.net.tls import build_contexts
 
 TRUST_DOMAIN = "mesh.test"

@@ -15,12 +15,12 @@ import trio
 from ca_support import bootstrap_mesh, reconstruct_root_secret
 from meshkit import eventually
 
-from certs.devca import BUNDLE_FILE, CERT_FILE
 from certs.ed25519_group import Point, Scalar
 from examples.service import ExampleService, ServiceConfig
 from peermesh.ca import channel
 from peermesh.ca.state import CaState
 from peermesh.net.http.h2session import H2Stream
+from peermesh.net.identity_files import BUNDLE_FILE, CERT_FILE
 
 NODES = {
     "node-1": "frontend",

@@ -18,19 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pki import TRUST_DOMAIN, issue_custom, make_mesh_pki, mesh_ca
 
-from certs.devca import (
-    BUNDLE_FILE,
-    CA_CERT_FILE,
-    CA_KEY_FILE,
-    CA_META_FILE,
-    CERT_FILE,
-    KEY_FILE,
-    DevCA,
-    DevCAError,
-    init_dev_ca,
-)
+from certs.devca import DevCAError
 from certs.spiffe import IdentityError, SpiffeId, spiffe_id_from_certificate
+from peermesh.ca.devca import CA_CERT_FILE, CA_KEY_FILE, CA_META_FILE, DevCA, init_dev_ca
 from peermesh.cli.devca import dev_ca
+from peermesh.net.identity_files import BUNDLE_FILE, CERT_FILE, KEY_FILE
 
 T = TypeVar("T", bound=x509.ExtensionType)
 

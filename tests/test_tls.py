@@ -28,9 +28,11 @@ from pki import (
     raw_client_context,
 )
 
-from certs.devca import BUNDLE_FILE, KEY_FILE, init_dev_ca, pem_bundle
+from certs.devca import pem_bundle
 from certs.spiffe import SpiffeId
+from peermesh.ca.devca import init_dev_ca
 from peermesh.core.durable import SECRET_MODE, atomic_write
+from peermesh.net.identity_files import BUNDLE_FILE, KEY_FILE
 from peermesh.net.tls import (
     MeshTls,
     PeerIdentityError,

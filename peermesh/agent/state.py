@@ -15,13 +15,13 @@ from typing import Any, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from certs.devca import install_identity
 from gossip.messages import MemberState
 from peermesh.ca.ports import MeshMember, PushPull
 from peermesh.ca.service import CaService
 from peermesh.config import AgentConfig
 from peermesh.core.endpoint import Endpoint
 from peermesh.membership.gossip import Membership, sync_keyring
+from peermesh.net.identity_files import install_identity
 from peermesh.net.pool import PeerPool
 from peermesh.net.tls import MeshTls
 from peermesh.observability.collectors import (

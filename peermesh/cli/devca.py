@@ -7,18 +7,10 @@ from pathlib import Path
 
 import click
 
-from certs.devca import (
-    BUNDLE_FILE,
-    CA_CERT_FILE,
-    CA_KEY_FILE,
-    CA_META_FILE,
-    CERT_FILE,
-    KEY_FILE,
-    DevCA,
-    DevCAError,
-    init_dev_ca,
-)
+from certs.devca import DevCAError
 from certs.spiffe import spiffe_id_from_certificate
+from peermesh.ca.devca import CA_CERT_FILE, CA_KEY_FILE, CA_META_FILE, DevCA, init_dev_ca
+from peermesh.net.identity_files import BUNDLE_FILE, CERT_FILE, KEY_FILE
 
 
 @click.group("dev-ca")

@@ -149,8 +149,8 @@ def trust_domain_from_data_dir(data_dir: Path) -> str:
     """The trust domain of the certificate already in ``data_dir``, else the default."""
     from cryptography import x509
 
-    from certs.devca import CERT_FILE
     from certs.spiffe import IdentityError, spiffe_id_from_certificate
+    from peermesh.net.identity_files import CERT_FILE
 
     try:
         cert = x509.load_pem_x509_certificate((data_dir / CERT_FILE).read_bytes())

@@ -28,9 +28,9 @@ import trio
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from certs.devca import BUNDLE_FILE, CERT_FILE, KEY_FILE
 from certs.spiffe import IdentityError, SpiffeId, spiffe_id_from_certificate, validate_trust_domain
 from peermesh.core.errors import PeermeshError
+from peermesh.net.identity_files import BUNDLE_FILE, CERT_FILE, KEY_FILE
 
 __all__ = [
     "ALPN_PROTOCOLS",
