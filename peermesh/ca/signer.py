@@ -2,7 +2,7 @@
 
 Releasing a signature share is a pure decision (:func:`leaf_decision`,
 :func:`root_decision`) on (TBS, the requester's authenticated identity, policy, now):
-the coordinator is never trusted. Nonces live in a :class:`certs.frost.FileNonceStore`
+the coordinator is never trusted. Nonces live in a :class:`peermesh.ca.nonces.FileNonceStore`
 and are durably marked used before the share is computed.
 """
 

@@ -25,8 +25,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from certs.frost import FileNonceStore, FrostError, PublicKeyPackage, SigningKeyShare
+from certs.frost import FrostError, PublicKeyPackage, SigningKeyShare
 from peermesh.ca.errors import CaStateError
+from peermesh.ca.nonces import FileNonceStore
 from peermesh.core.durable import PUBLIC_MODE, SECRET_MODE, atomic_write
 
 __all__ = ["CaState", "CaStateError", "Committee", "CommitteeMember"]
