@@ -107,7 +107,7 @@ class _AgentPorts:
 def _agent_command(
     node: str, ports: _AgentPorts, data_dir: Path, key: Path, seed: int | None
 ) -> list[str]:
-    """The agent command line of tests/test_membership.py (gossip on loopback, no mDNS)."""
+    """The agent command line of tests/integration/test_membership.py (loopback gossip, no mDNS)."""
     # fmt: off
     args = [
         sys.executable, "-m", "peermesh", "agent", "--name", node,

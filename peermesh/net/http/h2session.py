@@ -392,7 +392,7 @@ class H2Session:
         """Wake the writer only if h2 queued bytes (most received frames queue none).
 
         Waking it for nothing costs a task switch and an empty flush per received chunk.
-        ``_data_to_send`` is h2's outgoing buffer (h2 4.x; tests/test_dataplane_stalls.py
+        ``_data_to_send`` is h2's outgoing buffer (h2 4.x; tests/unit/net/test_dataplane_stalls.py
         checks it is still there).
         """
         if self.draining or self.conn._data_to_send:

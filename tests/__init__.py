@@ -1,0 +1,1 @@
+"""peermesh's test suite: unit tests per layer, integration tests, shared support."""

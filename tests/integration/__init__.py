@@ -1,0 +1,1 @@
+"""Tests that run real agents, processes or network namespaces."""

@@ -1,0 +1,250 @@
+"""Replicated policy between real agents: edits anywhere, conflicts, durability, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import httpx
+import trio
+
+from peermesh.agent import Agent
+from peermesh.core.endpoint import Endpoint
+from peermesh.net.rpc import ControlRequest, RpcError
+from peermesh.policy.messages import EDIT, PUSH, EditRequest, PushRequest
+from peermesh.policy.replicator import Peer
+from tests.support.meshkit import eventually, free_port, gossip_mesh, process, python, wait_http_ok
+from tests.support.pki import TRUST_DOMAIN, make_mesh_pki
+
+NODES = {f"node-{i}": svc for i, svc in enumerate(["web", "orders", "orders", "pay", "inv"], 1)}
+
+
+def route(name: str, timeout: str = "1s") -> dict:
+    return {
+        "kind": "Route",
+        "name": name,
+        "spec": {
+            "host": "orders",
+            "http": [{"route": [{"destination": {"host": "orders"}}], "timeout": timeout}],
+        },
+    }
+
+
+def admin_url(agent: Agent) -> str:
+    host, port = agent.addresses["admin"]
+    return f"http://{host}:{port}"
+
+
+async def put(client: httpx.AsyncClient, agent: Agent, *objects: dict) -> httpx.Response:
+    return await client.put(admin_url(agent) + "/v1/policy", json={"objects": list(objects)})
+
+
+def digests(agents: list[Agent]) -> set[str]:
+    return {a.policy.digest() for a in agents}
+
+
+async def test_edit_anywhere_is_seen_everywhere_and_conflicts_converge(tmp_path):
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        agents = await gossip_mesh(tmp_path, nursery, NODES)
+        # Every agent takes an edit; every edit reaches every agent.
+        for i, agent in enumerate(agents):
+            r = await put(client, agent, route(f"r{i}"))
+            assert r.status_code == 200, r.text
+        names = {f"r{i}" for i in range(len(agents))}
+        await eventually(
+            lambda: all({o.name for o in a.policy.objects("Route")} == names for a in agents)
+        )
+        # Two nodes edit the same object at the same moment: one winner everywhere.
+        first, second = await put(client, agents[1], route("shared", "2s")), None
+        second = await put(client, agents[3], route("shared", "3s"))
+        assert first.status_code == second.status_code == 200
+        await eventually(lambda: len(digests(agents)) == 1)
+        winners = {a.policy.winner("Route", "shared").edit_id for a in agents}  # type: ignore[union-attr]
+        assert len(winners) == 1
+        history = agents[0].policy.history("Route", "shared")
+        assert len(history) == 2
+        assert sorted(e.won for e in history) == [False, True]
+        assert {e.node for e in history} == {"node-2", "node-4"}
+        # The CLI's status view says every peer has the same digest.
+        status = (await client.get(admin_url(agents[2]) + "/v1/policy/status")).json()
+        assert status["converged_with_reachable_peers"]
+        assert len(status["peers"]) == 4
+        nursery.cancel_scope.cancel()
+
+
+async def test_bad_input_is_refused_and_nothing_is_lost(tmp_path):
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        agents = await gossip_mesh(tmp_path, nursery, dict(list(NODES.items())[:2]))
+        a, b = agents
+        assert (await put(client, a, route("keep"))).status_code == 200
+        await eventually(lambda: b.policy.get("Route", "keep") is not None)
+        before = b.policy.digest()
+        # Wrong kind, invalid field, a 10 MB object: structured 400s.
+        wrong = await put(client, a, {"kind": "Gateway", "name": "g", "spec": {}})
+        assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_policy"
+        assert "Gateway" in wrong.json()["reason"]
+        huge = route("huge")
+        huge["spec"]["http"][0]["headers"] = {"request": {"set": {"x-big": "a" * (10 << 20)}}}
+        big = await put(client, a, huge)
+        assert big.status_code == 400
+        assert "bytes" in big.text
+        # Random bytes pushed by an authenticated peer: refused with a reason.
+        host, port = b.addresses["inbound"]
+
+        try:
+            await a.control_client.call(
+                Endpoint(service="", host=host, port=port), PUSH, PushRequest(os.urandom(4096))
+            )
+            raise AssertionError("random bytes were accepted")
+        except RpcError as exc:
+            assert "policy update refused" in str(exc)
+        assert b.policy.digest() == before
+        assert b.replicator is not None and b.replicator.refused == 1
+        # ...and the agent keeps serving: a good edit still replicates.
+        assert (await put(client, a, route("after"))).status_code == 200
+        await eventually(lambda: b.policy.get("Route", "after") is not None)
+        nursery.cancel_scope.cancel()
+
+
+async def test_only_meshconfig_admins_may_edit_over_mtls(tmp_path):
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        agents = await gossip_mesh(tmp_path, nursery, dict(list(NODES.items())[:2]))
+        a, b = agents
+        assert b.replicator is not None
+        host, port = b.addresses["inbound"]
+        target = Endpoint(service="", host=host, port=port)
+
+        try:
+            await a.control_client.call(target, EDIT, EditRequest((route("x"),)))
+            raise AssertionError("a non-admin peer edited policy")
+        except RpcError as exc:
+            assert "(403)" in str(exc) and "MeshConfig" in str(exc)
+        # The receiving agent (orders) signs the records it writes, so it must be an admin
+        # too for them to be in effect (docs/policy.md, "Authorship and signatures").
+        mesh_config = {
+            "kind": "MeshConfig",
+            "name": "default",
+            "spec": {
+                "admins": [
+                    f"spiffe://{TRUST_DOMAIN}/svc/web",
+                    f"spiffe://{TRUST_DOMAIN}/svc/orders",
+                ]
+            },
+        }
+        assert (await put(client, b, mesh_config)).status_code == 200
+        result = await a.control_client.call(target, EDIT, EditRequest((route("x"),)))
+        assert result.changed == ("Route/x",)
+        assert b.policy.get("Route", "x") is not None
+        assert Peer  # imported for the type
+        nursery.cancel_scope.cancel()
+
+
+def test_edit_survives_kill_9_right_after_acknowledgement(tmp_path):
+    dirs = make_mesh_pki(tmp_path, nodes={"node-1": "web"})
+    admin = free_port()
+    cmd = python(
+        "-m", "peermesh", "agent", "--name", "node-1", "--service", "web=9",
+        "--data-dir", str(dirs["node-1"]), "--trust-domain", TRUST_DOMAIN,
+        "--outbound", f"127.0.0.1:{free_port()}", "--inbound", f"127.0.0.1:{free_port()}",
+        "--admin", f"127.0.0.1:{admin}", "--gossip", "off", "--log-level", "warning",
+    )  # fmt: skip
+    with process(cmd) as proc:
+        wait_http_ok(f"http://127.0.0.1:{admin}/readyz")
+        body = json.dumps({"objects": [route("durable")]}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{admin}/v1/policy", data=body, method="PUT",
+            headers={"content-type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200  # acknowledged...
+        os.kill(proc.pid, signal.SIGKILL)  # ...and killed at once
+        proc.wait()
+    with process(cmd):
+        wait_http_ok(f"http://127.0.0.1:{admin}/readyz")
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/v1/policy/Route/durable") as r:
+            assert json.loads(r.read())["name"] == "durable"
+
+
+def test_cli_apply_get_diff_history_delete(tmp_path):
+    dirs = make_mesh_pki(tmp_path, nodes={"node-1": "web"})
+    admin = free_port()
+    cmd = python(
+        "-m", "peermesh", "agent", "--name", "node-1", "--service", "web=9",
+        "--data-dir", str(dirs["node-1"]), "--trust-domain", TRUST_DOMAIN,
+        "--outbound", f"127.0.0.1:{free_port()}", "--inbound", f"127.0.0.1:{free_port()}",
+        "--admin", f"127.0.0.1:{admin}", "--gossip", "off", "--log-level", "warning",
+    )  # fmt: skip
+    agent_url = f"http://127.0.0.1:{admin}"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            python("-m", "peermesh", "policy", *args, "--agent", agent_url),
+            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "policy"
+    with process(cmd):
+        wait_http_ok(agent_url + "/readyz")
+        applied = cli("apply", "-f", str(examples))
+        assert applied.returncode == 0, applied.stderr
+        assert "Route/reviews configured" in applied.stdout
+        again = cli("apply", "-f", str(examples))
+        assert "Route/reviews unchanged" in again.stdout
+        got = cli("get", "Route", "reviews", "-o", "json")
+        assert json.loads(got.stdout)["name"] == "reviews"
+        changed = tmp_path / "changed.yaml"
+        changed.write_text(
+            (examples / "canary.yaml").read_text().replace("90", "50").replace("10\n", "50\n")
+        )
+        diff = cli("diff", "-f", str(changed))
+        assert "update    Route/reviews" in diff.stdout
+        assert "weight: 50" in diff.stdout
+        cli("apply", "-f", str(changed))
+        history = cli("history", "Route/reviews")
+        assert history.returncode == 0 and history.stdout.count("node-1") == 2
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("kind: Route\nname: x\nspec: {host: [unclosed\n")
+        refused = cli("apply", "-f", str(bad))
+        assert refused.returncode != 0 and "bad.yaml" in refused.stderr
+        deleted = cli("delete", "Route/reviews")
+        assert deleted.returncode == 0
+        missing = cli("get", "Route", "reviews")
+        assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+
+async def test_a_forwarded_push_never_goes_back_to_its_sender():
+    from certs.spiffe import SpiffeId
+    from peermesh.net.rpc.router import ControlRouter
+    from peermesh.policy.replicator import PolicyReplicator
+    from peermesh.policy.store import PolicyStore
+
+    origin = PolicyStore(node="node-a")
+    update = origin.apply([route("fresh")], now=0.0).update
+    peers = [
+        Peer("node-a", "127.0.0.1", 1),
+        Peer("node-b", "127.0.0.1", 2),
+        Peer("node-c", "127.0.0.1", 3),
+    ]
+    replicator = PolicyReplicator(
+        PolicyStore(node="node-x"),
+        None,
+        ControlRouter(),
+        lambda: peers,  # type: ignore[arg-type]
+    )
+    started: list[str] = []
+
+    class Recorder:
+        def start_soon(self, fn, peer, body):
+            started.append(peer.node)
+
+    replicator._nursery = Recorder()  # type: ignore[assignment]
+    caller = SpiffeId.for_service("mesh.test", "web")
+    await replicator._on_push(
+        ControlRequest("policy/push", caller, PushRequest(update, sender="node-a"))
+    )
+    assert sorted(started) == ["node-b", "node-c"]
+    assert replicator.store.get("Route", "fresh") is not None

@@ -1,0 +1,1 @@
+"""Shared test support: real agents, PKI, CA meshes, telemetry helpers."""
