@@ -239,3 +239,15 @@ class Codec:
     def dropped(self) -> int:
         """All datagrams dropped so far, whatever the reason."""
         return sum(self.drops.values())
+
+
+__all__ = [
+    "MAX_DATAGRAM",
+    "NONCE_SIZE",
+    "PLAIN_OVERHEAD",
+    "SEALED_OVERHEAD",
+    "TAG_SIZE",
+    "VERSION_PLAIN",
+    "VERSION_SEALED",
+    "Codec",
+]

@@ -54,3 +54,7 @@ _EXPLANATIONS = {
     DropReason.REPLAYED: "datagram already seen from that sender (or too old); a replay",
     DropReason.REFLECTED: "datagram claims to come from this node itself; a reflection",
 }
+
+__all__ = [
+    "DropReason",
+]

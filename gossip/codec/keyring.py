@@ -198,3 +198,16 @@ def save_keyring(path: str | os.PathLike[str], keys: Keyring | Sequence[bytes]) 
         except FileNotFoundError:
             pass
         raise
+
+
+__all__ = [
+    "KEY_ID_SIZE",
+    "KEY_SIZE",
+    "Keyring",
+    "format_keyfile",
+    "generate_gossip_key",
+    "key_id",
+    "load_keyring",
+    "parse_keyfile",
+    "save_keyring",
+]

@@ -93,3 +93,10 @@ def decode_meta(blob: bytes) -> NodeMeta:
         _meta_by_bytes.clear()
     _meta_by_bytes[blob] = meta
     return meta
+
+
+__all__ = [
+    "MAX_NAME",
+    "decode_meta",
+    "encode_meta",
+]

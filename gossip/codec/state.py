@@ -102,3 +102,14 @@ def decode_state(data: bytes, max_size: int = MAX_STATE_BYTES) -> PushPullState 
         sender,
         tuple(PushPullEntry(n, i, st, decode_meta(b)) for n, i, st, b in entries),
     )
+
+
+__all__ = [
+    "MAX_STATE_BYTES",
+    "STATE_VERSION",
+    "decode_state",
+    "encode_state",
+    "encode_state_entry",
+    "join_state",
+    "open_state",
+]

@@ -167,3 +167,23 @@ def _array_header(n: int) -> bytes:
     if n < 0x10000:
         return b"\xdc" + n.to_bytes(2, "big")
     return b"\xdd" + n.to_bytes(4, "big")
+
+
+__all__ = [
+    "TAG_ACK",
+    "TAG_ALIVE",
+    "TAG_DEAD",
+    "TAG_INDIRECT_PING",
+    "TAG_NACK",
+    "TAG_PING",
+    "TAG_SUSPECT",
+    "encode_message",
+    "pack_ack",
+    "pack_alive",
+    "pack_dead",
+    "pack_indirect_ping",
+    "pack_nack",
+    "pack_ping",
+    "pack_suspect",
+    "wire_to_message",
+]

@@ -47,34 +47,6 @@ refutation), ``probe`` (the probe cycle), ``antientropy`` (push-pull), ``node``
 (the :class:`Swim` facade).
 """
 
-from gossip.swim.node import Swim
-from gossip.swim.outputs import (
-    Action,
-    Event,
-    MemberDead,
-    MemberJoined,
-    MemberLeft,
-    MemberSuspect,
-    MemberUpdated,
-    Output,
-    SendDatagram,
-    StartPushPull,
-    SwimStats,
-)
-from gossip.swim.probe import NACK_FRACTION
-
-__all__ = [
-    "NACK_FRACTION",
-    "Action",
-    "Event",
-    "MemberDead",
-    "MemberJoined",
-    "MemberLeft",
-    "MemberSuspect",
-    "MemberUpdated",
-    "Output",
-    "SendDatagram",
-    "StartPushPull",
-    "Swim",
-    "SwimStats",
-]
+from gossip.swim.node import *
+from gossip.swim.outputs import *
+from gossip.swim.probe import *

@@ -277,3 +277,8 @@ class Swim(AntiEntropy):
         me.meta = meta
         self.broadcasts.queue(self.name, pack_alive(self.name, me.incarnation, me.blob))
         return []
+
+
+__all__ = [
+    "Swim",
+]

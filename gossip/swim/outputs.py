@@ -84,3 +84,18 @@ class SwimStats:
     push_pulls: int = 0
     push_pull_rejected: int = 0
     reconnect_pings: int = 0
+
+
+__all__ = [
+    "Action",
+    "Event",
+    "MemberDead",
+    "MemberJoined",
+    "MemberLeft",
+    "MemberSuspect",
+    "MemberUpdated",
+    "Output",
+    "SendDatagram",
+    "StartPushPull",
+    "SwimStats",
+]

@@ -157,3 +157,8 @@ class Prober(Verdicts):
         self.stats.reconnect_pings += 1
         extras = [pack_dead(m.name, m.incarnation, self.name), pack_ping(seq, m.name)]
         out.append(self._datagram(m.meta.gossip_addr, extras))
+
+
+__all__ = [
+    "NACK_FRACTION",
+]

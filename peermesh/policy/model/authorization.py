@@ -98,3 +98,17 @@ class AuthorizationPolicySpec:
             "action": self.action,
             "rules": [r.to_dict() for r in self.rules],
         }
+
+
+__all__ = [
+    "ACTION_ALLOW",
+    "ACTION_AUDIT",
+    "ACTION_DENY",
+    "ALL_SERVICES",
+    "AUTHZ_ACTIONS",
+    "AuthorizationPolicySpec",
+    "AuthzRule",
+    "Condition",
+    "Operation",
+    "Source",
+]

@@ -93,3 +93,19 @@ def format_duration(seconds: float) -> str:
 def _drop_empty(data: JSON) -> JSON:
     """Omit unset fields so the canonical form (and thus the content hash) has one spelling."""
     return {k: v for k, v in data.items() if v is not None and v != [] and v != {}}
+
+
+__all__ = [
+    "API_VERSION",
+    "AUTHORIZATION_POLICY",
+    "JOIN_TOKEN",
+    "JSON",
+    "KINDS",
+    "MESH_CONFIG",
+    "MESH_CONFIG_NAME",
+    "ROUTE",
+    "TRAFFIC_POLICY",
+    "Pairs",
+    "format_duration",
+    "parse_duration",
+]

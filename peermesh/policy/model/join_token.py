@@ -59,3 +59,9 @@ class JoinTokenEntry:
     @property
     def spec(self) -> JoinTokenSpec:
         return JoinTokenSpec(self.token_sha256, self.service, self.expires_at, self.max_uses)
+
+
+__all__ = [
+    "JoinTokenEntry",
+    "JoinTokenSpec",
+]

@@ -83,3 +83,18 @@ class MeshConfigSpec:
                 "telemetry": self.telemetry.to_dict(),
             }
         )
+
+
+__all__ = [
+    "DEFAULT_CERTIFICATE_LIFETIME",
+    "INBOUND_ALLOW_AUTHENTICATED",
+    "INBOUND_DENY",
+    "INBOUND_POLICIES",
+    "MTLS_MODES",
+    "MTLS_PERMISSIVE",
+    "MTLS_STRICT",
+    "MTLSSettings",
+    "MeshConfigSpec",
+    "RevokedIdentity",
+    "TelemetrySettings",
+]

@@ -117,3 +117,15 @@ def split_key(key: str) -> tuple[str, str]:
     if not sep or kind not in KINDS or not name:
         raise ValueError(f"{key!r} is not KIND/NAME with KIND one of {', '.join(KINDS)}")
     return kind, name
+
+
+__all__ = [
+    "AuthorizationPolicy",
+    "JoinToken",
+    "MeshConfig",
+    "PolicyObject",
+    "Route",
+    "TrafficPolicy",
+    "object_key",
+    "split_key",
+]

@@ -219,3 +219,21 @@ class RouteSpec:
 
     def to_dict(self) -> JSON:
         return {"host": self.host, "http": [r.to_dict() for r in self.http]}
+
+
+__all__ = [
+    "RETRY_ON_CONDITIONS",
+    "Destination",
+    "Fault",
+    "FaultAbort",
+    "FaultDelay",
+    "HTTPMatch",
+    "HTTPRoute",
+    "HeaderOperations",
+    "Headers",
+    "Retries",
+    "Rewrite",
+    "RouteDestination",
+    "RouteSpec",
+    "StringMatch",
+]

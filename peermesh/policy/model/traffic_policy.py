@@ -147,3 +147,18 @@ class TrafficPolicySpec:
             if subset.name == name:
                 return subset
         return None
+
+
+__all__ = [
+    "LB_LEAST_REQUEST",
+    "LB_P2C_EWMA",
+    "LB_ROUND_ROBIN",
+    "LB_SIMPLE",
+    "ConnectionPool",
+    "LoadBalancer",
+    "OutlierDetection",
+    "RateLimit",
+    "RetryBudget",
+    "Subset",
+    "TrafficPolicySpec",
+]
