@@ -49,43 +49,10 @@ Everything public is importable from ``certs.dkg`` itself.
 
 from __future__ import annotations
 
-from certs.dkg.complaints import verify_complaint
-from certs.dkg.errors import DkgAborted, DkgError, DkgMessageRejected, Verdict
-from certs.dkg.machine import DkgOutput, RepairOutput
-from certs.dkg.messages import (
-    Complaint,
-    DkgMessage,
-    DkgRound1,
-    DkgRound2,
-    RepairCommit,
-    RepairDeltas,
-    RepairRequest,
-    RepairSigma,
-    message_from_wire,
-)
-from certs.dkg.participant import DkgParticipant
-from certs.dkg.repair import RepairHelper, RepairTarget
-from certs.dkg.roster import Roster
-
-__all__ = [
-    "Complaint",
-    "DkgAborted",
-    "DkgError",
-    "DkgMessage",
-    "DkgMessageRejected",
-    "DkgOutput",
-    "DkgParticipant",
-    "DkgRound1",
-    "DkgRound2",
-    "RepairCommit",
-    "RepairDeltas",
-    "RepairHelper",
-    "RepairOutput",
-    "RepairRequest",
-    "RepairSigma",
-    "RepairTarget",
-    "Roster",
-    "Verdict",
-    "message_from_wire",
-    "verify_complaint",
-]
+from certs.dkg.complaints import *
+from certs.dkg.errors import *
+from certs.dkg.machine import *
+from certs.dkg.messages import *
+from certs.dkg.participant import *
+from certs.dkg.repair import *
+from certs.dkg.roster import *

@@ -8,18 +8,9 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from certs.dkg import messages
 from certs.dkg.complaints import verify_complaint
 from certs.dkg.errors import DkgAborted, DkgError, DkgMessageRejected, Verdict
-from certs.dkg.messages import (
-    Complaint,
-    DkgMessage,
-    DkgRound1,
-    DkgRound2,
-    RepairCommit,
-    RepairDeltas,
-    RepairRequest,
-    RepairSigma,
-)
 from certs.dkg.roster import Roster
 from certs.ed25519_group import RandomBytes
 from certs.frost import PublicKeyPackage, SigningKeyShare
@@ -44,7 +35,15 @@ class RepairOutput:
     public: PublicKeyPackage
 
 
-_M = TypeVar("_M", DkgRound1, DkgRound2, RepairRequest, RepairCommit, RepairDeltas, RepairSigma)
+_M = TypeVar(
+    "_M",
+    messages.DkgRound1,
+    messages.DkgRound2,
+    messages.RepairRequest,
+    messages.RepairCommit,
+    messages.RepairDeltas,
+    messages.RepairSigma,
+)
 
 
 class Machine:
@@ -77,10 +76,14 @@ class Machine:
         return message.signed(self.roster.purpose, self._identity_key)
 
     def _complain(
-        self, kind: str, accused: int, evidence: Sequence[DkgMessage], revealed: bytes = b""
-    ) -> list[DkgMessage]:
+        self,
+        kind: str,
+        accused: int,
+        evidence: Sequence[messages.DkgMessage],
+        revealed: bytes = b"",
+    ) -> list[messages.DkgMessage]:
         complaint = self._sign(
-            Complaint(
+            messages.Complaint(
                 self.roster.session_id, self.identifier, accused, kind, tuple(evidence), revealed
             )
         )
@@ -91,7 +94,7 @@ class Machine:
     def _forget_secrets(self) -> None:
         """Drop polynomials, summands and received shares (Python cannot wipe memory)."""
 
-    def receive(self, message: DkgMessage) -> list[DkgMessage]:
+    def receive(self, message: messages.DkgMessage) -> list[messages.DkgMessage]:
         """Process one incoming broadcast; returns the messages to broadcast in reply."""
         if message.sender == self.identifier:
             return []  # our own broadcast looped back
@@ -99,7 +102,7 @@ class Machine:
             raise DkgMessageRejected(
                 f"{message.TYPE} claiming to be from {message.sender} is not authentic"
             )
-        if isinstance(message, Complaint):
+        if isinstance(message, messages.Complaint):
             if not self.aborted:
                 self._forget_secrets()
             verdict = verify_complaint(message, self.roster)
@@ -110,7 +113,7 @@ class Machine:
             return []
         return self._dispatch(message)
 
-    def _dispatch(self, message: DkgMessage) -> list[DkgMessage]:
+    def _dispatch(self, message: messages.DkgMessage) -> list[messages.DkgMessage]:
         raise NotImplementedError
 
     def _check_result(self, done: bool) -> None:

@@ -7,16 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from certs.dkg import messages
 from certs.dkg.codec import pair_map
-from certs.dkg.messages import (
-    DkgMessage,
-    DkgRound1,
-    DkgRound2,
-    RepairCommit,
-    RepairDeltas,
-    RepairRequest,
-    RepairSigma,
-)
 from certs.dkg.primitives import (
     SEALED_SCALAR_LEN,
     decode_points,
@@ -39,7 +31,7 @@ __all__ = [
 ]
 
 
-def dealer_commitment(roster: Roster, m: DkgRound1) -> list[Point] | str:
+def dealer_commitment(roster: Roster, m: messages.DkgRound1) -> list[Point] | str:
     """The dealer's full commitment vector (refresh: identity constant term prepended)."""
     expected = roster.threshold if roster.purpose == "dkg" else roster.threshold - 1
     if len(m.commitments) != expected:
@@ -50,7 +42,7 @@ def dealer_commitment(roster: Roster, m: DkgRound1) -> list[Point] | str:
     return points if roster.purpose == "dkg" else [Point.identity(), *points]
 
 
-def round1_problem(roster: Roster, m: DkgRound1) -> str | None:
+def round1_problem(roster: Roster, m: messages.DkgRound1) -> str | None:
     commitment = dealer_commitment(roster, m)
     if isinstance(commitment, str):
         return commitment
@@ -71,7 +63,7 @@ def round1_problem(roster: Roster, m: DkgRound1) -> str | None:
 
 
 def round2_problem(
-    roster: Roster, m: DkgRound2, known: Mapping[int, DkgRound1] | None = None
+    roster: Roster, m: messages.DkgRound2, known: Mapping[int, messages.DkgRound1] | None = None
 ) -> str | None:
     shares = pair_map(m.shares, set(roster.members) - {m.sender}, "shares")
     if isinstance(shares, str):
@@ -89,7 +81,7 @@ def round2_problem(
     return None
 
 
-def repair_commit_problem(roster: Roster, m: RepairCommit) -> str | None:
+def repair_commit_problem(roster: Roster, m: messages.RepairCommit) -> str | None:
     assert roster.public is not None and roster.target is not None
     if m.sender not in roster.members:
         return "repair commitments from a non-helper"
@@ -116,7 +108,7 @@ def repair_commit_problem(roster: Roster, m: RepairCommit) -> str | None:
     return None
 
 
-def repair_request_problem(roster: Roster, m: RepairRequest) -> str | None:
+def repair_request_problem(roster: Roster, m: messages.RepairRequest) -> str | None:
     if m.sender != roster.target:
         return "repair request from someone other than the target"
     keys = pair_map(m.enc_keys, set(roster.members), "enc_keys")
@@ -129,7 +121,7 @@ def repair_request_problem(roster: Roster, m: RepairRequest) -> str | None:
     return None
 
 
-def repair_deltas_problem(roster: Roster, m: RepairDeltas) -> str | None:
+def repair_deltas_problem(roster: Roster, m: messages.RepairDeltas) -> str | None:
     if m.sender not in roster.members:
         return "repair summands from a non-helper"
     deltas = pair_map(m.deltas, set(roster.members) - {m.sender}, "deltas")
@@ -140,7 +132,7 @@ def repair_deltas_problem(roster: Roster, m: RepairDeltas) -> str | None:
     return None
 
 
-def repair_sigma_problem(roster: Roster, m: RepairSigma) -> str | None:
+def repair_sigma_problem(roster: Roster, m: messages.RepairSigma) -> str | None:
     if m.sender not in roster.members:
         return "repair sum from a non-helper"
     if len(m.sigma) != SEALED_SCALAR_LEN:
@@ -148,27 +140,32 @@ def repair_sigma_problem(roster: Roster, m: RepairSigma) -> str | None:
     return None
 
 
-def message_problem(roster: Roster, m: DkgMessage) -> str | None:
+def message_problem(roster: Roster, m: messages.DkgMessage) -> str | None:
     """The first rule ``m`` breaks for this run's purpose, or None."""
     ok_types: dict[str, tuple[type, ...]] = {
-        "dkg": (DkgRound1, DkgRound2),
-        "refresh": (DkgRound1, DkgRound2),
-        "repair": (RepairRequest, RepairCommit, RepairDeltas, RepairSigma),
+        "dkg": (messages.DkgRound1, messages.DkgRound2),
+        "refresh": (messages.DkgRound1, messages.DkgRound2),
+        "repair": (
+            messages.RepairRequest,
+            messages.RepairCommit,
+            messages.RepairDeltas,
+            messages.RepairSigma,
+        ),
     }
     if not isinstance(m, ok_types[roster.purpose]):
         return f"{m.TYPE} message in a {roster.purpose} run"
-    if isinstance(m, RepairRequest):
+    if isinstance(m, messages.RepairRequest):
         return repair_request_problem(roster, m)
     if m.sender not in roster.members:
         return f"{m.TYPE} from a non-member"
-    if isinstance(m, DkgRound1):
+    if isinstance(m, messages.DkgRound1):
         return round1_problem(roster, m)
-    if isinstance(m, DkgRound2):
+    if isinstance(m, messages.DkgRound2):
         return round2_problem(roster, m)
-    if isinstance(m, RepairCommit):
+    if isinstance(m, messages.RepairCommit):
         return repair_commit_problem(roster, m)
-    if isinstance(m, RepairDeltas):
+    if isinstance(m, messages.RepairDeltas):
         return repair_deltas_problem(roster, m)
-    if isinstance(m, RepairSigma):
+    if isinstance(m, messages.RepairSigma):
         return repair_sigma_problem(roster, m)
     return "complaints cannot be evidence"
