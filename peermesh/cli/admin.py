@@ -22,6 +22,18 @@ agent_option = click.option(
     help="Admin URL of the local agent.",
 )
 
+output_option = click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+
+
+def printed_as_json(data: Any, output: str) -> bool:
+    """Print ``data`` as JSON when ``--output json`` asked for it; True when it did."""
+    if output != "json":
+        return False
+    click.echo(json.dumps(data, indent=2))
+    return True
+
 
 def admin_call(
     agent_url: str,

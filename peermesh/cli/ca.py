@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 from rich.console import Console
 from rich.table import Table
 
-from peermesh.cli.admin import admin_call, agent_option
+from peermesh.cli.admin import admin_call, agent_option, output_option, printed_as_json
 
 console = Console()
 
@@ -20,12 +18,11 @@ def ca_group() -> None:
 
 @ca_group.command("status")
 @agent_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@output_option
 def ca_status(agent_url: str, output: str) -> None:
     """Committee, threshold, reachable signers, root and this node's certificate."""
     _code, data = admin_call(agent_url, "/v1/ca/status")
-    if output == "json":
-        click.echo(json.dumps(data, indent=2))
+    if printed_as_json(data, output):
         return
     table = Table(title=f"threshold CA seen by {data['node']}")
     table.add_column("field")

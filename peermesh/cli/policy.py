@@ -11,7 +11,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from peermesh.cli.admin import admin_call, agent_option
+from peermesh.cli.admin import admin_call, agent_option, output_option, printed_as_json
 from peermesh.policy.loader import PolicyLoadError, load_path
 
 console = Console()
@@ -166,14 +166,13 @@ def diff_cmd(agent_url: str, path: str) -> None:
 
 @policy.command("status")
 @agent_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@output_option
 def status_cmd(agent_url: str, output: str) -> None:
     """Policy version and digest here and at every peer (convergence at a glance)."""
     code, data = admin_call(agent_url, "/v1/policy/status")
     if code != 200:
         _fail(code, data)
-    if output == "json":
-        click.echo(json.dumps(data, indent=2))
+    if printed_as_json(data, output):
         return
     here = data["here"]
     table = Table(title="policy convergence")

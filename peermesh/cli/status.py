@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 from rich.console import Console
 from rich.table import Table
 
-from peermesh.cli.admin import admin_call, agent_option
+from peermesh.cli.admin import admin_call, agent_option, output_option, printed_as_json
 
 console = Console()
 
 
 @click.command()
 @agent_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@output_option
 def status(agent_url: str, output: str) -> None:
     """Show the local agent's status."""
     _code, data = admin_call(agent_url, "/v1/status")
-    if output == "json":
-        click.echo(json.dumps(data, indent=2))
+    if printed_as_json(data, output):
         return
     table = Table(title=f"agent {data['node']} ({data['service']})")
     table.add_column("field")
@@ -49,12 +46,11 @@ def ping(agent_url: str, address: str) -> None:
 
 @click.command()
 @agent_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@output_option
 def members(agent_url: str, output: str) -> None:
     """List the mesh members this agent sees (gossip membership)."""
     _code, data = admin_call(agent_url, "/v1/members")
-    if output == "json":
-        click.echo(json.dumps(data, indent=2))
+    if printed_as_json(data, output):
         return
     if not data.get("running"):
         raise click.ClickException(f"gossip is not running: {data.get('reason', 'unknown')}")

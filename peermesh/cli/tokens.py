@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 from rich.console import Console
 from rich.table import Table
 
-from peermesh.cli.admin import admin_call, agent_option
+from peermesh.cli.admin import admin_call, agent_option, output_option, printed_as_json
 from peermesh.core.units import parse_duration
 
 
@@ -51,14 +49,13 @@ def token_create(agent_url: str, service: str | None, ttl: str, uses: int) -> No
 
 @token.command("list")
 @agent_option
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@output_option
 def token_list(agent_url: str, output: str) -> None:
     """Join tokens in the policy (hashes only), and their uses counted on this agent."""
     code, data = admin_call(agent_url, "/v1/ca/tokens")
     if code != 200:
         raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
-    if output == "json":
-        click.echo(json.dumps(data, indent=2))
+    if printed_as_json(data, output):
         return
     table = Table(title=f"join tokens seen by {data['node']}")
     for column in ("id", "service", "expires", "max uses", "used here", "from"):
