@@ -177,7 +177,7 @@ async def test_check_names_a_skewed_clock_and_diverged_policy(tmp_path):
 
 
 async def test_check_names_an_expired_certificate(tmp_path):
-    from pki import make_mesh_pki
+    from tests.support.pki import make_mesh_pki
 
     dirs = make_mesh_pki(tmp_path)
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
@@ -197,7 +197,7 @@ async def test_check_names_an_expired_certificate(tmp_path):
 
 
 async def test_check_says_when_the_agent_is_down(tmp_path):
-    from meshkit import free_port
+    from tests.support.meshkit import free_port
 
     check = await cli("check", "--agent", f"http://127.0.0.1:{free_port()}")
     assert check.exit_code == 1
@@ -251,8 +251,8 @@ async def test_check_names_a_certificate_from_the_future_and_a_node_cut_off_from
     """A node whose clock is behind the signers' holds a certificate it cannot use yet,
     and with --join seeds but no peer known it is cut off, not a one-node mesh (both
     found by the chaos clock-skew scenario, where such a node reported itself healthy)."""
-    from meshkit import free_port
-    from pki import make_mesh_pki
+    from tests.support.meshkit import free_port
+    from tests.support.pki import make_mesh_pki
 
     dirs = make_mesh_pki(tmp_path)
     future = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)

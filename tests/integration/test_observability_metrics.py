@@ -158,7 +158,8 @@ async def test_every_documented_metric_is_exposed(tmp_path):
 
 async def test_grpc_status_is_a_bounded_label_on_both_sides(tmp_path):
     import grpc
-    from test_grpc import SERVICE, start_grpc_server
+
+    from tests.integration.test_grpc import SERVICE, start_grpc_server
 
     server, port = start_grpc_server()
     try:

@@ -220,9 +220,8 @@ async def test_control_ping_rides_mtls(tmp_path):
 
 
 async def test_agent_without_certificate_is_not_ready_and_says_why(tmp_path):
-    from meshkit import agent_config
-
     from peermesh.agent import Agent
+    from tests.support.meshkit import agent_config
 
     empty = tmp_path / "empty"
     empty.mkdir()

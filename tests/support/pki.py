@@ -2,7 +2,7 @@
 
 Usage::
 
-    from pki import make_mesh_pki, make_foreign_root_dir, raw_client_context
+    from tests.support.pki import make_mesh_pki, make_foreign_root_dir, raw_client_context
 
     dirs = make_mesh_pki(tmp_path)                  # {"node-a": Path, "node-b": Path}
     tls = MeshTls(dirs["node-a"], "mesh.test")

@@ -86,7 +86,8 @@ async def test_certificate_rotation_keeps_open_connections(tmp_path):
         import ssl
 
         from cryptography import x509
-        from pki import raw_client_context
+
+        from tests.support.pki import raw_client_context
 
         tcp = await trio.open_tcp_stream(*mesh.inbound)
         tls = trio.SSLStream(tcp, raw_client_context(mesh.dirs["node-a"]), server_hostname="x")
