@@ -16,6 +16,7 @@ identity or an overlong lifetime past an honest signer.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import secrets
 from typing import Final
@@ -37,6 +38,7 @@ __all__ = [
     "build_root_tbs",
     "certificate_signature_valid",
     "check_leaf_tbs",
+    "leaf_serial",
     "root_common_name",
 ]
 
@@ -186,6 +188,32 @@ def _tbs_of(builder: x509.CertificateBuilder) -> bytes:
     if alg != _ED25519_ALGID or tbs != cert.tbs_certificate_bytes:
         raise RuntimeError("cryptography produced an unexpected certificate layout")
     return tbs
+
+
+def leaf_serial(
+    subject_public_key: bytes,
+    spiffe_id: str,
+    node_name: str,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> int:
+    """A leaf's serial derived from what it says, so every signer builds the same bytes.
+
+    Distinct leaves differ in key or validity, so their serials differ; nobody chooses it.
+    """
+    digest = hashlib.sha256(
+        b"\0".join(
+            [
+                b"peermesh leaf serial v1",
+                subject_public_key,
+                spiffe_id.encode(),
+                node_name.encode(),
+                str(int(not_before.timestamp())).encode(),
+                str(int(not_after.timestamp())).encode(),
+            ]
+        )
+    ).digest()
+    return (int.from_bytes(digest[:20], "big") >> 1) | 1  # positive, < 2**159
 
 
 def root_common_name(trust_domain: str) -> str:

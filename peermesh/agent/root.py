@@ -38,7 +38,7 @@ from peermesh.proxy.endpoints import StaticEndpoints
 from peermesh.proxy.inbound import InboundProxy
 from peermesh.proxy.localapp import LocalApp
 from peermesh.proxy.outbound import OutboundProxy
-from peermesh.proxy.tracker import ConnectionTracker
+from peermesh.proxy.tracker import ConnectionTracker, close_revoked
 
 log = logging.getLogger(__name__)
 
@@ -397,6 +397,19 @@ class Agent:
         self.observability.policy_applied_at = time.time()
         if any(key.startswith("MeshConfig/") for key in changed):
             self._apply_mesh_telemetry()
+            self._close_revoked()
+
+    def _close_revoked(self) -> None:
+        """End open connections (both directions) of identities MeshConfig now revokes."""
+        compiled = self.policy.compiled()
+        if not compiled.revoked:
+            return
+        closed = close_revoked(self.inbound_tracker.h2, compiled.is_revoked)
+        pool = self.running_pool
+        if pool is not None:
+            closed += close_revoked(pool.sessions(), compiled.is_revoked)
+        if closed:
+            log.info("closed %d connection(s) of revoked identities", closed)
 
     def _apply_mesh_telemetry(self) -> None:
         """MeshConfig ``spec.telemetry`` over this agent's own flags (absent: the flags)."""

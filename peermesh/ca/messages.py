@@ -31,6 +31,7 @@ class AuthKind(Enum):
     BOOTSTRAP = "bootstrap"  # an initial agent's first leaf, before any mTLS
     RENEW = "renew"  # a leaf for the identity the caller authenticates as
     JOIN = "join"  # a new agent's first leaf, authorized by a join token
+    ENDORSE = "endorse"  # the committee the signer holds, after a refresh it took part in
 
 
 @dataclass(frozen=True)

@@ -19,20 +19,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from certs.spiffe import SpiffeId
-from certs.x509 import build_leaf_tbs
 from gossip.messages import MemberState
 from peermesh.ca import channel
 from peermesh.ca.dkgrelay import ParticipantSessions
+from peermesh.ca.errors import CaForbidden
 from peermesh.ca.issuance import IssuanceResult
 from peermesh.ca.ports import CaPorts
 from peermesh.ca.settings import CaSettings
-from peermesh.ca.signer import Signer, SigningPolicy
+from peermesh.ca.signer import Signer, SigningPolicy, leaf_template
 from peermesh.ca.state import CaState, Committee, CommitteeMember
+from peermesh.ca.succession import check_committee_update, endorsement_valid
 from peermesh.ca.tokens import JoinToken
 
 log = logging.getLogger(__name__)
 
-CLOCK_BACKDATE = dt.timedelta(minutes=1)
 _REACHABLE = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
@@ -106,6 +106,7 @@ class CaNode:
         self.last_error: str | None = None
         self.issued: list[IssuanceResult] = []
         self.renewals = 0
+        self.refused_updates = 0  # committee updates refused for want of proof
         self.root_ready = trio.Event()
         self.identity_ready = trio.Event()
         self.bootstrap_address: tuple[str, int] | None = None
@@ -146,11 +147,13 @@ class CaNode:
         self.state.save_committee(committee)
         self.load_signer()
 
-    def change_authorized(self, peer: SpiffeId | str | None) -> str | None:
-        """Why ``peer`` may not coordinate a committee change or mint tokens, or None.
+    def change_authorized(self, peer: SpiffeId | str | None, node: str | None) -> str | None:
+        """Why ``peer`` on ``node`` may not coordinate a committee change or mint tokens, or None.
 
-        With MeshConfig ``spec.admins`` set, only those identities may; without, any
-        identity a committee member runs as (the open default of a fresh mesh).
+        With MeshConfig ``spec.admins`` set, only those identities may; without, only a
+        committee member's *node* (its certificate's DNS SAN, which signers bind to the
+        node that authenticated: see :func:`peermesh.ca.signer.leaf_decision`) running as
+        that member's service. Another instance of a member's service is another node.
         """
         if peer is None:
             return "an unauthenticated caller may not change the CA"
@@ -160,17 +163,14 @@ class CaNode:
             if principal in admins:
                 return None
             return f"{principal} is not a MeshConfig admin (admins: {', '.join(admins)})"
-        committee = self.committee
-        allowed = (
-            {str(SpiffeId.for_service(self.trust_domain, m.service)) for m in committee.members}
-            if committee is not None
-            else set()
-        )
-        if principal in allowed:
+        member = self.committee.member(node) if self.committee is not None and node else None
+        if member is not None and principal == str(
+            SpiffeId.for_service(self.trust_domain, member.service)
+        ):
             return None
         return (
-            f"{principal} is neither a MeshConfig admin nor a committee member's identity;"
-            " list operators' identities in MeshConfig spec.admins"
+            f"{principal} on node {node or '?'} is neither a MeshConfig admin nor a committee"
+            " member's node; list operators' identities in MeshConfig spec.admins"
         )
 
     def address_of(self, member: CommitteeMember) -> tuple[str, int]:
@@ -183,16 +183,15 @@ class CaNode:
         return member.address
 
     def leaf_tbs(self, key: Ed25519PublicKey, service: str, node: str) -> bytes:
-        """A leaf for ``service`` on ``node``, back-dated a little, for our lifetime."""
+        """The signers' template leaf for ``service`` on ``node`` at our clock, our lifetime."""
         assert self.committee is not None
-        now = utcnow()
-        return build_leaf_tbs(
+        return leaf_template(
             key,
-            str(SpiffeId.for_service(self.trust_domain, service)),
-            node,
-            self.committee.root,
-            now - CLOCK_BACKDATE,
-            now - CLOCK_BACKDATE + self.leaf_lifetime,
+            identity=str(SpiffeId.for_service(self.trust_domain, service)),
+            node_name=node,
+            root=self.committee.root,
+            issued_at=utcnow(),
+            lifetime=self.leaf_lifetime,
         )
 
     def install(self, cert: x509.Certificate, key: Ed25519PrivateKey) -> None:
@@ -201,20 +200,34 @@ class CaNode:
         self.ports.installer.install(cert, key, [self.committee.root])
 
     def adopt_committee(self, new: Committee) -> bool:
-        """Take a newer committee if it is for the same root and group key."""
+        """Take a newer committee if it provably succeeds ours; False if it is not newer.
+
+        Raises CaForbidden (and logs) for a committee without that proof (see
+        :mod:`peermesh.ca.succession`): our share stays. The same epoch is taken again
+        only to add the endorsement to the committee we already hold.
+        """
         old = self.committee
-        if old is None or new.epoch <= old.epoch:
+        if old is None or new.epoch < old.epoch:
             return False
-        if (
-            new.public.group_public_key != old.public.group_public_key
-            or new.root_der != old.root_der
-        ):
-            log.warning("refused a committee update with another group key or root")
-            return False
+        if new.epoch == old.epoch:
+            if old.endorsement is not None or new.statement() != old.statement():
+                return False
+            if not endorsement_valid(new):
+                self.refused_updates += 1
+                log.warning("refused an endorsement for committee epoch %d: invalid", new.epoch)
+                raise CaForbidden("the committee's endorsement does not verify")
+        else:
+            try:
+                check_committee_update(old, new)
+            except CaForbidden as exc:
+                self.refused_updates += 1
+                log.warning("refused committee epoch %d: %s", new.epoch, exc.message)
+                raise
         self.committee = new
         self.state.save_committee(new)
         loaded = self.state.load_share()
         if loaded is not None and (loaded[0] < new.epoch) and new.member(self.name) is None:
-            self.state.drop_share()  # we were left out of a refresh: our share is useless
+            # Proven above: t holders of new shares signed a committee without us.
+            self.state.drop_share()
         self.load_signer()
         return True

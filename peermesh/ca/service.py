@@ -55,7 +55,7 @@ class CaService:
         self.signing = SigningService(node)
         self.issuer = Issuer(node, calls, self.signing)
         self.dkg = DkgParticipant(node)
-        self.committee_flows = CommitteeFlows(node, calls)
+        self.committee_flows = CommitteeFlows(node, calls, self.issuer)
         self.tokens = TokenFlows(node, calls, self.committee_flows, self.signing)
         self.renewal = Renewal(node, self.issuer)
         self.bootstrap = Bootstrap(node, calls, self.issuer, self.dkg)

@@ -15,6 +15,7 @@ the new file, never half of one.  No file holds the whole root key: it never exi
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -87,6 +88,14 @@ class Committee:
     public: PublicKeyPackage
     members: tuple[CommitteeMember, ...]
     root_der: bytes | None = None
+    #: The committee's own threshold signature (under the group key) over
+    #: :meth:`statement`: t holders of the new shares confirm a refresh completed.
+    endorsement: bytes | None = None
+
+    def statement(self) -> bytes:
+        """What an endorsement signs: this committee without its endorsement."""
+        body = {**self.to_wire(), "endorsement": None}
+        return b"peermesh committee v1\0" + hashlib.sha256(_pack(body)).digest()
 
     @property
     def threshold(self) -> int:
@@ -118,6 +127,7 @@ class Committee:
             "public": self.public.to_wire(),
             "members": [m.to_wire() for m in self.members],
             "root": self.root_der,
+            "endorsement": self.endorsement,
         }
 
     @classmethod
@@ -126,12 +136,14 @@ class Committee:
             public = PublicKeyPackage.from_wire(data["public"])
             members = tuple(CommitteeMember.from_wire(m) for m in data["members"])
             root = data.get("root")
+            endorsement = data.get("endorsement")
             committee = cls(
                 epoch=int(data["epoch"]),
                 trust_domain=str(data["trust_domain"]),
                 public=public,
                 members=members,
                 root_der=bytes(root) if root else None,
+                endorsement=bytes(endorsement) if endorsement else None,
             )
         except (KeyError, TypeError, ValueError, FrostError) as exc:
             raise CaStateError(f"committee state is malformed: {exc}") from None

@@ -43,6 +43,7 @@ __all__ = [
     "build_contexts",
     "identity_from_der",
     "peer_identity",
+    "peer_node_name",
 ]
 
 ALPN_PROTOCOLS = ["h2"]
@@ -339,6 +340,25 @@ def identity_from_der(der: bytes | None, trust_domain: str) -> SpiffeId:
             f"not ours ({trust_domain!r})"
         )
     return identity
+
+
+def peer_node_name(conn: ssl.SSLObject | ssl.SSLSocket | trio.SSLStream[Any]) -> str | None:
+    """The node name the verified peer certificate binds (its one DNS SAN), or None.
+
+    The SPIFFE ID names the service (shared by its instances); the CA puts exactly one
+    DNS SAN, the node name, in every leaf it signs, so this tells two instances apart.
+    """
+    try:
+        der = conn.getpeercert(binary_form=True)
+        if not der:
+            return None
+        san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        )
+    except (ValueError, ssl.SSLError, x509.ExtensionNotFound):
+        return None
+    names = san.value.get_values_for_type(x509.DNSName)
+    return names[0] if len(names) == 1 else None
 
 
 def peer_identity(

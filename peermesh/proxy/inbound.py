@@ -30,7 +30,13 @@ from peermesh.net.http.headers import (
     h2_request_to_head,
 )
 from peermesh.net.rpc.router import ControlRouter
-from peermesh.net.tls import MeshTls, PeerIdentityError, TlsNotReady, peer_identity
+from peermesh.net.tls import (
+    MeshTls,
+    PeerIdentityError,
+    TlsNotReady,
+    peer_identity,
+    peer_node_name,
+)
 from peermesh.observability.context import CountingBody, CountingWriter, note_authz
 from peermesh.observability.metrics import AgentMetrics
 from peermesh.policy.compiled import AuthzDecision, CompiledPolicy
@@ -119,8 +125,10 @@ class InboundProxy:
             await trio.aclose_forcefully(stream)
             return
 
+        node = peer_node_name(stream)
+
         async def on_stream(h2_stream: H2Stream) -> None:
-            await self._handle_stream(h2_stream, identity, peer_ip)
+            await self._handle_stream(h2_stream, identity, peer_ip, node)
 
         session = H2Session(
             stream,
@@ -170,7 +178,9 @@ class InboundProxy:
         self.metrics.authz_denials.labels(decision.policy_name or "", decision.action).inc()
         return decision
 
-    async def _handle_stream(self, stream: H2Stream, peer: SpiffeId, peer_ip: str) -> None:
+    async def _handle_stream(
+        self, stream: H2Stream, peer: SpiffeId, peer_ip: str, node: str | None = None
+    ) -> None:
         writer = H2ResponseWriter(stream)
         body = H2StreamBody(stream)
         try:
@@ -180,7 +190,15 @@ class InboundProxy:
             await errors.send_error(writer, errors.bad_request(str(exc)))
             return
         if ControlRouter.owns(head.path):
-            status = await self.control.handle(head, body, writer, peer)
+            if self.policy is not None and self.policy().is_revoked(str(peer)):
+                # Checked per call, not only at the handshake: a connection opened before
+                # the revocation arrived must not keep renewing or pushing policy.
+                self.metrics.control_calls.labels("revoked", "403").inc()
+                await self.control.refuse(
+                    writer, 403, f"identity {peer} is revoked by the MeshConfig", "revoked"
+                )
+                return
+            status = await self.control.handle(head, body, writer, peer, node)
             method = head.path.decode("ascii", "replace").split("?", 1)[0]
             known = method[len("/peermesh.v1/") :]
             label = known if known in self.control.methods else "unknown"

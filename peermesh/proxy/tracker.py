@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -35,3 +36,17 @@ class ConnectionTracker:
             conn.draining = True
             if not conn.busy:
                 scope.cancel()
+
+
+def close_revoked(sessions: Iterable[H2Session], is_revoked: Callable[[str | None], bool]) -> int:
+    """Hard-close every mTLS session whose peer identity is now revoked; how many.
+
+    The handshake check only covers new connections; a revocation must also end the
+    ones already open (requests in flight on them are cancelled).
+    """
+    closed = 0
+    for session in list(sessions):
+        if session.peer is not None and is_revoked(str(session.peer)):
+            session.close("peer identity revoked")
+            closed += 1
+    return closed

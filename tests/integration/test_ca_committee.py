@@ -12,8 +12,9 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certs.ed25519_group import Point, Scalar
-from certs.x509 import assemble_certificate, build_leaf_tbs, certificate_signature_valid
+from certs.x509 import assemble_certificate, certificate_signature_valid
 from peermesh.ca.issuance import threshold_sign
+from peermesh.ca.signer import leaf_template
 from peermesh.ca.state import CaState
 from tests.support.ca import bootstrap_mesh, reconstruct_root_secret
 
@@ -55,10 +56,10 @@ async def test_enroll_refresh_and_status(tmp_path: Path) -> None:
         committee = four.ca.committee
         assert committee is not None
         key = Ed25519PrivateKey.generate()
-        now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-        tbs = build_leaf_tbs(
-            key.public_key(), "spiffe://mesh.test/svc/audit", "node-4", committee.root,
-            now, now + dt.timedelta(hours=1),
+        tbs = leaf_template(
+            key.public_key(), identity="spiffe://mesh.test/svc/audit", node_name="node-4",
+            root=committee.root, issued_at=dt.datetime.now(dt.UTC),
+            lifetime=dt.timedelta(hours=1),
         )  # fmt: skip
         result = await threshold_sign(
             tbs, committee, four.ca.mtls_signer_call, {"kind": "renew"}, prefer=["node-4"]

@@ -30,7 +30,9 @@ class MemberCalls:
         timeout: float = 20.0,
     ) -> Resp:
         if node == self.node.name:
-            return await self.router.dispatch(method, self.node.ports.tls.identity, body)
+            return await self.router.dispatch(
+                method, self.node.ports.tls.identity, body, node=self.node.name
+            )
         endpoint = Endpoint(service="", host=address[0], port=address[1])
         return await self.node.ports.control().call(endpoint, method, body, timeout=timeout)
 

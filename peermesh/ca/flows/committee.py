@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -18,6 +19,7 @@ from peermesh.ca.dkgrelay import RelayCall, RunSpec, relay_run
 from peermesh.ca.errors import CaForbidden, CaUnavailable, QuorumError
 from peermesh.ca.flows.calls import MemberCalls
 from peermesh.ca.flows.dkg import StepCall, per_node, relay_steps
+from peermesh.ca.flows.issue import Issuer
 from peermesh.ca.issuance import quorum_message
 from peermesh.ca.node import CaNode
 from peermesh.ca.state import Committee, CommitteeMember
@@ -37,9 +39,10 @@ def missing_quorum(committee: Committee, reachable: list[CommitteeMember]) -> st
 class CommitteeFlows:
     """This agent's committee: what it tells others, and the changes it coordinates."""
 
-    def __init__(self, node: CaNode, calls: MemberCalls) -> None:
+    def __init__(self, node: CaNode, calls: MemberCalls, issuer: Issuer) -> None:
         self.node = node
         self.calls = calls
+        self.issuer = issuer
 
     # -- what members ask -----------------------------------------------------------------
     def info(self) -> m.InfoReply:
@@ -61,7 +64,7 @@ class CommitteeFlows:
         return m.CommitteeMessage(self.node.committee)
 
     async def rpc_update(self, request: ControlRequest[m.CommitteeMessage]) -> m.AdoptedReply:
-        refusal = self.node.change_authorized(request.peer)
+        refusal = self.node.change_authorized(request.peer, request.node)
         if refusal is not None:
             raise CaForbidden(f"{self.node.name} refuses the committee update: {refusal}")
         return m.AdoptedReply(self.node.adopt_committee(request.body.committee))
@@ -88,7 +91,7 @@ class CommitteeFlows:
 
     def check_local_change(self, what: str) -> None:
         """Refuse early, with the reason, what the signers would refuse anyway."""
-        refusal = self.node.change_authorized(self.node.ports.tls.identity)
+        refusal = self.node.change_authorized(self.node.ports.tls.identity, self.node.name)
         if refusal is not None:
             raise CaForbidden(f"{what} refused: {refusal}")
 
@@ -134,6 +137,7 @@ class CommitteeFlows:
         addresses = {x.node: node.address_of(x) for x in reachable}
         await relay_run(spec, self._relay(addresses))
         assert node.committee is not None
+        await self.endorse(node.committee)
         await self.broadcast()
         removed = sorted(set(committee.names()) - set(addresses))
         return {
@@ -196,6 +200,19 @@ class CommitteeFlows:
             "epoch": new_committee.epoch,
             "helpers": sorted(participants),
         }
+
+    async def endorse(self, committee: Committee) -> None:
+        """Have t new-share holders sign the refreshed committee: the proof others need
+        before they drop a share the refresh left out (:mod:`peermesh.ca.succession`)."""
+        statement = committee.statement()
+        result = await self.issuer.sign(
+            statement,
+            m.SignAuth(m.AuthKind.ENDORSE),
+            self.issuer.mtls_signer_call,
+            committee=committee,
+        )
+        self.node.adopt_committee(replace(committee, endorsement=result.signature))
+        log.info("committee epoch %d endorsed by %s", committee.epoch, result.signers)
 
     async def broadcast(self) -> None:
         """Tell every live member about the new committee (others fetch it when they notice)."""

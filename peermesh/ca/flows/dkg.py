@@ -7,6 +7,7 @@ starts, and persists what a finished run hands it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +18,10 @@ from peermesh.ca.node import CaNode
 from peermesh.ca.roster import Roster
 from peermesh.ca.rules import check_bootstrap_spec, check_change_spec
 from peermesh.ca.state import Committee
+from peermesh.ca.succession import check_own_share, check_shares_consistent
 from peermesh.net.rpc import ControlRequest
+
+log = logging.getLogger(__name__)
 
 #: One relay step as a typed call: (step name, wire body) -> wire reply.
 StepCall = Callable[[str, Any], Awaitable[Any]]
@@ -75,6 +79,8 @@ class DkgParticipant:
         assert self.roster is not None
         output = node.sessions.finish(body.session)
         assert output.share is not None
+        check_shares_consistent(output.public)
+        check_own_share(output.share, output.public)
         committee = Committee(1, node.trust_domain, output.public, self.roster.members(), None)
         node.state.save_share(1, output.share)
         node.set_committee(committee)
@@ -87,7 +93,7 @@ class DkgParticipant:
         if spec.target != node.name:
             # A helper in a refresh or repair: only an authorized coordinator may start one
             # (a repair hands a share to its target, so a rogue one could collect shares).
-            refusal = node.change_authorized(request.peer)
+            refusal = node.change_authorized(request.peer, request.node)
             if refusal is not None:
                 raise CaForbidden(f"{node.name} refuses the {spec.purpose} run: {refusal}")
         offered, public = check_change_spec(
@@ -111,6 +117,12 @@ class DkgParticipant:
         if spec.purpose == "refresh":
             old = node.committee
             assert old is not None and output.share is not None
+            # Replace the share only with one that provably shares the same root key.
+            if output.public.group_public_key != old.public.group_public_key:
+                log.warning("refused a refresh that changes the group key; share kept")
+                raise CaForbidden("refresh output has another group key; share kept")
+            check_shares_consistent(output.public)
+            check_own_share(output.share, output.public)
             members = tuple(x for x in old.members if x.node in spec.participants)
             new = Committee(old.epoch + 1, old.trust_domain, output.public, members, old.root_der)
             node.state.save_share(new.epoch, output.share)
@@ -118,6 +130,8 @@ class DkgParticipant:
         elif spec.target == node.name:
             offered = self._pending_enrolment
             assert output.share is not None and offered is not None
+            check_shares_consistent(offered.public)
+            check_own_share(output.share, offered.public)
             node.state.save_share(offered.epoch, output.share)
             node.set_committee(offered)
         return m.Ok()

@@ -128,9 +128,9 @@ class Issuer:
         address = self.node.address_of(member)
         try:
             reply = await self.calls.call(member.node, address, m.COMMITTEE, Empty(), timeout=5)
+            return self.node.adopt_committee(reply.committee)
         except PeermeshError:
             return False
-        return self.node.adopt_committee(reply.committee)
 
     async def retry(self, attempt: Callable[[], Awaitable[IssuanceResult]]) -> IssuanceResult:
         """Until it works: a quorum may be missing only while agents are still starting."""

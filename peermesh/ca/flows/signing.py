@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from certs import frost
@@ -56,17 +57,29 @@ class SigningService:
         signer, committee = self.need_signer()
         body, auth, now = request.body, request.body.auth, utcnow()
         policy = self.node.policy
+        compiled = self.node.ports.policy.compiled()
+        if compiled.is_revoked(str(request.peer)):
+            log.warning("refused to sign for revoked identity %s", request.peer)
+            raise CaForbidden(f"{request.peer} is revoked by the MeshConfig; no renewal")
         try:
             if auth.kind is AuthKind.RENEW:
+                if request.node is None:
+                    raise TbsRefused("the caller's certificate names no node (one DNS SAN)")
                 share = signer.sign_leaf(
                     body.package,
                     identity=str(request.peer),
+                    node_name=request.node,
                     root=committee.root,
                     policy=policy,
                     now=now,
                 )
             elif auth.kind is AuthKind.JOIN:
                 share = self.sign_join(signer, committee, body.package, auth, now)
+            elif auth.kind is AuthKind.ENDORSE:
+                refusal = self.node.change_authorized(request.peer, request.node)
+                if refusal is not None:
+                    raise TbsRefused(refusal)
+                share = signer.sign_statement(body.package, committee.statement())
             else:
                 raise TbsRefused(f"{auth.kind.value!r} requests are not accepted over mTLS")
         except (TbsRefused, TokenError, CaStateError) as exc:
@@ -88,7 +101,12 @@ class SigningService:
                     raise TbsRefused(f"{auth.node!r} is not an initial agent")
                 identity = str(SpiffeId.for_service(self.node.trust_domain, member.service))
                 share = signer.sign_leaf(
-                    body.package, identity=identity, root=committee.root, policy=policy, now=now
+                    body.package,
+                    identity=identity,
+                    node_name=member.node,
+                    root=committee.root,
+                    policy=policy,
+                    now=now,
                 )
             else:
                 raise TbsRefused(f"{auth.kind.value!r} requests are not served before mTLS")
@@ -133,10 +151,20 @@ class SigningService:
             now=now.timestamp(),
         )
         identity = str(SpiffeId.for_service(self.node.trust_domain, service))
+        if self.node.ports.policy.compiled().is_revoked(identity):
+            raise TbsRefused(f"{identity} is revoked by the MeshConfig; no join")
         policy = self.node.policy
         checked = signer.check_leaf(
             package, identity=identity, root=committee.root, policy=policy, now=now
         )
+        node_name = (
+            read_tbs(checked.message)
+            .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            .value.get_values_for_type(x509.DNSName)[0]
+        )
+        if committee.member(node_name) is not None:
+            # Node names are what committee rights hang on: a joiner may not take a member's.
+            raise TbsRefused(f"node name {node_name!r} belongs to a committee member")
         if updated != used:
             # Count the use durably before the share can leave (like the nonce).
             self.node.token_uses[token_id] = updated

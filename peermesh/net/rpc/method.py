@@ -28,6 +28,8 @@ class ControlRequest(Generic[Req]):
     method: str
     peer: SpiffeId
     body: Req
+    #: The caller's node name (its certificate's one DNS SAN), when it has one.
+    node: str | None = None
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,11 @@ class _Served:
         self.method = method
         self.handler = handler
 
-    async def __call__(self, name: str, peer: SpiffeId, payload: Any) -> Any:
+    async def __call__(
+        self, name: str, peer: SpiffeId, payload: Any, node: str | None = None
+    ) -> Any:
         body = self.method.request.from_wire(payload)
-        result = await self.handler(ControlRequest(method=name, peer=peer, body=body))
+        result = await self.handler(ControlRequest(method=name, peer=peer, body=body, node=node))
         return result.to_wire()
 
 
@@ -64,19 +66,26 @@ class ControlRouter:
     def methods(self) -> list[str]:
         return sorted(self._handlers)
 
-    async def dispatch(self, method: RpcMethod[Req, Resp], peer: SpiffeId, body: Req) -> Resp:
+    async def dispatch(
+        self, method: RpcMethod[Req, Resp], peer: SpiffeId, body: Req, node: str | None = None
+    ) -> Resp:
         """Call a method of this agent's own in-process, as a peer's call would run it."""
         served = self._handlers.get(method.name)
         if served is None:
             raise PeermeshError(f"no control method {method.name!r}", status=404)
-        return method.response.from_wire(await served(method.name, peer, body.to_wire()))
+        return method.response.from_wire(await served(method.name, peer, body.to_wire(), node))
 
     @staticmethod
     def owns(path: bytes) -> bool:
         return path.startswith(PREFIX.encode())
 
     async def handle(
-        self, head: RequestHead, body: BodySource, writer: ResponseWriter, peer: SpiffeId
+        self,
+        head: RequestHead,
+        body: BodySource,
+        writer: ResponseWriter,
+        peer: SpiffeId,
+        node: str | None = None,
     ) -> int:
         """Serve one control call; returns the status sent."""
         self.calls += 1
@@ -98,12 +107,18 @@ class ControlRouter:
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
             return await self._refuse(writer, 400, f"body is not valid msgpack: {exc}")
         try:
-            result = await handler(method, peer, payload)
+            result = await handler(method, peer, payload, node)
         except TransportError:
             raise  # our own stream is gone: there is nobody to refuse to
         except PeermeshError as exc:
             return await self._refuse(writer, exc.status, exc.message, exc.code)
         return await self._reply(writer, 200, {"result": result})
+
+    async def refuse(
+        self, writer: ResponseWriter, status: int, message: str, code: str | None = None
+    ) -> int:
+        """Answer a control call with an error the caller's client decodes."""
+        return await self._refuse(writer, status, message, code)
 
     async def _refuse(
         self, writer: ResponseWriter, status: int, message: str, code: str | None = None

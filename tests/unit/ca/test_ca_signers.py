@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certs import frost
-from certs.x509 import assemble_certificate, build_leaf_tbs, certificate_signature_valid
+from certs.x509 import assemble_certificate, certificate_signature_valid
 from peermesh.ca.issuance import threshold_sign
+from peermesh.ca.signer import leaf_template
 from peermesh.core.endpoint import Endpoint
 from peermesh.net.rpc import Opaque, RpcError
 from tests.support.ca import bootstrap_mesh, raw_method
@@ -122,10 +123,10 @@ async def test_corrupted_share_is_named_and_replaced(tmp_path: Path, caplog) -> 
         committee = coordinator.ca.committee
         assert committee is not None
         key = Ed25519PrivateKey.generate()
-        now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-        tbs = build_leaf_tbs(
-            key.public_key(), f"spiffe://{TD}/svc/frontend", "node-1", committee.root,
-            now, now + dt.timedelta(hours=1),
+        tbs = leaf_template(
+            key.public_key(), identity=f"spiffe://{TD}/svc/frontend", node_name="node-1",
+            root=committee.root, issued_at=dt.datetime.now(dt.UTC),
+            lifetime=dt.timedelta(hours=1),
         )  # fmt: skip
         result = await threshold_sign(
             tbs, committee, coordinator.ca.mtls_signer_call, {"kind": "renew"},
