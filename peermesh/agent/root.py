@@ -118,7 +118,11 @@ class Agent:
         sources = AgentSources(self)
         self.metrics.registry.register(AgentStateCollector(sources, self.observability))
         self.mesh_view = MeshView(
-            sources, self.observability, self.tls, lambda: self.control_client
+            sources,
+            self.observability,
+            self.tls,
+            lambda: self.control_client,
+            may_tap=lambda principal: self.policy.compiled().may_tap(principal),
         )
         self.mesh_view.register(self.control, self.admin)
         self._apply_mesh_telemetry()  # from a MeshConfig already on disk

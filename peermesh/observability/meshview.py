@@ -3,6 +3,12 @@
 
 Every agent answers ``stats/golden``, ``tap/subscribe`` and ``check/info`` over mTLS;
 the admin routes fan out to every reachable peer, merge, and answer the operator.
+
+Tap rows are request paths other teams' traffic carries, so an agent hands its rows only
+to callers the policy lets tap (MeshConfig admins and ``tapIdentities``) or running as
+its own service, and always with query strings redacted (Linkerd's tap RBAC, Envoy's
+access-log redaction); the local operator's own agent rows are shown in full only when
+asked for (``?query=1``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import trio
 
 from peermesh.core.endpoint import Endpoint
+from peermesh.core.errors import PeermeshError
 from peermesh.net.admin import AdminResponse, AdminServer
 from peermesh.net.rpc import ControlRequest, Empty, RpcError
 from peermesh.net.rpc.client import ControlClient
@@ -41,6 +48,14 @@ from peermesh.observability.ui import DASHBOARD_HTML
 FANOUT_TIMEOUT = 3.0
 MAX_SKEW = 2.0  # seconds of clock difference `check` tolerates (beyond half the RTT)
 NEAR_EXPIRY = 0.1  # fail when less than this share of the certificate lifetime is left
+
+
+def redact_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its path's query string replaced (tokens and ids ride in queries)."""
+    path = row.get("path")
+    if isinstance(path, str) and "?" in path:
+        return {**row, "path": path.split("?", 1)[0] + "?<redacted>"}
+    return row
 
 
 class MeshSources(Protocol):
@@ -80,11 +95,15 @@ class MeshView:
         hub: Observability,
         tls: MeshTls,
         client: Callable[[], ControlClient],
+        *,
+        may_tap: Callable[[str], bool],
     ) -> None:
         self.sources = sources
         self.hub = hub
         self.tls = tls
         self.client = client
+        self.may_tap = may_tap
+        self.tap_refusals = 0
 
     def register(self, router: ControlRouter, admin: AdminServer) -> None:
         router.serve(GOLDEN, self._rpc_golden)
@@ -108,11 +127,21 @@ class MeshView:
     async def _rpc_golden(self, request: ControlRequest[Empty]) -> GoldenReply:
         return self.golden()
 
-    def tap(self, request: TapRequest) -> list[dict[str, Any]]:
+    def tap(self, request: TapRequest, *, redact: bool = True) -> list[dict[str, Any]]:
         self.hub.tap_activate(trio.current_time())
-        return self.hub.tap_matching(request.service, request.path, request.limit)
+        rows = self.hub.tap_matching(request.service, request.path, request.limit)
+        return [redact_row(row) for row in rows] if redact else rows
 
     async def _rpc_tap(self, request: ControlRequest[TapRequest]) -> TapReply:
+        caller = str(request.peer)
+        if caller != str(self.tls.identity) and not self.may_tap(caller):
+            self.tap_refusals += 1
+            raise PeermeshError(
+                f"{caller} may not tap {self.sources.node}: list it in MeshConfig"
+                " spec.tapIdentities (or admins)",
+                status=403,
+                code="tap-forbidden",
+            )
         return TapReply(node=self.sources.node, requests=tuple(self.tap(request.body)))
 
     def info(self) -> CheckInfo:
@@ -186,7 +215,7 @@ class MeshView:
             limit=min(int(query.get("limit", "50") or 50), MAX_TAP),
         )
         replies, errors = await self.fan_out(TAP, request)
-        rows = self.tap(request)
+        rows = self.tap(request, redact=query.get("query") != "1")
         for peer in replies:
             rows.extend(dict(row) for row in peer.reply.requests)
         rows.sort(key=lambda r: str(r.get("time")))

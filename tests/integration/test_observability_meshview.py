@@ -115,10 +115,21 @@ async def test_stats_top_tap_and_check_on_a_healthy_five_agent_mesh(tmp_path):
         )
         assert live.exit_code == 0 and "reviews" in live.output
 
+        # tap is authorized: billing is neither an admin nor listed, so every peer refuses.
+        async with httpx.AsyncClient() as c:
+            refused = (await c.get(admin_url(billing) + "/v1/mesh/tap?service=orders")).json()
+            assert len(refused["errors"]) == 4, refused
+            assert all("may not tap" in e["error"] for e in refused["errors"]), refused
+            me = str(billing.tls.identity)
+            listed = {"kind": "MeshConfig", "name": "default", "spec": {"tapIdentities": [me]}}
+            r = await c.put(admin_url(billing) + "/v1/policy", json={"objects": [listed]})
+            assert r.status_code == 200, r.text
+        await eventually(lambda: all(a.policy.compiled().may_tap(me) for a in agents))
+
         # tap: subscribe (activates the ring buffers), send traffic, then read it back.
         first = await cli("tap", "orders", "--iterations", "1", "--agent", admin_url(billing))
         assert first.exit_code == 0, first.output
-        await traffic(frontend, "orders", 3, "/tapped/x")
+        await traffic(frontend, "orders", 3, "/tapped/x?token=secret")
         await traffic(frontend, "orders", 2, "/other")
         tapped = await cli(
             "tap", "orders", "--path", "/tapped", "--iterations", "1", "--agent", admin_url(billing)
@@ -128,6 +139,8 @@ async def test_stats_top_tap_and_check_on_a_healthy_five_agent_mesh(tmp_path):
         # Each request is seen by the caller's sidecar and by the server's sidecar.
         assert len(lines) == 6, tapped.output
         assert all("/tapped/x" in line and "frontend -> orders" in line for line in lines)
+        # Query strings never leave an agent in tap rows.
+        assert "secret" not in tapped.output and "<redacted>" in tapped.output
 
         check = await cli("check", "--agent", admin_url(billing))
         assert check.exit_code == 0, check.output

@@ -120,6 +120,12 @@ class CompiledPolicy:
     def is_admin(self, principal: str | None) -> bool:
         return principal is not None and principal in self.mesh.admins
 
+    def may_tap(self, principal: str | None) -> bool:
+        """Whether ``principal``'s agent may read this agent's tap rows (admins or listed)."""
+        return principal is not None and (
+            principal in self.mesh.admins or principal in self.mesh.tap_identities
+        )
+
     def authorize(
         self,
         service: str,

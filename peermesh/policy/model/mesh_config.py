@@ -69,6 +69,8 @@ class MeshConfigSpec:
     revoked_identities: tuple[RevokedIdentity, ...] = ()
     #: SPIFFE IDs of peers allowed to edit policy through the control API.
     admins: tuple[str, ...] = ()
+    #: SPIFFE IDs besides the admins whose agents may read other agents' tap rows.
+    tap_identities: tuple[str, ...] = ()
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     def to_dict(self) -> JSON:
@@ -80,6 +82,7 @@ class MeshConfigSpec:
                 "joinTokens": [t.to_dict() for t in self.join_tokens],
                 "revokedIdentities": [r.to_dict() for r in self.revoked_identities],
                 "admins": list(self.admins),
+                "tapIdentities": list(self.tap_identities),
                 "telemetry": self.telemetry.to_dict(),
             }
         )

@@ -85,6 +85,7 @@ def _mesh_config_spec(ctx: _Ctx, value: object) -> MeshConfigSpec | None:
         "joinTokens",
         "revokedIdentities",
         "admins",
+        "tapIdentities",
         "telemetry",
     )
     f = _mapping(ctx, value, "spec", allowed)
@@ -107,6 +108,8 @@ def _mesh_config_spec(ctx: _Ctx, value: object) -> MeshConfigSpec | None:
     )
     admins = f.many("admins", _spiffe_exact)
     _unique(ctx, ((f"spec.admins[{i}]", a) for i, a in enumerate(admins)), "admin")
+    tappers = f.many("tapIdentities", _spiffe_exact)
+    _unique(ctx, ((f"spec.tapIdentities[{i}]", a) for i, a in enumerate(tappers)), "identity")
     telemetry = f.get_or("telemetry", TelemetrySettings(), _telemetry)
     if mtls is None or inbound is None or lifetime is None or telemetry is None:
         return None
@@ -117,5 +120,6 @@ def _mesh_config_spec(ctx: _Ctx, value: object) -> MeshConfigSpec | None:
         join_tokens=tokens,
         revoked_identities=revoked,
         admins=admins,
+        tap_identities=tappers,
         telemetry=telemetry,
     )
