@@ -82,8 +82,11 @@ async def test_plaintext_port_only_in_permissive_mode(tmp_path):
         nursery.cancel_scope.cancel()
 
 
-async def test_revoked_identity_is_refused_before_its_certificate_expires(tmp_path):
+async def test_revoked_identity_is_refused_before_its_certificate_expires(tmp_path, monkeypatch):
     async with two_agents(tmp_path) as mesh, httpx.AsyncClient() as client:
+        # The server would close the connection when the revocation arrives
+        # (tests/integration/test_ca_authority.py); keep it open to see the per-request check.
+        monkeypatch.setattr(mesh.server, "_close_revoked", lambda: None)
         assert (
             await client.get(mesh.outbound_url + "/", headers={"host": "orders"})
         ).status_code == 200
