@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -34,6 +35,20 @@ from tests.support.meshkit import eventually
 NODES = {"node-1": "frontend", "node-2": "orders", "node-3": "payments"}
 TD = "mesh.test"
 FRONTEND = f"spiffe://{TD}/svc/frontend"
+
+
+async def ready(mesh: CaMesh) -> None:
+    """node-1 reaches the others over mTLS (a dial tried before its certificate existed
+    is in the pool's backoff for a moment)."""
+    one = mesh.agents["node-1"]
+    with trio.fail_after(30):
+        for node in ("node-2", "node-3"):
+            while True:
+                try:
+                    await one.control_client.call(endpoint(mesh.agents[node]), m.INFO, Empty())
+                    break
+                except RpcError:
+                    await trio.sleep(0.2)
 
 
 def endpoint(agent: Agent) -> Endpoint:
@@ -115,6 +130,7 @@ async def ask_for_shares(mesh: CaMesh, tbs: bytes) -> list[str]:
 
 async def test_signers_sign_only_the_leaf_they_build(tmp_path: Path) -> None:
     async with bootstrap_mesh(tmp_path, NODES) as mesh:
+        await ready(mesh)
         committee = mesh.agents["node-1"].ca.committee
         assert committee is not None
         root = committee.root
@@ -178,6 +194,7 @@ async def test_signers_sign_only_the_leaf_they_build(tmp_path: Path) -> None:
 
 async def test_committee_update_without_proof_keeps_every_share(tmp_path: Path) -> None:
     async with bootstrap_mesh(tmp_path, NODES) as mesh:
+        await ready(mesh)
         one = mesh.agents["node-1"]
         committee = one.ca.committee
         assert committee is not None
@@ -226,6 +243,7 @@ async def test_revoked_identity_loses_connections_control_calls_and_renewal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with bootstrap_mesh(tmp_path, NODES) as mesh:
+        await ready(mesh)
         one, two = mesh.agents["node-1"], mesh.agents["node-2"]
         # An open mTLS connection from node-1 (svc/frontend) to node-2.
         await one.control_client.call(endpoint(two), m.INFO, Empty())
