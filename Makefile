@@ -1,8 +1,11 @@
 # peermesh: the two commands a newcomer runs are `make demo` and `make test`.
+# Prerequisites (Debian names): python3 python3-venv, and for the nghttp2 HTTP/2 engine
+# gcc python3-dev libnghttp2-dev (without them the agent runs on the h2 engine).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+NG_EXT := peermesh/net/http/nghttp2/_ng$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 
 .PHONY: demo test lint bench clean
 
@@ -15,18 +18,22 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test,dev]'
 	touch $@
 
-demo: $(STAMP)
+# The cffi binding to libnghttp2; a failed build says what to install and is retried.
+$(NG_EXT): peermesh/net/http/nghttp2/build.py $(STAMP)
+	-$(PY) -m peermesh.net.http.nghttp2.build
+
+demo: $(STAMP) $(NG_EXT)
 	$(PY) -m examples.demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(NG_EXT)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP) $(NG_EXT)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) $(NG_EXT)
 	$(PY) -m bench.dataplane $(BENCH_ARGS)
 
 clean:

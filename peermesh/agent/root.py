@@ -25,6 +25,7 @@ from peermesh.config import AgentConfig
 from peermesh.core.endpoint import CompositeEndpoints, Endpoint, EndpointError, parse_host_port
 from peermesh.membership.gossip import GossipSettings, Membership, default_advertise_address
 from peermesh.net.admin import AdminResponse, AdminServer
+from peermesh.net.http import h2select
 from peermesh.net.pool import PeerPool
 from peermesh.net.rpc import ControlRequest, RpcError
 from peermesh.net.rpc.client import ControlClient
@@ -173,6 +174,9 @@ class Agent:
     async def run(self, *, task_status: trio.TaskStatus[Agent] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
         self._started_at = trio.current_time()
+        # One engine per process: every H2Session (app h2c, peer mTLS, h2c to the app).
+        if cfg.proxy.h2_engine is not None:
+            h2select.set_default(cfg.proxy.h2_engine)
         async with trio.open_nursery() as root:
             self._pool = PeerPool(
                 self.tls,

@@ -17,6 +17,7 @@ from peermesh.config.values import (
     parse_seeds,
 )
 from peermesh.core.units import parse_duration, parse_sampling
+from peermesh.net.http.h2engine import EngineName
 
 # The signers refuse a longer certificate, so the agent never asks for one.
 MAX_CERT_LIFETIME = 86400.0
@@ -52,6 +53,15 @@ def _profile(value: str) -> GossipProfile:
         return GossipProfile(value)
     except ValueError:
         raise ConfigError(f"--gossip-profile {value!r}: choose lan, wan or local") from None
+
+
+def _h2_engine(value: str | EngineName | None) -> EngineName | None:
+    if value is None:
+        return None  # the process default: nghttp2, h2 when the extension is not built
+    try:
+        return EngineName(value)
+    except ValueError:
+        raise ConfigError(f"--h2-engine {value!r}: choose nghttp2 or h2") from None
 
 
 def _join_token(value: str | None) -> str | None:
@@ -143,6 +153,13 @@ class ProxyConfig:
         "--plaintext",
         help="Also accept plain HTTP from non-mesh clients here (MeshConfig PERMISSIVE only).",
         parse=optional_address("--plaintext"),
+    )
+    h2_engine: EngineName | None = setting(
+        "--h2-engine",
+        help="HTTP/2 implementation of every leg: nghttp2 (default; h2 if not built) or h2.",
+        parse=_h2_engine,
+        kind=Kind.CHOICE,
+        choices=tuple(e.value for e in EngineName),
     )
     connect_timeout: float = 2.0
 

@@ -1,4 +1,4 @@
-"""The configured ``h2`` state machine one session drives, and the limits it announces.
+"""The ``h2`` engine: the pure-Python reference state machine, and the limits it announces.
 
 h2 treats any GOAWAY (sent or received) as the end of the whole connection; we need
 graceful drain (streams below last-stream-id finish), so ``DrainingH2Connection``
@@ -7,6 +7,7 @@ keeps the state machine open on a NO_ERROR GOAWAY and sends ours as a raw frame.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import h2.config
@@ -16,6 +17,7 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PushPromiseFrame, RstStreamFrame
 
+from peermesh.net.http.h2engine import Ev, Event
 from peermesh.net.http.h2errors import ErrorCode
 from peermesh.net.http.h2fast import FastDecoder, FastEncoder, check_received
 
@@ -97,6 +99,68 @@ class DrainingH2Connection(h2.connection.H2Connection):
         frame = GoAwayFrame(stream_id=0, last_stream_id=last_stream_id, error_code=0)
         self._prepare_for_sending([frame])
 
+    # the H2Engine interface (h2engine) on top of h2's own API --------------------
+    def receive(self, data: bytes) -> list[Event]:
+        """h2's events as the engine's flat tuples."""
+        out: list[Event] = []
+        for event in self.receive_data(data):
+            convert = _CONVERT.get(type(event))
+            if convert is not None:
+                out.append(convert(event))
+        return out
+
+    def pop_events(self) -> list[Event]:
+        return []  # h2 reports every stream change from receive_data or the call that made it
+
+    @property
+    def has_output(self) -> bool:
+        # ``_data_to_send`` is h2's outgoing buffer (h2 4.x; test_dataplane_stalls checks it).
+        return bool(self._data_to_send)
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state_machine.state == h2.connection.ConnectionState.CLOSED
+
+    @property
+    def remote_max_concurrent_streams(self) -> int:
+        return int(self.remote_settings.max_concurrent_streams)
+
+
+def _reset(event: h2.events.StreamReset) -> Event:
+    return (Ev.RESET if event.remote_reset else Ev.CLOSED, event.stream_id, int(event.error_code))
+
+
+def _goaway(event: h2.events.ConnectionTerminated) -> Event:
+    code = int(event.error_code) if event.error_code is not None else 0
+    last = event.last_stream_id if event.last_stream_id is not None else 0
+    return (Ev.GOAWAY, code, last, event.additional_data or b"")
+
+
+_CONVERT: dict[type[h2.events.Event], Callable[[Any], Event]] = {
+    h2.events.RequestReceived: lambda e: (
+        Ev.REQUEST,
+        e.stream_id,
+        e.headers,
+        e.stream_ended is not None,
+    ),
+    h2.events.ResponseReceived: lambda e: (
+        Ev.RESPONSE,
+        e.stream_id,
+        e.headers,
+        e.stream_ended is not None,
+    ),
+    h2.events.InformationalResponseReceived: lambda e: (Ev.INFORMATIONAL, e.stream_id, e.headers),
+    h2.events.TrailersReceived: lambda e: (Ev.TRAILERS, e.stream_id, e.headers),
+    h2.events.DataReceived: lambda e: (Ev.DATA, e.stream_id, e.data, e.flow_controlled_length),
+    h2.events.StreamEnded: lambda e: (Ev.END, e.stream_id),
+    h2.events.StreamReset: _reset,
+    h2.events.WindowUpdated: lambda e: (Ev.WINDOW, e.stream_id, e.delta),
+    h2.events.RemoteSettingsChanged: lambda e: (Ev.SETTINGS, False),
+    h2.events.SettingsAcknowledged: lambda e: (Ev.SETTINGS, True),
+    h2.events.ConnectionTerminated: _goaway,
+    h2.events.PingAckReceived: lambda e: (Ev.PING_ACK, e.ping_data),
+}
+
 
 def check_events(events: list[h2.events.Event]) -> None:
     """Validate every received header block (raises h2's ProtocolError, as h2 would)."""
@@ -107,6 +171,11 @@ def check_events(events: list[h2.events.Event]) -> None:
                 response=isinstance(event, _RESPONSE_EVENTS),
                 trailer=isinstance(event, h2.events.TrailersReceived),
             )
+
+
+def reference_engine(*, client_side: bool, max_concurrent_streams: int) -> DrainingH2Connection:
+    """The ``h2`` engine (``h2engine.H2Engine``), configured as every session needs it."""
+    return new_connection(client_side=client_side, max_concurrent_streams=max_concurrent_streams)
 
 
 def new_connection(*, client_side: bool, max_concurrent_streams: int) -> DrainingH2Connection:

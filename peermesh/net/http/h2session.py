@@ -1,11 +1,12 @@
-"""A trio shell around the sans-IO ``h2`` state machine, for both ends of a connection.
+"""A trio shell around a sans-IO HTTP/2 engine, for both ends of a connection.
 
-One reader task feeds bytes to h2 and routes its events to per-stream state; any task
-may send. Flow control gives real backpressure: received DATA is acknowledged only
-when the consumer takes it, so a slow reader stalls its peer instead of growing our
-memory, and senders wait for window before writing.
+One reader task feeds bytes to the engine (``h2engine``: ``h2`` or ``nghttp2``) and
+routes its events to per-stream state; any task may send. Flow control gives real
+backpressure: received DATA is acknowledged only when the consumer takes it, so a slow
+reader stalls its peer instead of growing our memory, and senders wait for window
+before writing.
 
-The state machine itself is configured in ``h2conn``; the stream API in ``h2stream``;
+The engines are in ``h2conn`` (h2) and ``nghttp2``; the stream API in ``h2stream``;
 the exceptions in ``h2errors``. Callers import all of them from here.
 """
 
@@ -16,9 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import h2.connection
-import h2.events
-import h2.exceptions
 import trio
 
 from peermesh.net.http.h2conn import (
@@ -29,8 +27,8 @@ from peermesh.net.http.h2conn import (
     READ_SIZE,
     RESET_FLOOD_LIMIT,
     STREAM_WINDOW,
-    new_connection,
 )
+from peermesh.net.http.h2engine import EngineError, EngineName, Ev, Event, Header
 from peermesh.net.http.h2errors import (
     ConnectionLost,
     ConnectionUnavailable,
@@ -40,6 +38,7 @@ from peermesh.net.http.h2errors import (
     error_name,
 )
 from peermesh.net.http.h2fast import prepare_outbound
+from peermesh.net.http.h2select import new_engine
 from peermesh.net.http.h2stream import H2Stream
 from peermesh.net.http.headers import Headers
 
@@ -92,6 +91,7 @@ class H2Session:
         ping_timeout: float = 10.0,
         on_protocol_error: Callable[[str], None] | None = None,
         peer: Any = None,
+        engine: EngineName | None = None,
     ) -> None:
         self.transport = transport
         self.client_side = client_side
@@ -101,12 +101,12 @@ class H2Session:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._on_protocol_error = on_protocol_error
-        self.conn = new_connection(
-            client_side=client_side, max_concurrent_streams=max_concurrent_streams
+        self.conn = new_engine(
+            engine, client_side=client_side, max_concurrent_streams=max_concurrent_streams
         )
         self._streams: dict[int, H2Stream] = {}
         self._send_lock = trio.Lock()
-        self._unsent = 0  # bytes of DATA queued in h2 since the last flush
+        self._unsent = 0  # bytes of DATA queued in the engine since the last flush
         self._writer_wakeup = trio.Event()
         self._closed = trio.Event()
         self._handlers: trio.Nursery | None = None
@@ -134,7 +134,7 @@ class H2Session:
         """True while a new request may start on this connection."""
         if self.is_closed or self.goaway_received is not None or self.draining:
             return False
-        limit = self.conn.remote_settings.max_concurrent_streams
+        limit = self.conn.remote_max_concurrent_streams
         # Our own count: h2's open_outbound_streams scans every stream on each call.
         return len(self._streams) < limit
 
@@ -178,75 +178,81 @@ class H2Session:
 
     async def _feed(self, data: bytes) -> bool:
         try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+            events = self.conn.receive(data)
+        except EngineError as exc:
             self.stats.protocol_errors += 1
             self.close_reason = f"protocol error: {exc}"
             if self._on_protocol_error is not None:
                 self._on_protocol_error(type(exc).__name__)
-            await self._flush_quietly()  # h2 has queued the GOAWAY that says why
+            await self._flush_quietly()  # the engine has queued the GOAWAY that says why
             return False
         for event in events:
             self._dispatch(event)
         self._kick_if_pending()
-        return self.conn.state_machine.state != h2.connection.ConnectionState.CLOSED
+        return not self.conn.is_closed
 
-    def _dispatch(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.RequestReceived):
-            self._on_request(event)
-        elif isinstance(event, h2.events.ResponseReceived):
-            stream = self._streams.get(event.stream_id)
-            if stream is not None:
-                stream.headers = list(event.headers)
-                stream.headers_only = event.stream_ended is not None
-                stream._wake()
-        elif isinstance(event, h2.events.DataReceived):
-            stream = self._streams.get(event.stream_id)
+    def _dispatch(self, event: Event) -> None:
+        tag = event[0]
+        if tag == Ev.DATA:
+            stream = self._streams.get(event[1])
             if stream is None or stream.reset_code is not None:
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                self.conn.acknowledge_received_data(event[3], event[1])
             else:
-                stream._chunks.append((event.data, event.flow_controlled_length))
+                stream._chunks.append((event[2], event[3]))
                 stream._wake()
-        elif isinstance(event, h2.events.TrailersReceived):
-            stream = self._streams.get(event.stream_id)
+        elif tag == Ev.REQUEST:
+            self._on_request(event[1], event[2], event[3])
+        elif tag == Ev.RESPONSE:
+            stream = self._streams.get(event[1])
             if stream is not None:
-                stream.trailers = list(event.headers)
-        elif isinstance(event, h2.events.StreamEnded):
-            stream = self._streams.get(event.stream_id)
+                stream.headers = list(event[2])
+                stream.headers_only = event[3]
+                stream._wake()
+        elif tag == Ev.TRAILERS:
+            stream = self._streams.get(event[1])
+            if stream is not None:
+                stream.trailers = list(event[2])
+        elif tag == Ev.END:
+            stream = self._streams.get(event[1])
             if stream is not None:
                 stream.remote_ended = True
                 stream._wake()
                 self.forget_if_closed(stream)
-        elif isinstance(event, h2.events.StreamReset):
-            self._on_reset(event)
-        elif isinstance(event, h2.events.WindowUpdated):
-            if event.stream_id == 0:
+        elif tag == Ev.RESET:
+            self._on_reset(event[1], event[2], remote=True)
+        elif tag == Ev.CLOSED:
+            # The engine reset or refused the stream itself; a clean close needs nothing.
+            if event[2]:
+                self._on_reset(event[1], event[2], remote=False)
+        elif tag == Ev.WINDOW:
+            if event[1] == 0:
                 for stream in self._streams.values():
                     stream._window_opened()
             else:
-                stream = self._streams.get(event.stream_id)
+                stream = self._streams.get(event[1])
                 if stream is not None:
                     stream._window_opened()
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
-            self._settings_received.set()
-            for stream in self._streams.values():
-                stream._window_opened()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self._on_goaway(event)
-        elif isinstance(event, h2.events.PingAckReceived):
+        elif tag == Ev.SETTINGS:
+            if not event[1]:
+                self._settings_received.set()
+                for stream in self._streams.values():
+                    stream._window_opened()
+        elif tag == Ev.GOAWAY:
+            self._on_goaway(event[1], event[2])
+        elif tag == Ev.PING_ACK:
             self._ping_acked.set()
 
-    def _on_request(self, event: h2.events.RequestReceived) -> None:
-        stream = H2Stream(self, event.stream_id, headers=list(event.headers))
-        self.highest_stream_id = max(self.highest_stream_id, event.stream_id)
+    def _on_request(self, stream_id: int, headers: list[Header], ended: bool) -> None:
+        stream = H2Stream(self, stream_id, headers=list(headers))
+        self.highest_stream_id = max(self.highest_stream_id, stream_id)
         if self.draining or self._handler is None or self._handlers is None:
             # Arrived after our GOAWAY (or we are a client): tell the peer to retry elsewhere.
-            self.conn.reset_stream(event.stream_id, error_code=ErrorCode.REFUSED_STREAM)
+            self.conn.reset_stream(stream_id, error_code=ErrorCode.REFUSED_STREAM)
             return
-        if event.stream_ended is not None:
+        if ended:
             stream.remote_ended = True
             stream.headers_only = True
-        self._streams[event.stream_id] = stream
+        self._streams[stream_id] = stream
         self.stats.streams_opened += 1
         self._handlers.start_soon(self._run_handler, stream)
 
@@ -273,9 +279,9 @@ class H2Session:
         if self.draining and not self._streams:
             self.kick_writer()
 
-    def _on_reset(self, event: h2.events.StreamReset) -> None:
-        stream = self._streams.pop(event.stream_id, None)
-        if event.remote_reset:
+    def _on_reset(self, stream_id: int, error_code: int, *, remote: bool) -> None:
+        stream = self._streams.pop(stream_id, None)
+        if remote:
             now = trio.current_time()
             if now - self._resets_window_start > 1.0:
                 self._resets_window_start = now
@@ -285,19 +291,19 @@ class H2Session:
                 self._abort(ErrorCode.ENHANCE_YOUR_CALM, "stream reset flood from peer")
         if stream is None:
             return
-        stream.reset_code = int(event.error_code)
+        if not remote and stream.reset_code is not None:
+            return  # we reset it ourselves; the engine only confirms the close
+        stream.reset_code = int(error_code)
         stream._release_unread()
-        if event.error_code == ErrorCode.REFUSED_STREAM:
-            stream._error = StreamRefused(int(event.error_code), "stream refused by peer")
+        if error_code == ErrorCode.REFUSED_STREAM:
+            stream._error = StreamRefused(int(error_code), "stream refused by peer")
         stream._wake()
         stream._window_opened()
         if stream._handler_scope is not None:
             stream._handler_scope.cancel()
 
-    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
-        last = event.last_stream_id if event.last_stream_id is not None else 0
+    def _on_goaway(self, code: int, last: int) -> None:
         self.goaway_received = last
-        code = int(event.error_code) if event.error_code is not None else 0
         for stream_id, stream in list(self._streams.items()):
             # last-stream-id names streams the *sender* of GOAWAY may have processed: it
             # only covers streams we initiated, i.e. the client side's requests.
@@ -317,14 +323,14 @@ class H2Session:
             self._abort(None, f"peer sent GOAWAY ({error_name(code)})")
 
     def _abort(self, error_code: int | None, reason: str) -> None:
-        """Close the connection now (after flushing what h2 has queued)."""
+        """Close the connection now (after flushing what the engine has queued)."""
         if self.is_closed:
             return
         self.close_reason = reason
         if error_code is not None:
             try:
                 self.conn.close_connection(error_code=error_code)
-            except h2.exceptions.ProtocolError:
+            except EngineError:
                 pass
         self.kick_writer()
         self._mark_closed(reason)
@@ -389,13 +395,11 @@ class H2Session:
         self._writer_wakeup.set()
 
     def _kick_if_pending(self) -> None:
-        """Wake the writer only if h2 queued bytes (most received frames queue none).
+        """Wake the writer only if the engine queued bytes (most received frames queue none).
 
         Waking it for nothing costs a task switch and an empty flush per received chunk.
-        ``_data_to_send`` is h2's outgoing buffer (h2 4.x; tests/unit/net/test_dataplane_stalls.py
-        checks it is still there).
         """
-        if self.draining or self.conn._data_to_send:
+        if self.draining or self.conn.has_output:
             self._writer_wakeup.set()
 
     async def _writer(self) -> None:
@@ -408,7 +412,7 @@ class H2Session:
                 self._abort(None, "drained")
 
     async def queued(self, nbytes: int, *, final: bool = False) -> None:
-        """Frames were queued in h2: let the writer task send them in one batch.
+        """Frames were queued in the engine: let the writer task send them in one batch.
 
         Sending each frame as it is made costs a syscall (and a TLS record) per frame;
         batching what every stream queued in one scheduling round costs one. Past
@@ -434,10 +438,11 @@ class H2Session:
         try:
             self._unsent = 0
             data = self.conn.data_to_send()
+            self._dispatch_sent()
             while data:
                 try:
                     if shield:
-                        # Bytes taken from h2 must reach the wire whole. A stream's task
+                        # Bytes taken from the engine must reach the wire whole. A stream's task
                         # cancelled mid-write would leave half a frame on a connection
                         # other streams share, and desynchronise HPACK for all of them.
                         with trio.CancelScope(shield=True):
@@ -451,8 +456,14 @@ class H2Session:
                         self._handlers.cancel_scope.cancel()
                     raise ConnectionLost(self.close_reason) from exc
                 data = self.conn.data_to_send()
+                self._dispatch_sent()
         finally:
             self._send_lock.release()
+
+    def _dispatch_sent(self) -> None:
+        """Route what the engine reported while serialising (nghttp2 closes streams then)."""
+        for event in self.conn.pop_events():
+            self._dispatch(event)
 
     async def _flush_quietly(self) -> bool:
         """Flush for the session's own tasks: a dead transport ends the session, never the
@@ -470,9 +481,9 @@ class H2Session:
     def acknowledge(self, stream_id: int, flow: int) -> None:
         try:
             self.conn.acknowledge_received_data(flow, stream_id)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        except EngineError:
             return
-        self._kick_if_pending()  # h2 sends WINDOW_UPDATE only once enough is consumed
+        self._kick_if_pending()  # WINDOW_UPDATE goes out only once enough is consumed
 
     def forget_if_closed(self, stream: H2Stream) -> None:
         if stream.closed and stream._handler_scope is None:
@@ -500,7 +511,7 @@ class H2Session:
             raise ConnectionUnavailable(self.close_reason or "connection not accepting streams")
         try:
             block = prepare_outbound(headers, response=False, trailer=False)
-        except h2.exceptions.ProtocolError as exc:
+        except EngineError as exc:
             raise ConnectionUnavailable(str(exc)) from exc
         stream_id = self.conn.get_next_available_stream_id()
         stream = H2Stream(self, stream_id)
@@ -508,7 +519,7 @@ class H2Session:
         self.stats.streams_opened += 1
         try:
             self.conn.send_headers(stream_id, block, end_stream=end_stream)
-        except h2.exceptions.ProtocolError as exc:
+        except EngineError as exc:
             self._streams.pop(stream_id, None)
             raise ConnectionUnavailable(str(exc)) from exc
         if end_stream:

@@ -6,10 +6,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import h2.connection
-import h2.exceptions
 import trio
 
+from peermesh.net.http.h2engine import EngineError, H2Engine
 from peermesh.net.http.h2errors import ErrorCode, StreamReset
 from peermesh.net.http.h2fast import prepare_outbound
 from peermesh.net.http.headers import Headers
@@ -21,7 +20,7 @@ class StreamOwner(Protocol):
     client_side: bool
 
     @property
-    def conn(self) -> h2.connection.H2Connection: ...
+    def conn(self) -> H2Engine: ...
 
     def acknowledge(self, stream_id: int, flow: int) -> None: ...
 
@@ -163,7 +162,7 @@ class H2Stream:
         self.reset_code = int(error_code)
         try:
             self.session.conn.reset_stream(self.stream_id, error_code=error_code)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        except EngineError:
             pass
         self.session.kick_writer()
         self._wake()

@@ -1,0 +1,102 @@
+"""The seam between the trio shell (``h2session``) and an HTTP/2 state machine.
+
+An engine is sans-IO: ``receive`` takes bytes and returns events, ``data_to_send``
+returns the bytes to write. Two engines implement ``H2Engine``: ``h2`` (pure Python,
+the reference, in ``h2conn``) and ``nghttp2`` (libnghttp2 through the project's cffi
+module, in ``nghttp2.engine``). Events are flat tuples whose first item is an
+``Ev`` tag, so the faster engine never builds an object per frame:
+
+    (Ev.REQUEST, sid, headers, end_stream)   (Ev.RESPONSE, sid, headers, end_stream)
+    (Ev.INFORMATIONAL, sid, headers)         (Ev.TRAILERS, sid, headers)
+    (Ev.DATA, sid, data, flow_controlled_length)   (Ev.END, sid)
+    (Ev.RESET, sid, code)        the peer's RST_STREAM
+    (Ev.CLOSED, sid, code)       the engine closed the stream itself (code != 0: it reset
+                                 or refused it); a normal close may also report code 0
+    (Ev.WINDOW, sid, increment)  sid 0 is the connection
+    (Ev.SETTINGS, acked)         (Ev.GOAWAY, code, last_stream_id, data)
+    (Ev.PING_ACK, opaque)
+
+Engines raise ``EngineError`` (h2's ``ProtocolError``, so both engines' errors are
+caught the same way); from ``receive`` it means the peer broke the protocol and a
+GOAWAY saying why is queued.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import h2.exceptions
+
+EngineError = h2.exceptions.ProtocolError
+Event = tuple[Any, ...]
+Header = tuple[bytes, bytes]
+
+
+class Ev(enum.IntEnum):
+    REQUEST = 1
+    RESPONSE = 2
+    INFORMATIONAL = 3
+    TRAILERS = 4
+    DATA = 5
+    END = 6
+    RESET = 7
+    CLOSED = 8
+    WINDOW = 9
+    SETTINGS = 10
+    GOAWAY = 11
+    PING_ACK = 12
+
+
+class EngineName(enum.StrEnum):
+    """Which HTTP/2 implementation carries a session."""
+
+    H2 = "h2"
+    NGHTTP2 = "nghttp2"
+
+
+class H2Engine(Protocol):
+    """What the trio shell needs from an HTTP/2 state machine (both ends)."""
+
+    def receive(self, data: bytes) -> list[Event]: ...
+
+    def pop_events(self) -> list[Event]:
+        """Events produced while serialising (streams closed as their last frame went)."""
+        ...
+
+    def data_to_send(self) -> bytes: ...
+
+    @property
+    def has_output(self) -> bool: ...
+
+    @property
+    def is_closed(self) -> bool: ...
+
+    @property
+    def remote_max_concurrent_streams(self) -> int: ...
+
+    @property
+    def max_outbound_frame_size(self) -> int: ...
+
+    def get_next_available_stream_id(self) -> int: ...
+
+    def send_headers(
+        self, stream_id: int, headers: Sequence[Header], end_stream: bool = False
+    ) -> None: ...
+
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None: ...
+
+    def end_stream(self, stream_id: int) -> None: ...
+
+    def reset_stream(self, stream_id: int, error_code: int = 8) -> None: ...
+
+    def acknowledge_received_data(self, acknowledged_size: int, stream_id: int) -> None: ...
+
+    def local_flow_control_window(self, stream_id: int) -> int: ...
+
+    def ping(self, opaque_data: bytes) -> None: ...
+
+    def send_graceful_goaway(self, last_stream_id: int) -> None: ...
+
+    def close_connection(self, error_code: int = 0) -> None: ...

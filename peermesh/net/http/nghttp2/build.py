@@ -1,0 +1,565 @@
+"""Build ``_ng``, the cffi API-mode binding to libnghttp2 the ``nghttp2`` engine drives.
+
+C callbacks append fixed-size records to a flat int32 buffer (and header bytes to a
+byte arena), so Python is entered once per ``ng_recv`` call, not once per frame or
+header. Run ``python -m peermesh.net.http.nghttp2.build`` (``make`` does, after
+installing the package); it needs a C compiler, the Python headers and
+libnghttp2-dev. Without the extension the agent falls back to the ``h2`` engine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+
+CDEF = r"""
+typedef struct nghttp2_session nghttp2_session;
+typedef struct { int32_t settings_id; uint32_t value; } nghttp2_settings_entry;
+
+typedef struct {
+    nghttp2_session *s;
+    int32_t *ev; size_t ev_len; size_t ev_cap;    /* records of EVW int32 */
+    int32_t *hd; size_t hd_len; size_t hd_cap;    /* 4 int32 per header */
+    uint8_t *arena; size_t ar_len; size_t ar_cap;
+    uint8_t *out; size_t out_len; size_t out_cap;
+    ...;
+} ng_ctx;
+typedef struct ng_stream ng_stream;
+
+ng_ctx *ng_new(int server, const nghttp2_settings_entry *iv, size_t niv,
+               int32_t conn_window, size_t max_header_list);
+void ng_free(ng_ctx *c);
+ssize_t ng_recv(ng_ctx *c, const uint8_t *data, size_t len, int flush);
+ssize_t ng_drain(ng_ctx *c);
+void ng_reset_events(ng_ctx *c);
+int32_t ng_submit_request(ng_ctx *c, const uint8_t *blob, size_t len, uint64_t sensitive,
+                          int end_stream, ng_stream **out);
+int ng_submit_response(ng_ctx *c, int32_t sid, const uint8_t *blob, size_t len,
+                       uint64_t sensitive, int end_stream, ng_stream **out);
+int ng_submit_headers(ng_ctx *c, int32_t sid, ng_stream *st, const uint8_t *blob,
+                      size_t len, uint64_t sensitive, int end_stream);
+int ng_send_data(ng_ctx *c, ng_stream *st, const uint8_t *data, size_t len, int end_stream);
+size_t ng_pending(ng_stream *st);
+void ng_stream_free(ng_ctx *c, ng_stream *st);
+int ng_consume(ng_ctx *c, int32_t sid, size_t n);
+int32_t ng_send_window(ng_ctx *c, int32_t sid, ng_stream *st);
+
+int nghttp2_submit_rst_stream(nghttp2_session *s, uint8_t flags, int32_t sid, uint32_t code);
+int nghttp2_submit_ping(nghttp2_session *s, uint8_t flags, const uint8_t *opaque);
+int nghttp2_submit_settings(nghttp2_session *s, uint8_t flags,
+                            const nghttp2_settings_entry *iv, size_t niv);
+int nghttp2_submit_goaway(nghttp2_session *s, uint8_t flags, int32_t last_stream_id,
+                          uint32_t error_code, const uint8_t *opaque_data, size_t opaque_data_len);
+int nghttp2_submit_shutdown_notice(nghttp2_session *s);
+int nghttp2_submit_window_update(nghttp2_session *s, uint8_t flags, int32_t sid, int32_t inc);
+int nghttp2_session_terminate_session(nghttp2_session *s, uint32_t error_code);
+int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *s);
+uint32_t nghttp2_session_get_next_stream_id(nghttp2_session *s);
+uint32_t nghttp2_session_get_remote_settings(nghttp2_session *s, int id);
+uint32_t nghttp2_session_get_local_settings(nghttp2_session *s, int id);
+int32_t nghttp2_session_get_stream_remote_window_size(nghttp2_session *s, int32_t sid);
+int32_t nghttp2_session_get_remote_window_size(nghttp2_session *s);
+int32_t nghttp2_session_get_stream_effective_local_window_size(nghttp2_session *s, int32_t sid);
+int32_t nghttp2_session_get_local_window_size(nghttp2_session *s);
+int nghttp2_session_want_read(nghttp2_session *s);
+int nghttp2_session_want_write(nghttp2_session *s);
+size_t nghttp2_session_get_outbound_queue_size(nghttp2_session *s);
+const char *nghttp2_strerror(int lib_error_code);
+"""
+
+SRC = r"""
+#include <stdlib.h>
+#include <string.h>
+#include <nghttp2/nghttp2.h>
+
+#define EVW 6
+enum { EV_HEADERS = 1, EV_DATA, EV_END, EV_RST, EV_CLOSE, EV_WINDOW, EV_SETTINGS,
+       EV_GOAWAY, EV_PING, EV_ERROR, EV_INVALID, EV_GOAWAY_SENT, EV_NOT_SENT };
+
+typedef struct ng_stream {
+    struct ng_stream *prev, *next;          /* ctx-owned list (freed with the ctx) */
+    int32_t sid;
+    int closed, eof, deferred, attached;
+    uint8_t *buf; size_t off, len, cap;     /* unsent body bytes */
+    nghttp2_nv *tr_nv; size_t tr_n; uint8_t *tr_blob;   /* trailers sent after the body */
+} ng_stream;
+
+typedef struct {
+    nghttp2_session *s;
+    int32_t *ev; size_t ev_len; size_t ev_cap;
+    int32_t *hd; size_t hd_len; size_t hd_cap;
+    uint8_t *arena; size_t ar_len; size_t ar_cap;
+    uint8_t *out; size_t out_len; size_t out_cap;
+    const uint8_t *in; size_t in_len;
+    size_t hdr_start, hdr_bytes, max_hdr_list;
+    int hdr_over;
+    ng_stream head;                         /* sentinel */
+    int oom;
+} ng_ctx;
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    size_t nc = *cap ? *cap : 256;
+    while (nc < need) nc *= 2;
+    void *q = realloc(*p, nc * elem);
+    if (!q) return -1;
+    *p = q; *cap = nc; return 0;
+}
+
+static int32_t *ev_add(ng_ctx *c) {
+    if (grow((void **)&c->ev, &c->ev_cap, c->ev_len + EVW, sizeof(int32_t))) { c->oom = 1; return NULL; }
+    int32_t *r = c->ev + c->ev_len;
+    memset(r, 0, EVW * sizeof(int32_t));
+    c->ev_len += EVW;
+    return r;
+}
+
+static int32_t ar_add(ng_ctx *c, const uint8_t *p, size_t n) {
+    if (grow((void **)&c->arena, &c->ar_cap, c->ar_len + n + 1, 1)) { c->oom = 1; return -1; }
+    int32_t off = (int32_t)c->ar_len;
+    if (n) memcpy(c->arena + off, p, n);
+    c->ar_len += n;
+    return off;
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *u) {
+    ng_ctx *c = u;
+    c->hdr_start = c->hd_len; c->hdr_bytes = 0; c->hdr_over = 0;
+    return 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                     size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *u) {
+    ng_ctx *c = u;
+    c->hdr_bytes += nlen + vlen + 32;
+    if (c->hdr_bytes > c->max_hdr_list) {
+        /* RFC 9113 10.5.1: we may reset the stream; the HPACK state stays in sync. */
+        if (!c->hdr_over) {
+            c->hdr_over = 1;
+            int32_t *r = ev_add(c);
+            if (r) { r[0] = EV_INVALID; r[1] = f->hd.stream_id; r[2] = NGHTTP2_ERR_HTTP_HEADER; }
+        }
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;   /* RST_STREAM(INTERNAL_ERROR) */
+    }
+    if (grow((void **)&c->hd, &c->hd_cap, c->hd_len + 4, sizeof(int32_t))) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    int32_t no = ar_add(c, name, nlen), vo = ar_add(c, value, vlen);
+    if (no < 0 || vo < 0) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    int32_t *h = c->hd + c->hd_len;
+    h[0] = no; h[1] = no + (int32_t)nlen; h[2] = vo; h[3] = vo + (int32_t)vlen;  /* [start, end) */
+    c->hd_len += 4;
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *u) {
+    ng_ctx *c = u;
+    int32_t *r;
+    int end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    switch (f->hd.type) {
+    case NGHTTP2_HEADERS:
+        if (!(r = ev_add(c))) return NGHTTP2_ERR_CALLBACK_FAILURE;
+        r[0] = EV_HEADERS; r[1] = f->hd.stream_id; r[2] = f->headers.cat | (end << 8);
+        r[3] = (int32_t)(c->hdr_start / 4); r[4] = (int32_t)((c->hd_len - c->hdr_start) / 4);
+        if (end) { if (!(r = ev_add(c))) return NGHTTP2_ERR_CALLBACK_FAILURE; r[0] = EV_END; r[1] = f->hd.stream_id; }
+        break;
+    case NGHTTP2_DATA:
+        if (end) { if (!(r = ev_add(c))) return NGHTTP2_ERR_CALLBACK_FAILURE; r[0] = EV_END; r[1] = f->hd.stream_id; }
+        break;
+    case NGHTTP2_RST_STREAM:
+        if (!(r = ev_add(c))) return NGHTTP2_ERR_CALLBACK_FAILURE;
+        r[0] = EV_RST; r[1] = f->hd.stream_id; r[2] = (int32_t)f->rst_stream.error_code;
+        break;
+    case NGHTTP2_WINDOW_UPDATE:
+        if (!(r = ev_add(c))) return NGHTTP2_ERR_CALLBACK_FAILURE;
+        r[0] = EV_WINDOW; r[1] = f->hd.stream_id; r[2] = f->window_update.window_size_increment;
+        break;
+    case NGHTTP2_SETTINGS:
+        if (!(r = ev_add(c))) return NGHTTP2_ERR_CALLBACK_FAILURE;
+        r[0] = EV_SETTINGS; r[2] = (f->hd.flags & NGHTTP2_FLAG_ACK) != 0;
+        break;
+    case NGHTTP2_GOAWAY: {
+        if (!(r = ev_add(c))) return NGHTTP2_ERR_CALLBACK_FAILURE;
+        int32_t idx = (int32_t)(r - c->ev);
+        int32_t off = ar_add(c, f->goaway.opaque_data, f->goaway.opaque_data_len);
+        r = c->ev + idx;
+        r[0] = EV_GOAWAY; r[2] = (int32_t)f->goaway.error_code; r[3] = f->goaway.last_stream_id;
+        r[4] = off; r[5] = (int32_t)f->goaway.opaque_data_len;
+        break; }
+    case NGHTTP2_PING:
+        if (f->hd.flags & NGHTTP2_FLAG_ACK) {
+            if (!(r = ev_add(c))) return NGHTTP2_ERR_CALLBACK_FAILURE;
+            int32_t idx = (int32_t)(r - c->ev);
+            int32_t off = ar_add(c, f->ping.opaque_data, 8);
+            r = c->ev + idx;
+            r[0] = EV_PING; r[2] = 1; r[4] = off; r[5] = 8;
+        }
+        break;
+    }
+    return 0;
+}
+
+/* Only GOAWAY is interesting: a non-zero one we did not ask for is nghttp2 reporting a
+   connection error (it has no callback for that; the GOAWAY is its only trace). */
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *u) {
+    ng_ctx *c = u;
+    if (f->hd.type != NGHTTP2_GOAWAY) return 0;
+    int32_t *r = ev_add(c);
+    if (!r) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    int32_t idx = (int32_t)(r - c->ev);
+    int32_t off = ar_add(c, f->goaway.opaque_data, f->goaway.opaque_data_len);
+    r = c->ev + idx;
+    r[0] = EV_GOAWAY_SENT; r[2] = (int32_t)f->goaway.error_code; r[3] = f->goaway.last_stream_id;
+    r[4] = off; r[5] = (int32_t)f->goaway.opaque_data_len;
+    return 0;
+}
+
+/* A request HEADERS that never went out (GOAWAY received, session closing...): the
+   stream was never opened, so on_stream_close will not come; report it instead. */
+static int on_frame_not_send(nghttp2_session *s, const nghttp2_frame *f, int lib_error, void *u) {
+    ng_ctx *c = u;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    int32_t *r = ev_add(c);
+    if (!r) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    r[0] = EV_NOT_SENT; r[1] = f->hd.stream_id; r[2] = lib_error;
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
+                         size_t len, void *u) {
+    ng_ctx *c = u;
+    int32_t *r = ev_add(c);
+    if (!r) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    r[0] = EV_DATA; r[1] = sid; r[4] = (int32_t)len;
+    if (c->in && data >= c->in && data + len <= c->in + c->in_len) {
+        r[2] = 1; r[3] = (int32_t)(data - c->in);          /* slice of the caller's bytes */
+    } else {
+        int32_t idx = (int32_t)(r - c->ev);
+        int32_t off = ar_add(c, data, len);
+        r = c->ev + idx;
+        r[2] = 0; r[3] = off;
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code, void *u) {
+    ng_ctx *c = u;
+    ng_stream *st = nghttp2_session_get_stream_user_data(s, sid);
+    if (st) st->closed = 1;
+    int32_t *r = ev_add(c);
+    if (!r) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    r[0] = EV_CLOSE; r[1] = sid; r[2] = (int32_t)code;
+    return 0;
+}
+
+static int on_invalid_frame(nghttp2_session *s, const nghttp2_frame *f, int lib_error, void *u) {
+    ng_ctx *c = u;
+    int32_t *r = ev_add(c);
+    if (!r) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    r[0] = EV_INVALID; r[1] = f->hd.stream_id; r[2] = lib_error; r[3] = f->hd.type;
+    return 0;
+}
+
+static int on_error(nghttp2_session *s, int lib_error, const char *msg, size_t len, void *u) {
+    ng_ctx *c = u;
+    int32_t *r = ev_add(c);
+    if (!r) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    int32_t idx = (int32_t)(r - c->ev);
+    int32_t off = ar_add(c, (const uint8_t *)msg, len);
+    r = c->ev + idx;
+    r[0] = EV_ERROR; r[2] = lib_error; r[4] = off; r[5] = (int32_t)len;
+    return 0;
+}
+
+/* Let DATA frames use the peer's SETTINGS_MAX_FRAME_SIZE (nghttp2 caps them at 16 KiB otherwise). */
+static ssize_t read_length(nghttp2_session *s, uint8_t type, int32_t sid, int32_t swin,
+                           int32_t cwin, uint32_t max_frame, void *u) {
+    ssize_t n = swin < cwin ? swin : cwin;
+    if ((ssize_t)max_frame < n) n = max_frame;
+    return n;
+}
+
+static void trailers_free(ng_stream *st) {
+    free(st->tr_nv); free(st->tr_blob); st->tr_nv = NULL; st->tr_blob = NULL; st->tr_n = 0;
+}
+
+static ssize_t data_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *u) {
+    ng_stream *st = src->ptr;
+    size_t avail = st->len - st->off;
+    if (avail == 0 && !st->eof) { st->deferred = 1; return NGHTTP2_ERR_DEFERRED; }
+    size_t n = avail < length ? avail : length;
+    if (n) memcpy(buf, st->buf + st->off, n);
+    st->off += n;
+    if (st->off == st->len) {
+        st->off = st->len = 0;
+        if (st->eof) {
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+            st->attached = 0;
+            if (st->tr_nv) {
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+                int rv = nghttp2_submit_trailer(s, sid, st->tr_nv, st->tr_n);  /* copies nv */
+                trailers_free(st);
+                if (rv) return NGHTTP2_ERR_CALLBACK_FAILURE;
+            }
+        }
+    }
+    return (ssize_t)n;
+}
+
+ng_ctx *ng_new(int server, const nghttp2_settings_entry *iv, size_t niv, int32_t conn_window,
+               size_t max_header_list) {
+    ng_ctx *c = calloc(1, sizeof(ng_ctx));
+    if (!c) return NULL;
+    c->head.next = c->head.prev = &c->head;
+    c->max_hdr_list = max_header_list;
+    nghttp2_session_callbacks *cb;
+    nghttp2_option *opt;
+    if (nghttp2_session_callbacks_new(&cb)) { free(c); return NULL; }
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, on_frame_not_send);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
+    nghttp2_session_callbacks_set_error_callback2(cb, on_error);
+    nghttp2_session_callbacks_set_data_source_read_length_callback(cb, read_length);
+    nghttp2_option_new(&opt);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_send_header_block_length(opt, 1 << 16);
+    int rv = server ? nghttp2_session_server_new2(&c->s, cb, c, opt)
+                    : nghttp2_session_client_new2(&c->s, cb, c, opt);
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_option_del(opt);
+    if (rv) { free(c); return NULL; }
+    /* The client preface is emitted by the first mem_send; SETTINGS first, then window. */
+    if (nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, niv) ||
+        (conn_window > 65535 &&
+         nghttp2_session_set_local_window_size(c->s, NGHTTP2_FLAG_NONE, 0, conn_window))) {
+        nghttp2_session_del(c->s); free(c); return NULL;
+    }
+    return c;
+}
+
+void ng_stream_free(ng_ctx *c, ng_stream *st) {
+    if (!st) return;
+    if (!st->closed && st->sid > 0 && nghttp2_session_get_stream_user_data(c->s, st->sid) == st)
+        nghttp2_session_set_stream_user_data(c->s, st->sid, NULL);
+    st->prev->next = st->next; st->next->prev = st->prev;
+    trailers_free(st); free(st->buf); free(st);
+}
+
+void ng_free(ng_ctx *c) {
+    if (!c) return;
+    nghttp2_session_del(c->s);    /* no callbacks after this */
+    while (c->head.next != &c->head) { ng_stream *st = c->head.next; st->closed = 1; ng_stream_free(c, st); }
+    free(c->ev); free(c->hd); free(c->arena); free(c->out); free(c);
+}
+
+void ng_reset_events(ng_ctx *c) { c->ev_len = 0; c->hd_len = 0; c->ar_len = 0; c->hdr_start = 0; }
+
+ssize_t ng_drain(ng_ctx *c);
+
+/* flush: also serialise what the frames queued (ACKs, WINDOW_UPDATE, a GOAWAY after a
+   connection error) into c->out, so a connection error is known when this returns. */
+ssize_t ng_recv(ng_ctx *c, const uint8_t *data, size_t len, int flush) {
+    c->in = data; c->in_len = len;
+    ssize_t rv = nghttp2_session_mem_recv(c->s, data, len);
+    c->in = NULL; c->in_len = 0;
+    if (c->oom) return NGHTTP2_ERR_NOMEM;
+    if (rv >= 0 && flush) {
+        ssize_t n = ng_drain(c);
+        if (n < 0) return n;
+    }
+    return rv;
+}
+
+/* Appends to c->out (the caller takes c->out_len bytes and zeroes it). */
+ssize_t ng_drain(ng_ctx *c) {
+    for (;;) {
+        const uint8_t *p;
+        ssize_t n = nghttp2_session_mem_send(c->s, &p);
+        if (n < 0) return n;
+        if (n == 0) break;
+        if (grow((void **)&c->out, &c->out_cap, c->out_len + (size_t)n, 1)) return NGHTTP2_ERR_NOMEM;
+        memcpy(c->out + c->out_len, p, (size_t)n);
+        c->out_len += (size_t)n;
+    }
+    return (ssize_t)c->out_len;
+}
+
+/* blob = name0 \0 value0 \0 name1 \0 value1 ... (values can't hold NUL legally anyway) */
+static nghttp2_nv *make_nv(const uint8_t *blob, size_t len, uint64_t sensitive, size_t *n_out) {
+    size_t fields = 1;
+    for (size_t i = 0; i < len; i++) fields += blob[i] == 0;
+    if (fields % 2) return NULL;
+    nghttp2_nv *nv = malloc(sizeof(nghttp2_nv) * (fields / 2 + 1));
+    if (!nv) return NULL;
+    const uint8_t *p = blob, *end = blob + len;
+    size_t k = 0;
+    while (k < fields / 2) {
+        const uint8_t *z = memchr(p, 0, end - p);
+        nv[k].name = (uint8_t *)p; nv[k].namelen = z - p; p = z + 1;
+        z = memchr(p, 0, end - p); if (!z) z = end;
+        nv[k].value = (uint8_t *)p; nv[k].valuelen = z - p; p = z + 1;
+        /* never-indexed: caller's mask (hpack NeverIndexedHeaderTuple), plus h2fast's rule:
+           authorization, proxy-authorization, and short cookies */
+        int ni = (k < 64 && (sensitive >> k) & 1) ||
+                 (nv[k].namelen == 13 && !memcmp(nv[k].name, "authorization", 13)) ||
+                 (nv[k].namelen == 19 && !memcmp(nv[k].name, "proxy-authorization", 19)) ||
+                 (nv[k].namelen == 6 && !memcmp(nv[k].name, "cookie", 6) && nv[k].valuelen < 20);
+        nv[k].flags = ni ? NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE;
+        k++;
+    }
+    *n_out = k;
+    return nv;
+}
+
+static ng_stream *stream_new(ng_ctx *c) {
+    ng_stream *st = calloc(1, sizeof(ng_stream));
+    if (!st) return NULL;
+    st->next = c->head.next; st->prev = &c->head; c->head.next->prev = st; c->head.next = st;
+    st->attached = 1;
+    return st;
+}
+
+int32_t ng_submit_request(ng_ctx *c, const uint8_t *blob, size_t len, uint64_t sensitive,
+                          int end_stream, ng_stream **out) {
+    size_t n; nghttp2_nv *nv = make_nv(blob, len, sensitive, &n);
+    if (!nv) return NGHTTP2_ERR_INVALID_ARGUMENT;
+    ng_stream *st = NULL;
+    nghttp2_data_provider prd;
+    if (!end_stream) {
+        if (!(st = stream_new(c))) { free(nv); return NGHTTP2_ERR_NOMEM; }
+        prd.source.ptr = st; prd.read_callback = data_read;
+    }
+    int32_t sid = nghttp2_submit_request(c->s, NULL, nv, n, st ? &prd : NULL, st);
+    free(nv);
+    if (sid < 0) { if (st) { st->closed = 1; ng_stream_free(c, st); } return sid; }
+    if (st) st->sid = sid;
+    *out = st;
+    return sid;
+}
+
+int ng_submit_response(ng_ctx *c, int32_t sid, const uint8_t *blob, size_t len, uint64_t sensitive,
+                       int end_stream, ng_stream **out) {
+    size_t n; nghttp2_nv *nv = make_nv(blob, len, sensitive, &n);
+    if (!nv) return NGHTTP2_ERR_INVALID_ARGUMENT;
+    ng_stream *st = NULL;
+    nghttp2_data_provider prd;
+    if (!end_stream) {
+        if (!(st = stream_new(c))) { free(nv); return NGHTTP2_ERR_NOMEM; }
+        st->sid = sid; prd.source.ptr = st; prd.read_callback = data_read;
+    }
+    int rv = nghttp2_submit_response(c->s, sid, nv, n, st ? &prd : NULL);
+    free(nv);
+    if (rv) { if (st) { st->closed = 1; ng_stream_free(c, st); } return rv; }
+    if (st) nghttp2_session_set_stream_user_data(c->s, sid, st);
+    *out = st;
+    return 0;
+}
+
+/* Informational (1xx) heads, or trailers. With a body provider attached, trailers wait
+   until the body is drained (they are submitted from the read callback). */
+int ng_submit_headers(ng_ctx *c, int32_t sid, ng_stream *st, const uint8_t *blob, size_t len,
+                      uint64_t sensitive, int end_stream) {
+    size_t n; nghttp2_nv *nv = make_nv(blob, len, sensitive, &n);
+    if (!nv) return NGHTTP2_ERR_INVALID_ARGUMENT;
+    if (st && st->attached) {
+        if (st->eof || st->tr_nv || !end_stream) { free(nv); return NGHTTP2_ERR_INVALID_STATE; }
+        st->tr_blob = malloc(len ? len : 1);
+        if (!st->tr_blob) { free(nv); return NGHTTP2_ERR_NOMEM; }
+        memcpy(st->tr_blob, blob, len);
+        for (size_t i = 0; i < n; i++) {   /* re-point into our copy */
+            nv[i].name = st->tr_blob + (nv[i].name - blob);
+            nv[i].value = st->tr_blob + (nv[i].value - blob);
+        }
+        st->tr_nv = nv; st->tr_n = n; st->eof = 1;
+        if (st->deferred && !st->closed) { st->deferred = 0; return nghttp2_session_resume_data(c->s, sid); }
+        return 0;
+    }
+    int rv = nghttp2_submit_headers(c->s, end_stream ? NGHTTP2_FLAG_END_STREAM : 0, sid, NULL, nv, n, NULL);
+    free(nv);
+    return rv < 0 ? rv : 0;
+}
+
+int ng_send_data(ng_ctx *c, ng_stream *st, const uint8_t *data, size_t len, int end_stream) {
+    if (!st || !st->attached || st->eof) return NGHTTP2_ERR_INVALID_STATE;
+    if (st->closed) return NGHTTP2_ERR_STREAM_CLOSED;
+    if (len) {
+        if (st->off && st->off == st->len) st->off = st->len = 0;
+        if (st->off > (1 << 16) && st->off * 2 > st->len) {     /* compact */
+            memmove(st->buf, st->buf + st->off, st->len - st->off);
+            st->len -= st->off; st->off = 0;
+        }
+        if (grow((void **)&st->buf, &st->cap, st->len + len, 1)) return NGHTTP2_ERR_NOMEM;
+        memcpy(st->buf + st->len, data, len);
+        st->len += len;
+    }
+    if (end_stream) st->eof = 1;
+    if (st->deferred && (len || end_stream)) {
+        st->deferred = 0;
+        return nghttp2_session_resume_data(c->s, st->sid);
+    }
+    return 0;
+}
+
+size_t ng_pending(ng_stream *st) { return st ? st->len - st->off : 0; }
+
+int ng_consume(ng_ctx *c, int32_t sid, size_t n) {
+    int rv = nghttp2_session_consume(c->s, sid, n);
+    return rv;
+}
+
+/* What we may still queue on this stream: peer's window minus what is buffered unsent. */
+int32_t ng_send_window(ng_ctx *c, int32_t sid, ng_stream *st) {
+    int32_t sw = nghttp2_session_get_stream_remote_window_size(c->s, sid);
+    if (sw < 0) {   /* stream not opened yet (request HEADERS still queued) */
+        sw = (int32_t)nghttp2_session_get_remote_settings(c->s, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
+    }
+    int32_t cw = nghttp2_session_get_remote_window_size(c->s);
+    int64_t w = sw < cw ? sw : cw;
+    w -= (int64_t)ng_pending(st);
+    return w < 0 ? 0 : (int32_t)w;
+}
+"""
+
+
+def builder() -> FFI:
+    ffibuilder = FFI()
+    ffibuilder.cdef(CDEF)
+    ffibuilder.set_source("_ng", SRC, libraries=["nghttp2"], extra_compile_args=["-O2", "-Wall"])
+    return ffibuilder
+
+
+def build() -> Path:
+    """Compile in a scratch directory and place the extension next to this file."""
+    with tempfile.TemporaryDirectory(prefix="peermesh-ng-") as tmp:
+        built = Path(builder().compile(tmpdir=tmp, verbose=False))
+        target = HERE / built.name
+        shutil.copyfile(built, target)
+    return target
+
+
+def main() -> int:
+    try:
+        target = build()
+    except Exception as exc:  # a missing compiler or header: say which, keep going on h2
+        print(
+            f"nghttp2 engine not built ({exc}); install gcc, python3-dev and libnghttp2-dev"
+            " and re-run 'make' (the agent uses the h2 engine until then)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"built {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

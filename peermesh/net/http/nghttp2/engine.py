@@ -1,0 +1,339 @@
+"""Sans-IO HTTP/2 engine over libnghttp2 (the ``_ng`` cffi module ``build`` compiles).
+
+Implements ``h2engine.H2Engine``. The C side collects every callback into flat int32
+records; ``_collect`` decodes them once per ``receive`` or ``data_to_send``.
+
+Where nghttp2 and the ``h2`` engine differ, and what this wrapper does about it:
+
+* A connection error gets no callback: nghttp2 just queues a GOAWAY. ``ng_recv``
+  serialises right after parsing, and a non-zero GOAWAY we did not ask for turns into
+  ``NgProtocolError`` from ``receive``, as h2 raises ``ProtocolError``.
+* nghttp2 validates no outbound header and fewer inbound ones than h2 (a ``host``
+  that disagrees with ``:authority``): received blocks also go through h2fast's
+  ``check_received``, so both engines refuse the same headers with the same words.
+  nghttp2 is stricter on a few (DEL in values, a bad content-length, a ``:path``
+  without ``/``): those it resets as stream errors (RFC 9113 §8.1.1), h2 closes the
+  connection.
+* After our graceful GOAWAY nghttp2 ignores newer streams instead of resetting them;
+  the client learns from the GOAWAY's last-stream-id that they were not processed.
+* One body provider per stream, attached when its head is submitted; an empty buffer
+  defers it until ``send_data``/trailers/EOF resume it. Trailers are submitted from the
+  provider at EOF, so they never overtake queued DATA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from peermesh.net.http.h2engine import EngineError, Ev, Event, Header
+from peermesh.net.http.h2fast import check_received
+from peermesh.net.http.nghttp2._ng import ffi, lib
+
+# C record tags (build.py)
+_H, _D, _E, _R, _C, _W, _S, _G, _P, _X, _I, _T, _N = range(1, 14)
+
+SETTINGS_ENABLE_PUSH = 2
+SETTINGS_MAX_CONCURRENT_STREAMS = 3
+SETTINGS_INITIAL_WINDOW_SIZE = 4
+SETTINGS_MAX_FRAME_SIZE = 5
+SETTINGS_MAX_HEADER_LIST_SIZE = 6
+
+_NO_ERROR, _PROTOCOL_ERROR, _REFUSED_STREAM, _CANCEL = 0, 1, 7, 8
+_ERR_STREAM_CLOSED = -510
+_ERR_FATAL_GOAWAY = -505
+
+
+def _strerror(code: int) -> str:
+    return str(ffi.string(lib.nghttp2_strerror(code)).decode())
+
+
+class NgError(EngineError):
+    """A call into nghttp2 failed (stream closed, bad state, out of memory)."""
+
+    def __init__(self, code: int, what: str = "") -> None:
+        self.lib_error = code
+        super().__init__(f"{what}: {_strerror(code)} ({code})")
+
+
+class NgProtocolError(EngineError):
+    """The peer broke the protocol; nghttp2 has queued a GOAWAY (send data_to_send())."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        self.lib_error = code
+        super().__init__(message or _strerror(code))
+
+
+class NgEngine:
+    """One HTTP/2 connection on libnghttp2, either end, with the shell's limits."""
+
+    def __init__(self, *, client_side: bool, max_concurrent_streams: int = 1000) -> None:
+        from peermesh.net.http.h2conn import (
+            CONNECTION_WINDOW,
+            MAX_FRAME,
+            MAX_HEADER_LIST,
+            STREAM_WINDOW,
+        )
+
+        self.client_side = client_side
+        iv = [
+            (SETTINGS_MAX_CONCURRENT_STREAMS, max_concurrent_streams),
+            (SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW),
+            (SETTINGS_MAX_FRAME_SIZE, MAX_FRAME),
+            (SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST),
+        ]
+        if client_side:
+            iv.append((SETTINGS_ENABLE_PUSH, 0))
+        civ = ffi.new("nghttp2_settings_entry[]", iv)
+        ctx = lib.ng_new(0 if client_side else 1, civ, len(iv), CONNECTION_WINDOW, MAX_HEADER_LIST)
+        if ctx == ffi.NULL:
+            raise MemoryError("nghttp2 session")
+        self._ctx: Any = ffi.gc(ctx, lib.ng_free)
+        self._s: Any = ctx.s
+        self._streams: dict[int, Any] = {}  # sid -> ng_stream* (body provider attached)
+        self._final_sent: set[int] = set()  # server: streams whose final response went out
+        self._want_final: set[int] = set()  # client: streams that got a 1xx, want the final
+        self._pending: list[Event] = []  # events produced while sending (stream closes)
+        self._out: Any = ffi.new("ng_stream **")
+        self._fatal: str | None = None  # reason of a GOAWAY nghttp2 sent on its own
+        self._asked_error = False  # we asked for a non-zero GOAWAY ourselves
+        self.goaway_received: int | None = None
+
+    # receiving -----------------------------------------------------------------
+    def receive(self, data: bytes) -> list[Event]:
+        rv = lib.ng_recv(self._ctx, data, len(data), 1)
+        events, errors = self._collect(data)
+        if rv < 0:
+            raise NgProtocolError(rv, "; ".join(errors) or _strerror(rv))
+        if self._fatal is not None:
+            # nghttp2 found a connection error; its GOAWAY is already in data_to_send().
+            raise NgProtocolError(_ERR_FATAL_GOAWAY, self._fatal)
+        return events
+
+    def pop_events(self) -> list[Event]:
+        out, self._pending = self._pending, []
+        return out
+
+    def _collect(self, data: bytes | None) -> tuple[list[Event], list[str]]:
+        ctx = self._ctx
+        n = ctx.ev_len
+        out = self._pending
+        self._pending = []
+        errors: list[str] = []
+        if not n:
+            return out, errors
+        ev = ffi.unpack(ctx.ev, n)
+        arena: bytes = ffi.buffer(ctx.arena, ctx.ar_len)[:] if ctx.ar_len else b""
+        hd = ffi.unpack(ctx.hd, ctx.hd_len) if ctx.hd_len else ()
+        append = out.append
+        try:
+            for i in range(0, n, 6):
+                t = ev[i]
+                sid = ev[i + 1]
+                if t == _D:
+                    off = ev[i + 3]
+                    ln = ev[i + 4]
+                    source = data if ev[i + 2] and data is not None else arena
+                    append((Ev.DATA, sid, source[off : off + ln], ln))
+                elif t == _H:
+                    cat = ev[i + 2]
+                    end = cat >> 8 != 0
+                    cat &= 0xFF
+                    j = ev[i + 3] * 4
+                    headers = [
+                        (arena[hd[k] : hd[k + 1]], arena[hd[k + 2] : hd[k + 3]])
+                        for k in range(j, j + ev[i + 4] * 4, 4)
+                    ]
+                    append(self._headers_event(sid, cat, headers, end))
+                elif t == _E:
+                    append((Ev.END, sid))
+                elif t in (_C, _N):
+                    st = self._streams.pop(sid, None)
+                    if st is not None:
+                        lib.ng_stream_free(ctx, st)
+                    self._final_sent.discard(sid)
+                    self._want_final.discard(sid)
+                    # _N: our request HEADERS never went out (a GOAWAY came first): refused
+                    append((Ev.CLOSED, sid, ev[i + 2] if t == _C else _REFUSED_STREAM))
+                elif t == _R:
+                    append((Ev.RESET, sid, ev[i + 2] & 0xFFFFFFFF))
+                elif t == _W:
+                    append((Ev.WINDOW, sid, ev[i + 2]))
+                elif t == _S:
+                    append((Ev.SETTINGS, bool(ev[i + 2])))
+                elif t == _G:
+                    self.goaway_received = ev[i + 3]
+                    off = ev[i + 4]
+                    append(
+                        (Ev.GOAWAY, ev[i + 2] & 0xFFFFFFFF, ev[i + 3], arena[off : off + ev[i + 5]])
+                    )
+                elif t == _P:
+                    off = ev[i + 4]
+                    append((Ev.PING_ACK, arena[off : off + 8]))
+                elif t == _T:
+                    code = ev[i + 2] & 0xFFFFFFFF
+                    off = ev[i + 4]
+                    reason = arena[off : off + ev[i + 5]].decode("latin-1")
+                    if code != _NO_ERROR and not self._asked_error and self._fatal is None:
+                        self._fatal = f"{reason or 'connection error'} (GOAWAY error code {code})"
+                elif t == _X:
+                    off = ev[i + 4]
+                    errors.append(arena[off : off + ev[i + 5]].decode("latin-1"))
+        finally:
+            lib.ng_reset_events(ctx)
+        return out, errors
+
+    def _headers_event(self, sid: int, cat: int, headers: list[Header], end: bool) -> Event:
+        if cat == 0:  # NGHTTP2_HCAT_REQUEST
+            self._check(headers, response=False, trailer=False)
+            return (Ev.REQUEST, sid, headers, end)
+        if cat == 1 or (cat == 3 and sid in self._want_final):  # a (final) response
+            self._check(headers, response=True, trailer=False)
+            if headers and headers[0][1][:1] == b"1":
+                self._want_final.add(sid)
+                return (Ev.INFORMATIONAL, sid, headers)
+            self._want_final.discard(sid)
+            return (Ev.RESPONSE, sid, headers, end)
+        self._check(headers, response=False, trailer=True)
+        return (Ev.TRAILERS, sid, headers)
+
+    def _check(self, headers: list[Header], *, response: bool, trailer: bool) -> None:
+        """h2's header rules, answered as h2 answers them: GOAWAY(PROTOCOL_ERROR)."""
+        try:
+            check_received(headers, response=response, trailer=trailer)
+        except EngineError as exc:
+            self._fatal = str(exc)
+            self._asked_error = True
+            lib.nghttp2_session_terminate_session(self._s, _PROTOCOL_ERROR)
+            lib.ng_drain(self._ctx)
+            raise
+
+    # sending -------------------------------------------------------------------
+    def data_to_send(self) -> bytes:
+        ctx = self._ctx
+        n = lib.ng_drain(ctx)
+        if ctx.ev_len:  # stream closes (and the like) happen as frames are serialised
+            events, _ = self._collect(None)  # keeps earlier pending ones first
+            self._pending = events
+        if n < 0:
+            raise NgError(n, "mem_send")
+        if not n:
+            return b""
+        ctx.out_len = 0
+        return bytes(ffi.buffer(ctx.out, n))
+
+    @property
+    def has_output(self) -> bool:
+        return self._ctx.out_len > 0 or bool(lib.nghttp2_session_want_write(self._s))
+
+    @property
+    def is_closed(self) -> bool:
+        s = self._s
+        return not lib.nghttp2_session_want_read(s) and not lib.nghttp2_session_want_write(s)
+
+    @staticmethod
+    def _blob(headers: Sequence[Header]) -> tuple[bytes, int]:
+        """name\\0value\\0... (C marks authorization and short cookies never-indexed)."""
+        mask = 0
+        for k, h in enumerate(headers):
+            if type(h) is not tuple and not getattr(h, "indexable", True) and k < 64:
+                mask |= 1 << k  # hpack.NeverIndexedHeaderTuple
+        return b"\0".join([x for h in headers for x in h]), mask
+
+    def get_next_available_stream_id(self) -> int:
+        return int(lib.nghttp2_session_get_next_stream_id(self._s))
+
+    def send_headers(
+        self, stream_id: int, headers: Sequence[Header], end_stream: bool = False
+    ) -> None:
+        blob, mask = self._blob(headers)
+        ctx = self._ctx
+        out = self._out
+        if (
+            self.client_side
+            and stream_id not in self._streams
+            and stream_id >= lib.nghttp2_session_get_next_stream_id(self._s)
+        ):
+            sid = lib.ng_submit_request(ctx, blob, len(blob), mask, end_stream, out)
+            if sid < 0:
+                raise NgError(sid, "submit_request")
+            if sid != stream_id:
+                raise NgError(-501, f"stream id {stream_id} is not the next one ({sid})")
+            if not end_stream:
+                self._streams[sid] = out[0]
+            return
+        if not self.client_side and stream_id not in self._final_sent:
+            informational = bool(headers) and headers[0][1][:1] == b"1"
+            if not informational:
+                rv = lib.ng_submit_response(ctx, stream_id, blob, len(blob), mask, end_stream, out)
+                if rv:
+                    raise NgError(rv, "submit_response")
+                self._final_sent.add(stream_id)
+                if not end_stream:
+                    self._streams[stream_id] = out[0]
+                return
+        st = self._streams.get(stream_id, ffi.NULL)
+        rv = lib.ng_submit_headers(ctx, stream_id, st, blob, len(blob), mask, end_stream)
+        if rv:
+            raise NgError(rv, "submit_headers")
+
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        st = self._streams.get(stream_id)
+        if st is None:
+            raise NgError(_ERR_STREAM_CLOSED, f"send_data on stream {stream_id}")
+        rv = lib.ng_send_data(self._ctx, st, ffi.from_buffer(data), len(data), end_stream)
+        if rv:
+            raise NgError(rv, "send_data")
+
+    def end_stream(self, stream_id: int) -> None:
+        self.send_data(stream_id, b"", end_stream=True)
+
+    def reset_stream(self, stream_id: int, error_code: int = _CANCEL) -> None:
+        """RST_STREAM after what was queued before it, as h2 sends them.
+
+        nghttp2 sends RST_STREAM ahead of queued DATA (and drops a request HEADERS not
+        yet sent), so the peer would see a reset without the head and body that preceded
+        it. Serialising first keeps the order; the body still buffered is beyond the
+        peer's window and is dropped with the stream, as h2 would never have queued it.
+        """
+        lib.ng_drain(self._ctx)
+        rv = lib.nghttp2_submit_rst_stream(self._s, 0, stream_id, int(error_code))
+        if rv:
+            raise NgError(rv, "rst_stream")
+
+    def acknowledge_received_data(self, acknowledged_size: int, stream_id: int) -> None:
+        if acknowledged_size:
+            rv = lib.ng_consume(self._ctx, stream_id, acknowledged_size)
+            if rv:
+                raise NgError(rv, "consume")
+
+    def local_flow_control_window(self, stream_id: int) -> int:
+        """Bytes we may still queue on the stream (peer window minus our unsent buffer)."""
+        return int(lib.ng_send_window(self._ctx, stream_id, self._streams.get(stream_id, ffi.NULL)))
+
+    @property
+    def max_outbound_frame_size(self) -> int:
+        return int(lib.nghttp2_session_get_remote_settings(self._s, SETTINGS_MAX_FRAME_SIZE))
+
+    @property
+    def remote_max_concurrent_streams(self) -> int:
+        s = self._s
+        return int(lib.nghttp2_session_get_remote_settings(s, SETTINGS_MAX_CONCURRENT_STREAMS))
+
+    def ping(self, opaque_data: bytes) -> None:
+        rv = lib.nghttp2_submit_ping(self._s, 0, opaque_data)
+        if rv:
+            raise NgError(rv, "ping")
+
+    def send_graceful_goaway(self, last_stream_id: int) -> None:
+        rv = lib.nghttp2_submit_goaway(self._s, 0, last_stream_id, _NO_ERROR, b"", 0)
+        if rv:
+            raise NgError(rv, "goaway")
+
+    def close_connection(self, error_code: int = _NO_ERROR) -> None:
+        """Hard close: GOAWAY(last processed, code); nghttp2 stops once it is sent."""
+        if error_code:
+            self._asked_error = True
+        rv = lib.nghttp2_session_terminate_session(self._s, int(error_code))
+        if rv:
+            raise NgError(rv, "terminate")
