@@ -7,7 +7,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 NG_EXT := peermesh/net/http/nghttp2/_ng$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-h2-engine lint bench clean
+
+# The data-plane tests, which CI runs a second time on the reference (h2) engine.
+DATAPLANE_TESTS := tests/unit/net/test_h2session.py tests/unit/net/test_dataplane_stalls.py \
+	tests/unit/net/test_cancellation.py tests/integration/test_proxy_clients.py \
+	tests/integration/test_proxy_errors.py tests/integration/test_traffic_proxy.py \
+	tests/integration/test_grpc.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +33,9 @@ demo: $(STAMP) $(NG_EXT)
 
 test: $(STAMP) $(NG_EXT)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-h2-engine: $(STAMP)
+	PEERMESH_H2_ENGINE=h2 $(PY) -m pytest $(PYTEST_ARGS) $(DATAPLANE_TESTS)
 
 lint: $(STAMP) $(NG_EXT)
 	$(VENV)/bin/ruff check .

@@ -42,6 +42,9 @@ SETTINGS_MAX_HEADER_LIST_SIZE = 6
 _NO_ERROR, _PROTOCOL_ERROR, _REFUSED_STREAM, _CANCEL = 0, 1, 7, 8
 _ERR_STREAM_CLOSED = -510
 _ERR_FATAL_GOAWAY = -505
+# nghttp2 rejected a header block or a message (content-length, pseudo-headers): a
+# stream error there, a connection error in h2; answered as h2 answers it.
+_HTTP_ERRORS = (-531, -532)  # NGHTTP2_ERR_HTTP_HEADER, NGHTTP2_ERR_HTTP_MESSAGING
 
 
 def _strerror(code: int) -> str:
@@ -120,6 +123,7 @@ class NgEngine:
         out = self._pending
         self._pending = []
         errors: list[str] = []
+        http_error = False
         if not n:
             return out, errors
         ev = ffi.unpack(ctx.ev, n)
@@ -179,8 +183,15 @@ class NgEngine:
                 elif t == _X:
                     off = ev[i + 4]
                     errors.append(arena[off : off + ev[i + 5]].decode("latin-1"))
+                elif t == _I and ev[i + 2] in _HTTP_ERRORS and self._fatal is None:
+                    self._fatal = f"invalid HTTP message on stream {sid}: {_strerror(ev[i + 2])}"
+                    http_error = True
         finally:
             lib.ng_reset_events(ctx)
+        if http_error:
+            self._asked_error = True
+            lib.nghttp2_session_terminate_session(self._s, _PROTOCOL_ERROR)
+            lib.ng_drain(ctx)
         return out, errors
 
     def _headers_event(self, sid: int, cat: int, headers: list[Header], end: bool) -> Event:
