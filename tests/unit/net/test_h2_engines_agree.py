@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 
 import hpack
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from hyperframe.frame import (
     DataFrame,
     HeadersFrame,
@@ -24,6 +22,8 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from peermesh.net.http.h2engine import EngineError, EngineName, Ev, H2Engine
 from peermesh.net.http.h2select import new_engine, nghttp2_available
@@ -131,7 +131,9 @@ def malformed(encoder: hpack.Encoder, new_sid: int, open_sid: int) -> st.SearchS
             lambda h: HeadersFrame(new_sid, data=encoder.encode(h), flags=headers_flags).serialize()
         ),
         st.just(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x"),  # DATA on stream 0
-        st.just(HeadersFrame(new_sid + 1, data=encoder.encode(GET), flags=headers_flags).serialize()),
+        st.just(
+            HeadersFrame(new_sid + 1, data=encoder.encode(GET), flags=headers_flags).serialize()
+        ),
         st.just(WindowUpdateFrame(0, window_increment=0).serialize()),
         st.just(b"\x00\x00\x01\x03\x00\x00\x00\x00" + bytes([open_sid]) + b"\x00"),  # RST len 1
         st.just(b"\x00\x00\x09\x04\x00\x00\x00\x00\x00" + b"\x00" * 9),  # SETTINGS len 9

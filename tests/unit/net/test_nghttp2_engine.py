@@ -13,9 +13,11 @@ from peermesh.net.http.h2engine import EngineError, Ev, Event, Header
 from peermesh.net.http.h2select import nghttp2_available
 
 if not nghttp2_available():
-    pytest.skip("nghttp2 engine not built (needs libnghttp2-dev, then make)", allow_module_level=True)
+    pytest.skip(
+        "nghttp2 engine not built (needs libnghttp2-dev, then make)", allow_module_level=True
+    )
 
-from peermesh.net.http.nghttp2.engine import NgEngine, NgProtocolError  # noqa: E402
+from peermesh.net.http.nghttp2.engine import NgEngine, NgProtocolError
 
 REQ = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/up"), (b":authority", b"svc")]
 GET = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"svc")]
