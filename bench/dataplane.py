@@ -1,10 +1,11 @@
-"""Data-plane benchmark: direct vs two peermesh agents vs two HAProxy, one nginx upstream.
+"""Data-plane benchmark: direct vs peermesh (each HTTP/2 engine) vs HAProxy, one nginx upstream.
 
 ``python -m bench.dataplane`` (or ``make bench``) starts, on 127.0.0.1 only:
 
 * one nginx serving a 1 KiB file (HTTP/1.1 port for the proxies, h2c port for "direct");
-* **peermesh**: agent A (outbound, h2c from the load generator) → mTLS HTTP/2 → agent B
-  (inbound) → nginx over HTTP/1.1;
+* **peermesh**, twice: agent A (outbound, h2c from the load generator) → mTLS HTTP/2 →
+  agent B (inbound) → nginx over HTTP/1.1, one pair on the nghttp2 engine and one pair on
+  the h2 engine (``--h2-engine``);
 * **HAProxy reference**: HAProxy A (h2c from the load generator) → TLS 1.3 mTLS, ALPN h2 →
   HAProxy B → nginx over HTTP/1.1, with the same dev-CA Ed25519 certificates.
 
@@ -76,7 +77,8 @@ TARGET_IDLE_RSS_MIB = 60
 
 SETUP_LABELS = {
     "direct": "direct (h2c → nginx)",
-    "peermesh": "peermesh (2 agents, mTLS h2)",
+    "peermesh": "peermesh, nghttp2 engine (2 agents, mTLS h2)",
+    "peermesh-h2": "peermesh, h2 engine (2 agents, mTLS h2)",
     "haproxy": "HAProxy (2 proxies, mTLS h2)",
 }
 
@@ -240,8 +242,16 @@ def peermesh_revision() -> str:
 # --- set-up: certificates, configs, processes ----------------------------------------
 
 
+# One agent pair per engine: (client-side node, server-side node).
+NODES = (("node-a", "frontend"), ("node-b", "orders"), ("node-c", "frontend"), ("node-d", "orders"))
+ENGINE_PAIRS = (
+    ("peermesh", "nghttp2", "node-a", "node-b"),
+    ("peermesh-h2", "h2", "node-c", "node-d"),
+)
+
+
 def make_certificates(work: Path) -> dict[str, Path]:
-    """A dev CA and identities for node-a (frontend) and node-b (orders), via the CLI."""
+    """A dev CA and identities for each agent pair (frontend → orders), via the CLI."""
     python = [sys.executable, "-m", "peermesh", "dev-ca"]
     ca = work / "ca"
     run = [
@@ -249,14 +259,14 @@ def make_certificates(work: Path) -> dict[str, Path]:
         *(
             [*python, "issue", "--ca-dir", str(ca), "--node", node, "--service", svc,
              "--data-dir", str(work / node)]
-            for node, svc in (("node-a", "frontend"), ("node-b", "orders"))
+            for node, svc in NODES
         ),
     ]  # fmt: skip
     for args in run:
         done = subprocess.run(args, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
             raise BenchError(f"{' '.join(args[2:5])} failed:\n{done.stderr.strip()}")
-    dirs = {"node-a": work / "node-a", "node-b": work / "node-b"}
+    dirs = {node: work / node for node, _ in NODES}
     for node, data in dirs.items():
         # HAProxy's `crt` wants certificate and key in one PEM file.
         combined = work / f"{node}-haproxy.pem"
@@ -411,22 +421,30 @@ def start_everything(
     wait_started(group, "nginx", lambda: tcp_open(h1_port) and tcp_open(h2_port), "nginx")
 
     quiet = data_plane_only_flags()
-    b_ports = {"outbound": free_port(), "inbound": free_port(), "admin": free_port()}
-    a_ports = {"outbound": free_port(), "inbound": free_port(), "admin": free_port()}
-    group.start(
-        "agent-b",
-        agent_args("node-b", f"orders={h1_port},proto=h1", dirs["node-b"], b_ports, *quiet),
-    )
-    group.start(
-        "agent-a",
-        agent_args(
-            "node-a", "frontend=9", dirs["node-a"], a_ports,
-            "--peer", f"orders=127.0.0.1:{b_ports['inbound']}", *quiet,
-        ),
-    )  # fmt: skip
-    for name, ports in (("agent-b", b_ports), ("agent-a", a_ports)):
-        url = f"http://127.0.0.1:{ports['admin']}/readyz"
-        wait_started(group, name, lambda url=url: http_ok(url), f"{name} /readyz")
+    outbound_ports: dict[str, int] = {}
+    for setup_name, engine, client_node, server_node in ENGINE_PAIRS:
+        b_ports = {"outbound": free_port(), "inbound": free_port(), "admin": free_port()}
+        a_ports = {"outbound": free_port(), "inbound": free_port(), "admin": free_port()}
+        outbound_ports[setup_name] = a_ports["outbound"]
+        engine_flag = ("--h2-engine", engine)
+        b_name, a_name = f"agent-{server_node[-1]}", f"agent-{client_node[-1]}"
+        group.start(
+            b_name,
+            agent_args(
+                server_node, f"orders={h1_port},proto=h1", dirs[server_node], b_ports,
+                *quiet, *engine_flag,
+            ),
+        )  # fmt: skip
+        group.start(
+            a_name,
+            agent_args(
+                client_node, "frontend=9", dirs[client_node], a_ports,
+                "--peer", f"orders=127.0.0.1:{b_ports['inbound']}", *quiet, *engine_flag,
+            ),
+        )  # fmt: skip
+        for name, ports in ((b_name, b_ports), (a_name, a_ports)):
+            url = f"http://127.0.0.1:{ports['admin']}/readyz"
+            wait_started(group, name, lambda url=url: http_ok(url), f"{name} /readyz")
 
     front_port, inner_port = free_port(), free_port()
     front_cfg, inner_cfg = haproxy_configs(work, front_port, inner_port, h1_port)
@@ -446,12 +464,15 @@ def start_everything(
 
     setups = {
         "direct": Setup("direct", h2_port),
-        "peermesh": Setup(
-            "peermesh",
-            a_ports["outbound"],
-            sidecars={"A": proc("agent-a"), "B": proc("agent-b")},
-            proc_names={"A": "agent-a", "B": "agent-b"},
-        ),
+        **{
+            setup_name: Setup(
+                setup_name,
+                outbound_ports[setup_name],
+                sidecars={"A": proc(f"agent-{a[-1]}"), "B": proc(f"agent-{b[-1]}")},
+                proc_names={"A": f"agent-{a[-1]}", "B": f"agent-{b[-1]}"},
+            )
+            for setup_name, _engine, a, b in ENGINE_PAIRS
+        },
         "haproxy": Setup(
             "haproxy",
             front_port,
@@ -685,7 +706,7 @@ def run_benchmark(opts: Options, tools: dict[str, str], work: Path) -> dict[str,
                             rate, skipped=f"over capacity (max {capacity:,.0f} req/s)"
                         )
                         print(
-                            f"  {setup.name:9s} {rate:5d} rps  skipped: over capacity", flush=True
+                            f"  {setup.name:11s} {rate:5d} rps  skipped: over capacity", flush=True
                         )
                         continue
                     try:
@@ -697,7 +718,7 @@ def run_benchmark(opts: Options, tools: dict[str, str], work: Path) -> dict[str,
                         continue
                     setup.open_loop[rate] = res
                     print(
-                        f"  {setup.name:9s} {rate:5d} rps  p50 {res.p50:7.3f}  p99 {res.p99:8.3f}"
+                        f"  {setup.name:11s} {rate:5d} rps  p50 {res.p50:7.3f}  p99 {res.p99:8.3f}"
                         f"  max {res.pmax:8.3f} ms  errors {res.errors}",
                         flush=True,
                     )
@@ -743,7 +764,7 @@ def render(
     """The markdown section for docs/benchmarks.md (also printed)."""
     direct, mesh, ha = setups["direct"], setups["peermesh"], setups["haproxy"]
     lines = [
-        "## Data plane: direct vs peermesh vs HAProxy",
+        "## Data plane: direct vs peermesh (nghttp2 and h2 engines) vs HAProxy",
         "",
         f"Measured {facts['date']} by `python -m bench.dataplane {facts['args']}`"
         f" (the run took {elapsed:.0f} s).",
@@ -760,8 +781,10 @@ def render(
         f" authority is `{AUTHORITY}`, so every 200 proves the authority arrived intact.",
         "- Client: h2load, one thread, HTTP/2 prior knowledge (h2c) to the first hop,"
         f" `:authority: {AUTHORITY}` (the destination service for peermesh).",
-        "- **peermesh:** agent A's outbound listener ← h2c; A → B one pooled TLS 1.3 mTLS HTTP/2"
-        " connection (dev-CA Ed25519 certificates); B → nginx HTTP/1.1 keep-alive. Agents run"
+        "- **peermesh:** two agent pairs, one per HTTP/2 engine (`--h2-engine nghttp2`, `h2`),"
+        " every HTTP/2 leg of a pair on that engine. Agent A's outbound listener ← h2c; A → B"
+        " one pooled TLS 1.3 mTLS HTTP/2 connection (dev-CA Ed25519 certificates);"
+        " B → nginx HTTP/1.1 keep-alive. Agents run"
         " with `--gossip off --no-mdns` (static `--peer`: the data plane alone) and log level"
         " warning.",
         "- **HAProxy reference:** HAProxy A (`bind` h2c) → `server ... ssl crt ca-file verify"
@@ -842,6 +865,7 @@ def render(
             f"| {setup.label} | {best} | {_pair(closed.cpu_per_1k, '{:.3f}')} | {cpu_at_rate} |"
             f" {_rss_pair(setup.idle_rss)} | {_rss_pair(setup.peak_rss)} |"
         )
+    lines += ratios(setups, ha)
     lines += ["", "All closed-loop settings tried (req/s):", ""]
     for setup in setups.values():
         lines.append(f"- {setup.label}: {'; '.join(setup.closed.tried) or NA}")
@@ -854,6 +878,32 @@ def render(
     lines += targets(mesh, ha, direct)
     lines += reading_notes(mesh, ha, direct)
     return "\n".join(lines) + "\n"
+
+
+def ratios(setups: dict[str, Setup], ha: Setup) -> list[str]:
+    """Each peermesh pair against HAProxy in the same run (throughput and CPU per request)."""
+    lines = [
+        "",
+        "Ratios to HAProxy in the same run (peermesh ÷ HAProxy; throughput: higher is better,"
+        " CPU: lower is better):",
+        "",
+        "| setup | closed-loop req/s | CPU per request at max (A / B) |",
+        "|---|---:|---:|",
+    ]
+    for name, setup in setups.items():
+        if not name.startswith("peermesh"):
+            continue
+        rps = (
+            f"{setup.closed.rps / ha.closed.rps:.2f}" if setup.closed.rps and ha.closed.rps else NA
+        )
+        cpu = " / ".join(
+            f"{setup.closed.cpu_per_1k[r] / ha.closed.cpu_per_1k[r]:.1f}x"
+            if setup.closed.cpu_per_1k.get(r) and ha.closed.cpu_per_1k.get(r)
+            else NA
+            for r in ("A", "B")
+        )
+        lines.append(f"| {setup.label} | {rps} | {cpu} |")
+    return lines
 
 
 def reading_notes(mesh: Setup, ha: Setup, direct: Setup) -> list[str]:
@@ -958,7 +1008,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         metavar="SECONDS",
         help="first wait up to SECONDS for other processes to leave the CPUs mostly idle",
     )
-    parser.add_argument("--quick", action="store_true", help="short smoke run (~1 minute)")
+    parser.add_argument("--quick", action="store_true", help="short smoke run (~2 minutes)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave the doc alone")
     parser.add_argument("--output", type=Path, default=BENCHMARKS_DOC, help="markdown file")
     ns = parser.parse_args(argv)
