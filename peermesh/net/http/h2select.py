@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 
@@ -15,7 +16,7 @@ _fallback_logged = False
 
 def nghttp2_available() -> bool:
     try:
-        from peermesh.net.http.nghttp2 import engine  # noqa: F401
+        importlib.import_module("peermesh.net.http.nghttp2.engine")
     except ImportError:
         return False
     return True
