@@ -21,6 +21,8 @@ from peermesh.agent.state import AgentSources, CaHandles
 from peermesh.ca.ports import CaPorts
 from peermesh.ca.service import CaService
 from peermesh.ca.settings import CaSettings
+from peermesh.capture.dnsserver import MeshDnsServer, host_resolvers
+from peermesh.capture.vips import ServiceVips
 from peermesh.config import AgentConfig
 from peermesh.core.endpoint import CompositeEndpoints, Endpoint, EndpointError, parse_host_port
 from peermesh.membership.gossip import GossipSettings, Membership, default_advertise_address
@@ -212,6 +214,8 @@ class Agent:
                 else []
             )
             admin_listeners = await _listen(cfg.admin.listen, "admin")
+            vips = ServiceVips(self.endpoints.services)
+            outbound.vips = vips.table
             self.addresses = {
                 "outbound": _bound(out_listeners),
                 "inbound": _bound(in_listeners),
@@ -223,6 +227,15 @@ class Agent:
             await root.start(self.observability.run)
             if plain_listeners:
                 self.addresses["plaintext"] = _bound(plain_listeners)
+            if cfg.proxy.dns is not None:
+                dns = MeshDnsServer(
+                    cfg.proxy.dns,
+                    vips.table,
+                    upstreams=cfg.proxy.dns_upstreams or host_resolvers(),
+                    bare_names=cfg.proxy.dns_bare_names,
+                    on_count=lambda what: self.metrics.dns_queries.labels(what.value).inc(),
+                )
+                self.addresses["dns"] = await root.start(dns.run)
             root.start_soon(trio.serve_listeners, self.admin.serve_connection, admin_listeners)
             await self._start_policy(root)
             if cfg.gossip.listen is not None:

@@ -9,9 +9,19 @@ from __future__ import annotations
 import click
 
 from peermesh import __version__
-from peermesh.cli import agent, ca, devca, keygen, observability, policy, status, tokens
+from peermesh.cli import (
+    agent,
+    ca,
+    capture,
+    devca,
+    keygen,
+    observability,
+    policy,
+    status,
+    tokens,
+)
 
-GROUPS = (agent, status, policy, observability, keygen, tokens, ca, devca)
+GROUPS = (agent, status, policy, observability, keygen, tokens, ca, devca, capture)
 
 
 @click.group()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from peermesh.config.values import (
     parse_address,
     parse_peers,
     parse_seeds,
+    words,
 )
+from peermesh.core.endpoint import EndpointError, parse_host_port
 from peermesh.core.units import parse_duration, parse_sampling
 from peermesh.net.http.h2engine import EngineName
 
@@ -46,6 +49,16 @@ def _drain_timeout(value: float | str) -> float:
     if seconds < 0:
         raise ConfigError("--drain-timeout must be ≥ 0 seconds")
     return seconds
+
+
+def _dns_upstreams(values: Iterable[str]) -> tuple[tuple[str, int], ...]:
+    found = []
+    for text in words(values):
+        try:
+            found.append(parse_host_port(text, what=f"--dns-upstream {text!r}"))
+        except EndpointError as exc:
+            raise ConfigError(str(exc)) from None
+    return tuple(found)
 
 
 def _profile(value: str) -> GossipProfile:
@@ -160,6 +173,25 @@ class ProxyConfig:
         parse=_h2_engine,
         kind=Kind.CHOICE,
         choices=tuple(e.value for e in EngineName),
+    )
+    dns: tuple[str, int] | None = setting(
+        "--dns",
+        help="Serve mesh DNS (<service>.mesh -> a stable VIP, the rest forwarded) on"
+        " HOST:PORT, e.g. 127.0.0.1:15053 (what 'peermesh capture install' redirects to).",
+        parse=optional_address("--dns", off="off"),
+    )
+    dns_bare_names: bool = setting(
+        "--dns-bare-names",
+        False,
+        help="Mesh DNS also answers a bare known service name ('orders').",
+        parse=bool,
+        kind=Kind.FLAG,
+    )
+    dns_upstreams: tuple[tuple[str, int], ...] = setting(
+        "--dns-upstream",
+        help="Resolver HOST:PORT for non-mesh names (repeatable; default: /etc/resolv.conf).",
+        parse=_dns_upstreams,
+        multiple=True,
     )
     connect_timeout: float = 2.0
 

@@ -52,6 +52,12 @@ class AgentMetrics:
             ["listener", "reason"],
             registry=self.registry,
         )
+        self.dns_queries = Counter(
+            "peermesh_dns_queries",
+            "Mesh DNS datagrams by outcome (answered, forwarded, relayed, malformed, timeout).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.tls_failures = Counter(
             "peermesh_tls_handshake_failures",
             "TLS handshakes that failed, by side and reason.",

@@ -8,6 +8,7 @@ authority; the request leaves on a pooled mTLS HTTP/2 connection to a peer agent
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import math
 import random
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from certs.spiffe import SpiffeId
+from peermesh.capture.vips import VipTable
 from peermesh.core.endpoint import Endpoint, EndpointSource
 from peermesh.net import errors
 from peermesh.net.http.exchange import (
@@ -42,6 +44,7 @@ from peermesh.net.http.headers import (
     h2_request_to_head,
     head_to_h2,
 )
+from peermesh.net.origdst import original_destination
 from peermesh.net.pool import PeerPool
 from peermesh.observability.context import CountingBody, CountingWriter, note_attempt, note_route
 from peermesh.observability.metrics import AgentMetrics
@@ -121,10 +124,31 @@ class OutboundProxy:
         self.tracker = tracker
         self.observer: Observability | None = None  # set by the agent
         self._identities: dict[str, SpiffeId] = {}
+        #: Mesh VIPs (set by the agent when capture or mesh DNS is in use).
+        self.vips: Callable[[], VipTable] | None = None
+
+    def captured_service(self, destination: tuple[str, int] | None) -> str | None:
+        """The service a captured connection's original destination stands for.
+
+        A mesh VIP names its service; a member's own address names the service it runs.
+        """
+        if destination is None:
+            return None
+        address = destination[0]
+        if self.vips is not None:
+            service = self.vips().service(address)
+            if service is not None:
+                return service
+        for name in self.endpoints.services():
+            for endpoint in self.endpoints.endpoints(name) or ():
+                if endpoint.host == address:
+                    return endpoint.service
+        return None
 
     async def serve_connection(self, transport: trio.SocketStream) -> None:
         """One app connection: sniff its protocol and serve it until it ends."""
         client = _peer_ip(transport)
+        captured = self.captured_service(original_destination(transport.socket))
         kind, data = await sniff_preface(transport)
         if kind in ("truncated", "timeout"):
             self.metrics.reject("outbound", "bad-preface" if kind == "truncated" else "timeout")
@@ -136,15 +160,17 @@ class OutboundProxy:
         self.metrics.open_connections.labels("outbound").inc()
         try:
             if kind == "h2c":
-                await self._serve_h2c(transport, data, client)
+                await self._serve_h2c(transport, data, client, captured)
             else:
-                await self._serve_h1(transport, data, client)
+                await self._serve_h1(transport, data, client, captured)
         finally:
             self.metrics.open_connections.labels("outbound").dec()
 
-    async def _serve_h2c(self, transport: trio.SocketStream, data: bytes, client: str) -> None:
+    async def _serve_h2c(
+        self, transport: trio.SocketStream, data: bytes, client: str, captured: str | None
+    ) -> None:
         async def on_stream(stream: H2Stream) -> None:
-            await self._handle_h2_stream(stream, client)
+            await self._handle_h2_stream(stream, client, captured)
 
         session = H2Session(
             transport,
@@ -161,11 +187,13 @@ class OutboundProxy:
         finally:
             self.tracker.h2.discard(session)
 
-    async def _serve_h1(self, transport: trio.SocketStream, data: bytes, client: str) -> None:
+    async def _serve_h1(
+        self, transport: trio.SocketStream, data: bytes, client: str, captured: str | None
+    ) -> None:
         async def on_request(
             head: RequestHead, body: H1RequestBody, writer: H1ResponseWriter
         ) -> None:
-            await self.handle(head, body, writer, has_body=body.has_body)
+            await self.handle(head, body, writer, has_body=body.has_body, captured=captured)
 
         conn = H1ServerConnection(
             transport,
@@ -182,17 +210,25 @@ class OutboundProxy:
             finally:
                 self.tracker.h1.pop(conn, None)
 
-    async def _handle_h2_stream(self, stream: H2Stream, client: str) -> None:
+    async def _handle_h2_stream(self, stream: H2Stream, client: str, captured: str | None) -> None:
         writer = H2ResponseWriter(stream)
         try:
             head = h2_request_to_head(stream.headers or [], client_address=client)
         except HeaderError as exc:
             await errors.send_error(writer, errors.bad_request(str(exc)))
             return
-        await self.handle(head, H2StreamBody(stream), writer, has_body=not stream.headers_only)
+        await self.handle(
+            head, H2StreamBody(stream), writer, has_body=not stream.headers_only, captured=captured
+        )
 
     async def handle(
-        self, head: RequestHead, body: BodySource, writer: ResponseWriter, *, has_body: bool
+        self,
+        head: RequestHead,
+        body: BodySource,
+        writer: ResponseWriter,
+        *,
+        has_body: bool,
+        captured: str | None = None,
     ) -> None:
         """Route one request by policy, then try endpoints until one answers well."""
         started = trio.current_time()
@@ -205,10 +241,7 @@ class OutboundProxy:
             body = CountingBody(body, record)
             writer = CountingWriter(writer, record)
         try:
-            try:
-                service = destination_service(head.authority)
-            except HeaderError as exc:
-                raise errors.bad_request(str(exc)) from None
+            service = _service_of(head.authority, captured)
             status = await self._route(service, head, body, writer, has_body=has_body)
         except errors.ProxyError as exc:
             status = exc.status
@@ -528,6 +561,28 @@ class OutboundProxy:
         raise errors.peer_unreachable(
             endpoint.service, endpoint.address, "connection closed while opening the stream"
         )
+
+
+def _service_of(authority: bytes, captured: str | None) -> str:
+    """The destination service: the authority's name, else what the capture says.
+
+    An app that dialled a VIP or a member's address by number (``Host: 240.240.7.9``)
+    names no service; the original destination does.
+    """
+    if captured is not None:
+        host = authority.decode("ascii", "replace").strip()
+        host = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0]
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not host:
+                return captured
+        else:
+            return captured
+    try:
+        return destination_service(authority)
+    except HeaderError as exc:
+        raise errors.bad_request(str(exc)) from None
 
 
 def _peer_ip(transport: trio.SocketStream) -> str:
