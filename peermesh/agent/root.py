@@ -216,6 +216,8 @@ class Agent:
             admin_listeners = await _listen(cfg.admin.listen, "admin")
             vips = ServiceVips(self.endpoints.services)
             outbound.vips = vips.table
+            self.outbound = outbound
+            outbound.tcp_ports = frozenset(cfg.proxy.tcp_ports)
             self.addresses = {
                 "outbound": _bound(out_listeners),
                 "inbound": _bound(in_listeners),

@@ -61,6 +61,15 @@ def _dns_upstreams(values: Iterable[str]) -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
+def _ports(values: Iterable[str]) -> tuple[int, ...]:
+    found = []
+    for text in words(values):
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise ConfigError(f"--tcp-port {text!r}: give a port 1-65535")
+        found.append(int(text))
+    return tuple(found)
+
+
 def _profile(value: str) -> GossipProfile:
     try:
         return GossipProfile(value)
@@ -191,6 +200,13 @@ class ProxyConfig:
         "--dns-upstream",
         help="Resolver HOST:PORT for non-mesh names (repeatable; default: /etc/resolv.conf).",
         parse=_dns_upstreams,
+        multiple=True,
+    )
+    tcp_ports: tuple[int, ...] = setting(
+        "--tcp-port",
+        help="Captured destination port carried as plain TCP without protocol sniffing"
+        " (server-speaks-first protocols such as MySQL or SMTP); repeatable.",
+        parse=_ports,
         multiple=True,
     )
     connect_timeout: float = 2.0

@@ -58,6 +58,25 @@ class AgentMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.tcp_connections = Counter(
+            "peermesh_tcp_connections",
+            "TCP connections tunnelled through the mesh, by direction, edge and outcome.",
+            ["direction", "source_service", "destination_service", "outcome"],
+            registry=self.registry,
+        )
+        self.tcp_bytes = Counter(
+            "peermesh_tcp_bytes",
+            "Bytes carried by TCP tunnels (sent: towards the destination).",
+            ["direction", "destination_service", "way"],
+            registry=self.registry,
+        )
+        self.tcp_duration = Histogram(
+            "peermesh_tcp_connection_duration_seconds",
+            "How long tunnelled TCP connections lasted.",
+            ["direction", "destination_service"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
         self.tls_failures = Counter(
             "peermesh_tls_handshake_failures",
             "TLS handshakes that failed, by side and reason.",

@@ -44,6 +44,7 @@ from peermesh.proxy.localapp import LocalApp
 from peermesh.proxy.outbound import sniff_preface
 from peermesh.proxy.relay import DownstreamGone, relay
 from peermesh.proxy.tracker import ConnectionTracker
+from peermesh.proxy.tunnel import tunnel_in
 from peermesh.traffic.limits import RateLimiter
 
 if TYPE_CHECKING:
@@ -178,9 +179,29 @@ class InboundProxy:
         self.metrics.authz_denials.labels(decision.policy_name or "", decision.action).inc()
         return decision
 
+    def _authorize_tcp(self, peer: SpiffeId, port: int) -> bool:
+        """AuthorizationPolicy for a TCP tunnel: the caller's SPIFFE ID and the app port."""
+        if self.policy is None:
+            return True
+        decision = self.policy().authorize(self.service, str(peer), "CONNECT", "", port, {})
+        if not decision.allowed:
+            self.metrics.authz_denials.labels(decision.policy_name or "", decision.action).inc()
+            log.info("tcp tunnel from %s to port %d denied: %s", peer, port, decision.reason)
+        return decision.allowed
+
     async def _handle_stream(
         self, stream: H2Stream, peer: SpiffeId, peer_ip: str, node: str | None = None
     ) -> None:
+        if stream.headers and (b":method", b"CONNECT") in stream.headers:
+            await tunnel_in(
+                stream,
+                service=self.service,
+                peer=peer,
+                app=(self.app.host, self.app.port),
+                authorize=lambda port: self._authorize_tcp(peer, port),
+                metrics=self.metrics,
+            )
+            return
         writer = H2ResponseWriter(stream)
         body = H2StreamBody(stream)
         try:

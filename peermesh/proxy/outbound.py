@@ -8,7 +8,6 @@ authority; the request leaves on a pooled mTLS HTTP/2 connection to a peer agent
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import math
 import random
@@ -40,7 +39,6 @@ from peermesh.net.http.headers import (
     HeaderError,
     Headers,
     RequestHead,
-    destination_service,
     h2_request_to_head,
     head_to_h2,
 )
@@ -50,6 +48,7 @@ from peermesh.observability.context import CountingBody, CountingWriter, note_at
 from peermesh.observability.metrics import AgentMetrics
 from peermesh.policy.compiled import CompiledPolicy, RouteDecision
 from peermesh.proxy.attempt import BufferedBody, UpstreamAttempt, buffer_body
+from peermesh.proxy.captured import service_of_authority, service_of_destination
 from peermesh.proxy.relay import UPSTREAM_ERRORS, DownstreamGone
 from peermesh.proxy.tracker import ConnectionTracker
 from peermesh.proxy.traffic import (
@@ -61,6 +60,7 @@ from peermesh.proxy.traffic import (
     response_headers,
     rewrite_request,
 )
+from peermesh.proxy.tunnel import TunnelOut, detect
 from peermesh.traffic.deadlines import request_deadline
 from peermesh.traffic.faults import decide as decide_fault
 from peermesh.traffic.retry import Outcome, backoff, is_replayable, retryable
@@ -126,30 +126,32 @@ class OutboundProxy:
         self._identities: dict[str, SpiffeId] = {}
         #: Mesh VIPs (set by the agent when capture or mesh DNS is in use).
         self.vips: Callable[[], VipTable] | None = None
+        #: Captured destination ports tunnelled as TCP without sniffing (server-first protocols).
+        self.tcp_ports: frozenset[int] = frozenset()
+        self.tunnel = TunnelOut(
+            local_service=local_service,
+            pool=pool,
+            metrics=metrics,
+            expected_identity=self._expected_identity,
+        )
 
     def captured_service(self, destination: tuple[str, int] | None) -> str | None:
-        """The service a captured connection's original destination stands for.
-
-        A mesh VIP names its service; a member's own address names the service it runs.
-        """
-        if destination is None:
-            return None
-        address = destination[0]
-        if self.vips is not None:
-            service = self.vips().service(address)
-            if service is not None:
-                return service
-        for name in self.endpoints.services():
-            for endpoint in self.endpoints.endpoints(name) or ():
-                if endpoint.host == address:
-                    return endpoint.service
-        return None
+        """The service a captured connection's original destination stands for."""
+        vips = self.vips() if self.vips is not None else None
+        return service_of_destination(destination, vips, self.endpoints)
 
     async def serve_connection(self, transport: trio.SocketStream) -> None:
         """One app connection: sniff its protocol and serve it until it ends."""
         client = _peer_ip(transport)
-        captured = self.captured_service(original_destination(transport.socket))
-        kind, data = await sniff_preface(transport)
+        destination = original_destination(transport.socket)
+        captured = self.captured_service(destination)
+        if captured is not None and destination is not None:
+            detected = await self._maybe_tunnel(transport, captured, destination[1])
+            if detected is None:
+                return
+            kind, data = detected
+        else:
+            kind, data = await sniff_preface(transport)
         if kind in ("truncated", "timeout"):
             self.metrics.reject("outbound", "bad-preface" if kind == "truncated" else "timeout")
             await trio.aclose_forcefully(transport)
@@ -165,6 +167,25 @@ class OutboundProxy:
                 await self._serve_h1(transport, data, client, captured)
         finally:
             self.metrics.open_connections.labels("outbound").dec()
+
+    async def _maybe_tunnel(
+        self, transport: trio.SocketStream, service: str, port: int
+    ) -> tuple[str, bytes] | None:
+        """Tunnel a captured connection that is not HTTP (None), or say what it is."""
+        if port in self.tcp_ports:
+            kind, data = "tcp", b""
+        else:
+            kind, data = await detect(transport)
+        if kind != "tcp":
+            return kind, data
+        endpoints = self.endpoints.endpoints(service) or []
+        endpoint = self.rng.choice(list(endpoints)) if endpoints else None
+        self.metrics.open_connections.labels("outbound").inc()
+        try:
+            await self.tunnel.run(transport, data, service, port, endpoint)
+        finally:
+            self.metrics.open_connections.labels("outbound").dec()
+        return None
 
     async def _serve_h2c(
         self, transport: trio.SocketStream, data: bytes, client: str, captured: str | None
@@ -241,7 +262,7 @@ class OutboundProxy:
             body = CountingBody(body, record)
             writer = CountingWriter(writer, record)
         try:
-            service = _service_of(head.authority, captured)
+            service = service_of_authority(head.authority, captured)
             status = await self._route(service, head, body, writer, has_body=has_body)
         except errors.ProxyError as exc:
             status = exc.status
@@ -561,28 +582,6 @@ class OutboundProxy:
         raise errors.peer_unreachable(
             endpoint.service, endpoint.address, "connection closed while opening the stream"
         )
-
-
-def _service_of(authority: bytes, captured: str | None) -> str:
-    """The destination service: the authority's name, else what the capture says.
-
-    An app that dialled a VIP or a member's address by number (``Host: 240.240.7.9``)
-    names no service; the original destination does.
-    """
-    if captured is not None:
-        host = authority.decode("ascii", "replace").strip()
-        host = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0]
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if not host:
-                return captured
-        else:
-            return captured
-    try:
-        return destination_service(authority)
-    except HeaderError as exc:
-        raise errors.bad_request(str(exc)) from None
 
 
 def _peer_ip(transport: trio.SocketStream) -> str:

@@ -1,0 +1,294 @@
+"""TCP through the mesh: one HTTP/2 CONNECT stream (RFC 9113 §8.5) per app connection.
+
+Outbound, a captured connection whose first bytes are not HTTP/1.1 or HTTP/2 (or that sends
+nothing within :data:`DETECT_TIMEOUT`, as server-speaks-first protocols do) is carried as a
+CONNECT stream on the pooled mTLS connection to an agent of the destination service, like
+Istio's HBONE. Inbound, the agent authorizes the caller's SPIFFE ID for the requested port
+(AuthorizationPolicy ``to.ports``), dials its local app and relays. Flow control is the
+stream's own (DATA is acknowledged only as it is written on); a FIN becomes END_STREAM and
+back, and a reset on either side becomes a reset (TCP RST / RST_STREAM CONNECT_ERROR) on the
+other.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from certs.spiffe import SpiffeId
+from peermesh.core.endpoint import Endpoint
+from peermesh.net.http.h2session import ConnectionUnavailable, ErrorCode, H2Stream, StreamReset
+from peermesh.net.http.headers import Headers
+from peermesh.net.pool import PeerPool
+from peermesh.observability.metrics import AgentMetrics
+
+log = logging.getLogger(__name__)
+access = logging.getLogger("peermesh.access.tcp")
+
+#: How long a captured connection may stay silent before it is taken to be plain TCP.
+DETECT_TIMEOUT = 1.0
+CHUNK = 1 << 16
+_METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_STREAM_ERRORS = (StreamReset, ConnectionUnavailable)
+_TCP_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+def classify(data: bytes) -> str | None:
+    """ "h2c", "h1" or "tcp" once ``data`` decides it; None while it still could be HTTP."""
+    if _H2_PREFACE.startswith(data[: len(_H2_PREFACE)]) and data:
+        return "h2c" if data.startswith(_H2_PREFACE) else None
+    for method in _METHODS:
+        word = method + b" "
+        if data.startswith(word):
+            return "h1"
+        if word.startswith(data):
+            return None
+    return "tcp"
+
+
+async def detect(transport: trio.abc.Stream, timeout: float = DETECT_TIMEOUT) -> tuple[str, bytes]:
+    """("h2c"|"h1"|"tcp"|"closed", bytes read); silence until ``timeout`` means "tcp"."""
+    data = b""
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                chunk = await transport.receive_some(CHUNK)
+            except _TCP_ERRORS:
+                return "closed", data
+            if not chunk:
+                return ("tcp" if data else "closed"), data
+            data += chunk
+            kind = classify(data)
+            if kind is not None:
+                return kind, data
+    return "tcp", data
+
+
+@dataclass
+class TunnelRecord:
+    """One tunnelled connection, for the access log and the metrics."""
+
+    direction: str
+    source: str
+    destination: str
+    port: int
+    peer: str = ""
+    sent: int = 0  # towards the destination
+    received: int = 0  # back towards the caller
+    outcome: str = "ok"
+    started: float = field(default_factory=trio.current_time)
+
+    def finish(self, metrics: AgentMetrics) -> None:
+        seconds = trio.current_time() - self.started
+        metrics.tcp_connections.labels(
+            self.direction, self.source, self.destination, self.outcome
+        ).inc()
+        metrics.tcp_bytes.labels(self.direction, self.destination, "sent").inc(self.sent)
+        metrics.tcp_bytes.labels(self.direction, self.destination, "received").inc(self.received)
+        metrics.tcp_duration.labels(self.direction, self.destination).observe(seconds)
+        access.info(
+            "tcp %s %s -> %s:%d peer=%s outcome=%s sent=%d received=%d duration=%.3fs",
+            self.direction, self.source, self.destination, self.port, self.peer or "-",
+            self.outcome, self.sent, self.received, seconds,
+        )  # fmt: skip
+
+
+def _hard_close(tcp: trio.SocketStream) -> None:
+    """Close with a TCP RST (SO_LINGER 0): how a reset on the stream reaches the app."""
+    try:
+        tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+
+
+async def relay(
+    tcp: trio.SocketStream, stream: H2Stream, record: TunnelRecord, initial: bytes
+) -> None:
+    """Both directions until both have ended; a reset on one side resets the other."""
+
+    def fail(outcome: str) -> None:
+        if record.outcome == "ok":
+            record.outcome = outcome
+        if outcome == "app-reset":
+            stream.reset(ErrorCode.CONNECT_ERROR)
+        _hard_close(tcp)
+        nursery.cancel_scope.cancel()
+
+    async def tcp_to_stream() -> None:
+        try:
+            if initial:
+                await stream.send_data(initial)
+                record.sent += len(initial)
+            while True:
+                try:
+                    chunk = await tcp.receive_some(CHUNK)
+                except _TCP_ERRORS:
+                    fail("app-reset")
+                    return
+                if not chunk:
+                    await stream.end()  # FIN -> END_STREAM: half-close
+                    return
+                await stream.send_data(chunk)
+                record.sent += len(chunk)
+        except _STREAM_ERRORS as exc:
+            log.info("tcp tunnel to %s reset by the far side: %s", record.destination, exc)
+            fail("peer-reset")
+
+    async def stream_to_tcp() -> None:
+        try:
+            while True:
+                chunk = await stream.receive_data()
+                if not chunk:
+                    try:
+                        await tcp.send_eof()  # END_STREAM -> FIN
+                    except _TCP_ERRORS:
+                        pass
+                    return
+                try:
+                    await tcp.send_all(chunk)
+                except _TCP_ERRORS:
+                    fail("app-reset")
+                    return
+                record.received += len(chunk)
+        except _STREAM_ERRORS as exc:
+            log.info("tcp tunnel to %s reset by the far side: %s", record.destination, exc)
+            fail("peer-reset")
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tcp_to_stream)
+            nursery.start_soon(stream_to_tcp)
+    finally:
+        await trio.aclose_forcefully(tcp)
+
+
+def connect_headers(service: str, port: int) -> Headers:
+    return [(b":method", b"CONNECT"), (b":authority", f"{service}:{port}".encode())]
+
+
+class TunnelOut:
+    """The outbound half: app TCP connection -> CONNECT stream to a destination agent."""
+
+    def __init__(
+        self,
+        *,
+        local_service: str,
+        pool: PeerPool,
+        metrics: AgentMetrics,
+        expected_identity: Callable[[str], SpiffeId],
+    ) -> None:
+        self.local_service = local_service
+        self.pool = pool
+        self.metrics = metrics
+        self.expected_identity = expected_identity
+
+    async def run(
+        self,
+        tcp: trio.SocketStream,
+        initial: bytes,
+        service: str,
+        port: int,
+        endpoint: Endpoint | None,
+    ) -> None:
+        record = TunnelRecord("outbound", self.local_service, service, port)
+        try:
+            if endpoint is None:
+                record.outcome = "no-endpoints"
+                log.info("tcp to %s:%d: no endpoint of the service; closing", service, port)
+                await trio.aclose_forcefully(tcp)
+                return
+            record.peer = endpoint.address
+            stream = await self._open(endpoint, service, port)
+            if stream is None:
+                record.outcome = "peer-unreachable"
+                await trio.aclose_forcefully(tcp)
+                return
+            try:
+                headers = await stream.receive_headers()
+            except _STREAM_ERRORS as exc:
+                record.outcome = "peer-reset"
+                log.info("tcp to %s:%d: tunnel refused: %s", service, port, exc)
+                _hard_close(tcp)
+                await trio.aclose_forcefully(tcp)
+                return
+            status = dict(headers).get(b":status", b"")
+            if status != b"200":
+                record.outcome = "denied" if status == b"403" else f"status-{status.decode()}"
+                log.info("tcp to %s:%d: tunnel refused with %s", service, port, status.decode())
+                stream.reset(ErrorCode.CANCEL)
+                _hard_close(tcp)
+                await trio.aclose_forcefully(tcp)
+                return
+            await relay(tcp, stream, record, initial)
+        finally:
+            record.finish(self.metrics)
+
+    async def _open(self, endpoint: Endpoint, service: str, port: int) -> H2Stream | None:
+        expect = self.expected_identity(endpoint.service)
+        for _attempt in range(2):
+            try:
+                session = await self.pool.session_for(endpoint, expect=expect)
+                return await session.open_stream(connect_headers(service, port))
+            except ConnectionUnavailable:
+                continue
+            except Exception as exc:  # the pool's own errors say why; the app gets a close
+                log.info("tcp to %s: cannot reach %s: %s", service, endpoint.address, exc)
+                return None
+        return None
+
+
+def requested_port(stream: H2Stream) -> int | None:
+    """The port a CONNECT stream's :authority asks for, or None when it is not valid."""
+    authority = dict(stream.headers or []).get(b":authority", b"")
+    _host, sep, port_text = authority.rpartition(b":")
+    if not sep or not port_text.isdigit() or len(port_text) > 5:
+        return None
+    port = int(port_text)
+    return port if 0 < port < 65536 else None
+
+
+async def tunnel_in(
+    stream: H2Stream,
+    *,
+    service: str,
+    peer: SpiffeId,
+    app: tuple[str, int],
+    authorize: Callable[[int], bool],
+    metrics: AgentMetrics,
+    connect_timeout: float = 5.0,
+) -> None:
+    """The inbound half: authorize the CONNECT, dial the local app, relay."""
+    port = requested_port(stream)
+    record = TunnelRecord("inbound", str(peer), service, port or 0, peer=str(peer))
+    try:
+        if port is None:
+            record.outcome = "bad-request"
+            metrics.sidecar_errors.labels("inbound", "bad-connect").inc()
+            await stream.send_headers([(b":status", b"400")], end_stream=True)
+            return
+        if not authorize(port):
+            record.outcome = "denied"
+            await stream.send_headers([(b":status", b"403")], end_stream=True)
+            return
+        tcp: trio.SocketStream | None = None
+        with trio.move_on_after(connect_timeout):
+            try:
+                tcp = await trio.open_tcp_stream(*app)
+            except OSError as exc:
+                log.info("tcp tunnel: local app %s:%d refused: %s", app[0], app[1], exc)
+        if tcp is None:
+            record.outcome = "app-unreachable"
+            await stream.send_headers([(b":status", b"502")], end_stream=True)
+            return
+        await stream.send_headers([(b":status", b"200")])
+        await relay(tcp, stream, record, b"")
+    except _STREAM_ERRORS:
+        record.outcome = "peer-reset"
+    finally:
+        record.finish(metrics)

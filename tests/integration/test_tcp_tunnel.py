@@ -1,0 +1,147 @@
+"""TCP through the mesh: a CONNECT stream on the agents' mTLS connection, both ways.
+
+The outbound half is driven directly with an accepted app socket (what capture hands it
+after SO_ORIGINAL_DST); tests/integration/test_capture_tcp.py does it all through nftables.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import httpx
+import trio
+
+from tests.support.meshkit import eventually, two_agents
+
+DENY_TCP = {
+    "kind": "AuthorizationPolicy",
+    "name": "orders-deny-6379",
+    "spec": {
+        "service": "orders",
+        "action": "DENY",
+        "rules": [{"to": [{"operation": {"ports": [6379]}}]}],
+    },
+}
+
+
+async def echo_app(listener: trio.SocketListener) -> None:
+    """Echo until the client half-closes, then half-close back."""
+
+    async def serve(stream: trio.SocketStream) -> None:
+        async with stream:
+            async for chunk in stream:
+                await stream.send_all(chunk)
+            await stream.send_eof()
+
+    await trio.serve_listeners(serve, [listener])
+
+
+async def resetting_app(listener: trio.SocketListener) -> None:
+    """Read a little, then reset the connection (SO_LINGER 0)."""
+
+    async def serve(stream: trio.SocketStream) -> None:
+        await stream.receive_some(10)
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()
+
+    await trio.serve_listeners(serve, [listener])
+
+
+async def tunnel_client(mesh, port: int = 6379) -> trio.SocketStream:
+    """An app connection whose far end the client agent tunnels to orders:port."""
+    outbound = mesh.client.outbound
+    [endpoint] = mesh.client.endpoints.endpoints("orders")
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    app_side = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
+    agent_side = await listeners[0].accept()
+    await listeners[0].aclose()
+    mesh.nursery.start_soon(outbound.tunnel.run, agent_side, b"", "orders", port, endpoint)
+    return app_side
+
+
+async def read_all(stream: trio.SocketStream) -> bytes:
+    got = bytearray()
+    async for chunk in stream:
+        got += chunk
+    return bytes(got)
+
+
+def metric(agent, name: str) -> str:
+    return "\n".join(
+        line for line in agent.metrics.exposition().decode().splitlines() if line.startswith(name)
+    )
+
+
+async def test_bytes_cross_both_ways_with_half_close(tmp_path):
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    async with trio.open_nursery() as apps:
+        apps.start_soon(echo_app, listener)
+        async with two_agents(tmp_path, app_port=listener.socket.getsockname()[1]) as mesh:
+            mesh.nursery = apps
+            app = await tunnel_client(mesh)
+            payload = bytes(range(256)) * 8192  # 2 MiB: well past every flow-control window
+            async with trio.open_nursery() as io:
+
+                async def send() -> None:
+                    await app.send_all(payload)
+                    await app.send_eof()  # our FIN must reach the echo app ...
+
+                io.start_soon(send)
+                echoed = await read_all(app)  # ... and its FIN must come back
+            assert echoed == payload
+            await app.aclose()
+            for agent in (mesh.server, mesh.client):
+                await eventually(
+                    lambda a=agent: 'outcome="ok"' in metric(a, "peermesh_tcp_connections")
+                )
+            sent = metric(mesh.client, "peermesh_tcp_bytes_total")
+            assert f'way="sent"}} {float(len(payload)):.6e}' in sent, sent
+        apps.cancel_scope.cancel()
+
+
+async def test_far_side_reset_reaches_the_caller(tmp_path):
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    async with trio.open_nursery() as apps:
+        apps.start_soon(resetting_app, listener)
+        async with two_agents(tmp_path, app_port=listener.socket.getsockname()[1]) as mesh:
+            mesh.nursery = apps
+            app = await tunnel_client(mesh)
+            await app.send_all(b"hello, are you there?")
+            try:
+                rest = await read_all(app)
+            except trio.BrokenResourceError:
+                rest = b""  # a reset, as a direct connection would see it
+            assert rest == b""
+            await eventually(lambda: "reset" in metric(mesh.client, "peermesh_tcp_connections"))
+            # The agents are untouched: HTTP still crosses.
+            async with httpx.AsyncClient() as client:
+                r = await client.get(mesh.outbound_url + "/", headers={"host": "orders"})
+            assert r.status_code in (200, 502)  # the app is not HTTP; the agent answered
+        apps.cancel_scope.cancel()
+
+
+async def test_authorization_policy_on_the_port_denies_the_tunnel(tmp_path):
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    async with trio.open_nursery() as apps:
+        apps.start_soon(echo_app, listener)
+        async with two_agents(tmp_path, app_port=listener.socket.getsockname()[1]) as mesh:
+            mesh.nursery = apps
+            host, port = mesh.server.addresses["admin"]
+            async with httpx.AsyncClient() as client:
+                r = await client.put(
+                    f"http://{host}:{port}/v1/policy", json={"objects": [DENY_TCP]}
+                )
+                assert r.status_code == 200, r.text
+            app = await tunnel_client(mesh, port=6379)
+            await app.send_all(b"PING\r\n")
+            try:
+                assert await read_all(app) == b""
+            except trio.BrokenResourceError:
+                pass
+            other = await tunnel_client(mesh, port=7000)  # another port is still allowed
+            await other.send_all(b"PING\r\n")
+            await other.send_eof()
+            assert await read_all(other) == b"PING\r\n"
+            assert 'outcome="denied"' in metric(mesh.server, "peermesh_tcp_connections")
+        apps.cancel_scope.cancel()
