@@ -36,8 +36,23 @@ pytestmark = [
     pytest.mark.skipif(bool(ROOT_REASON), reason=ROOT_REASON or "root available"),
 ]
 
-NODES = {"node-a": "frontend", "node-b": "orders"}
+NODES = {"node-a": "frontend", "node-b": "orders", "node-c": "cache"}
 NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+#: Only frontend may reach the cache's redis port.
+CACHE_ALLOW_FRONTEND = {
+    "kind": "AuthorizationPolicy",
+    "name": "cache-allow-frontend",
+    "spec": {
+        "service": "cache",
+        "action": "ALLOW",
+        "rules": [
+            {
+                "from": [{"source": {"principals": [f"spiffe://{TRUST_DOMAIN}/svc/frontend"]}}],
+                "to": [{"operation": {"ports": [6379]}}],
+            }
+        ],
+    },
+}
 
 
 def wait_admin(host: Host) -> None:
@@ -54,59 +69,79 @@ def wait_admin(host: Host) -> None:
     raise AssertionError(f"agent in {host.netns} never became ready")
 
 
-@pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[tuple[Host, Host]]:
-    dirs = make_mesh_pki(tmp_path, nodes=NODES)
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Host, Host]]:
+    """frontend (h1) and orders (h2) run unmodified clients under capture; cache (h3) is redis."""
+    dirs = make_mesh_pki(tmp_path_factory.mktemp("capture-mesh"), nodes=NODES)
     lab = Lab(prefix="pmcap")
-    client, server = lab.up(2)
-    # The client's resolver: an address nobody serves, so every answer below is the agent's.
-    resolv = Path("/etc/netns") / client.netns
-    resolv.mkdir(parents=True, exist_ok=True)
-    (resolv / "resolv.conf").write_text("nameserver 10.77.0.254\n")
-    subprocess.run(["ip", "-n", client.netns, "route", "add", "default", "dev", "eth0"], check=True)
+    client, server, cache = lab.up(3)
+    resolvs = []
+    for host in (client, server):
+        # The resolver: an address nobody serves, so every answer below is the agent's.
+        resolv = Path("/etc/netns") / host.netns
+        resolv.mkdir(parents=True, exist_ok=True)
+        (resolv / "resolv.conf").write_text("nameserver 10.77.0.254\n")
+        resolvs.append(resolv)
+        subprocess.run(
+            ["ip", "-n", host.netns, "route", "add", "default", "dev", "eth0"], check=True
+        )
+    dns = ("--dns", "127.0.0.1:15053", "--dns-bare-names", "--dns-upstream", "10.77.0.254:53")
+    to_cache = ("--peer", f"cache={cache.address}:15443")
     try:
         with ExitStack() as stack:
             stack.enter_context(process(server.command(
                 sys.executable, "-m", "examples.service", "--name", "orders", "--port", "8080",
             )))  # fmt: skip
+            stack.enter_context(process(cache.command(
+                "redis-server", "--port", "6379", "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no",
+            ), stdout=subprocess.DEVNULL))  # fmt: skip
             for host, node, service, extra in (
-                (server, "node-b", "orders", ()),
-                (client, "node-a", "frontend", (
-                    "--peer", f"orders={server.address}:15443",
-                    "--dns", "127.0.0.1:15053", "--dns-bare-names",
-                    "--dns-upstream", "10.77.0.254:53",
+                (cache, "node-c", "cache=6379", ()),
+                (server, "node-b", "orders=8080", (*dns, *to_cache)),
+                (client, "node-a", "frontend=8080", (
+                    "--peer", f"orders={server.address}:15443", *to_cache, *dns,
                 )),
             ):  # fmt: skip
                 stack.enter_context(process(host.command(
                     sys.executable, "-m", "peermesh", "agent", "--name", node,
-                    "--service", f"{service}=8080", "--data-dir", str(dirs[node]),
+                    "--service", service, "--data-dir", str(dirs[node]),
                     "--trust-domain", TRUST_DOMAIN, "--inbound", f"{host.address}:15443",
                     "--gossip", "off", "--log-level", "warning", *extra,
                 )))  # fmt: skip
-            wait_admin(server)
-            wait_admin(client)
-            subprocess.run(client.command(
-                sys.executable, "-m", "peermesh", "capture", "install", "--agent-user", "0",
-                "--mesh-cidr", f"{server.address}/32",
+            for host in (cache, server, client):
+                wait_admin(host)
+            for host in (client, server):
+                subprocess.run(host.command(
+                    sys.executable, "-m", "peermesh", "capture", "install", "--agent-user", "0",
+                    "--mesh-cidr", "10.77.0.0/24",
+                ), check=True, capture_output=True)  # fmt: skip
+            policy = json.dumps({"objects": [CACHE_ALLOW_FRONTEND]})
+            subprocess.run(cache.command(
+                "curl", "-sf", "-X", "PUT", "--data-binary", policy, "127.0.0.1:15000/v1/policy",
             ), check=True, capture_output=True)  # fmt: skip
-            yield client, server
+            yield client, server, cache
     finally:
         lab.down()
-        shutil.rmtree(resolv, ignore_errors=True)
+        for resolv in resolvs:
+            shutil.rmtree(resolv, ignore_errors=True)
+
+
+def as_app(host: Host, *args: str) -> list[str]:
+    """``args`` as an ordinary user with an empty environment: no proxy settings at all."""
+    return host.command("env", "-i", "PATH=/usr/bin:/bin", *NOBODY, *args)
 
 
 def curl(host: Host, url: str) -> dict[str, object]:
     done = subprocess.run(
-        host.command("env", "-i", "PATH=/usr/bin:/bin", *NOBODY, "curl", "-sS", "--max-time",
-                     "10", url),
-        capture_output=True, text=True,
-    )  # fmt: skip
+        as_app(host, "curl", "-sS", "--max-time", "10", url), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout))
 
 
 def test_unmodified_client_reaches_orders_by_name_through_both_agents(mesh):
-    client, server = mesh
+    client, server, _cache = mesh
     caller = f"URI=spiffe://{TRUST_DOMAIN}/svc/frontend"
     for url in ("http://orders.mesh/", "http://orders:8080/", f"http://{server.address}:8080/"):
         body = curl(client, url)
@@ -117,3 +152,56 @@ def test_unmodified_client_reaches_orders_by_name_through_both_agents(mesh):
         client.command("curl", "-s", "127.0.0.1:15000/metrics"), capture_output=True, text=True
     ).stdout
     assert 'peermesh_dns_queries_total{outcome="answered"}' in metrics
+
+
+#: A minimal pipelined RESP client (the stdlib only): every SET, then every GET, by name.
+REDIS_CLIENT = r"""
+import socket, sys
+host, keys = sys.argv[1], int(sys.argv[2])
+sock = socket.create_connection((host, 6379), timeout=60)
+reader = sock.makefile("rb")
+def command(*words):
+    out = b"*%d\r\n" % len(words)
+    for w in words:
+        w = w.encode()
+        out += b"$%d\r\n%s\r\n" % (len(w), w)
+    return out
+def reply():
+    line = reader.readline()
+    if line[:1] == b"$":
+        data = reader.read(int(line[1:]) + 2)
+        return data[:-2].decode()
+    return line.strip().decode()
+sock.sendall(b"".join(command("SET", f"key:{i}", f"value-{i}") for i in range(keys)))
+assert all(reply() == "+OK" for _ in range(keys)), "a SET failed"
+sock.sendall(b"".join(command("GET", f"key:{i}") for i in range(keys)))
+bad = [i for i in range(keys) if reply() != f"value-{i}"]
+print(f"ok {keys} keys" if not bad else f"bad values for {len(bad)} keys")
+"""
+
+
+def test_redis_through_the_mesh_and_the_port_policy(mesh):
+    client, server, _cache = mesh
+    done = subprocess.run(
+        as_app(client, sys.executable, "-c", REDIS_CLIENT, "cache.mesh", "10000"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.stdout.strip() == "ok 10000 keys", done.stderr
+    # redis-cli itself, by bare name, one round trip.
+    pong = subprocess.run(
+        as_app(client, "redis-cli", "-h", "cache", "-p", "6379", "PING"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert pong.stdout.strip() == "PONG", pong.stderr
+
+    # orders is another identity: the cache's policy lets only frontend reach port 6379.
+    denied = subprocess.run(
+        as_app(server, "redis-cli", "-h", "cache", "-p", "6379", "PING"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "PONG" not in denied.stdout
+    metrics = subprocess.run(
+        client.command("curl", "-s", "127.0.0.1:15000/metrics"), capture_output=True, text=True
+    ).stdout
+    tcp = [line for line in metrics.splitlines() if line.startswith("peermesh_tcp_connections")]
+    assert any('destination_service="cache"' in t and 'outcome="ok"' in t for t in tcp), tcp
