@@ -1,13 +1,22 @@
-"""Which service a captured connection is for: the authority, or the original destination."""
+"""Which service a captured connection is for, and carrying an app's Upgrade request."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import random
+
+import trio
 
 from peermesh.capture.vips import VipTable
-from peermesh.core.endpoint import EndpointSource
+from peermesh.core.endpoint import Endpoint, EndpointSource
 from peermesh.net import errors
-from peermesh.net.http.headers import HeaderError, destination_service
+from peermesh.net.http.headers import HeaderError, RequestHead, destination_service
+from peermesh.observability.metrics import AgentMetrics
+from peermesh.policy.compiled import CompiledPolicy
+from peermesh.proxy.traffic import matching
+from peermesh.proxy.tunnel import TunnelOut
+from peermesh.proxy.upgrade import refusal
 
 
 def service_of_destination(
@@ -48,3 +57,74 @@ def service_of_authority(authority: bytes, captured: str | None) -> str:
         return destination_service(authority)
     except HeaderError as exc:
         raise errors.bad_request(str(exc)) from None
+
+
+async def serve_upgrade(
+    transport: trio.SocketStream,
+    data: bytes,
+    head: RequestHead,
+    captured: str | None,
+    destination: tuple[str, int] | None,
+    *,
+    policy: CompiledPolicy | None,
+    endpoints: EndpointSource,
+    rng: random.Random,
+    tunnel: TunnelOut,
+    metrics: AgentMetrics,
+) -> None:
+    """An Upgrade request: routed like any request, then carried raw on the tunnel."""
+    try:
+        target, endpoint = route_upgrade(head, captured, policy, endpoints, rng)
+    except errors.ProxyError as exc:
+        metrics.sidecar_errors.labels("outbound", exc.code).inc()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await transport.send_all(refusal(exc.status, exc.code))
+        await trio.aclose_forcefully(transport)
+        return
+    port = authority_port(head, destination)
+    metrics.open_connections.labels("outbound").inc()
+    try:
+        await tunnel.run(transport, data, target, port, endpoint, upgrade=True)
+    finally:
+        metrics.open_connections.labels("outbound").dec()
+
+
+def route_upgrade(
+    head: RequestHead,
+    captured: str | None,
+    policy: CompiledPolicy | None,
+    endpoints: EndpointSource,
+    rng: random.Random,
+) -> tuple[str, Endpoint]:
+    """Where an upgrade request goes, by the same Route rules as any request to its service.
+
+    Raises ProxyError (no route, no endpoints, bad authority) for the app's refusal.
+    """
+    service = service_of_authority(head.authority, captured)
+    target: str = service
+    labels: tuple[tuple[str, str], ...] = ()
+    if policy is not None and policy.routes.get(service):
+        headers = {n.decode("latin-1"): v.decode("latin-1") for n, v in head.headers}
+        decision = policy.match_route(
+            service, head.method.decode("ascii", "replace"), head.path.decode("latin-1"), headers
+        )
+        if decision is not None:
+            dest = decision.pick(rng.random())
+            target, labels = dest.host, tuple(dest.labels or ())
+    known = endpoints.endpoints(target)
+    if known is None:
+        raise errors.no_route(target)
+    candidates = matching(known, labels)
+    if not candidates:
+        raise errors.no_endpoints(target)
+    return target, rng.choice(list(candidates))
+
+
+def authority_port(head: RequestHead, destination: tuple[str, int] | None) -> int:
+    """The port the app asked for: the captured destination's, the authority's, else 80."""
+    if destination is not None:
+        return destination[1]
+    _host, sep, port = head.authority.rpartition(b":")
+    if sep and port.isdigit() and 0 < int(port) < 65536:
+        return int(port)
+    return 80

@@ -199,6 +199,7 @@ class InboundProxy:
                 peer=peer,
                 app=(self.app.host, self.app.port),
                 authorize=lambda port: self._authorize_tcp(peer, port),
+                authorize_http=lambda head: self._authorize(head, peer) is None,
                 metrics=self.metrics,
             )
             return

@@ -48,7 +48,11 @@ from peermesh.observability.context import CountingBody, CountingWriter, note_at
 from peermesh.observability.metrics import AgentMetrics
 from peermesh.policy.compiled import CompiledPolicy, RouteDecision
 from peermesh.proxy.attempt import BufferedBody, UpstreamAttempt, buffer_body
-from peermesh.proxy.captured import service_of_authority, service_of_destination
+from peermesh.proxy.captured import (
+    serve_upgrade,
+    service_of_authority,
+    service_of_destination,
+)
 from peermesh.proxy.relay import UPSTREAM_ERRORS, DownstreamGone
 from peermesh.proxy.tracker import ConnectionTracker
 from peermesh.proxy.traffic import (
@@ -61,6 +65,12 @@ from peermesh.proxy.traffic import (
     rewrite_request,
 )
 from peermesh.proxy.tunnel import TunnelOut, detect
+from peermesh.proxy.upgrade import (
+    head_end,
+    parse_head,
+    read_first_head,
+    wants_upgrade,
+)
 from peermesh.traffic.deadlines import request_deadline
 from peermesh.traffic.faults import decide as decide_fault
 from peermesh.traffic.retry import Outcome, backoff, is_replayable, retryable
@@ -159,6 +169,18 @@ class OutboundProxy:
         if kind == "closed":
             await trio.aclose_forcefully(transport)
             return
+        if kind == "h1":
+            data = await read_first_head(transport, data)
+            end = head_end(data)
+            head = parse_head(data[:end]) if end > 0 else None
+            if head is not None and wants_upgrade(head):
+                compiled = self.policy() if self.policy is not None else None
+                await serve_upgrade(
+                    transport, data, head, captured, destination,
+                    policy=compiled, endpoints=self.endpoints, rng=self.rng,
+                    tunnel=self.tunnel, metrics=self.metrics,
+                )  # fmt: skip
+                return
         self.metrics.open_connections.labels("outbound").inc()
         try:
             if kind == "h2c":

@@ -23,9 +23,18 @@ import trio
 from certs.spiffe import SpiffeId
 from peermesh.core.endpoint import Endpoint
 from peermesh.net.http.h2session import ConnectionUnavailable, ErrorCode, H2Stream, StreamReset
-from peermesh.net.http.headers import Headers
+from peermesh.net.http.headers import Headers, RequestHead
 from peermesh.net.pool import PeerPool
 from peermesh.observability.metrics import AgentMetrics
+from peermesh.proxy.upgrade import (
+    TUNNEL_HEADER,
+    UPGRADE,
+    HeadTooLarge,
+    head_end,
+    parse_head,
+    read_stream_head,
+    refusal,
+)
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("peermesh.access.tcp")
@@ -168,8 +177,11 @@ async def relay(
         await trio.aclose_forcefully(tcp)
 
 
-def connect_headers(service: str, port: int) -> Headers:
-    return [(b":method", b"CONNECT"), (b":authority", f"{service}:{port}".encode())]
+def connect_headers(service: str, port: int, *, upgrade: bool = False) -> Headers:
+    headers = [(b":method", b"CONNECT"), (b":authority", f"{service}:{port}".encode())]
+    if upgrade:
+        headers.append((TUNNEL_HEADER, UPGRADE))
+    return headers
 
 
 class TunnelOut:
@@ -195,7 +207,10 @@ class TunnelOut:
         service: str,
         port: int,
         endpoint: Endpoint | None,
+        *,
+        upgrade: bool = False,
     ) -> None:
+        """Carry ``tcp`` (``initial`` already read from it) to ``service`` on ``endpoint``."""
         record = TunnelRecord("outbound", self.local_service, service, port)
         try:
             if endpoint is None:
@@ -204,12 +219,16 @@ class TunnelOut:
                 await trio.aclose_forcefully(tcp)
                 return
             record.peer = endpoint.address
-            stream = await self._open(endpoint, service, port)
+            stream = await self._open(endpoint, service, port, upgrade=upgrade)
             if stream is None:
                 record.outcome = "peer-unreachable"
-                await trio.aclose_forcefully(tcp)
+                await _refuse(tcp, upgrade, 503, "Service Unavailable")
                 return
             try:
+                # Sent before the answer: an upgrade's far side authorizes on this head.
+                if initial:
+                    await stream.send_data(initial)
+                    record.sent += len(initial)
                 headers = await stream.receive_headers()
             except _STREAM_ERRORS as exc:
                 record.outcome = "peer-reset"
@@ -219,28 +238,43 @@ class TunnelOut:
                 return
             status = dict(headers).get(b":status", b"")
             if status != b"200":
-                record.outcome = "denied" if status == b"403" else f"status-{status.decode()}"
-                log.info("tcp to %s:%d: tunnel refused with %s", service, port, status.decode())
+                text = status.decode("ascii", "replace")
+                record.outcome = "denied" if status == b"403" else f"status-{text}"
+                log.info("tcp to %s:%d: tunnel refused with %s", service, port, text)
                 stream.reset(ErrorCode.CANCEL)
-                _hard_close(tcp)
-                await trio.aclose_forcefully(tcp)
+                code = int(text) if text.isdigit() else 502
+                await _refuse(tcp, upgrade, code, "Forbidden" if code == 403 else "Bad Gateway")
                 return
-            await relay(tcp, stream, record, initial)
+            await relay(tcp, stream, record, b"")
         finally:
             record.finish(self.metrics)
 
-    async def _open(self, endpoint: Endpoint, service: str, port: int) -> H2Stream | None:
+    async def _open(
+        self, endpoint: Endpoint, service: str, port: int, *, upgrade: bool
+    ) -> H2Stream | None:
         expect = self.expected_identity(endpoint.service)
         for _attempt in range(2):
             try:
                 session = await self.pool.session_for(endpoint, expect=expect)
-                return await session.open_stream(connect_headers(service, port))
+                return await session.open_stream(connect_headers(service, port, upgrade=upgrade))
             except ConnectionUnavailable:
                 continue
             except Exception as exc:  # the pool's own errors say why; the app gets a close
                 log.info("tcp to %s: cannot reach %s: %s", service, endpoint.address, exc)
                 return None
         return None
+
+
+async def _refuse(tcp: trio.SocketStream, upgrade: bool, status: int, reason: str) -> None:
+    """An upgrade gets an HTTP answer it can show; plain TCP gets a reset, as from a host."""
+    if upgrade:
+        try:
+            await tcp.send_all(refusal(status, reason))
+        except _TCP_ERRORS:
+            pass
+    else:
+        _hard_close(tcp)
+    await trio.aclose_forcefully(tcp)
 
 
 def requested_port(stream: H2Stream) -> int | None:
@@ -260,6 +294,7 @@ async def tunnel_in(
     peer: SpiffeId,
     app: tuple[str, int],
     authorize: Callable[[int], bool],
+    authorize_http: Callable[[RequestHead], bool],
     metrics: AgentMetrics,
     connect_timeout: float = 5.0,
 ) -> None:
@@ -272,7 +307,22 @@ async def tunnel_in(
             metrics.sidecar_errors.labels("inbound", "bad-connect").inc()
             await stream.send_headers([(b":status", b"400")], end_stream=True)
             return
-        if not authorize(port):
+        head = b""
+        if (TUNNEL_HEADER, UPGRADE) in (stream.headers or []):
+            try:
+                head = await read_stream_head(stream)
+            except HeadTooLarge:
+                head = b""
+            request = parse_head(head) if head_end(head) > 0 else None
+            if request is None:
+                record.outcome = "bad-request"
+                metrics.sidecar_errors.labels("inbound", "bad-upgrade").inc()
+                await stream.send_headers([(b":status", b"400")], end_stream=True)
+                return
+            allowed = authorize_http(request)
+        else:
+            allowed = authorize(port)
+        if not allowed:
             record.outcome = "denied"
             await stream.send_headers([(b":status", b"403")], end_stream=True)
             return
@@ -287,6 +337,15 @@ async def tunnel_in(
             await stream.send_headers([(b":status", b"502")], end_stream=True)
             return
         await stream.send_headers([(b":status", b"200")])
+        if head:
+            try:
+                await tcp.send_all(head)
+            except _TCP_ERRORS:
+                record.outcome = "app-reset"
+                stream.reset(ErrorCode.CONNECT_ERROR)
+                await trio.aclose_forcefully(tcp)
+                return
+            record.received += len(head)
         await relay(tcp, stream, record, b"")
     except _STREAM_ERRORS:
         record.outcome = "peer-reset"
