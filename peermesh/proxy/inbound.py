@@ -137,6 +137,7 @@ class InboundProxy:
             handler=on_stream,
             peer=identity,
             on_protocol_error=lambda why: self.metrics.reject("inbound", "h2-protocol-error"),
+            on_limit=lambda why: self.metrics.reject("inbound", f"h2-{why}"),
         )
         if self.tracker.draining:
             session.start_drain()

@@ -221,6 +221,7 @@ class OutboundProxy:
             handler=on_stream,
             initial_data=data,
             on_protocol_error=lambda why: self.metrics.reject("outbound", "h2-protocol-error"),
+            on_limit=lambda why: self.metrics.reject("outbound", f"h2-{why}"),
         )
         if self.tracker.draining:
             session.start_drain()

@@ -14,6 +14,7 @@ import h11
 import trio
 
 from peermesh.core.errors import TransportError
+from peermesh.net.http.h1strict import FramingError, RequestFraming
 from peermesh.net.http.headers import HeaderError, Headers, RequestHead, h1_request_to_head
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class H1ServerConnection:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._initial = initial_data
         self._on_bad_request = on_bad_request
+        # Every byte passes the strict framing check before h11 (lenient) may see it.
+        self._framing = RequestFraming()
+        self.framing_error: FramingError | None = None
         self.draining = False
         self.busy = False
 
@@ -62,6 +66,7 @@ class H1ServerConnection:
             data = await self.transport.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ClientGone(str(exc)) from exc
+        self._framing.feed(bytes(data))
         self.conn.receive_data(bytes(data))
 
     async def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
@@ -82,14 +87,18 @@ class H1ServerConnection:
 
     async def run(self) -> None:
         """Serve requests until the client leaves, an error, or drain."""
-        if self._initial:
-            self.conn.receive_data(self._initial)
         try:
+            if self._initial:
+                self._framing.feed(self._initial)
+                self.conn.receive_data(self._initial)
             while True:
                 try:
                     event = await self.next_event()
                 except h11.RemoteProtocolError as exc:
                     await self._refuse(exc)
+                    return
+                except FramingError as exc:
+                    await self._refuse_framing(exc)
                     return
                 if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                     return
@@ -125,6 +134,9 @@ class H1ServerConnection:
                     await self.handler(head, body, writer)
                 finally:
                     self.busy = False
+                if self.framing_error is not None:
+                    await self._refuse_framing(self.framing_error)
+                    return
                 if writer.aborted or self.conn.our_state is not h11.DONE:
                     if self.conn.their_state is not h11.DONE:
                         await self._lingering_close()
@@ -139,6 +151,9 @@ class H1ServerConnection:
                 except h11.LocalProtocolError:
                     return
         except ClientGone:
+            return
+        except FramingError as exc:
+            await self._refuse_framing(exc)
             return
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -159,6 +174,16 @@ class H1ServerConnection:
             except (ClientGone, h11.LocalProtocolError):
                 return
             await self._lingering_close()
+
+    async def _refuse_framing(self, exc: FramingError) -> None:
+        """400 (when no response has started) and close: the stream is no longer HTTP."""
+        if self._on_bad_request is not None:
+            self._on_bad_request("bad-framing")
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            try:
+                await self._simple(400, "bad-request", str(exc), close=True)
+            except (ClientGone, h11.LocalProtocolError):
+                return
 
     async def _lingering_close(self) -> None:
         """Half-close and drain what the client is still sending before closing.
@@ -242,6 +267,9 @@ class H1RequestBody:
             try:
                 event = await self.server.next_event()
             except h11.RemoteProtocolError as exc:
+                raise ClientGone(f"malformed request body: {exc}") from exc
+            except FramingError as exc:
+                self.server.framing_error = exc
                 raise ClientGone(f"malformed request body: {exc}") from exc
             if isinstance(event, h11.Data):
                 if event.data:

@@ -14,6 +14,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PushPromiseFrame, RstStreamFrame
 
@@ -25,8 +26,12 @@ STREAM_WINDOW = 1 << 20  # 1 MiB per stream bounds what one slow reader can pin
 CONNECTION_WINDOW = 8 << 20  # 8 MiB per connection bounds the whole connection
 MAX_FRAME = 1 << 16
 MAX_HEADER_LIST = 64 << 10
-RESET_FLOOD_LIMIT = 200  # peer-initiated resets per second before we call it an attack
+
 READ_SIZE = 1 << 16
+#: Encoded header block bytes (HEADERS + CONTINUATION) collected before decoding. HPACK
+#: never makes a field list smaller than its encoding plus 32 bytes per field, so a block
+#: past this cannot decode within MAX_HEADER_LIST; refusing it early saves the decode.
+MAX_HEADER_BLOCK = MAX_HEADER_LIST
 HIGH_WATER = 256 << 10  # unsent bytes after which a sender flushes itself
 
 _RESPONSE_EVENTS = (h2.events.ResponseReceived, h2.events.InformationalResponseReceived)
@@ -37,6 +42,38 @@ _HEADER_EVENTS = (
     h2.events.TrailersReceived,
     h2.events.PushedStreamReceived,
 )
+
+
+_HEADER_FRAME_TYPES = (0x1, 0x5, 0x9)  # HEADERS, PUSH_PROMISE, CONTINUATION
+
+
+class CheckedFrameBuffer(h2.frame_buffer.FrameBuffer):
+    """h2's frame buffer, checking each frame's length as soon as its 9-byte header is in.
+
+    h2 checks the length only once the whole frame is buffered, so a peer could make us
+    hold up to 16 MiB per connection; and it joins CONTINUATION frames into one block
+    of up to 64 frames before any size check. Both are refused here, before buffering.
+    """
+
+    def __init__(self, conn: h2.connection.H2Connection, *, server: bool) -> None:
+        super().__init__(server=server)
+        self._conn = conn
+
+    def __next__(self) -> Frame:
+        data = self._data
+        if len(data) >= 9:
+            length = int.from_bytes(data[:3], "big")
+            # The limit as of now: h2 sets max_frame_size once per read, before the
+            # frames of that read (an ACK of our larger SETTINGS among them) are applied.
+            self.max_frame_size = self._conn.max_inbound_frame_size
+            self._validate_frame_length(length)  # FrameTooLargeError: FRAME_SIZE_ERROR
+            if self._headers_buffer or data[3] in _HEADER_FRAME_TYPES:
+                pending = length + sum(len(f.data) for f in self._headers_buffer)
+                if pending > MAX_HEADER_BLOCK:
+                    raise h2.exceptions.DenialOfServiceError(
+                        f"header block over {MAX_HEADER_BLOCK} bytes before decoding"
+                    )
+        return super().__next__()
 
 
 class DrainingH2Connection(h2.connection.H2Connection):
@@ -75,10 +112,47 @@ class DrainingH2Connection(h2.connection.H2Connection):
             self._prepare_for_sending(frames)
         return events
 
+    #: Streams refused or reset for a fault of their own; the session counts and clears.
+    stream_faults: list[str]
+    _refusing = False
+
+    @property
+    def open_inbound_streams(self) -> int:
+        # While refusing one stream over the limit, h2's own check must let it through
+        # so its header block is still decoded: HPACK state is shared by the connection.
+        return 0 if self._refusing else super().open_inbound_streams
+
     def _receive_headers_frame(self, frame: HeadersFrame) -> Any:
+        stream_id = frame.stream_id
+        over = (
+            stream_id not in self.streams
+            and super().open_inbound_streams + 1 > self.local_settings.max_concurrent_streams
+        )
+        if over:
+            # RFC 9113 §5.1.2: a stream over the limit is refused, the connection lives on.
+            self._refusing = True
+            try:
+                frames, events = super()._receive_headers_frame(frame)
+            finally:
+                self._refusing = False
+            return frames, self._fault(stream_id, events, ErrorCode.REFUSED_STREAM, "refused")
         frames, events = super()._receive_headers_frame(frame)
-        check_events(events)
+        try:
+            check_events(events)
+        except h2.exceptions.ProtocolError:
+            # RFC 9113 §8.1.1: a malformed message is a stream error, not a connection one.
+            return frames, self._fault(stream_id, events, ErrorCode.PROTOCOL_ERROR, "malformed")
         return frames, events
+
+    def _fault(
+        self, stream_id: int, events: list[h2.events.Event], code: ErrorCode, why: str
+    ) -> list[h2.events.Event]:
+        """Reset one stream whose header block was decoded; drop its events."""
+        self.stream_faults.append(why)
+        stream = self.streams.get(stream_id)
+        if stream is not None and not stream.closed:
+            self.reset_stream(stream_id, error_code=code)
+        return [e for e in events if getattr(e, "stream_id", None) != stream_id]
 
     def _receive_push_promise_frame(self, frame: PushPromiseFrame) -> Any:
         frames, events = super()._receive_push_promise_frame(frame)
@@ -191,6 +265,8 @@ def new_connection(*, client_side: bool, max_concurrent_streams: int) -> Drainin
         normalize_outbound_headers=False,
     )
     conn = DrainingH2Connection(config=config)
+    conn.stream_faults = []
+    conn.incoming_buffer = CheckedFrameBuffer(conn, server=not client_side)
     conn.encoder = FastEncoder()  # type: ignore[assignment]
     decoder = FastDecoder()
     decoder.max_header_list_size = conn.decoder.max_header_list_size

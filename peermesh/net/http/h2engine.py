@@ -59,6 +59,9 @@ class EngineName(enum.StrEnum):
 class H2Engine(Protocol):
     """What the trio shell needs from an HTTP/2 state machine (both ends)."""
 
+    #: Streams the engine refused on its own since the shell last looked (why, one each).
+    stream_faults: list[str]
+
     def receive(self, data: bytes) -> list[Event]: ...
 
     def pop_events(self) -> list[Event]:

@@ -64,10 +64,17 @@ _SECURE = frozenset({b"authorization", b"proxy-authorization"})
 
 _HUFFMAN = [(REQUEST_CODES[i], REQUEST_CODES_LENGTH[i]) for i in range(256)]
 _HUFFMAN_CACHE_LIMIT = 2048
+#: The most dynamic-table memory our encoder uses per connection (nghttp2's default).
+MAX_ENCODER_TABLE = 4096
 
 
 def huffman_encode(data: bytes) -> bytes:
-    """RFC 7541 Appendix B Huffman code of ``data``, padded with ones."""
+    """RFC 7541 Appendix B Huffman code of ``data``, padded with ones.
+
+    Whole bytes leave the accumulator as soon as it holds 64 bits or more, so it never
+    grows with the value: shifting one big integer would make a long value quadratic.
+    """
+    out = bytearray()
     acc = 0
     bits = 0
     table = _HUFFMAN
@@ -75,9 +82,15 @@ def huffman_encode(data: bytes) -> bytes:
         code, length = table[byte]
         acc = (acc << length) | code
         bits += length
+        if bits >= 64:
+            keep = bits & 7
+            out += (acc >> keep).to_bytes((bits - keep) >> 3, "big")
+            acc &= (1 << keep) - 1
+            bits = keep
     pad = -bits % 8
     acc = (acc << pad) | ((1 << pad) - 1)
-    return acc.to_bytes((bits + pad) >> 3, "big")
+    out += acc.to_bytes((bits + pad) >> 3, "big")
+    return bytes(out)
 
 
 _INDEXED = [bytes((0x80 | i,)) for i in range(127)]  # indexed field, index < 127
@@ -118,7 +131,9 @@ class FastEncoder:
 
     @header_table_size.setter
     def header_table_size(self, value: int) -> None:
-        value = int(value)
+        # The peer's SETTINGS_HEADER_TABLE_SIZE is a ceiling, not an order (RFC 7541
+        # §4.2): we never keep more than MAX_ENCODER_TABLE, whatever it announces.
+        value = min(int(value), MAX_ENCODER_TABLE)
         if value == self._maxsize:
             return
         self._maxsize = value

@@ -25,7 +25,6 @@ from peermesh.net.http.h2conn import (
     MAX_FRAME,
     MAX_HEADER_LIST,
     READ_SIZE,
-    RESET_FLOOD_LIMIT,
     STREAM_WINDOW,
 )
 from peermesh.net.http.h2engine import EngineError, EngineName, Ev, Event, Header
@@ -38,6 +37,7 @@ from peermesh.net.http.h2errors import (
     error_name,
 )
 from peermesh.net.http.h2fast import prepare_outbound
+from peermesh.net.http.h2limits import Flood, FloodGuard, FrameScanner, H2Limits
 from peermesh.net.http.h2select import new_engine
 from peermesh.net.http.h2stream import H2Stream
 from peermesh.net.http.headers import Headers
@@ -50,6 +50,7 @@ __all__ = [
     "ConnectionLost",
     "ConnectionUnavailable",
     "ErrorCode",
+    "H2Limits",
     "H2Session",
     "H2Stream",
     "SessionStats",
@@ -69,6 +70,10 @@ class SessionStats:
 
     streams_opened: int = 0
     protocol_errors: int = 0
+    #: Streams reset for a fault of their own (malformed, over the stream limit).
+    stream_faults: int = 0
+    #: Why the connection was closed with ENHANCE_YOUR_CALM, if it was.
+    flood: Flood | None = None
 
 
 class H2Session:
@@ -90,6 +95,8 @@ class H2Session:
         ping_interval: float | None = None,
         ping_timeout: float = 10.0,
         on_protocol_error: Callable[[str], None] | None = None,
+        on_limit: Callable[[str], None] | None = None,
+        limits: H2Limits | None = None,
         peer: Any = None,
         engine: EngineName | None = None,
     ) -> None:
@@ -101,6 +108,10 @@ class H2Session:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._on_protocol_error = on_protocol_error
+        # Called with a Flood value or a stream fault ("refused", "malformed"): a counter.
+        self._on_limit = on_limit
+        self.guard = FloodGuard(limits)
+        self._scanner = FrameScanner(server_side=not client_side)
         self.conn = new_engine(
             engine, client_side=client_side, max_concurrent_streams=max_concurrent_streams
         )
@@ -112,8 +123,6 @@ class H2Session:
         self._handlers: trio.Nursery | None = None
         self._ping_acked = trio.Event()
         self._settings_received = trio.Event()
-        self._resets_window_start = 0.0
-        self._resets_in_window = 0
         self.goaway_received: int | None = None  # last_stream_id the peer will process
         self.draining = False
         self.close_reason = ""
@@ -150,6 +159,10 @@ class H2Session:
                 await self._flush_quietly()
                 if not self._initial_data or await self._feed(self._initial_data):
                     await self._reader()
+                # A GOAWAY saying why we stop (a flood verdict) is still queued: send it,
+                # but never wait long on a peer that does not read.
+                with trio.move_on_after(1):
+                    await self._flush_quietly()
                 nursery.cancel_scope.cancel()
         finally:
             self._mark_closed(self.close_reason or "connection closed")
@@ -177,6 +190,12 @@ class H2Session:
                 return
 
     async def _feed(self, data: bytes) -> bool:
+        now = trio.current_time()
+        for kind in self._scanner.scan(data):
+            self._check(self.guard.received(kind, now))
+            if self.is_closed:
+                await self._flush_quietly()
+                return False
         try:
             events = self.conn.receive(data)
         except EngineError as exc:
@@ -186,10 +205,30 @@ class H2Session:
                 self._on_protocol_error(type(exc).__name__)
             await self._flush_quietly()  # the engine has queued the GOAWAY that says why
             return False
+        faults = self.conn.stream_faults
+        if faults:
+            for why in faults:
+                self.stats.stream_faults += 1
+                if self._on_limit is not None:
+                    self._on_limit(why)
+                self._check(self.guard.queued(control=1))  # the RST_STREAM we queued
+            faults.clear()
         for event in events:
+            if self.is_closed:
+                break
             self._dispatch(event)
         self._kick_if_pending()
         return not self.conn.is_closed
+
+    def _check(self, verdict: Flood | None) -> None:
+        """Close the connection with ENHANCE_YOUR_CALM when the guard says so."""
+        if verdict is None or self.is_closed:
+            return
+        self.stats.flood = verdict
+        if self._on_limit is not None:
+            self._on_limit(verdict.value)
+        log.warning("closing HTTP/2 connection from %s: %s", self.peer, verdict.value)
+        self._abort(ErrorCode.ENHANCE_YOUR_CALM, f"{verdict.value} from peer")
 
     def _dispatch(self, event: Event) -> None:
         tag = event[0]
@@ -254,6 +293,7 @@ class H2Session:
             stream.headers_only = True
         self._streams[stream_id] = stream
         self.stats.streams_opened += 1
+        self.guard.stream_opened(trio.current_time())
         self._handlers.start_soon(self._run_handler, stream)
 
     async def _run_handler(self, stream: H2Stream) -> None:
@@ -261,7 +301,10 @@ class H2Session:
         with trio.CancelScope() as scope:
             stream._handler_scope = scope
             try:
-                await self._handler(stream)
+                if stream.reset_code is None and stream._error is None:
+                    await self._handler(stream)
+                # else: reset (or the connection lost) before its task first ran, e.g.
+                # HEADERS and RST_STREAM in one read: the request must not reach the app.
             except StreamReset:
                 pass
             except Exception:
@@ -282,13 +325,7 @@ class H2Session:
     def _on_reset(self, stream_id: int, error_code: int, *, remote: bool) -> None:
         stream = self._streams.pop(stream_id, None)
         if remote:
-            now = trio.current_time()
-            if now - self._resets_window_start > 1.0:
-                self._resets_window_start = now
-                self._resets_in_window = 0
-            self._resets_in_window += 1
-            if self._resets_in_window > RESET_FLOOD_LIMIT:
-                self._abort(ErrorCode.ENHANCE_YOUR_CALM, "stream reset flood from peer")
+            self.note_reset()
         if stream is None:
             return
         if not remote and stream.reset_code is not None:
@@ -321,6 +358,15 @@ class H2Session:
                     stream._handler_scope.cancel()
         if code != 0 or not self._streams:
             self._abort(None, f"peer sent GOAWAY ({error_name(code)})")
+
+    def note_reset(self) -> None:
+        """A stream ended by RST_STREAM, sent by either side.
+
+        Only a server's connections judge resets: a client's are the peer's decision
+        (a peer agent relaying its own clients' cancellations is not abusing us).
+        """
+        if not self.client_side:
+            self._check(self.guard.stream_reset(trio.current_time()))
 
     def _abort(self, error_code: int | None, reason: str) -> None:
         """Close the connection now (after flushing what the engine has queued)."""
@@ -457,6 +503,7 @@ class H2Session:
                     raise ConnectionLost(self.close_reason) from exc
                 data = self.conn.data_to_send()
                 self._dispatch_sent()
+            self.guard.flushed()
         finally:
             self._send_lock.release()
 

@@ -30,6 +30,8 @@ class StreamOwner(Protocol):
 
     def kick_writer(self) -> None: ...
 
+    def note_reset(self) -> None: ...
+
 
 @dataclass(eq=False)
 class H2Stream:
@@ -72,15 +74,19 @@ class H2Stream:
 
         Acknowledging here, not on arrival, is what makes flow control push back.
         """
-        while not self._chunks:
-            if self.remote_ended:
-                return b""
-            self._raise_if_reset()
-            await self._changed.wait()
-        data, flow = self._chunks.popleft()
-        if flow and self.reset_code is None:
-            self.session.acknowledge(self.stream_id, flow)
-        return data
+        while True:
+            while not self._chunks:
+                if self.remote_ended:
+                    return b""
+                self._raise_if_reset()
+                await self._changed.wait()
+            data, flow = self._chunks.popleft()
+            if flow and self.reset_code is None:
+                self.session.acknowledge(self.stream_id, flow)
+            # b"" means the end of the message to our callers: an empty DATA frame
+            # (padding only, or nothing) is not the end, only END_STREAM is.
+            if data:
+                return data
 
     def _raise_if_reset(self) -> None:
         if self._error is not None:
@@ -164,6 +170,8 @@ class H2Stream:
             self.session.conn.reset_stream(self.stream_id, error_code=error_code)
         except EngineError:
             pass
+        if error_code != ErrorCode.NO_ERROR:
+            self.session.note_reset()  # NO_ERROR: we answered early, the stream succeeded
         self.session.kick_writer()
         self._wake()
         self._window.set()

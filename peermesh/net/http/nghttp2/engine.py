@@ -71,6 +71,7 @@ class NgEngine:
     """One HTTP/2 connection on libnghttp2, either end, with the shell's limits."""
 
     def __init__(self, *, client_side: bool, max_concurrent_streams: int = 1000) -> None:
+        self.stream_faults: list[str] = []  # nghttp2 resets bad streams itself, uncounted
         from peermesh.net.http.h2conn import (
             CONNECTION_WINDOW,
             MAX_FRAME,

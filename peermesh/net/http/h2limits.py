@@ -1,0 +1,211 @@
+"""Flood and abuse limits for one HTTP/2 connection, as a sans-IO guard.
+
+Every engine behind ``H2Session`` (h2 today) reports what it received as
+:class:`FrameKind` values and what it queued for sending; the guard counts them and
+answers with a :class:`Flood` verdict when a limit is crossed, which the shell turns into
+GOAWAY ENHANCE_YOUR_CALM and a counter. Nothing here does I/O or reads a clock: callers
+pass ``now``. The defaults are Envoy's ``http2_protocol_options`` (with its
+``max_outbound_control_frames`` 1000, ``max_outbound_frames`` 10000,
+``max_consecutive_inbound_frames_with_empty_payload`` 1,
+``max_inbound_priority_frames_per_stream`` 100) and Envoy's reset-abuse rule: act only once
+a connection has opened enough streams *and* more than half of them were reset within the
+window, so a peer agent relaying its apps' cancellations is told apart from a client that
+opens streams only to reset them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class FrameKind(enum.Enum):
+    """What the engine saw, at the granularity the limits need."""
+
+    HEADERS = "headers"
+    DATA = "data"
+    EMPTY_DATA = "empty-data"  # DATA with no payload and no END_STREAM
+    PRIORITY = "priority"
+    PING = "ping"
+    SETTINGS = "settings"
+    WINDOW_UPDATE = "window-update"
+    UNKNOWN = "unknown"
+    OTHER = "other"
+
+
+class Flood(enum.Enum):
+    """Why the guard wants the connection closed (the counter's label)."""
+
+    CONTROL_FRAMES = "outbound-control-flood"
+    OUTBOUND_FRAMES = "outbound-frame-flood"
+    EMPTY_FRAMES = "empty-frame-flood"
+    PRIORITY = "priority-flood"
+    UNKNOWN_FRAMES = "unknown-frame-flood"
+    SETTINGS = "settings-flood"
+    RESETS = "reset-flood"
+
+
+@dataclass(frozen=True)
+class H2Limits:
+    """Per-connection limits; each is one number so docs/security.md can name it."""
+
+    max_outbound_control_frames: int = 1000
+    max_outbound_frames: int = 10000
+    max_consecutive_empty_frames: int = 1
+    max_priority_frames_per_stream: int = 100
+    max_unknown_frames: int = 100  # per window
+    max_settings_frames: int = 100  # per window
+    #: Streams a connection must have opened in the window before resets can count as abuse.
+    reset_min_streams: int = 100
+    #: Share of those streams that were reset (by the peer or by us) that is abuse.
+    reset_max_ratio: float = 0.5
+    window_seconds: float = 10.0
+
+
+@dataclass
+class _Window:
+    start: float = 0.0
+    opened: int = 0
+    resets: int = 0
+    unknown: int = 0
+    settings: int = 0
+
+
+class FloodGuard:
+    """Counts one connection's frames, resets and queued replies; returns verdicts."""
+
+    def __init__(self, limits: H2Limits | None = None) -> None:
+        self.limits = limits or H2Limits()
+        self._window = _Window()
+        self._empty_run = 0
+        self._priority = 0
+        self._streams_seen = 0
+        self._control_queued = 0
+        self._frames_queued = 0
+
+    def _roll(self, now: float) -> _Window:
+        if now - self._window.start > self.limits.window_seconds:
+            self._window = _Window(start=now)
+        return self._window
+
+    def received(self, kind: FrameKind, now: float) -> Flood | None:
+        """One received frame; control frames that need an answer count as queued replies."""
+        lim = self.limits
+        if kind is FrameKind.EMPTY_DATA:
+            self._empty_run += 1
+            if self._empty_run > lim.max_consecutive_empty_frames:
+                return Flood.EMPTY_FRAMES
+            return None
+        if kind is not FrameKind.OTHER:
+            self._empty_run = 0
+        if kind is FrameKind.HEADERS:
+            self._streams_seen += 1
+            return None
+        if kind is FrameKind.PRIORITY:
+            # Envoy's bound: 100 per stream opened (plus one stream's worth to start).
+            self._priority += 1
+            if self._priority > lim.max_priority_frames_per_stream * (1 + self._streams_seen):
+                return Flood.PRIORITY
+            return None
+        if kind is FrameKind.PING:
+            return self.queued(control=1)
+        window = self._roll(now)
+        if kind is FrameKind.SETTINGS:
+            window.settings += 1
+            if window.settings > lim.max_settings_frames:
+                return Flood.SETTINGS
+            return self.queued(control=1)
+        if kind is FrameKind.UNKNOWN:
+            window.unknown += 1
+            if window.unknown > lim.max_unknown_frames:
+                return Flood.UNKNOWN_FRAMES
+        return None
+
+    def queued(self, *, control: int = 0, frames: int = 0) -> Flood | None:
+        """Frames queued for the peer and not yet written (control frames count in both)."""
+        self._control_queued += control
+        self._frames_queued += control + frames
+        if self._control_queued > self.limits.max_outbound_control_frames:
+            return Flood.CONTROL_FRAMES
+        if self._frames_queued > self.limits.max_outbound_frames:
+            return Flood.OUTBOUND_FRAMES
+        return None
+
+    def flushed(self) -> None:
+        """Everything queued reached the transport."""
+        self._control_queued = 0
+        self._frames_queued = 0
+
+    def stream_opened(self, now: float) -> None:
+        self._roll(now).opened += 1
+
+    def stream_reset(self, now: float) -> Flood | None:
+        """A stream ended by RST_STREAM, whoever sent it."""
+        window = self._roll(now)
+        window.resets += 1
+        if (
+            window.opened >= self.limits.reset_min_streams
+            and window.resets > window.opened * self.limits.reset_max_ratio
+        ):
+            return Flood.RESETS
+        return None
+
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_FLAG_END_STREAM = 0x1
+_FLAG_ACK = 0x1
+_FRAME_KINDS = {
+    0x1: FrameKind.HEADERS,
+    0x2: FrameKind.PRIORITY,
+    0x4: FrameKind.SETTINGS,
+    0x6: FrameKind.PING,
+    0x8: FrameKind.WINDOW_UPDATE,
+}
+
+
+class FrameScanner:
+    """Frame kinds from the raw bytes a peer sends, whatever engine decodes them.
+
+    Reads only the 9-byte frame headers (length, type, flags) and skips payloads, so
+    the flood limits see every frame the same way on every engine, and see it before
+    the engine does any work on it. A server skips the client preface first.
+    """
+
+    def __init__(self, *, server_side: bool) -> None:
+        self._preface = len(_PREFACE) if server_side else 0
+        self._skip = 0  # payload bytes of the current frame still to pass over
+        self._header = b""
+
+    def scan(self, data: bytes) -> list[FrameKind]:
+        """The kinds of the frames whose headers complete in ``data``."""
+        kinds: list[FrameKind] = []
+        view = memoryview(data)
+        if self._preface:
+            taken = min(self._preface, len(view))
+            self._preface -= taken
+            view = view[taken:]
+        while view:
+            if self._skip:
+                taken = min(self._skip, len(view))
+                self._skip -= taken
+                view = view[taken:]
+                continue
+            need = 9 - len(self._header)
+            self._header += bytes(view[:need])
+            view = view[need:]
+            if len(self._header) < 9:
+                break
+            header, self._header = self._header, b""
+            length = int.from_bytes(header[:3], "big")
+            frame_type, flags = header[3], header[4]
+            self._skip = length
+            if frame_type == 0x0:
+                empty = length == 0 and not flags & _FLAG_END_STREAM
+                kinds.append(FrameKind.EMPTY_DATA if empty else FrameKind.DATA)
+            elif frame_type in (0x4, 0x6) and flags & _FLAG_ACK:
+                continue  # answers to our own SETTINGS and PINGs cost the peer nothing
+            elif frame_type in _FRAME_KINDS:
+                kinds.append(_FRAME_KINDS[frame_type])
+            elif frame_type > 0x9:
+                kinds.append(FrameKind.UNKNOWN)
+        return kinds
