@@ -38,7 +38,9 @@ from peermesh.net.http.h2session import (
 from peermesh.net.http.headers import (
     HeaderError,
     Headers,
+    HeadersTooLarge,
     RequestHead,
+    fit_request_head,
     h2_request_to_head,
     head_to_h2,
 )
@@ -285,7 +287,13 @@ class OutboundProxy:
             body = CountingBody(body, record)
             writer = CountingWriter(writer, record)
         try:
-            service = service_of_authority(head.authority, captured)
+            try:
+                service = service_of_authority(head.authority, captured)
+                head = fit_request_head(head)
+            except HeadersTooLarge as exc:
+                raise errors.ProxyError(431, "headers-too-large", str(exc)) from None
+            except HeaderError as exc:
+                raise errors.bad_request(str(exc)) from None
             status = await self._route(service, head, body, writer, has_body=has_body)
         except errors.ProxyError as exc:
             status = exc.status

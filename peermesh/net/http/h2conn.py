@@ -16,16 +16,24 @@ import h2.events
 import h2.exceptions
 import h2.frame_buffer
 import h2.settings
-from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, PushPromiseFrame, RstStreamFrame
+from hyperframe.frame import (
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PushPromiseFrame,
+    RstStreamFrame,
+)
 
 from peermesh.net.http.h2engine import Ev, Event
 from peermesh.net.http.h2errors import ErrorCode
 from peermesh.net.http.h2fast import FastDecoder, FastEncoder, check_received
+from peermesh.net.http.headers import MAX_HEADER_LIST_SIZE
 
 STREAM_WINDOW = 1 << 20  # 1 MiB per stream bounds what one slow reader can pin
 CONNECTION_WINDOW = 8 << 20  # 8 MiB per connection bounds the whole connection
 MAX_FRAME = 1 << 16
-MAX_HEADER_LIST = 64 << 10
+MAX_HEADER_LIST = MAX_HEADER_LIST_SIZE  # what fit_request_head holds senders to
 
 READ_SIZE = 1 << 16
 #: Encoded header block bytes (HEADERS + CONTINUATION) collected before decoding. HPACK
@@ -143,6 +151,21 @@ class DrainingH2Connection(h2.connection.H2Connection):
             # RFC 9113 §8.1.1: a malformed message is a stream error, not a connection one.
             return frames, self._fault(stream_id, events, ErrorCode.PROTOCOL_ERROR, "malformed")
         return frames, events
+
+    def _receive_data_frame(self, frame: DataFrame) -> Any:
+        try:
+            return super()._receive_data_frame(frame)
+        except h2.exceptions.InvalidBodyLengthError:
+            # A body that disagrees with its Content-Length is malformed (RFC 9113
+            # §8.1.1): a stream error. Its bytes still count against the connection
+            # window, so give that credit back, and tell the session the stream is gone.
+            stream_id = frame.stream_id
+            self._fault(stream_id, [], ErrorCode.PROTOCOL_ERROR, "body-length")
+            self.acknowledge_received_data(frame.flow_controlled_length, stream_id)
+            reset = h2.events.StreamReset(
+                stream_id=stream_id, error_code=ErrorCode.PROTOCOL_ERROR, remote_reset=False
+            )
+            return [], [reset]
 
     def _fault(
         self, stream_id: int, events: list[h2.events.Event], code: ErrorCode, why: str

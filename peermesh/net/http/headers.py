@@ -223,11 +223,13 @@ def h2_request_to_head(headers: Sequence[Header], *, client_address: str | None)
     if method is None or path is None:
         raise HeaderError("HTTP/2 request lacks :method or :path")
     authority = pseudo.get(b":authority")
-    if authority is None:
-        for name, value in regular:
-            if name == b"host":
-                authority = value
-                break
+    hosts = [value for name, value in regular if name == b"host"]
+    if authority is not None and any(h != authority for h in hosts):
+        # RFC 9113 §8.3.1: a Host that disagrees with :authority is malformed; each hop
+        # would otherwise route by a different one.
+        raise HeaderError("HTTP/2 request has a Host header that disagrees with :authority")
+    if authority is None and hosts:
+        authority = hosts[0]
     if authority is None:
         raise HeaderError("HTTP/2 request has no :authority or Host")
     regular = [(n, v) for n, v in regular if n != b"host"]
@@ -291,3 +293,57 @@ def without(headers: Iterable[Header], *names: bytes) -> Headers:
     """Headers minus every field called one of ``names``."""
     drop = set(names)
     return [(n, v) for n, v in headers if n not in drop]
+
+
+#: The most header fields one request may carry (Envoy's ``max_headers_count``).
+MAX_HEADER_FIELDS = 100
+#: Header list bytes a peer agent accepts, counted as HTTP/2 does (RFC 9113 §6.5.2).
+MAX_HEADER_LIST_SIZE = 64 << 10
+_FIELD_OVERHEAD = 32  # bytes per field on top of name and value (RFC 7541 §4.1)
+
+
+class HeadersTooLarge(HeaderError):
+    """The request's header section is over what the peer agent would accept (431)."""
+
+    default_status = 431
+    default_code = "headers-too-large"
+
+
+def h2_list_size(head: RequestHead) -> int:
+    """The header list size of ``head`` as its HTTP/2 HEADERS frame carries it."""
+    pseudo = (
+        (b":method", head.method),
+        (b":scheme", head.scheme),
+        (b":authority", head.authority),
+        (b":path", head.path),
+    )
+    return sum(len(n) + len(v) + _FIELD_OVERHEAD for n, v in (*pseudo, *head.headers))
+
+
+def fit_request_head(head: RequestHead) -> RequestHead:
+    """``head`` within the limits the peer agent enforces, or HeadersTooLarge.
+
+    Checked by the sending agent so that a request the receiving agent would refuse
+    is refused to its own app (431), never sent on the connection other apps share.
+    Cookie crumbs each cost the 32-byte field overhead: when they alone push the list
+    over, the cookie travels as one field (RFC 9113 §8.2.3 allows either form).
+    """
+    size = h2_list_size(head)
+    crumbs = sum(1 for n, _ in head.headers if n == b"cookie")
+    if size > MAX_HEADER_LIST_SIZE and crumbs > 1:
+        head = RequestHead(
+            head.method, head.scheme, head.authority, head.path, tuple(join_cookies(head.headers))
+        )
+        size = h2_list_size(head)
+        crumbs = 1
+    fields = len(head.headers) - max(crumbs - 1, 0)  # a Cookie is one field, however split
+    if size > MAX_HEADER_LIST_SIZE:
+        raise HeadersTooLarge(
+            f"request headers are {size} bytes as HTTP/2 counts them;"
+            f" the limit is {MAX_HEADER_LIST_SIZE}"
+        )
+    if fields > MAX_HEADER_FIELDS:
+        raise HeadersTooLarge(
+            f"request has {fields} header fields; the limit is {MAX_HEADER_FIELDS}"
+        )
+    return head

@@ -128,6 +128,19 @@ async def test_malformed_request_is_a_stream_error():
         assert not server.is_closed
 
 
+async def test_body_that_disagrees_with_content_length_is_a_stream_error():
+    async with served() as (server, peer, _app, limits):
+        fields = [*request("/post", method="POST"), (b"content-length", b"5")]
+        await peer.send(
+            peer.headers(1, fields, end_stream=False), peer.data(1, b"abc", end_stream=True)
+        )
+        rst = await peer.read_until(RstStreamFrame, stream_id=1)
+        assert isinstance(rst, RstStreamFrame) and rst.error_code == PROTOCOL_ERROR
+        await peer.send(peer.headers(3, request("/ok")))
+        assert await answered(peer, 3) == b"0"
+        assert limits == ["body-length"] and not server.is_closed
+
+
 async def test_empty_data_frame_does_not_end_the_body():
     async with served() as (_server, peer, _app, _):
         await peer.send(
