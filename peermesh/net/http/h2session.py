@@ -121,6 +121,7 @@ class H2Session:
         self._writer_wakeup = trio.Event()
         self._closed = trio.Event()
         self._handlers: trio.Nursery | None = None
+        self._reader_done = False
         self._ping_acked = trio.Event()
         self._settings_received = trio.Event()
         self.goaway_received: int | None = None  # last_stream_id the peer will process
@@ -159,10 +160,12 @@ class H2Session:
                 await self._flush_quietly()
                 if not self._initial_data or await self._feed(self._initial_data):
                     await self._reader()
+                self._reader_done = True
                 # A GOAWAY saying why we stop (a flood verdict) is still queued: send it,
                 # but never wait long on a peer that does not read.
                 with trio.move_on_after(1):
-                    await self._flush_quietly()
+                    if await self._flush_quietly() and self.stats.flood is not None:
+                        await self._linger()
                 nursery.cancel_scope.cancel()
         finally:
             self._mark_closed(self.close_reason or "connection closed")
@@ -171,6 +174,22 @@ class H2Session:
                     await self.transport.aclose()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
+
+    async def _linger(self) -> None:
+        """Half-close and drop what the peer still sends (bounded), then let run() close.
+
+        Closing with unread input makes the kernel send RST, which can destroy the
+        GOAWAY that says why before the peer reads it (Envoy's delayed close).
+        """
+        send_eof = getattr(self.transport, "send_eof", None)  # TLS streams have none
+        try:
+            if send_eof is not None:
+                await send_eof()
+            for _ in range(16):  # at most 1 MiB
+                if not await self.transport.receive_some(READ_SIZE):
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return
 
     async def _reader(self) -> None:
         while True:
@@ -389,6 +408,8 @@ class H2Session:
 
     async def _close_soon(self) -> None:
         await self._flush_quietly()
+        if self._reader_done:
+            return  # run() is past the reader: it flushes, lingers and closes itself
         assert self._handlers is not None
         self._handlers.cancel_scope.cancel()
 
