@@ -14,7 +14,7 @@ import h11
 import trio
 
 from peermesh.core.errors import TransportError
-from peermesh.net.http.h1strict import FramingError, RequestFraming
+from peermesh.net.http.h1strict import FramingError, HeadTooLarge, RequestFraming
 from peermesh.net.http.headers import HeaderError, Headers, RequestHead, h1_request_to_head
 
 log = logging.getLogger(__name__)
@@ -180,10 +180,13 @@ class H1ServerConnection:
         if self._on_bad_request is not None:
             self._on_bad_request("bad-framing")
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            big = isinstance(exc, HeadTooLarge)
+            status, code = (431, "headers-too-large") if big else (400, "bad-request")
             try:
-                await self._simple(400, "bad-request", str(exc), close=True)
+                await self._simple(status, code, str(exc), close=True)
             except (ClientGone, h11.LocalProtocolError):
                 return
+            await self._lingering_close()
 
     async def _lingering_close(self) -> None:
         """Half-close and drain what the client is still sending before closing.

@@ -25,6 +25,10 @@ class FramingError(TransportError):
     """The request is not strictly framed HTTP/1.1."""
 
 
+class HeadTooLarge(FramingError):
+    """The request head (or trailer section) is over ``MAX_HEAD``: answered 431."""
+
+
 class _State(enum.Enum):
     HEAD = "head"
     BODY = "body"
@@ -76,7 +80,7 @@ class RequestFraming:
         if self._state is _State.CHUNK_CRLF and len(self._buf) > 2:
             raise FramingError("chunk data is not followed by CRLF")
         if limit and len(self._buf) > limit:
-            raise FramingError(f"request head is larger than {MAX_HEAD >> 10} KiB")
+            raise HeadTooLarge(f"request head is larger than {MAX_HEAD >> 10} KiB")
 
     def _line_done(self) -> None:
         """``self._buf`` ends with LF: one more line of the current state."""
@@ -109,7 +113,7 @@ class RequestFraming:
             buf.clear()
             return
         if len(buf) > MAX_HEAD:
-            raise FramingError(f"request head is larger than {MAX_HEAD >> 10} KiB")
+            raise HeadTooLarge(f"request head is larger than {MAX_HEAD >> 10} KiB")
         if buf == b"\r\n":
             buf.clear()  # empty lines before a request line are ignored (§2.2)
             return
