@@ -24,6 +24,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from peermesh.net.http.h2engine import EngineName
 from peermesh.net.http.h2fast import MAX_ENCODER_TABLE, FastEncoder
 from peermesh.net.http.h2limits import Flood, FloodGuard, FrameKind, H2Limits
 from peermesh.net.http.h2session import H2Session, H2Stream
@@ -104,8 +105,14 @@ async def test_headers_and_reset_in_one_read_never_reach_the_app():
         assert not server.is_closed
 
 
+# Refused per stream by the h2 engine (h2conn); nghttp2 still ends the connection.
 async def test_stream_over_the_concurrency_limit_is_refused_alone():
-    async with served(max_concurrent_streams=2) as (server, peer, _app, limits):
+    async with served(max_concurrent_streams=2, engine=EngineName.H2) as (
+        server,
+        peer,
+        _app,
+        limits,
+    ):
         for sid in (1, 3, 5):
             await peer.send(peer.headers(sid, request("/wait"), end_stream=False))
         rst = await peer.read_until(RstStreamFrame, stream_id=5)
@@ -117,8 +124,9 @@ async def test_stream_over_the_concurrency_limit_is_refused_alone():
         assert not server.is_closed
 
 
+# Refused per stream by the h2 engine (h2conn); nghttp2 still ends the connection.
 async def test_malformed_request_is_a_stream_error():
-    async with served() as (server, peer, app, limits):
+    async with served(engine=EngineName.H2) as (server, peer, app, limits):
         await peer.send(peer.headers(1, [*request("/bad"), (b"X-Upper", b"1")]))
         rst = await peer.read_until(RstStreamFrame, stream_id=1)
         assert isinstance(rst, RstStreamFrame) and rst.error_code == PROTOCOL_ERROR
@@ -128,8 +136,9 @@ async def test_malformed_request_is_a_stream_error():
         assert not server.is_closed
 
 
+# Refused per stream by the h2 engine (h2conn); nghttp2 still ends the connection.
 async def test_body_that_disagrees_with_content_length_is_a_stream_error():
-    async with served() as (server, peer, _app, limits):
+    async with served(engine=EngineName.H2) as (server, peer, _app, limits):
         fields = [*request("/post", method="POST"), (b"content-length", b"5")]
         await peer.send(
             peer.headers(1, fields, end_stream=False), peer.data(1, b"abc", end_stream=True)
@@ -163,8 +172,9 @@ async def test_frame_length_is_checked_when_its_header_arrives():
         await server.wait_closed()
 
 
+# Refused per stream by the h2 engine (h2conn); nghttp2 still ends the connection.
 async def test_header_block_is_size_checked_before_decoding():
-    async with served() as (server, peer, _app, _):
+    async with served(engine=EngineName.H2) as (server, peer, _app, _):
         first = HeadersFrame(1, b"\x00" * 16000)
         rest = [ContinuationFrame(1, b"\x00" * 16000) for _ in range(5)]
         await peer.send(first, *rest)
