@@ -18,6 +18,8 @@ from hyperframe.frame import HeadersFrame, PingFrame, RstStreamFrame
 
 from examples.service import ExampleService, ServiceConfig
 from peermesh.agent import Agent
+from peermesh.net.http import h2select
+from peermesh.net.http.h2engine import EngineName
 from tests.support.h2raw import RawPeer, request
 from tests.support.meshkit import TwoAgents, two_agents
 from tests.support.pki import raw_client_context
@@ -131,7 +133,18 @@ async def test_rapid_reset_on_h2c_ends_only_the_attackers_connection(tmp_path):
     assert rejected(mesh.client, "outbound", "h2-reset-flood") == 1
 
 
-async def test_h2c_host_disagreeing_with_authority_resets_only_that_stream(tmp_path):
+@pytest.fixture
+def h2_reference_engine():
+    """The per-stream refusal of a malformed head lives in the h2 engine (see security.md)."""
+    previous = h2select.default()
+    h2select.set_default(EngineName.H2)
+    yield
+    h2select.set_default(previous)
+
+
+async def test_h2c_host_disagreeing_with_authority_resets_only_that_stream(
+    tmp_path, h2_reference_engine
+):
     outcomes: list[tuple[int, bytes | None]] = []
 
     async def attack(mesh: TwoAgents) -> None:
