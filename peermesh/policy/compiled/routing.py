@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ from peermesh.policy.model import (
     StringMatch,
     TrafficPolicySpec,
 )
+from peermesh.policy.safe_regex import CompiledRegex, compile_regex
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Matcher:
 
     mode: str  # "exact" | "prefix" | "regex" | "present" | "absent"
     value: str = ""
-    pattern: re.Pattern[str] | None = None
+    pattern: CompiledRegex | None = None
 
     @staticmethod
     def of(match: StringMatch) -> Matcher:
@@ -37,7 +37,7 @@ class Matcher:
         if match.prefix is not None:
             return Matcher("prefix", match.prefix)
         if match.regex is not None:
-            return Matcher("regex", match.regex, re.compile(match.regex))
+            return Matcher("regex", match.regex, compile_regex(match.regex))
         return Matcher("present" if match.present else "absent")
 
     def __call__(self, text: str | None) -> bool:

@@ -18,6 +18,7 @@ from peermesh.policy.validate.common import _service, _spiffe_exact
 from peermesh.policy.validate.join_token import _join_token
 from peermesh.policy.validate.walker import (
     HOUR,
+    MAX_LIST,
     _bool,
     _Ctx,
     _duration,
@@ -41,7 +42,12 @@ def _mtls(ctx: _Ctx, value: object, path: str) -> MTLSSettings | None:
     mode = f.get_or("mode", MTLS_STRICT, _mtls_mode)
     no_overrides: Pairs = ()
     services = f.get_or(
-        "services", no_overrides, _pairs, key_check=_service, value_check=_mtls_mode
+        "services",
+        no_overrides,
+        _pairs,
+        key_check=_service,
+        value_check=_mtls_mode,
+        max_items=MAX_LIST,
     )
     if mode is None or services is None:
         return None

@@ -34,6 +34,7 @@ from peermesh.policy.validate.common import (
 )
 from peermesh.policy.validate.walker import (
     HOUR,
+    MAX_NAMED,
     _bool,
     _Ctx,
     _duration,
@@ -100,6 +101,9 @@ def _named_matches(
 ) -> tuple[tuple[str, StringMatch], ...]:
     if not isinstance(value, Mapping):
         ctx.error(path, f"expected a mapping of name to match, got {_type_name(value)}")
+        return ()
+    if len(value) > MAX_NAMED:
+        ctx.error(path, f"has {len(value)} entries, the limit is {MAX_NAMED}")
         return ()
     out: dict[str, StringMatch] = {}
     for raw_name, raw_match in value.items():

@@ -16,8 +16,12 @@ from typing import Any, TypeVar
 
 from peermesh.policy.errors import PolicyError
 from peermesh.policy.model import Pairs, parse_duration
+from peermesh.policy.safe_regex import RE2_HINT, RegexRefused, compile_regex
 
 MAX_LIST = 1024
+# Header/query matches and header edits are checked or applied on every request; a
+# mapping of this many entries is far beyond any real policy and keeps that work bounded.
+MAX_NAMED = 64
 MAX_REGEX_LEN = 1024
 MAX_DURATION = 24 * 3600.0
 HOUR = 3600.0
@@ -264,10 +268,9 @@ def _regex(ctx: _Ctx, value: object, path: str) -> str | None:
     if text is None:
         return None
     try:
-        re.compile(text)
-    except re.error as exc:
-        where = f" at position {exc.pos}" if exc.pos is not None else ""
-        ctx.error(path, f"bad regular expression {text!r}: {exc.msg}{where}")
+        compile_regex(text)
+    except RegexRefused as exc:
+        ctx.error(path, f"bad regular expression {text!r}: {exc}", RE2_HINT)
         return None
     return text
 
@@ -287,10 +290,14 @@ def _pairs(
     *,
     key_check: Callable[[_Ctx, object, str], str | None],
     value_check: Callable[[_Ctx, object, str], str | None],
+    max_items: int = MAX_NAMED,
 ) -> Pairs | None:
     """A string-to-string mapping, stored sorted so equal mappings compare (and hash) equal."""
     if not isinstance(value, Mapping):
         ctx.error(path, f"expected a mapping, got {_type_name(value)}")
+        return None
+    if len(value) > max_items:
+        ctx.error(path, f"has {len(value)} entries, the limit is {max_items}")
         return None
     out: dict[str, str] = {}
     for raw_key, raw_value in value.items():
