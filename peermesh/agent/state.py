@@ -143,6 +143,7 @@ class AgentSources:
             version=store.version,
             sync_bytes_sent=None if replicator is None else replicator.sync_bytes_sent,
             sync_bytes_received=None if replicator is None else replicator.sync_bytes_received,
+            updates_refused=store.refused_updates,
         )
 
     def certificate(self) -> CertificateFigures:

@@ -38,6 +38,7 @@ class PolicyFigures:
     version: int
     sync_bytes_sent: int | None  # None: no replicator running
     sync_bytes_received: int | None
+    updates_refused: int = 0  # peers' updates refused whole (invalid, forged, oversized)
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,12 @@ class AgentStateCollector(Collector):
             sync.add_metric(["sent"], figures.sync_bytes_sent)
             sync.add_metric(["received"], figures.sync_bytes_received or 0)
         yield sync
+        refused = CounterMetricFamily(
+            "peermesh_policy_updates_refused",
+            "Policy updates from peers refused whole, nothing applied (the log names the sender).",
+        )
+        refused.add_metric([], figures.updates_refused)
+        yield refused
 
     def _certificate(self) -> Iterator[Metric]:
         figures = self.state.certificate()
