@@ -20,6 +20,7 @@ import trio
 
 from bench._common import REPO, ProcessGroup, busy_fraction, cpu_model, free_port
 from peermesh.ca.devca import init_dev_ca
+from peermesh.net.admin_guard import ADMIN_HEADERS
 
 START = "<!-- bench:policy:start -->"
 END = "<!-- bench:policy:end -->"
@@ -180,7 +181,9 @@ class _Mesh:
         self.group = group
         self.names = list(names)
         self.clients = [
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", timeout=10.0, headers=ADMIN_HEADERS
+            )
             for port in admin_ports
         ]
         self.pollers = [_Poller(port) for port in admin_ports]

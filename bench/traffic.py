@@ -38,6 +38,7 @@ from bench._common import (
     update_marked_section,
     wait_until,
 )
+from peermesh.net.admin_guard import ADMIN_HEADERS
 
 TRUST_DOMAIN = "bench.mesh"
 REALISTIC = "Route (3 rules, retries) + subsets + AuthorizationPolicy (10 rules)"
@@ -180,7 +181,7 @@ class Mesh:
             f"http://127.0.0.1:{self.admin[node]}/v1/policy",
             data=body,
             method="PUT",
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", **ADMIN_HEADERS},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200

@@ -94,11 +94,15 @@ def admin(host: Host, method: str, path: str, body: Any = None, timeout: float =
     return admin_status(host, method, path, body, timeout)[1]
 
 
+# The agent's admin API refuses mutations without it (a browser cannot send it cross-site).
+ADMIN_HEADER_LINE = "X-Peermesh-Request: 1"
+
+
 def admin_status(
     host: Host, method: str, path: str, body: Any = None, timeout: float = 5
 ) -> tuple[int, Any]:
     args = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", str(timeout)]
-    args += ["-X", method, f"http://127.0.0.1:15000{path}"]
+    args += ["-X", method, f"http://127.0.0.1:15000{path}", "-H", ADMIN_HEADER_LINE]
     if body is not None:
         args += ["-H", "content-type: application/json", "-d", json.dumps(body)]
     try:

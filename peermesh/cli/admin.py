@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from peermesh.config import AdminConfig
+from peermesh.net.admin_guard import ADMIN_HEADERS
 
 _host, _port = AdminConfig().listen
 
@@ -49,7 +50,8 @@ def admin_call(
         agent_url.rstrip("/") + path,
         data=data,
         method=method or ("POST" if data is not None else "GET"),
-        headers={"content-type": "application/json"},
+        # The admin API refuses mutations without it (see peermesh.net.admin_guard).
+        headers={"content-type": "application/json", **ADMIN_HEADERS},
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

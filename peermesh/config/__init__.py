@@ -105,6 +105,7 @@ class AgentConfig:
         gossip: GossipConfig = sections["gossip"]
         ca: CaConfig = sections["ca"]
         ca.check()
+        ca = sections["ca"] = ca.with_token_file()
         if (
             gossip.listen is not None
             and gossip.key_file is None

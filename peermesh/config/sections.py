@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -290,8 +291,17 @@ class CaConfig:
     )
     join_token: str | None = setting(
         "--join-token",
-        help="Join token from 'peermesh token create' (first certificate through --join).",
+        help=(
+            "Join token from 'peermesh token create' (first certificate through --join);"
+            " on shared hosts use --join-token-file or PEERMESH_JOIN_TOKEN (argv is public)."
+        ),
         parse=_join_token,
+    )
+    join_token_file: Path | None = setting(
+        "--join-token-file",
+        help="File holding the join token (mode 0600 or stricter; read once at start).",
+        parse=optional_path,
+        kind=Kind.EXISTING_FILE,
     )
     cert_lifetime: float = setting(
         "--cert-lifetime",
@@ -321,11 +331,42 @@ class CaConfig:
                 )
         if self.bootstrap_token_file is not None and not self.bootstrap_token_file.is_file():
             raise ConfigError(f"--bootstrap-token-file {self.bootstrap_token_file}: no such file")
+        if self.join_token_file is not None and self.join_token is not None:
+            raise ConfigError("give the join token once: --join-token-file or --join-token")
+
+    def with_token_file(self) -> CaConfig:
+        """This section with ``join_token`` read from ``--join-token-file`` (if given).
+
+        Like ssh with a private key, a token file other users can read is refused: the
+        token is a credential for a mesh identity.
+        """
+        path = self.join_token_file
+        if path is None:
+            return self
+        try:
+            mode = path.stat().st_mode
+            if mode & 0o077:
+                raise ConfigError(
+                    f"--join-token-file {path}: mode {mode & 0o777:04o} lets other users read"
+                    f" the token; run 'chmod 600 {path}'"
+                )
+            text = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--join-token-file {path}: {exc}") from None
+        try:
+            token = _join_token(text)
+        except ConfigError as exc:
+            raise ConfigError(f"--join-token-file {path}: {exc}") from None
+        return dataclasses.replace(self, join_token=token)
 
     @property
     def carries_gossip_key(self) -> bool:
         """The bootstrap token or join token yields the gossip key, so no key file is needed."""
-        return self.bootstrap_token_file is not None or self.join_token is not None
+        return (
+            self.bootstrap_token_file is not None
+            or self.join_token is not None
+            or self.join_token_file is not None
+        )
 
 
 @dataclass(frozen=True)

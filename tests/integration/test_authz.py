@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from tests.support.meshkit import eventually, two_agents
 
 ORDERS_ALLOW_OTHERS = {
@@ -51,7 +52,11 @@ async def test_allow_deny_default_and_live_change_without_reconnect(tmp_path):
         ah, ap = mesh.client.addresses["admin"]  # edits go to the *client's* agent
 
         async def apply(*objects: dict) -> None:
-            r = await client.put(f"http://{ah}:{ap}/v1/policy", json={"objects": list(objects)})
+            r = await client.put(
+                f"http://{ah}:{ap}/v1/policy",
+                json={"objects": list(objects)},
+                headers=ADMIN_HEADERS,
+            )
             assert r.status_code == 200, r.text
 
         async def get(path: str = "/", method: str = "GET") -> httpx.Response:
@@ -75,7 +80,9 @@ async def test_allow_deny_default_and_live_change_without_reconnect(tmp_path):
         assert admin.status_code == 403 and "orders-deny-admin" in admin.text  # DENY first
         # Default deny when no ALLOW policy selects the service.
         for name in ("orders-allow-billing", "orders-allow-frontend", "orders-deny-admin"):
-            r = await client.delete(f"http://{ah}:{ap}/v1/policy/AuthorizationPolicy/{name}")
+            r = await client.delete(
+                f"http://{ah}:{ap}/v1/policy/AuthorizationPolicy/{name}", headers=ADMIN_HEADERS
+            )
             assert r.status_code == 200
         await apply(DEFAULT_DENY)
         await eventually(lambda: mesh.server.policy.get("MeshConfig", "default") is not None)

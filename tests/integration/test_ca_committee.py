@@ -16,6 +16,7 @@ from certs.x509 import assemble_certificate, certificate_signature_valid
 from peermesh.ca.issuance import threshold_sign
 from peermesh.ca.signer import leaf_template
 from peermesh.ca.state import CaState
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from tests.support.ca import bootstrap_mesh, reconstruct_root_secret
 
 NODES = {"node-1": "frontend", "node-2": "orders", "node-3": "payments"}
@@ -24,7 +25,7 @@ NODES = {"node-1": "frontend", "node-2": "orders", "node-3": "payments"}
 async def _post(agent: object, path: str, body: dict[str, object]) -> dict[str, object]:
     host, port = agent.addresses["admin"]  # type: ignore[attr-defined]
     async with httpx.AsyncClient(timeout=60) as client:
-        r = await client.post(f"http://{host}:{port}{path}", json=body)
+        r = await client.post(f"http://{host}:{port}{path}", json=body, headers=ADMIN_HEADERS)
     assert r.status_code == 200, r.text
     return dict(r.json())
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from tests.support.ca import bootstrap_mesh
 from tests.support.meshkit import eventually
 
@@ -17,7 +18,9 @@ NODES = {f"node-{i}": f"svc-{i}" for i in range(1, 6)}
 
 async def _token(admin: tuple[str, int], **request: object) -> str:
     async with httpx.AsyncClient() as client:
-        r = await client.post(f"http://{admin[0]}:{admin[1]}/v1/ca/token", json=request)
+        r = await client.post(
+            f"http://{admin[0]}:{admin[1]}/v1/ca/token", json=request, headers=ADMIN_HEADERS
+        )
     assert r.status_code == 200, r.text
     return str(r.json()["token"])
 

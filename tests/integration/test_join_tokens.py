@@ -26,6 +26,7 @@ from peermesh.ca.node import root_fingerprint
 from peermesh.ca.tokens import JoinToken as TokenString
 from peermesh.ca.tokens import TokenError, check_token, token_sha256
 from peermesh.core.endpoint import Endpoint
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from peermesh.net.rpc import Opaque, RpcError
 from peermesh.policy.compiled import JoinTokenGrant, compile_policy
 from peermesh.policy.model import JoinToken, MeshConfig
@@ -152,7 +153,9 @@ NODES = {"node-1": "svc-1", "node-2": "svc-2", "node-3": "svc-3"}
 async def _admin(agent: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     host, port = agent.addresses["admin"]
     async with httpx.AsyncClient(timeout=60) as client:
-        r = await client.request(method, f"http://{host}:{port}{path}", json=body)
+        r = await client.request(
+            method, f"http://{host}:{port}{path}", json=body, headers=ADMIN_HEADERS
+        )
     return r.status_code, r.json()
 
 

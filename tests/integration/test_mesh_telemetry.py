@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from peermesh.policy.model import MeshConfig, TelemetrySettings
 from peermesh.policy.validate import check_object, parse_object
 from tests.support.meshkit import eventually, two_agents
@@ -61,21 +62,21 @@ async def test_mesh_config_telemetry_reaches_both_agents_and_removing_it_restore
         url = f"http://{host}:{port}/v1/policy"
         on = _mesh({"accessLog": {"enabled": True}, "tracing": {"randomSamplingPercentage": 5}})
         async with httpx.AsyncClient() as client:
-            r = await client.put(url, json={"objects": [on]})
+            r = await client.put(url, json={"objects": [on]}, headers=ADMIN_HEADERS)
             assert r.status_code == 200, r.text
             # Written on node-a, replicated to node-b (its static peer).
             await eventually(lambda: all(a.observability.logging_requests for a in agents))
             for agent in agents:
                 assert agent.observability.tracer.sampling == pytest.approx(0.05)
             off = _mesh({"accessLog": {"enabled": False}})
-            r = await client.put(url, json={"objects": [off]})
+            r = await client.put(url, json={"objects": [off]}, headers=ADMIN_HEADERS)
             assert r.status_code == 200, r.text
             await eventually(lambda: not any(a.observability.logging_requests for a in agents))
             for agent in agents:  # no tracing setting any more: the agent's own flag
                 assert agent.observability.tracer.sampling == pytest.approx(1.0)
-            await client.put(url, json={"objects": [on]})
+            await client.put(url, json={"objects": [on]}, headers=ADMIN_HEADERS)
             await eventually(lambda: all(a.observability.logging_requests for a in agents))
-            r = await client.delete(url + "/MeshConfig/default")
+            r = await client.delete(url + "/MeshConfig/default", headers=ADMIN_HEADERS)
             assert r.status_code == 200, r.text
         # MeshConfig gone: each agent's own flags again (no --access-log here).
         await eventually(lambda: not any(a.observability.logging_requests for a in agents))

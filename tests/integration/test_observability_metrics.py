@@ -9,6 +9,7 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from tests.integration.test_authz import ORDERS_DENY_ADMIN
 from tests.integration.test_traffic_proxy import RETRY_ROUTE, SUBSETS, Backend, canary, traffic_mesh
 from tests.support.meshkit import eventually, two_agents
@@ -63,7 +64,11 @@ async def test_both_sides_count_every_request_with_labels(tmp_path):
 async def test_denials_are_counted_by_policy_on_both_sides(tmp_path):
     async with two_agents(tmp_path) as mesh, httpx.AsyncClient() as c:
         ah, ap = mesh.client.addresses["admin"]
-        r = await c.put(f"http://{ah}:{ap}/v1/policy", json={"objects": [ORDERS_DENY_ADMIN]})
+        r = await c.put(
+            f"http://{ah}:{ap}/v1/policy",
+            json={"objects": [ORDERS_DENY_ADMIN]},
+            headers=ADMIN_HEADERS,
+        )
         assert r.status_code == 200
         await eventually(lambda: mesh.server.policy.get("AuthorizationPolicy", "orders-deny-admin"))
         for _ in range(3):

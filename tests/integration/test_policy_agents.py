@@ -14,11 +14,17 @@ import trio
 
 from peermesh.agent import Agent
 from peermesh.core.endpoint import Endpoint
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from peermesh.net.rpc import ControlRequest, RpcError
+from peermesh.policy.crdt import VersionsDoc
 from peermesh.policy.messages import EDIT, PUSH, EditRequest, PushRequest
+from peermesh.policy.records import VersionRecord, content_hash
 from peermesh.policy.replicator import Peer
 from tests.support.meshkit import eventually, free_port, gossip_mesh, process, python, wait_http_ok
 from tests.support.pki import TRUST_DOMAIN, make_mesh_pki
+
+# Exponential under a backtracking engine, and no linear-time engine can run its backreference.
+BACKTRACKING = r"^(a+)+\1$"
 
 NODES = {f"node-{i}": svc for i, svc in enumerate(["web", "orders", "orders", "pay", "inv"], 1)}
 
@@ -40,7 +46,9 @@ def admin_url(agent: Agent) -> str:
 
 
 async def put(client: httpx.AsyncClient, agent: Agent, *objects: dict) -> httpx.Response:
-    return await client.put(admin_url(agent) + "/v1/policy", json={"objects": list(objects)})
+    return await client.put(
+        admin_url(agent) + "/v1/policy", json={"objects": list(objects)}, headers=ADMIN_HEADERS
+    )
 
 
 def digests(agents: list[Agent]) -> set[str]:
@@ -157,7 +165,7 @@ def test_edit_survives_kill_9_right_after_acknowledgement(tmp_path):
         body = json.dumps({"objects": [route("durable")]}).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{admin}/v1/policy", data=body, method="PUT",
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", **ADMIN_HEADERS},
         )  # fmt: skip
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200  # acknowledged...
@@ -248,3 +256,61 @@ async def test_a_forwarded_push_never_goes_back_to_its_sender():
     )
     assert sorted(started) == ["node-b", "node-c"]
     assert replicator.store.get("Route", "fresh") is not None
+
+
+def _policy_files(agent: Agent) -> dict[str, bytes]:
+    return {
+        p.name: p.read_bytes() for p in sorted(agent.config.data_dir.glob("policy*")) if p.is_file()
+    }
+
+
+def _refused_metric(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("peermesh_policy_updates_refused_total "):
+            return float(line.split()[1])
+    raise AssertionError("peermesh_policy_updates_refused_total is not exported")
+
+
+async def test_a_backtracking_regex_never_enters_any_replica(tmp_path):
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        a, b = await gossip_mesh(tmp_path, nursery, dict(list(NODES.items())[:2]))
+        assert (await put(client, a, route("keep"))).status_code == 200
+        await eventually(lambda: b.policy.get("Route", "keep") is not None)
+        evil = route("evil")
+        evil["spec"]["http"][0]["match"] = [{"uri": {"regex": BACKTRACKING}}]
+        # Through the admin API: refused at apply time, naming the field.
+        refused = await put(client, a, evil)
+        assert refused.status_code == 400, refused.text
+        (problem,) = refused.json()["errors"]
+        assert problem["path"] == "spec.http[0].match[0].uri.regex"
+        assert "RE2" in problem["hint"]
+        assert a.policy.get("Route", "evil") is None
+        # A peer that bypasses its own validation: a correctly signed record, pushed raw.
+        body = json.dumps(evil, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert a.policy.signer is not None
+        record = a.policy.signer.sign(
+            VersionRecord(
+                "Route", "evil", a.config.name, 50, 1.0e9, content_hash(body), False, body
+            )
+        )
+        update = VersionsDoc().write([(record.map_key, record.encode())], [])
+        before, files = b.policy.digest(), _policy_files(b)
+        metrics_url = admin_url(b) + "/metrics"
+        counted = _refused_metric((await client.get(metrics_url)).text)
+        host, port = b.addresses["inbound"]
+        try:
+            await a.control_client.call(
+                Endpoint(service="", host=host, port=port), PUSH, PushRequest(update, a.config.name)
+            )
+            raise AssertionError("an invalid signed record was accepted")
+        except RpcError as exc:
+            assert "policy update refused" in str(exc) and "regular expression" in str(exc)
+        assert b.policy.digest() == before and _policy_files(b) == files
+        assert b.policy.get("Route", "evil") is None
+        assert _refused_metric((await client.get(metrics_url)).text) == counted + 1
+        assert b.policy.last_refusal is not None
+        assert a.config.name in b.policy.last_refusal.source
+        # The sync path refuses it the same way, and both agents keep serving.
+        assert (await put(client, a, route("after"))).status_code == 200
+        await eventually(lambda: b.policy.get("Route", "after") is not None)
+        nursery.cancel_scope.cancel()

@@ -32,6 +32,7 @@ NODES = {f"node-{i}": svc for i, svc in enumerate(["web", "orders", "orders", "p
 
 def admin(host: Host, method: str, path: str, body: dict | None = None) -> dict:
     args = ["curl", "-s", "--max-time", "5", "-X", method, f"127.0.0.1:15000{path}"]
+    args += ["-H", "X-Peermesh-Request: 1"]
     if body is not None:
         args += ["-H", "content-type: application/json", "-d", json.dumps(body)]
     out = subprocess.run(host.command(*args), capture_output=True, text=True)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import trio
 
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from tests.support.meshkit import eventually, free_port, two_agents
 from tests.support.pki import (
     make_foreign_root_dir,
@@ -203,7 +204,9 @@ async def test_control_ping_rides_mtls(tmp_path):
         admin_host, admin_port = mesh.client.addresses["admin"]
         async with httpx.AsyncClient() as client:
             r = await client.post(
-                f"http://{admin_host}:{admin_port}/v1/ping", json={"address": f"{host}:{port}"}
+                f"http://{admin_host}:{admin_port}/v1/ping",
+                json={"address": f"{host}:{port}"},
+                headers=ADMIN_HEADERS,
             )
             assert r.status_code == 200 and r.json()["node"] == "node-b"
             status = (await client.get(f"http://{admin_host}:{admin_port}/v1/status")).json()

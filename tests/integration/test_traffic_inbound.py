@@ -9,6 +9,7 @@ import trio
 
 from examples.service import ExampleService, ServiceConfig
 from peermesh.agent import Agent
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from tests.support.meshkit import agent_config, eventually, two_agents
 from tests.support.pki import TRUST_DOMAIN, make_mesh_pki
 
@@ -16,7 +17,11 @@ from tests.support.pki import TRUST_DOMAIN, make_mesh_pki
 async def apply(agent: Agent, *objects: dict) -> None:
     host, port = agent.addresses["admin"]
     async with httpx.AsyncClient() as c:
-        r = await c.put(f"http://{host}:{port}/v1/policy", json={"objects": list(objects)})
+        r = await c.put(
+            f"http://{host}:{port}/v1/policy",
+            json={"objects": list(objects)},
+            headers=ADMIN_HEADERS,
+        )
     assert r.status_code == 200, r.text
 
 

@@ -15,6 +15,7 @@ import yaml
 
 from examples.service import ExampleService, ServiceConfig
 from peermesh.agent import Agent
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from tests.support.meshkit import agent_config, eventually
 from tests.support.pki import make_mesh_pki
 
@@ -40,7 +41,11 @@ class TrafficMesh:
     async def apply(self, *objects: dict) -> None:
         host, port = self.client.addresses["admin"]
         async with httpx.AsyncClient() as c:
-            r = await c.put(f"http://{host}:{port}/v1/policy", json={"objects": list(objects)})
+            r = await c.put(
+                f"http://{host}:{port}/v1/policy",
+                json={"objects": list(objects)},
+                headers=ADMIN_HEADERS,
+            )
         assert r.status_code == 200, r.text
 
 

@@ -164,6 +164,8 @@ class CaAdmin:
         )
 
     async def enroll_route(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        if method != b"POST":
+            return AdminResponse.json(405, {"error": 'POST /v1/ca/enroll {"node": NAME}'})
         try:
             node = str(json.loads(body or b"{}")["node"])
         except (ValueError, KeyError, TypeError):
@@ -174,6 +176,8 @@ class CaAdmin:
             return _refusal(exc)
 
     async def refresh_route(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        if method != b"POST":
+            return AdminResponse.json(405, {"error": "POST /v1/ca/refresh"})
         try:
             return AdminResponse.json(200, await self.committee.refresh())
         except PeermeshError as exc:

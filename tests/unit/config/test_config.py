@@ -132,3 +132,37 @@ def test_sections_default_to_their_declared_text():
     assert GossipConfig().listen == ("0.0.0.0", 15946)
     assert CaConfig().cert_lifetime == 86400.0
     assert TelemetryConfig().trace_sampling == 1.0
+
+
+def test_join_token_from_a_private_file_or_the_environment(monkeypatch, tmp_path):
+    from peermesh.ca.tokens import JoinToken
+
+    token = str(JoinToken.generate("ab" * 32))
+    base = ["--name", "a", "--service", "o=1", "--gossip", "off"]
+    secret = tmp_path / "join.token"
+    secret.write_text(token + "\n")
+    secret.chmod(0o600)
+    result, config = _captured_config(monkeypatch, [*base, "--join-token-file", str(secret)])
+    assert result.exit_code == 0, result.output
+    assert config is not None and config.ca.join_token == token
+    assert token not in " ".join([*base, "--join-token-file", str(secret)])  # not in argv
+    # Group- or world-readable: refused, saying how to fix it.
+    for mode in (0o640, 0o604):
+        secret.chmod(mode)
+        result, _ = _captured_config(monkeypatch, [*base, "--join-token-file", str(secret)])
+        assert result.exit_code == 2
+        assert f"mode {mode:04o}" in result.output and "chmod 600" in result.output
+    secret.chmod(0o600)
+    result, _ = _captured_config(
+        monkeypatch, [*base, "--join-token-file", str(secret), "--join-token", token]
+    )
+    assert result.exit_code == 2 and "give the join token once" in result.output
+    garbage = tmp_path / "bad.token"
+    garbage.write_text("not-a-token")
+    garbage.chmod(0o600)
+    result, _ = _captured_config(monkeypatch, [*base, "--join-token-file", str(garbage)])
+    assert result.exit_code == 2 and "join token is malformed" in result.output
+    # PEERMESH_JOIN_TOKEN is read like every setting's variable.
+    result, config = _captured_config(monkeypatch, base, env={"PEERMESH_JOIN_TOKEN": token})
+    assert result.exit_code == 0, result.output
+    assert config is not None and config.ca.join_token == token

@@ -28,6 +28,7 @@ from certs.devca import build_leaf, build_root
 from certs.spiffe import SpiffeId
 from peermesh.agent import Agent
 from peermesh.core.endpoint import Endpoint
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from peermesh.net.rpc import RpcError
 from peermesh.policy.authority import authority_order
 from peermesh.policy.authorship import RecordSigner, RecordVerifier
@@ -673,7 +674,9 @@ async def test_forged_push_over_mtls_is_refused_and_the_agent_keeps_serving(tmp_
     async with two_agents(tmp_path) as mesh, httpx.AsyncClient() as client:
         a, b = mesh.client, mesh.server  # node-a: frontend, node-b: orders
         good = await client.put(
-            admin_url(a) + "/v1/policy", json={"objects": [route("keep", host="orders")]}
+            admin_url(a) + "/v1/policy",
+            json={"objects": [route("keep", host="orders")]},
+            headers=ADMIN_HEADERS,
         )
         assert good.status_code == 200, good.text
         await eventually(lambda: b.policy.get("Route", "keep") is not None)
@@ -705,7 +708,9 @@ async def test_forged_push_over_mtls_is_refused_and_the_agent_keeps_serving(tmp_
         r = await client.get(mesh.outbound_url + "/", headers={"host": "orders"})
         assert r.status_code == 200
         again = await client.put(
-            admin_url(a) + "/v1/policy", json={"objects": [route("after", host="orders")]}
+            admin_url(a) + "/v1/policy",
+            json={"objects": [route("after", host="orders")]},
+            headers=ADMIN_HEADERS,
         )
         assert again.status_code == 200
         await eventually(lambda: b.policy.get("Route", "after") is not None)
@@ -719,18 +724,24 @@ async def test_non_admin_local_apply_gets_403_and_admin_edits_apply(tmp_path) ->
     async with two_agents(tmp_path) as mesh, httpx.AsyncClient() as client:
         a, b = mesh.client, mesh.server
         closed = await client.put(
-            admin_url(a) + "/v1/policy", json={"objects": [mesh_config(svc("frontend"))]}
+            admin_url(a) + "/v1/policy",
+            json={"objects": [mesh_config(svc("frontend"))]},
+            headers=ADMIN_HEADERS,
         )
         assert closed.status_code == 200, closed.text
         await eventually(lambda: b.policy.admins == {svc("frontend")})
         refused = await client.put(
-            admin_url(b) + "/v1/policy", json={"objects": [route("r", host="orders")]}
+            admin_url(b) + "/v1/policy",
+            json={"objects": [route("r", host="orders")]},
+            headers=ADMIN_HEADERS,
         )
         assert refused.status_code == 403
         assert refused.json()["error"].startswith(
             f"{svc('orders')} is not a MeshConfig admin; edit from one of: {svc('frontend')}"
         )
-        deleted = await client.delete(admin_url(b) + "/v1/policy/MeshConfig/default")
+        deleted = await client.delete(
+            admin_url(b) + "/v1/policy/MeshConfig/default", headers=ADMIN_HEADERS
+        )
         assert deleted.status_code == 403
         status = (await client.get(admin_url(b) + "/v1/policy/status")).json()
         assert status["here"]["admins"] == [svc("frontend")]
@@ -745,7 +756,9 @@ async def test_non_admin_local_apply_gets_403_and_admin_edits_apply(tmp_path) ->
             )
         assert b.policy.get("Route", "r") is None
         ok = await client.put(
-            admin_url(a) + "/v1/policy", json={"objects": [route("r", host="orders")]}
+            admin_url(a) + "/v1/policy",
+            json={"objects": [route("r", host="orders")]},
+            headers=ADMIN_HEADERS,
         )
         assert ok.status_code == 200
         await eventually(lambda: b.policy.get("Route", "r") is not None)
@@ -757,7 +770,9 @@ async def test_agent_without_a_certificate_answers_503_no_identity(tmp_path) -> 
     agent = Agent(agent_config("node-z", "web", data_dir))
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
         await nursery.start(agent.run)
-        r = await client.put(admin_url(agent) + "/v1/policy", json={"objects": [route("r")]})
+        r = await client.put(
+            admin_url(agent) + "/v1/policy", json={"objects": [route("r")]}, headers=ADMIN_HEADERS
+        )
         assert r.status_code == 503 and "no identity yet" in r.json()["error"]
         assert agent.policy.records() == {}
         nursery.cancel_scope.cancel()
