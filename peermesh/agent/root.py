@@ -65,9 +65,11 @@ class Agent:
             from gossip.codec import load_keyring
 
             self._keyring = load_keyring(config.gossip.key_file)
-        self.control = ControlRouter()
+        self.control = ControlRouter(on_internal_error=self.metrics.internal_error)
         self.control.serve(PING, self._ping)
-        self.admin = AdminServer()
+        self.admin = AdminServer(
+            admin_hosts=(config.admin.listen[0],), on_internal_error=self.metrics.internal_error
+        )
         self.admin.route("/healthz", self._healthz)
         self.admin.route("/readyz", self._readyz)
         self.admin.route("/metrics", self._metrics)
@@ -313,6 +315,7 @@ class Agent:
             ControlClient(self.pool),
             self.control,
             on_event=self._on_member_event,
+            on_internal_error=self.metrics.internal_error,
         )
         await nursery.start(self.membership.run)
         self.addresses["gossip"] = self.membership.bound
@@ -386,6 +389,7 @@ class Agent:
             on_remote_edit=lambda objects, who: self._admin_for_policy().apply_from_peer(
                 objects, who
             ),
+            on_internal_error=self.metrics.internal_error,
         )
         self.policy_admin = PolicyAdmin(self.policy, self.replicator, self._known_services)
         await nursery.start(self.replicator.run)
@@ -538,6 +542,8 @@ class Agent:
         """``POST /v1/ping {"address": "HOST:PORT"}``: a control RPC to a peer agent."""
         import json
 
+        if method != b"POST":
+            return AdminResponse.json(405, {"error": 'POST /v1/ping {"address": "HOST:PORT"}'})
         try:
             request = json.loads(body or b"{}")
             host, port = parse_host_port(str(request.get("address", "")), what="address")

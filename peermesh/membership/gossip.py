@@ -105,8 +105,11 @@ class Membership:
         *,
         rng: random.Random | None = None,
         on_event: Callable[[Event], None] | None = None,
+        on_internal_error: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_internal_error = on_internal_error
+        self.internal_errors = 0
         self.control = control
         self.rng = rng or random.Random()
         self.on_event = on_event
@@ -191,7 +194,18 @@ class Membership:
             except OSError as exc:  # e.g. ICMP port unreachable surfacing on Linux
                 log.debug("gossip recv error: %s", exc)
                 continue
-            self._apply(self.swim.handle_datagram(trio.current_time(), addr[:2], data))
+            try:
+                self._apply(self.swim.handle_datagram(trio.current_time(), addr[:2], data))
+            except Exception:
+                self._internal_error(f"datagram from {addr[:2]}")
+
+    def _internal_error(self, what: str) -> None:
+        """One datagram or exchange that broke a rule we did not foresee: drop it, log the
+        traceback, count it; membership goes on with the next one."""
+        self.internal_errors += 1
+        log.exception("gossip input dropped (%s)", what)
+        if self.on_internal_error is not None:
+            self.on_internal_error("gossip")
 
     async def _timer_loop(self) -> None:
         while True:
@@ -301,7 +315,12 @@ class Membership:
         if not isinstance(reply, bytes):
             self.push_pull_failures += 1
             return False
-        self._apply(self.swim.merge_push_pull(trio.current_time(), reply))
+        try:
+            self._apply(self.swim.merge_push_pull(trio.current_time(), reply))
+        except Exception:
+            self.push_pull_failures += 1
+            self._internal_error(f"push-pull reply from {address[0]}:{address[1]}")
+            return False
         return True
 
     async def _serve_push_pull(self, request: ControlRequest[PushPullRequest]) -> PushPullReply:

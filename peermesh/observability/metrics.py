@@ -10,6 +10,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+#: Where a failure is isolated: admin routes, control methods, policy exchanges, gossip input.
+INTERNAL_ERROR_COMPONENTS = ("admin", "control", "replicator", "gossip")
+
 DURATION_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
@@ -89,6 +92,15 @@ class AgentMetrics:
             ["listener"],
             registry=self.registry,
         )
+        self.internal_errors = Counter(
+            "peermesh_internal_errors",
+            "Unexpected exceptions one request, RPC, datagram or peer exchange caused; each"
+            " was answered (500) or dropped, logged with its traceback, and the agent went on.",
+            ["component"],
+            registry=self.registry,
+        )
+        for component in INTERNAL_ERROR_COMPONENTS:
+            self.internal_errors.labels(component)  # present at 0 before the first one
         self.control_calls = Counter(
             "peermesh_control_calls",
             "Control RPCs served under /peermesh.v1/, by method and status.",
@@ -158,6 +170,10 @@ class AgentMetrics:
         children[0].inc()
         children[1].observe(seconds)
         self.tally[(direction, destination, status)] += 1
+
+    def internal_error(self, component: str) -> None:
+        """One isolated failure (see ``peermesh_internal_errors_total``)."""
+        self.internal_errors.labels(component).inc()
 
     def reject(self, listener: str, reason: str) -> None:
         self.rejected_connections.labels(listener, reason).inc()

@@ -23,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -92,7 +93,10 @@ class PolicyReplicator:
         rng: random.Random | None = None,
         edit_authorizer: Callable[[str], bool] | None = None,
         on_remote_edit: Callable[[Sequence[Any], str], EditReply] | None = None,
+        on_internal_error: Callable[[str], None] | None = None,
     ) -> None:
+        self.on_internal_error = on_internal_error
+        self.internal_errors = 0
         self.store = store
         self.control = control
         self.peers = peers
@@ -123,7 +127,17 @@ class PolicyReplicator:
                 await trio.sleep(self.sync_interval * self.rng.uniform(0.5, 1.5))
                 peers = list(self.peers())
                 if peers:
-                    nursery.start_soon(self.sync_with, self.rng.choice(peers))
+                    nursery.start_soon(self._isolated, self.sync_with, self.rng.choice(peers))
+
+    async def _isolated(self, exchange: Callable[[Peer], Awaitable[object]], peer: Peer) -> None:
+        """Run one exchange with one peer; whatever it raises ends only that exchange."""
+        try:
+            await exchange(peer)
+        except Exception:
+            self.internal_errors += 1
+            log.exception("policy exchange with %s failed", peer.node)
+            if self.on_internal_error is not None:
+                self.on_internal_error("replicator")
 
     # -- outgoing -----------------------------------------------------------------------
     def spread(self, update: bytes, *, exclude: str | None = None) -> None:
@@ -132,9 +146,9 @@ class PolicyReplicator:
             return
         peers = [p for p in self.peers() if p.node != exclude]
         for peer in self.rng.sample(peers, min(self.fanout, len(peers))):
-            self._nursery.start_soon(self._push, peer, update)
+            self._nursery.start_soon(self._isolated, partial(self._push, update=update), peer)
 
-    async def _push(self, peer: Peer, update: bytes) -> None:
+    async def _push(self, peer: Peer, *, update: bytes) -> None:
         try:
             await self.control.call(
                 _endpoint(peer), PUSH, PushRequest(update, self.store.node), timeout=5.0
@@ -166,7 +180,7 @@ class PolicyReplicator:
             except ValueError:
                 return False
             if len(missing) > 2:  # an empty Yjs update is two bytes
-                await self._push(peer, missing)
+                await self._push(peer, update=missing)
         self.syncs += 1
         return True
 

@@ -384,6 +384,14 @@ class PolicyStore:
         except UpdateRefused:
             self._doc.reset_scratch()
             raise
+        except Exception as exc:
+            # A check that broke on input nobody foresaw still refuses the update whole:
+            # the live document never sees what could not be checked.
+            self._doc.reset_scratch()
+            log.exception("policy update from %s could not be checked", source)
+            raise UpdateRefused(
+                source, f"update could not be checked ({type(exc).__name__})"
+            ) from None
 
     def _commit(
         self, changed: set[str], *, persist: bool = True, notify: bool = True, update: bytes = b""

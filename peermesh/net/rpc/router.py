@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 
 from certs.spiffe import SpiffeId
+from peermesh.core.bounded import BoundsError, check_bounds
 from peermesh.core.errors import PeermeshError, TransportError
 from peermesh.net.http.exchange import BodySource, ResponseWriter
 from peermesh.net.http.headers import RequestHead
@@ -26,6 +27,16 @@ log = logging.getLogger(__name__)
 PREFIX = "/peermesh.v1/"
 CONTENT_TYPE = b"application/msgpack"
 MAX_BODY = 64 << 20  # a whole policy document for a new agent fits (10k objects ≈ 7 MB)
+
+
+def _unpack(data: bytes) -> Any:
+    """msgpack with bounds: nesting depth and 64-bit integers (see :mod:`peermesh.core.bounded`).
+
+    msgpack's own length limits default to the buffer size, already capped by MAX_BODY.
+    """
+    payload = msgpack.unpackb(data, raw=False)
+    check_bounds(payload)
+    return payload
 
 
 class _Served:
@@ -48,10 +59,12 @@ class _Served:
 class ControlRouter:
     """Maps ``/peermesh.v1/<method>`` to handlers registered by each subsystem."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_internal_error: Callable[[str], None] | None = None) -> None:
         self._handlers: dict[str, _Served] = {}
         self.calls = 0
         self.errors = 0
+        self.internal_errors = 0
+        self.on_internal_error = on_internal_error
 
     def serve(
         self,
@@ -103,7 +116,9 @@ class ControlRouter:
                 return await self._refuse(writer, 413, f"control body over {MAX_BODY} bytes")
             chunks.append(chunk)
         try:
-            payload = msgpack.unpackb(b"".join(chunks), raw=False) if chunks else None
+            payload = _unpack(b"".join(chunks)) if chunks else None
+        except BoundsError as exc:
+            return await self._refuse(writer, 400, f"body refused: {exc}")
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
             return await self._refuse(writer, 400, f"body is not valid msgpack: {exc}")
         try:
@@ -112,6 +127,13 @@ class ControlRouter:
             raise  # our own stream is gone: there is nobody to refuse to
         except PeermeshError as exc:
             return await self._refuse(writer, exc.status, exc.message, exc.code)
+        except Exception:
+            # One peer's call must not end the agent: answer 500, log, count, go on.
+            self.internal_errors += 1
+            log.exception("control method %s failed for %s", method, peer)
+            if self.on_internal_error is not None:
+                self.on_internal_error("control")
+            return await self._refuse(writer, 500, "internal error; the agent logged it")
         return await self._reply(writer, 200, {"result": result})
 
     async def refuse(
