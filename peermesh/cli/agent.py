@@ -28,9 +28,22 @@ def agent(**values: Any) -> None:
     )
     try:
         trio.run(_run_agent, config)
-    except OSError as exc:
-        raise click.ClickException(str(exc)) from None
+    except (OSError, BaseExceptionGroup) as exc:
+        fatal = _fatal(exc)
+        if fatal is None:
+            raise
+        raise click.ClickException(str(fatal)) from None
     sys.exit(0)
+
+
+def _fatal(exc: BaseException) -> OSError | None:
+    """The OSError that stopped the agent (a listener that cannot open, a data dir that is
+    gone), also from inside the task groups it surfaces through; anything else is a bug."""
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, OSError) else None
 
 
 async def _run_agent(config: AgentConfig) -> None:
