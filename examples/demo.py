@@ -219,7 +219,14 @@ def join_with_token(root: Path, nodes: list[Node]) -> Node:
         check=False,
     )  # fmt: skip
     audit = Node("node-audit", "audit", free_port())
-    agent = agent_command(root, audit, "--join-token", token, "--join", f"127.0.0.1:{edge.inbound}")
+    # A file only the agent's user can read (the flag would show the token in argv).
+    token_file = root / "audit.join-token"
+    token_file.touch(mode=0o600)
+    token_file.chmod(0o600)
+    token_file.write_text(token + "\n")
+    agent = agent_command(
+        root, audit, "--join-token-file", str(token_file), "--join", f"127.0.0.1:{edge.inbound}"
+    )
     audit.procs.append(start(agent, root / "logs" / f"{audit.name}.log"))
     wait_ready(audit)
     _code, status = get_json(audit.admin_url + "/v1/status")
