@@ -25,7 +25,6 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import trio
@@ -134,10 +133,13 @@ class PolicyReplicator:
         try:
             await exchange(peer)
         except Exception:
-            self.internal_errors += 1
-            log.exception("policy exchange with %s failed", peer.node)
-            if self.on_internal_error is not None:
-                self.on_internal_error("replicator")
+            self._internal_error(peer)
+
+    def _internal_error(self, peer: Peer) -> None:
+        self.internal_errors += 1
+        log.exception("policy exchange with %s failed", peer.node)
+        if self.on_internal_error is not None:
+            self.on_internal_error("replicator")
 
     # -- outgoing -----------------------------------------------------------------------
     def spread(self, update: bytes, *, exclude: str | None = None) -> None:
@@ -146,9 +148,9 @@ class PolicyReplicator:
             return
         peers = [p for p in self.peers() if p.node != exclude]
         for peer in self.rng.sample(peers, min(self.fanout, len(peers))):
-            self._nursery.start_soon(self._isolated, partial(self._push, update=update), peer)
+            self._nursery.start_soon(self._push, peer, update)
 
-    async def _push(self, peer: Peer, *, update: bytes) -> None:
+    async def _push(self, peer: Peer, update: bytes) -> None:
         try:
             await self.control.call(
                 _endpoint(peer), PUSH, PushRequest(update, self.store.node), timeout=5.0
@@ -158,6 +160,9 @@ class PolicyReplicator:
         except RpcError as exc:
             self.pushes_failed += 1
             log.debug("policy push to %s failed: %s", peer.node, exc)
+        except Exception:  # one push to one peer ends alone (it runs in our nursery)
+            self.pushes_failed += 1
+            self._internal_error(peer)
 
     async def sync_with(self, peer: Peer) -> bool:
         """Two-way state-vector exchange: we get what we lack, then send what they lack."""
@@ -180,7 +185,7 @@ class PolicyReplicator:
             except ValueError:
                 return False
             if len(missing) > 2:  # an empty Yjs update is two bytes
-                await self._push(peer, update=missing)
+                await self._push(peer, missing)
         self.syncs += 1
         return True
 
