@@ -13,7 +13,9 @@
 Validation errors come back as ``400`` with the structured ``PolicyError.to_dict()``. Edits
 (PUT, DELETE) on an agent whose identity MeshConfig ``admins`` does not list get ``403``
 (records it signed would never be in effect); before the agent has a certificate they get
-``503`` "no identity yet".
+``503`` "no identity yet". An edit that cannot be made durable (a full or failing disk)
+gets ``507`` with the reason and nothing of it is kept; the same edit succeeds once
+space returns.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import trio
 
+from peermesh.core.durable import StorageFailed
 from peermesh.core.endpoint import Endpoint
 from peermesh.core.errors import PeermeshError
 from peermesh.net.admin import AdminResponse
@@ -95,6 +98,8 @@ class PolicyAdmin:
             return AdminResponse.json(exc.status, exc.to_dict())
         except (_BadRequest, NotAdmin, NoIdentity) as exc:
             return _error(exc.status, str(exc))
+        except StorageFailed as exc:
+            return AdminResponse.json(exc.status, exc.to_dict())
 
     def _list(self, kind: str | None) -> list[dict[str, Any]]:
         return [obj.to_dict() for obj in self.store.objects(kind)]

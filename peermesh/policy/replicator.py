@@ -29,6 +29,7 @@ from typing import Any
 
 import trio
 
+from peermesh.core.durable import StorageFailed
 from peermesh.core.endpoint import Endpoint
 from peermesh.net.rpc import ControlRequest, Empty, RpcError
 from peermesh.net.rpc.client import ControlClient
@@ -178,6 +179,10 @@ class PolicyReplicator:
             self._merge(reply.update, source=f"sync from {peer.node}")
         except UpdateRefused as exc:
             log.warning("policy sync from %s refused: %s", peer.node, exc.reason)
+            return False
+        except StorageFailed as exc:
+            # Nothing was kept; the next sync asks for the same records again.
+            log.warning("policy sync from %s not stored: %s", peer.node, exc)
             return False
         if reply.sv is not None:
             try:

@@ -19,6 +19,8 @@ Remote updates are checked whole on a scratch copy of the document before the re
 sees them (:mod:`~peermesh.policy.intake`); a refused update leaves the store untouched.
 Durability is handed in as a :class:`~peermesh.policy.storage.Persistence`: each change is
 appended to it before the edit is acknowledged, and folded into a snapshot now and then.
+A change that cannot be appended (a full disk) is not acknowledged and not kept: the
+store reloads itself from what the disk holds, so memory and disk never disagree.
 The store never opens a file, sleeps or reads a clock (``now`` is a parameter).
 """
 
@@ -31,6 +33,7 @@ import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final, Protocol
 
+from peermesh.core.durable import StorageFailed
 from peermesh.policy.authority import Authority
 from peermesh.policy.compiled import CompiledPolicy, compile_policy
 from peermesh.policy.crdt import VERSIONS_ROOT, VersionsDoc, decode_state_vector
@@ -114,6 +117,7 @@ class PolicyStore:
         self.persistence = persistence
         self.signer = signer
         self.verifier = verifier
+        self._client_id = client_id
         self._authority = Authority(enforced=verifier is not None)
         self._doc = VersionsDoc(client_id)
         self._index = VersionIndex(self._authority, history_limit)
@@ -128,10 +132,7 @@ class PolicyStore:
         self.compact_after_bytes = COMPACT_AFTER_BYTES
         self.journal_report: ReplayReport | None = None
         if persistence is not None:
-            snapshot = persistence.load_snapshot()
-            if snapshot is not None:
-                self._load_snapshot(snapshot, persistence.snapshot_name)
-            self._replay_log(persistence)
+            self._load(persistence)
 
     # ------------------------------------------------------------------ reading
 
@@ -269,8 +270,9 @@ class PolicyStore:
     ) -> ApplyReport:
         """Apply upserts and deletes in one transaction after validating all of them.
 
-        If persisting fails the error propagates: the edit is not acknowledged (it stays
-        in memory and may still replicate, like a request that timed out). With a signer,
+        If persisting fails, :class:`~peermesh.core.durable.StorageFailed` propagates and
+        the edit is gone from memory too: it was never acknowledged, so it never
+        replicates. With a signer,
         raises :class:`NoIdentity` or :class:`NotAdmin` before anything else (see
         :meth:`check_author`).
         """
@@ -351,7 +353,9 @@ class PolicyStore:
         """Merge a peer's update after checking it whole on a scratch copy.
 
         Raises :class:`UpdateRefused` (and changes nothing) if the update cannot be decoded
-        or carries anything invalid. Persists before returning when anything changed.
+        or carries anything invalid. Persists before returning when anything changed;
+        raises :class:`~peermesh.core.durable.StorageFailed` (and keeps nothing of the
+        update) when that fails, and the peer's next sync offers it again.
         """
         self._check_writable()
         try:
@@ -396,9 +400,13 @@ class PolicyStore:
     def _commit(
         self, changed: set[str], *, persist: bool = True, notify: bool = True, update: bytes = b""
     ) -> None:
-        self._version += 1
         if persist:
-            self._persist_update(update)
+            try:
+                self._persist_update(update)
+            except StorageFailed:
+                self._roll_back()
+                raise
+        self._version += 1
         if notify and changed:
             self._notify(frozenset(changed))
 
@@ -411,7 +419,35 @@ class PolicyStore:
             return
         self.persistence.append(update)
         if self.persistence.log_size >= self.compact_after_bytes:
-            self.compact()
+            try:
+                self.compact()
+            except StorageFailed as exc:
+                # The change is durable in the log already; compaction is retried by the
+                # next change, and a crash meanwhile just replays a longer log.
+                log.warning("policy compaction postponed: %s", exc)
+
+    def _load(self, persistence: Persistence) -> None:
+        snapshot = persistence.load_snapshot()
+        if snapshot is not None:
+            self._load_snapshot(snapshot, persistence.snapshot_name)
+        self._replay_log(persistence)
+
+    def _roll_back(self) -> None:
+        """Forget a change that could not be persisted: rebuild memory from the disk.
+
+        The change is already in the document, and CRDT operations cannot be taken out
+        of it; reloading is the one way memory comes to equal what was acknowledged.
+        A failed append is rare and the reload costs what a restart does.
+        """
+        assert self.persistence is not None
+        history_limit = self._index.history_limit
+        self._doc.close()
+        self._authority = Authority(enforced=self.verifier is not None)
+        self._doc = VersionsDoc(self._client_id)
+        self._index = VersionIndex(self._authority, history_limit)
+        self._load(self.persistence)
+        self._version += 1  # drop cached digests and tables built from the lost change
+        log.warning("policy store rolled back to what %s holds", self.persistence.log_name)
 
     def compact(self) -> None:
         """Fold the log into a fresh snapshot, then empty the log.
@@ -428,8 +464,8 @@ class PolicyStore:
 
     def _load_snapshot(self, snapshot: Snapshot, where: str) -> None:
         hint = (
-            f"move {where} aside and restart: the agent then starts empty and resyncs "
-            "everything from its peers"
+            "stop the agent and run `peermesh policy recover` to move the damaged files"
+            " aside (kept) so the agent resyncs everything from its peers"
         )
         try:
             self._merge(snapshot.update, source=f"snapshot {where}", persist=False, notify=False)
