@@ -18,6 +18,7 @@ from peermesh.ca.flows.tokens import TokenFlows
 from peermesh.ca.node import CaNode, root_fingerprint
 from peermesh.ca.rules import token_request
 from peermesh.ca.state import CommitteeMember
+from peermesh.core.durable import StorageFailed
 from peermesh.core.errors import PeermeshError
 from peermesh.net.admin import AdminResponse, AdminServer
 from peermesh.net.rpc import Empty
@@ -25,7 +26,10 @@ from peermesh.net.tls import TlsError
 
 
 def _refusal(exc: PeermeshError) -> AdminResponse:
-    """A change refused by policy is 403; one the mesh cannot make now is 503."""
+    """A change refused by policy is 403; one the mesh cannot make now is 503; one this
+    agent could not make durable (a full disk) is 507 with the reason and the way out."""
+    if isinstance(exc, StorageFailed):
+        return AdminResponse.json(exc.status, exc.to_dict())
     status = 403 if isinstance(exc, CaForbidden) else 503
     return AdminResponse.json(status, {"error": str(exc)})
 
@@ -150,7 +154,7 @@ class CaAdmin:
             return AdminResponse.json(400, {"error": str(exc)})
         try:
             token = await self.tokens.create(service, ttl, uses)
-        except (CaForbidden, QuorumError) as exc:
+        except (CaForbidden, QuorumError, StorageFailed) as exc:
             return _refusal(exc)
         return AdminResponse.json(
             200,

@@ -25,6 +25,7 @@ from peermesh.ca.node import CaNode, read_tbs, root_fingerprint, still_counted, 
 from peermesh.ca.signer import Signer
 from peermesh.ca.state import Committee
 from peermesh.ca.tokens import JoinToken, check_token
+from peermesh.core.durable import StorageFailed
 from peermesh.net.rpc import ControlRequest, Empty
 from peermesh.policy.compiled import JoinTokenGrant
 
@@ -166,9 +167,16 @@ class SigningService:
             # Node names are what committee rights hang on: a joiner may not take a member's.
             raise TbsRefused(f"node name {node_name!r} belongs to a committee member")
         if updated != used:
-            # Count the use durably before the share can leave (like the nonce).
+            # Count the use durably before the share can leave (like the nonce). If that
+            # write fails, nothing is signed and memory forgets the use too, so a retry
+            # once space returns is counted exactly once.
+            before = dict(self.node.token_uses)
             self.node.token_uses[token_id] = updated
-            self.save_uses(grants)
+            try:
+                self.save_uses(grants)
+            except StorageFailed:
+                self.node.token_uses = before
+                raise
         return signer.sign_checked(checked)
 
     def save_uses(self, grants: Mapping[str, JoinTokenGrant]) -> None:
