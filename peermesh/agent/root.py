@@ -88,7 +88,7 @@ class Agent:
 
         # Records are signed by our TLS identity and checked against our trust bundle.
         self.policy = PolicyStore(
-            DiskPersistence(config.data_dir / "policy.bin"),
+            DiskPersistence.in_data_dir(config.data_dir),
             node=config.name,
             signer=RecordSigner(tls_credentials(self.tls)),
             verifier=RecordVerifier(trust_bundle_file(self.tls.bundle_path)),

@@ -192,6 +192,55 @@ def status_cmd(agent_url: str, output: str) -> None:
     console.print("admins: " + (", ".join(admins) if admins else "none (any mesh identity)"))
 
 
+@policy.command("recover")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="PEERMESH_DATA_DIR",
+    required=True,
+    help="The stopped agent's data dir.",
+)
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Move the snapshot and the log aside even if they look intact.",
+)
+def recover_cmd(data_dir: Path, everything: bool) -> None:
+    """Move a damaged local policy store aside so the agent resyncs it from its peers.
+
+    Run it while the agent is stopped. Damaged files are renamed to
+    NAME.damaged-<UTC time> (kept, never deleted); on its next start the agent pulls
+    every policy record from its peers and checks each signature, as any sync does.
+    """
+    import datetime as dt
+
+    from peermesh.policy.persistence import DiskPersistence
+    from peermesh.policy.recovery import recover
+
+    if not data_dir.is_dir():
+        raise click.ClickException(f"{data_dir} is not a directory")
+    try:
+        result = recover(
+            DiskPersistence.in_data_dir(data_dir),
+            now=dt.datetime.now(dt.UTC),
+            everything=everything,
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot move the policy files aside: {exc}") from None
+    for damage in result.damaged:
+        click.echo(f"damaged: {damage.path}: {damage.reason}")
+    for source, target in result.moved:
+        click.echo(f"moved {source} -> {target}")
+    if not result.moved:
+        click.echo(f"the policy store in {data_dir} is intact; nothing was moved (see --all)")
+        return
+    click.echo(
+        "start the agent: it rebuilds its policy from its peers (every record's signature"
+        " is checked); `peermesh policy status` shows when it has converged"
+    )
+
+
 def _summary(obj: dict[str, Any]) -> str:
     spec = obj.get("spec", {})
     kind = obj.get("kind")

@@ -20,6 +20,8 @@ from peermesh.policy.journal import Journal
 from peermesh.policy.storage import ReplayReport, Snapshot
 
 SNAPSHOT_MAGIC: Final = b"PMPOLICY1\n"
+#: The snapshot's name in an agent's data dir (the log is ``policy.bin.log`` beside it).
+SNAPSHOT_FILE: Final = "policy.bin"
 
 
 class DiskPersistence:
@@ -28,6 +30,11 @@ class DiskPersistence:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.journal = Journal(self.path.with_name(self.path.name + ".log"))
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> DiskPersistence:
+        """The agent's policy store in its data dir."""
+        return cls(Path(data_dir) / SNAPSHOT_FILE)
 
     @property
     def snapshot_name(self) -> str:
@@ -46,8 +53,9 @@ class DiskPersistence:
             return None
         data = self.path.read_bytes()
         hint = (
-            f"move {self.path} aside and restart: the agent then starts empty and resyncs "
-            "everything from its peers"
+            f"stop the agent and run `peermesh policy recover --data-dir {self.path.parent}`"
+            " to move the damaged files aside (kept) so the agent resyncs everything from"
+            " its peers, or restore the file from a backup"
         )
         header = len(SNAPSHOT_MAGIC) + 32
         if not data.startswith(SNAPSHOT_MAGIC) or len(data) < header:
