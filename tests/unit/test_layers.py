@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "peermesh.policy": 2,
     "peermesh.policy.journal": 3,
     "peermesh.policy.persistence": 3,
+    "peermesh.policy.recovery": 3,
     "peermesh.policy.replicator": 3,
     "peermesh.policy.api": 3,
     "peermesh.ca": 3,
