@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from examples.service import ExampleService, ServiceConfig
 from peermesh.agent import Agent
 from peermesh.cli import main
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from peermesh.net.rpc import RpcError
 from tests.support.meshkit import agent_config, eventually, gossip_mesh
 from tests.support.obskit import scrape, value
@@ -122,7 +123,9 @@ async def test_stats_top_tap_and_check_on_a_healthy_five_agent_mesh(tmp_path):
             assert all("may not tap" in e["error"] for e in refused["errors"]), refused
             me = str(billing.tls.identity)
             listed = {"kind": "MeshConfig", "name": "default", "spec": {"tapIdentities": [me]}}
-            r = await c.put(admin_url(billing) + "/v1/policy", json={"objects": [listed]})
+            r = await c.put(
+                admin_url(billing) + "/v1/policy", json={"objects": [listed]}, headers=ADMIN_HEADERS
+            )
             assert r.status_code == 200, r.text
         await eventually(lambda: all(a.policy.compiled().may_tap(me) for a in agents))
 

@@ -15,6 +15,7 @@ from wsproto.events import (
     TextMessage,
 )
 
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from tests.support.meshkit import two_agents
 
 DENY_ADMIN_PATH = {
@@ -105,7 +106,9 @@ async def test_upgrade_is_authorized_like_the_request_that_started_it(tmp_path):
             host, port = mesh.server.addresses["admin"]
             async with httpx.AsyncClient() as client:
                 r = await client.put(
-                    f"http://{host}:{port}/v1/policy", json={"objects": [DENY_ADMIN_PATH]}
+                    f"http://{host}:{port}/v1/policy",
+                    json={"objects": [DENY_ADMIN_PATH]},
+                    headers=ADMIN_HEADERS,
                 )
                 assert r.status_code == 200, r.text
             stream, ws = await ws_client(mesh.outbound, "/admin/socket")
