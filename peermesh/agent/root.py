@@ -334,16 +334,21 @@ class Agent:
             nursery.start_soon(self._run_mdns)
 
     def _on_member_event(self, event: Any) -> None:
-        """A member stopped being alive: stop waiting on our connections to it."""
+        """A member stopped being alive: stop waiting on our connections to it (or drain them)."""
         state = getattr(event.member, "state", None)
         if state not in _GONE:
             return
         meta = event.member.meta
         if self._pool is None or not meta.addresses or event.member.name == self.config.name:
             return
-        closed = self._pool.close_peer(
-            meta.addresses[0], meta.inbound_port, f"member {event.member.name} is {state.name}"
-        )
+        host, port = meta.addresses[0], meta.inbound_port
+        if state is MemberState.LEFT:
+            # A leaving member drains: its in-flight streams finish, new requests go elsewhere.
+            drained = self._pool.drain_peer(host, port)
+            if drained:
+                log.info("draining %d connection(s) to %s (left)", drained, event.member.name)
+            return
+        closed = self._pool.close_peer(host, port, f"member {event.member.name} is {state.name}")
         if closed:
             log.info("closed %d connection(s) to %s (%s)", closed, event.member.name, state.name)
 

@@ -206,6 +206,24 @@ class PeerPool:
         state.sessions = []
         return closed
 
+    def drain_peer(self, host: str, port: int) -> int:
+        """Send no new request to one peer, but let the streams open on it finish.
+
+        What a peer that announced it is leaving gets: it is draining too, so the
+        requests it already accepted complete (Envoy's drain, Linkerd's wait for
+        in-flight requests); a later request dials afresh or goes elsewhere.
+        """
+        state = self._peers.get((host, port))
+        if state is None:
+            return 0
+        drained = 0
+        for session in state.sessions:
+            if not session.is_closed:
+                session.start_drain()
+                drained += 1
+        state.sessions = []
+        return drained
+
     def drain(self) -> None:
         """Stop using every connection once its streams finish."""
         for state in self._peers.values():

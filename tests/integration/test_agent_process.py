@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gossip.codec import generate_gossip_key, save_keyring
 from tests.support.meshkit import free_port, process, python, wait_http_ok
 from tests.support.pki import TRUST_DOMAIN, make_mesh_pki
 
@@ -53,9 +54,19 @@ def _agent_args(
 
 
 @contextmanager
-def proc_mesh(tmp_path: Path) -> Iterator[ProcMesh]:
+def proc_mesh(tmp_path: Path, *, gossip: bool = False) -> Iterator[ProcMesh]:
     dirs = make_mesh_pki(tmp_path)
     app_port, out_port, in_port, admin_a, admin_b = (free_port() for _ in range(5))
+    server_extra: tuple[str, ...] = ()
+    client_extra: tuple[str, ...] = ("--peer", f"orders=127.0.0.1:{in_port}", "--gossip", "off")
+    if gossip:
+        key = tmp_path / "gossip.key"
+        save_keyring(key, [generate_gossip_key()])
+        common = ("--gossip-key-file", str(key), "--gossip-profile", "local", "--no-mdns",
+                  "--advertise", "127.0.0.1")  # fmt: skip
+        server_extra = ("--gossip", f"127.0.0.1:{free_port()}", *common)
+        client_extra = ("--gossip", f"127.0.0.1:{free_port()}", "--join",
+                        f"127.0.0.1:{in_port}", *common)  # fmt: skip
     with ExitStack() as stack:
         app = stack.enter_context(
             process(python("-m", "examples.service", "--name", "orders", "--port", str(app_port)))
@@ -63,7 +74,8 @@ def proc_mesh(tmp_path: Path) -> Iterator[ProcMesh]:
         server = stack.enter_context(
             process(
                 _agent_args(
-                    "node-b", f"orders={app_port}", dirs["node-b"], free_port(), in_port, admin_b
+                    "node-b", f"orders={app_port}", dirs["node-b"], free_port(), in_port, admin_b,
+                    *server_extra,
                 )
             )
         )
@@ -71,18 +83,26 @@ def proc_mesh(tmp_path: Path) -> Iterator[ProcMesh]:
             process(
                 _agent_args(
                     "node-a", "frontend=9", dirs["node-a"], out_port, free_port(), admin_a,
-                    "--peer", f"orders=127.0.0.1:{in_port}", "--gossip", "off",
+                    *client_extra,
                 )
             )
         )  # fmt: skip
         wait_http_ok(f"http://127.0.0.1:{admin_a}/readyz")
         wait_http_ok(f"http://127.0.0.1:{admin_b}/readyz")
+        if gossip:
+            _wait(lambda: _alive_members(admin_a) == {"node-a", "node-b"})
         yield ProcMesh(client, server, app, out_port, in_port, admin_a, admin_b)
 
 
 def _status(admin_port: int) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/v1/status", timeout=5) as r:
         return json.loads(r.read())
+
+
+def _alive_members(admin_port: int) -> set[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/v1/members", timeout=5) as r:
+        members = json.loads(r.read())["members"]
+    return {m["name"] for m in members if m["state"] == "alive"}
 
 
 def _wait(predicate, timeout: float = 20.0) -> None:
@@ -117,6 +137,27 @@ def test_sigterm_drains_in_flight_and_exits_zero(tmp_path, side):
         out, _ = curl.communicate(timeout=30)
         assert curl.returncode == 0
         assert json.loads(out)["slept_ms"] == "1500"
+        assert target.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_sigterm_with_gossip_on_finishes_every_in_flight_request(tmp_path, side):
+    """Leaving the mesh must not reset streams already open on the leaving member."""
+    with proc_mesh(tmp_path, gossip=True) as mesh:
+        curls = [
+            subprocess.Popen(
+                ["curl", "-sS", "--max-time", "30", "-H", "Host: orders",
+                 f"http://127.0.0.1:{mesh.outbound}/slow/2000"],
+                stdout=subprocess.PIPE,
+            )  # fmt: skip
+            for i in range(3)
+        ]
+        _wait(lambda: _status(mesh.admin_server)["connections"]["inbound"]["streams"] >= 3)
+        target = mesh.server if side == "server" else mesh.client
+        target.send_signal(signal.SIGTERM)
+        outcomes = [curl.communicate(timeout=30)[0] for curl in curls]
+        assert [curl.returncode for curl in curls] == [0, 0, 0], outcomes
+        assert [json.loads(out)["slept_ms"] for out in outcomes] == ["2000"] * 3, outcomes
         assert target.wait(timeout=30) == 0
 
 
