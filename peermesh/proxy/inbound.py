@@ -250,15 +250,16 @@ class InboundProxy:
             body = CountingBody(body, record)
             writer = CountingWriter(writer, record)
         try:
+            grpc = errors.is_grpc(head)
             denial = self._authorize(head, peer)
             if denial is not None:
                 status = 403
-                await _send_denial(writer, denial)
+                await _send_denial(writer, denial, grpc=grpc)
                 return
             limited = self._rate_limited(peer)
             if limited is not None:
                 status = 429
-                await _send_rate_limited(writer, limited)
+                await _send_rate_limited(writer, limited, grpc=grpc)
                 return
             head = _with_client_cert(head, peer, self.tls)
             try:
@@ -267,14 +268,14 @@ class InboundProxy:
                 raise errors.app_unavailable(str(exc)) from None
             except BadRequest as exc:  # a head HTTP/1.1 cannot carry to the app
                 raise errors.bad_request(str(exc)) from None
-            result = await relay(body, call, writer, request_has_body=has_body)
+            result = await relay(body, call, writer, request_has_body=has_body, grpc=grpc)
             status = result.status
             if result.error_code:
                 self.metrics.sidecar_errors.labels("inbound", result.error_code).inc()
         except errors.ProxyError as exc:
             status = exc.status
             self.metrics.sidecar_errors.labels("inbound", exc.code).inc()
-            await errors.send_error(writer, exc)
+            await errors.send_error(writer, exc, grpc=errors.is_grpc(head))
         except DownstreamGone:
             status = status or 499
         finally:
@@ -390,8 +391,18 @@ class _LazyHeaders(Mapping[str, str]):
         return bool(self._raw)
 
 
-async def _send_rate_limited(writer: ResponseWriter, retry_after: float) -> None:
+async def _send_rate_limited(
+    writer: ResponseWriter, retry_after: float, *, grpc: bool = False
+) -> None:
     body = b"local rate limit exceeded\n"
+    if grpc:
+        await errors.send_grpc_status(
+            writer,
+            errors.grpc_status_for(errors.ProxyError(429, "rate-limited", "")),
+            body.decode().strip(),
+            [(b"x-peermesh-error", b"rate-limited")],
+        )
+        return
     await writer.send_head(
         429,
         [
@@ -405,12 +416,25 @@ async def _send_rate_limited(writer: ResponseWriter, retry_after: float) -> None
     await writer.finish()
 
 
-async def _send_denial(writer: ResponseWriter, decision: AuthzDecision) -> None:
+async def _send_denial(
+    writer: ResponseWriter, decision: AuthzDecision, *, grpc: bool = False
+) -> None:
     body = (
         f"RBAC: access denied: {decision.reason}"
         + (f" (policy {decision.policy_name})" if decision.policy_name else "")
         + "\n"
     ).encode()
+    if grpc:
+        await errors.send_grpc_status(
+            writer,
+            errors.GrpcStatus.PERMISSION_DENIED,
+            body.decode().strip(),
+            [
+                (b"x-peermesh-error", b"denied"),
+                (b"x-peermesh-policy", (decision.policy_name or "").encode()),
+            ],
+        )
+        return
     await writer.send_head(
         403,
         [

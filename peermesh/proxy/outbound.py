@@ -299,7 +299,7 @@ class OutboundProxy:
             status = exc.status
             self.metrics.sidecar_errors.labels("outbound", exc.code).inc()
             try:
-                await errors.send_error(writer, exc)
+                await errors.send_error(writer, exc, grpc=errors.is_grpc(head))
             except (StreamReset, DownstreamGone, Exception) as send_exc:  # client gone too
                 log.debug("could not deliver %s: %s", exc.code, send_exc)
         except DownstreamGone:
@@ -501,8 +501,13 @@ class OutboundProxy:
                     with trio.move_on_at(deadline) as scope:
                         result = await upstream.commit(writer, status, out_headers, ended=ended)
                     if scope.cancelled_caught:
-                        writer.abort()
                         self.metrics.sidecar_errors.labels("outbound", "timeout").inc()
+                        if errors.is_grpc(head):
+                            # Mid-response: end the call with DEADLINE_EXCEEDED trailers, as
+                            # a gRPC server would, rather than a reset read as INTERNAL.
+                            await _end_grpc_deadline(writer, target)
+                        else:
+                            writer.abort()
                         return 504
                 if result.error_code:
                     self.metrics.sidecar_errors.labels("outbound", result.error_code).inc()
@@ -620,3 +625,18 @@ def _peer_ip(transport: trio.SocketStream) -> str:
         return str(transport.socket.getpeername()[0])
     except OSError:
         return ""
+
+
+async def _end_grpc_deadline(writer: ResponseWriter, target: str) -> None:
+    trailers = [
+        (b"grpc-status", str(int(errors.GrpcStatus.DEADLINE_EXCEEDED)).encode()),
+        (b"grpc-message", errors.grpc_message(f"{target} did not answer within the timeout")),
+        (b"x-peermesh-error", b"timeout"),
+    ]
+    try:
+        with trio.move_on_after(1):
+            await writer.finish(trailers)
+            return
+    except Exception:  # the client is gone or the stream broke: nothing left to tell
+        pass
+    writer.abort()

@@ -29,6 +29,7 @@ async def relay(
     *,
     request_has_body: bool,
     response_complete: bool = False,
+    grpc: bool = False,
 ) -> RelayResult:
     """Stream the request body up and the response down; returns the outcome."""
     async with UpstreamAttempt(call, body if request_has_body else None) as attempt:
@@ -40,7 +41,7 @@ async def relay(
             err = _upstream_error(exc)
             attempt.result.status, attempt.result.error_code = err.status, err.code
             try:
-                await errors.send_error(writer, err)
+                await errors.send_error(writer, err, grpc=grpc)
             except DOWNSTREAM_ERRORS as send_exc:
                 raise DownstreamGone(str(send_exc)) from send_exc
             return attempt.result

@@ -74,7 +74,12 @@ def proc_mesh(tmp_path: Path, *, gossip: bool = False) -> Iterator[ProcMesh]:
         server = stack.enter_context(
             process(
                 _agent_args(
-                    "node-b", f"orders={app_port}", dirs["node-b"], free_port(), in_port, admin_b,
+                    "node-b",
+                    f"orders={app_port}",
+                    dirs["node-b"],
+                    free_port(),
+                    in_port,
+                    admin_b,
                     *server_extra,
                 )
             )
@@ -144,14 +149,9 @@ def test_sigterm_drains_in_flight_and_exits_zero(tmp_path, side):
 def test_sigterm_with_gossip_on_finishes_every_in_flight_request(tmp_path, side):
     """Leaving the mesh must not reset streams already open on the leaving member."""
     with proc_mesh(tmp_path, gossip=True) as mesh:
-        curls = [
-            subprocess.Popen(
-                ["curl", "-sS", "--max-time", "30", "-H", "Host: orders",
-                 f"http://127.0.0.1:{mesh.outbound}/slow/2000"],
-                stdout=subprocess.PIPE,
-            )  # fmt: skip
-            for i in range(3)
-        ]
+        cmd = ["curl", "-sS", "--max-time", "30", "-H", "Host: orders",
+               f"http://127.0.0.1:{mesh.outbound}/slow/2000"]  # fmt: skip
+        curls = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(3)]
         _wait(lambda: _status(mesh.admin_server)["connections"]["inbound"]["streams"] >= 3)
         target = mesh.server if side == "server" else mesh.client
         target.send_signal(signal.SIGTERM)

@@ -331,7 +331,10 @@ class H2Session:
                 stream.reset(ErrorCode.INTERNAL_ERROR)
         if stream.reset_code is None and not self.is_closed:
             if not stream.local_ended:
-                stream.reset(ErrorCode.INTERNAL_ERROR)
+                # A handler cancelled mid-answer (deadline, drain) is a cancellation, which
+                # a gRPC client reports as CANCELLED rather than INTERNAL.
+                cancelled = scope.cancelled_caught
+                stream.reset(ErrorCode.CANCEL if cancelled else ErrorCode.INTERNAL_ERROR)
             elif not stream.remote_ended:
                 # We answered before reading the whole request: tell the client to stop.
                 stream.reset(ErrorCode.NO_ERROR)
