@@ -218,6 +218,11 @@ def check_availability(history: History) -> Verdict:
             f"; {len(learn_cross)} cross requests sent before membership had noticed "
             f"(latency p50 {quantile(learn_lat, 0.5):.1f} s, max {max(learn_lat):.1f} s)"
         )
+    first_fast = partition_to_first_fast_503(history)
+    if first_fast:
+        summary += "; partition to first fast 503: " + ", ".join(
+            f"{f['fault']} {_seconds(f['seconds'])}" for f in first_fast
+        )
     if detection:
         measured = [d["seconds"] for d in detection if d["seconds"] is not None]
         summary += f"; views caught up with every fault within {max(measured, default=0):.1f} s"
@@ -240,10 +245,42 @@ def check_availability(history: History) -> Verdict:
             "cross_before_detection": len(learn_cross),
             "cross_before_detection_latency_p50": quantile(learn_lat, 0.5),
             "cross_before_detection_latency_max": max(learn_lat, default=0.0),
+            "partition_to_first_fast_503": first_fast,
             "detection_window_same_side": grace_same,
             "detection_window_same_side_ok": grace_same_ok,
         },
     )
+
+
+def partition_to_first_fast_503(history: History) -> list[dict[str, Any]]:
+    """Per partition: seconds from the cut to the first cross request answered with a fast 503.
+
+    Counts requests sent before membership noticed too: that is where a dead connection
+    must be detected by the data plane itself (PING deadline) rather than by gossip.
+    """
+    bound = history.limits.fail_fast_s
+    out: list[dict[str, Any]] = []
+    for w in history.windows:
+        if w.kind != "partition":
+            continue
+        end = w.end if w.end is not None else history.final_heal
+        answered = [
+            r.t + r.lat
+            for r in history.requests
+            if w.start <= r.t < end
+            and r.status == 503
+            and r.lat <= bound
+            and classify(history, r) == "cross"
+        ]
+        first = min(answered, default=None)
+        out.append(
+            {
+                "fault": w.label or w.kind,
+                "at": w.start - history.start,
+                "seconds": None if first is None else first - w.start,
+            }
+        )
+    return out
 
 
 def _seconds(value: float | None) -> str:

@@ -9,6 +9,7 @@ which is what a caller on the wrong side of a partition needs.
 from __future__ import annotations
 
 import random
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,17 @@ from peermesh.net.tls import MeshTls, PeerIdentityError, TlsNotReady, peer_ident
 
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 5.0
+# While requests wait on a peer that has sent nothing for PROBE_AFTER seconds, a PING
+# must come back within PROBE_TIMEOUT or the connection is declared dead (its streams
+# fail with 503 peer-unreachable and may retry elsewhere).
+PROBE_AFTER = 1.0
+PROBE_TIMEOUT = 1.0
+# Unacknowledged data on a peer socket for this long kills it in the kernel too
+# (TCP_USER_TIMEOUT, Linux), and idle sockets send TCP keepalives.
+TCP_USER_TIMEOUT_MS = 5000
+TCP_KEEPIDLE_S = 10
+TCP_KEEPINTVL_S = 2
+TCP_KEEPCNT = 3
 
 
 @dataclass
@@ -56,6 +68,8 @@ class PeerPool:
         *,
         connect_timeout: float = 2.0,
         ping_interval: float | None = 30.0,
+        probe_after: float | None = PROBE_AFTER,
+        probe_timeout: float = PROBE_TIMEOUT,
         rng: random.Random | None = None,
         on_tls_failure: Callable[[str], None] | None = None,
     ) -> None:
@@ -63,6 +77,8 @@ class PeerPool:
         self.nursery = nursery
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
+        self.probe_after = probe_after
+        self.probe_timeout = probe_timeout
         self.rng = rng or random.Random()
         self.on_tls_failure = on_tls_failure
         self._peers: dict[tuple[str, int], _PeerState] = {}
@@ -146,6 +162,7 @@ class PeerPool:
                 raise errors.peer_unreachable(
                     endpoint.service, endpoint.address, exc.strerror or str(exc)
                 ) from None
+            _tune_socket(tcp)
             tls_stream = trio.SSLStream(tcp, context, server_hostname=endpoint.service or None)
             try:
                 await tls_stream.do_handshake()
@@ -175,6 +192,8 @@ class PeerPool:
             tls_stream,
             client_side=True,
             ping_interval=self.ping_interval,
+            probe_after=self.probe_after,
+            probe_timeout=self.probe_timeout,
             peer=identity,
         )
         self.nursery.start_soon(session.run)
@@ -229,6 +248,24 @@ class PeerPool:
         for state in self._peers.values():
             for session in state.sessions:
                 session.start_drain()
+
+
+def _tune_socket(tcp: trio.SocketStream) -> None:
+    """Kernel-side dead-peer detection on a peer connection (best effort per platform)."""
+    options = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), TCP_KEEPIDLE_S),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), TCP_KEEPINTVL_S),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), TCP_KEEPCNT),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), TCP_USER_TIMEOUT_MS),
+    ]
+    for level, option, value in options:
+        if option is None:
+            continue
+        try:
+            tcp.setsockopt(level, option, value)
+        except OSError:
+            pass
 
 
 def _tls_reason(exc: BaseException) -> str:

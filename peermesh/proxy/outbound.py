@@ -33,6 +33,7 @@ from peermesh.net.http.h2session import (
     ErrorCode,
     H2Session,
     H2Stream,
+    PeerUnresponsive,
     StreamReset,
 )
 from peermesh.net.http.headers import (
@@ -452,6 +453,7 @@ class OutboundProxy:
                 head_status: tuple[int, Headers] | None = None
                 failure = ""
                 refused = False
+                unresponsive = False
                 # No cancel scope at all without a deadline (the usual case): entering
                 # and leaving one costs more than the rest of this block.
                 with trio.move_on_at(try_deadline) if try_deadline < math.inf else _NO_SCOPE:
@@ -460,6 +462,7 @@ class OutboundProxy:
                     except UPSTREAM_ERRORS as exc:
                         failure = str(exc) or type(exc).__name__
                         refused = getattr(exc, "error_code", None) == ErrorCode.REFUSED_STREAM
+                        unresponsive = isinstance(exc, PeerUnresponsive)
                 if head_status is None:
                     self._record(state, endpoint, try_started, ok=False, gateway=True)
                     if upstream.body_error is not None:
@@ -478,6 +481,9 @@ class OutboundProxy:
                         overall = deadline is not None and trio.current_time() >= deadline
                         if overall:
                             raise last_error
+                    elif unresponsive:
+                        # The peer went silent (a partition): the mesh's 503, not a reset.
+                        last_error = errors.peer_unreachable(target, endpoint.address, failure)
                     else:
                         last_error = errors.upstream_reset(failure)
                     if can_retry and self._may_retry(state, outcome, retry_on):

@@ -25,6 +25,10 @@ class ConnectionLost(StreamReset):
         super().__init__(int(ErrorCode.CONNECT_ERROR), message)
 
 
+class PeerUnresponsive(ConnectionLost):
+    """The peer stopped answering PINGs while streams waited on it (partition, hung host)."""
+
+
 class ConnectionUnavailable(TransportError):
     """The connection cannot take new streams (closed, GOAWAY, or full)."""
 

@@ -13,6 +13,7 @@ the exceptions in ``h2errors``. Callers import all of them from here.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from peermesh.net.http.h2errors import (
     ConnectionLost,
     ConnectionUnavailable,
     ErrorCode,
+    PeerUnresponsive,
     StreamRefused,
     StreamReset,
     error_name,
@@ -53,6 +55,7 @@ __all__ = [
     "H2Limits",
     "H2Session",
     "H2Stream",
+    "PeerUnresponsive",
     "SessionStats",
     "StreamHandler",
     "StreamReset",
@@ -94,6 +97,8 @@ class H2Session:
         initial_data: bytes = b"",
         ping_interval: float | None = None,
         ping_timeout: float = 10.0,
+        probe_after: float | None = None,
+        probe_timeout: float = 1.0,
         on_protocol_error: Callable[[str], None] | None = None,
         on_limit: Callable[[str], None] | None = None,
         limits: H2Limits | None = None,
@@ -107,6 +112,10 @@ class H2Session:
         self._initial_data = initial_data
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
+        self._probe_after = probe_after
+        self._probe_timeout = probe_timeout
+        self._last_received = 0.0
+        self._lost: ConnectionLost | None = None
         self._on_protocol_error = on_protocol_error
         # Called with a Flood value or a stream fault ("refused", "malformed"): a counter.
         self._on_limit = on_limit
@@ -155,7 +164,8 @@ class H2Session:
             async with trio.open_nursery() as nursery:
                 self._handlers = nursery
                 nursery.start_soon(self._writer)
-                if self._ping_interval:
+                if self._ping_interval or self._probe_after:
+                    self._last_received = trio.current_time()
                     nursery.start_soon(self._keepalive)
                 await self._flush_quietly()
                 if not self._initial_data or await self._feed(self._initial_data):
@@ -201,6 +211,8 @@ class H2Session:
             if not data:
                 self.close_reason = "peer closed the connection"
                 return
+            if self._probe_after is not None:
+                self._last_received = trio.current_time()
             if not await self._feed(bytes(data)):
                 return
             if self.draining and not self._streams:
@@ -422,7 +434,7 @@ class H2Session:
         self._closed.set()
         for stream in list(self._streams.values()):
             if stream._error is None and not stream.closed:
-                stream._error = ConnectionLost(reason)
+                stream._error = self._lost or ConnectionLost(reason)
             stream._wake()
             stream._window_opened()
             if stream._handler_scope is not None:
@@ -561,18 +573,40 @@ class H2Session:
             self._streams.pop(stream.stream_id, None)
 
     async def _keepalive(self) -> None:
-        """PING when idle-ish; no ack within the timeout means the peer is gone."""
-        assert self._ping_interval is not None
+        """PING every ``ping_interval``, and sooner while streams wait on a silent peer.
+
+        A partitioned peer's TCP connection does not fail by itself: a request waiting
+        on it would wait until its caller gives up. So while streams are open and the
+        peer has sent nothing for ``probe_after`` seconds, a PING must be answered within
+        ``probe_timeout`` (gRPC's keepalive, with a deadline short enough to fail over);
+        a slow app does not trip it, since the peer agent acknowledges the PING itself.
+        """
+        interval = self._ping_interval or math.inf
+        probe = self._probe_after
+        last_ping = trio.current_time()
         while True:
-            await trio.sleep(self._ping_interval)
+            now = trio.current_time()
+            due = last_ping + interval
+            if probe is not None and self._streams:
+                due = min(due, max(self._last_received, last_ping) + probe)
+            if now < due:
+                # Streams may open meanwhile: look again at least every probe period.
+                await trio.sleep(min(due - now, probe if probe is not None else math.inf))
+                continue
+            probing = probe is not None and bool(self._streams)
+            timeout = self._probe_timeout if probing else self._ping_timeout
+            last_ping = now
             self._ping_acked = trio.Event()
             self.conn.ping(b"pmkeepal")
-            if not await self._flush_quietly():
-                return
-            with trio.move_on_after(self._ping_timeout):
+            with trio.move_on_after(timeout):
+                if not await self._flush_quietly():
+                    return
                 await self._ping_acked.wait()
                 continue
-            self._abort(ErrorCode.NO_ERROR, "keepalive PING not answered")
+            reason = f"peer did not answer a PING within {timeout:g}s"
+            if probing:
+                self._lost = PeerUnresponsive(reason)
+            self._abort(ErrorCode.NO_ERROR, reason)
             return
 
     # client side ---------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
+
 from chaos.checker import check, summary_text
 from chaos.clock_invariant import clock_offset
 from chaos.history import (
@@ -400,3 +402,12 @@ def test_a_source_restarting_for_a_clock_change_is_down_not_failing():
     # ... which the runner records as a restart window: the source is down, not failing.
     h.windows.append(Window("restart", T0 + 52, T0 + 55, hosts=("h1",), label="restart h1"))
     assert verdicts(h)["availability"] is True
+
+
+def test_time_from_partition_to_first_fast_503_is_reported():
+    # In good_history the cross requests hang for the first 20 s, then fail fast.
+    availability = {v.name: v for v in check(good_history())}["availability"]
+    (first,) = availability.details["partition_to_first_fast_503"]
+    assert first["fault"] == "partition"
+    assert first["seconds"] == pytest.approx(20.002, abs=0.01)
+    assert "partition to first fast 503: partition 20.0 s" in availability.summary

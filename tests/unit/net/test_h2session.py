@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from peermesh.net.http.h2session import H2Session, H2Stream, StreamReset
+from peermesh.net.http.h2session import H2Session, H2Stream, PeerUnresponsive, StreamReset
 from tests.support.meshkit import two_agents
 
 REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"x"), (b":path", b"/")]
@@ -129,6 +129,48 @@ async def test_keepalive_closes_a_silent_peer(autojump_clock):
         await client.wait_closed()
         assert trio.current_time() - started == pytest.approx(40, abs=0.5)
         assert "PING" in client.close_reason
+        nursery.cancel_scope.cancel()
+
+
+async def test_probe_fails_waiting_streams_fast_when_the_peer_goes_silent(autojump_clock):
+    client_end, silent_end = trio.testing.memory_stream_pair()
+    client = H2Session(
+        client_end, client_side=True, ping_interval=30, probe_after=1, probe_timeout=1
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.run)
+
+        async def swallow() -> None:
+            while await silent_end.receive_some(65536):
+                pass
+
+        nursery.start_soon(swallow)
+        stream = await client.open_stream(REQUEST, end_stream=True)
+        started = trio.current_time()
+        with pytest.raises(PeerUnresponsive):
+            await stream.receive_headers()
+        # Silence for probe_after, then an unanswered PING for probe_timeout.
+        assert trio.current_time() - started == pytest.approx(2, abs=0.1)
+        assert "PING" in client.close_reason
+        nursery.cancel_scope.cancel()
+
+
+async def test_probe_leaves_a_slow_answer_on_a_live_peer_alone(autojump_clock):
+    async def handler(stream: H2Stream) -> None:
+        await trio.sleep(60)  # a slow app: the peer agent still acknowledges PINGs
+        await stream.send_headers([(b":status", b"200")])
+        await stream.end()
+
+    async with trio.open_nursery() as nursery:
+        client_end, server_end = trio.testing.memory_stream_pair()
+        server = H2Session(server_end, client_side=False, handler=handler)
+        client = H2Session(client_end, client_side=True, probe_after=1, probe_timeout=1)
+        nursery.start_soon(server.run)
+        nursery.start_soon(client.run)
+        stream = await client.open_stream(REQUEST, end_stream=True)
+        headers = await stream.receive_headers()
+        assert (b":status", b"200") in headers
+        assert not client.is_closed
         nursery.cancel_scope.cancel()
 
 
