@@ -119,3 +119,22 @@ async def test_keepalive_many_requests_one_connection(tmp_path):
                 )
                 assert r.status_code == 200 + i % 3
         assert mesh.client.pool.dials == 1
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) missing")
+async def test_h2load_h1_counts_every_response_as_a_success(tmp_path):
+    async with two_agents(tmp_path) as mesh:
+        result = await trio.run_process(
+            ["h2load", "--h1", "-n", "200", "-c", "4", "-H", ":authority: orders",
+             mesh.outbound_url + "/"],
+            capture_stdout=True, check=True,
+        )  # fmt: skip
+        missing = await trio.run_process(
+            ["curl", "-sS", "-i", "--max-time", "20", "-H", "Host: nosuch",
+             mesh.outbound_url + "/"],
+            capture_stdout=True, check=True,
+        )  # fmt: skip
+    out = result.stdout.decode()
+    assert "200 succeeded, 0 failed, 0 errored" in out, out
+    assert "status codes: 200 2xx" in out, out
+    assert missing.stdout.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), missing.stdout[:80]

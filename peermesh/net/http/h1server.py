@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import h11
 import trio
@@ -228,7 +229,9 @@ class H1ServerConnection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
                 return
-            await self.send(h11.Response(status_code=status, headers=headers))
+            await self.send(
+                h11.Response(status_code=status, headers=headers, reason=h11_reason(status))
+            )
             await self.send(h11.Data(data=body))
             await self.send(h11.EndOfMessage())
 
@@ -244,7 +247,15 @@ def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
 
 
 def h11_reason(status: int) -> str:
-    return {400: "Bad Request", 431: "Request Header Fields Too Large"}.get(status, "Error")
+    """The standard reason phrase (RFC 9110), so strict HTTP/1.1 clients accept the line.
+
+    RFC 9112 allows an empty one, but some clients (h2load ``--h1``) count such a response
+    as failed. Unregistered codes get a generic phrase by class.
+    """
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return {4: "Client Error", 5: "Server Error"}.get(status // 100, "Status")
 
 
 class H1RequestBody:
@@ -329,7 +340,9 @@ class H1ResponseWriter:
         self._chunked = not has_length and not end
         self._headers_sent = True
         try:
-            await self.server.send(h11.Response(status_code=status, headers=out))
+            await self.server.send(
+                h11.Response(status_code=status, headers=out, reason=h11_reason(status))
+            )
         except h11.LocalProtocolError as exc:
             self.abort()
             raise ClientGone(f"cannot send response: {exc}") from exc
