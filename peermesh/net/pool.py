@@ -110,13 +110,22 @@ class PeerPool:
         session = self._pick(state)
         if session is not None:
             return self._checked(session, endpoint, expect)
-        now = trio.current_time()
-        if now < state.retry_at and state.last_error is not None:
-            raise state.last_error
-        async with state.dialing:
+        self._raise_if_backing_off(state)
+        # Bounded wait for a connection: behind a dial into a partition, waiters would
+        # otherwise queue up, each dialling in turn, until their callers give up.
+        with trio.move_on_after(self.connect_timeout) as waited:
+            await state.dialing.acquire()
+        if waited.cancelled_caught:
+            raise errors.peer_unreachable(
+                endpoint.service,
+                endpoint.address,
+                f"no connection within {self.connect_timeout}s (another dial is pending)",
+            )
+        try:
             session = self._pick(state)  # someone else may have dialled meanwhile
             if session is not None:
                 return self._checked(session, endpoint, expect)
+            self._raise_if_backing_off(state)  # the dial we waited for failed
             try:
                 session = await self._dial(endpoint)
             except errors.ProxyError as exc:
@@ -128,7 +137,14 @@ class PeerPool:
             state.failures = 0
             state.last_error = None
             state.sessions.append(session)
+        finally:
+            state.dialing.release()
         return self._checked(session, endpoint, expect)
+
+    @staticmethod
+    def _raise_if_backing_off(state: _PeerState) -> None:
+        if trio.current_time() < state.retry_at and state.last_error is not None:
+            raise state.last_error
 
     @staticmethod
     def _pick(state: _PeerState) -> H2Session | None:

@@ -99,6 +99,11 @@ def test_ci_scenario_passes_every_invariant(tmp_path):
         assert any(not c["ok"] for c in history["ca"])  # the minority refused
         assert any(c["ok"] for c in history["ca"])  # the majority issued
         assert (tmp_path / "report" / "ci.png").stat().st_size > 1000
+        availability = next(v for v in report["invariants"] if v["name"] == "availability")
+        # The data plane itself notices the cut (PING deadline): a fast 503 comes while
+        # membership is still learning, not only after it.
+        (first,) = availability["details"]["partition_to_first_fast_503"]
+        assert first["seconds"] is not None, text
     finally:
         lab.down(prefix=prefix, state_dir=tmp_path / "lab")
     assert not any(lab.leftovers(prefix).values())
