@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+CA_DIR = "ca"
+GOSSIP_KEY_FILE = "gossip.key"
+
+
+def joined_gossip_key(data_dir: Path) -> Path:
+    """Where an agent keeps the gossip keyring the mesh gave it with its first certificate."""
+    return Path(data_dir) / CA_DIR / GOSSIP_KEY_FILE
+
 
 @dataclass(frozen=True)
 class CaSettings:

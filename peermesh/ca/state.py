@@ -29,17 +29,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from certs.frost import FrostError, PublicKeyPackage, SigningKeyShare
 from peermesh.ca.errors import CaStateError
 from peermesh.ca.nonces import FileNonceStore
+from peermesh.ca.settings import CA_DIR, GOSSIP_KEY_FILE
 from peermesh.core.durable import PUBLIC_MODE, SECRET_MODE, atomic_write
 
 __all__ = ["CaState", "CaStateError", "Committee", "CommitteeMember"]
 
-CA_DIR = "ca"
 IDENTITY_FILE = "identity.key"
 COMMITTEE_FILE = "committee.msgpack"
 SHARE_FILE = "share.msgpack"
 NONCE_FILE = "nonces.json"
 TOKENS_FILE = "tokens.msgpack"
-GOSSIP_KEY_FILE = "gossip.key"
 
 
 @dataclass(frozen=True)

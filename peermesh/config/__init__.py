@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peermesh.ca.settings import joined_gossip_key
 from peermesh.config.declare import ConfigError, Kind, Setting, declared, parse_section, setting
 from peermesh.config.sections import (
     AdminConfig,
@@ -106,11 +107,15 @@ class AgentConfig:
         ca: CaConfig = sections["ca"]
         ca.check()
         ca = sections["ca"] = ca.with_token_file()
+        _check_join_token(ca, gossip)
+        data_dir = top["data_dir"] or Path("peermesh-data") / top["name"]
         if (
             gossip.listen is not None
             and gossip.key_file is None
             and not gossip.insecure
             and not ca.carries_gossip_key
+            # A token-joined agent restarted without its token: the mesh's keyring is here.
+            and not joined_gossip_key(data_dir).is_file()
         ):
             raise ConfigError(
                 "gossip needs the mesh gossip key: make one with 'peermesh keygen gossip --out"
@@ -120,10 +125,25 @@ class AgentConfig:
         gossip.check()
         if gossip.listen is None and gossip.mdns:
             sections["gossip"] = dataclasses.replace(gossip, mdns=False)
-        data_dir = top["data_dir"] or Path("peermesh-data") / top["name"]
         top["data_dir"] = data_dir
         top["trust_domain"] = top["trust_domain"] or trust_domain_from_data_dir(data_dir)
         return cls(**top, **sections)
+
+
+def _check_join_token(ca: CaConfig, gossip: GossipConfig) -> None:
+    """Flags that contradict a join token stop the agent before it starts."""
+    if ca.join_token is None:
+        return
+    if not gossip.join:
+        raise ConfigError(
+            "--join-token needs --join HOST:PORT: the agent of the mesh that is asked for"
+            " this agent's first certificate"
+        )
+    if ca.bootstrap_expect is not None or ca.bootstrap_token_file is not None:
+        raise ConfigError(
+            "--join-token excludes --bootstrap-expect and --bootstrap-token-file: an agent"
+            " either joins an existing mesh or bootstraps a new one"
+        )
 
 
 def _sections() -> dict[str, type]:
