@@ -166,3 +166,30 @@ def test_join_token_from_a_private_file_or_the_environment(monkeypatch, tmp_path
     result, config = _captured_config(monkeypatch, base, env={"PEERMESH_JOIN_TOKEN": token})
     assert result.exit_code == 0, result.output
     assert config is not None and config.ca.join_token == token
+
+
+def test_contradictory_join_token_flags_stop_at_start(tmp_path):
+    from peermesh.ca.tokens import JoinToken
+
+    token = str(JoinToken.generate("ab" * 32))
+    with pytest.raises(ConfigError, match="--join-token needs --join"):
+        AgentConfig.build(name="a", service="s=1", data_dir=str(tmp_path), join_token=token)
+    secret = tmp_path / "bootstrap.token"
+    secret.write_text("x")
+    with pytest.raises(ConfigError, match="--join-token excludes --bootstrap-expect"):
+        AgentConfig.build(
+            name="a", service="s=1", data_dir=str(tmp_path), join_token=token,
+            join=("127.0.0.1:1",), bootstrap_expect=3, bootstrap_token_file=str(secret),
+        )  # fmt: skip
+
+
+def test_token_joined_agent_restarts_from_the_keyring_in_its_data_dir(tmp_path):
+    from gossip.codec import generate_gossip_key, save_keyring
+    from peermesh.ca.settings import joined_gossip_key
+
+    with pytest.raises(ConfigError, match="gossip needs the mesh gossip key"):
+        AgentConfig.build(name="a", service="s=1", data_dir=str(tmp_path))
+    joined_gossip_key(tmp_path).parent.mkdir()
+    save_keyring(joined_gossip_key(tmp_path), [generate_gossip_key()])
+    config = AgentConfig.build(name="a", service="s=1", data_dir=str(tmp_path))
+    assert config.ca.join_token is None and config.gossip.key_file is None
