@@ -100,6 +100,8 @@ class Agent:
         self.admin.route("/v1/policy", self._policy_route)
         # Threshold CA: control methods ca/*, admin /v1/ca/*, bootstrap.
         self.ca = self._threshold_ca()
+        if self.ca.enabled:
+            self.tls.missing_hint = "the threshold CA writes it once this agent has joined"
         if (
             self._keyring is None
             and config.gossip.listen is not None
@@ -489,7 +491,12 @@ class Agent:
             why.append("listeners not up")
         if self.draining:
             why.append("draining")
-        if not self.tls.loaded:
+        if not self.tls.loaded and self.ca.enabled:
+            last = self.ca.last_error
+            why.append(
+                f"no certificate yet: threshold CA {self.ca.phase}" + (f" ({last})" if last else "")
+            )
+        elif not self.tls.loaded:
             why.append(f"no certificate loaded ({self.tls.last_reload_error})")
         return AdminResponse.text(503, "not ready: " + "; ".join(why))
 

@@ -153,6 +153,8 @@ class MeshTls:
         self.key_path = self.data_dir / KEY_FILE
         self.bundle_path = self.data_dir / BUNDLE_FILE
         self.last_reload_error: str | None = None
+        # How the files get here, for the "missing" message (the threshold CA says its own).
+        self.missing_hint = "e.g. 'peermesh dev-ca issue --data-dir ...'"
         self.generation = 0
         self._clock = clock
         self._material: _Material | None = None
@@ -252,7 +254,7 @@ class MeshTls:
             if st is None:
                 raise TlsConfigError(
                     f"{path} is missing; issue a certificate into {self.data_dir} "
-                    "(e.g. 'peermesh dev-ca issue --data-dir ...')"
+                    f"({self.missing_hint})"
                 )
         try:
             cert_pem = self.cert_path.read_bytes()

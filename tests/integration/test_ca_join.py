@@ -80,3 +80,25 @@ async def test_join_with_quorum_and_refusal_without(tmp_path: Path) -> None:
         with trio.fail_after(40):
             await late.ca.identity_ready.wait()
         assert str(late.tls.identity) == "spiffe://mesh.test/svc/late"
+
+
+async def test_joining_agent_readiness_names_the_ca_not_dev_ca(tmp_path: Path) -> None:
+    from peermesh.agent import Agent
+    from peermesh.ca.tokens import JoinToken
+    from tests.support.meshkit import agent_config, free_port
+
+    token = str(JoinToken.generate("ab" * 32))
+    config = agent_config(
+        "node-x", "orders", tmp_path / "x", join_token=token, join=(f"127.0.0.1:{free_port()}",)
+    )
+    agent = Agent(config)
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        await nursery.start(agent.run)
+        host, port = agent.addresses["admin"]
+        await eventually(lambda: agent.ca.last_error)
+        ready = await client.get(f"http://{host}:{port}/readyz")
+        nursery.cancel_scope.cancel()
+    assert ready.status_code == 503
+    assert "threshold CA joining" in ready.text, ready.text
+    assert "dev-ca" not in ready.text
+    assert agent.ca.last_error.strip()

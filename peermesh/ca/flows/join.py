@@ -77,8 +77,9 @@ class Joiner:
                         log.warning("join via %s:%d refused: %s", *address, exc.message)
                         break  # a refusal is an answer: do not try the other port
                     except (ChannelError, JoinError) as exc:
-                        node.last_error = str(exc)
-                        log.info("join via %s:%d: %s", address[0], address[1], exc)
+                        # Some transport errors have no text: the type is the reason then.
+                        node.last_error = str(exc) or type(exc).__name__
+                        log.info("join via %s:%d: %s", address[0], address[1], node.last_error)
             await trio.sleep(node.rng.uniform(delay / 2, delay))
             delay = min(delay * 2, 5.0)
 
