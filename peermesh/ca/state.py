@@ -3,7 +3,7 @@
 | file | mode | holds |
 | --- | --- | --- |
 | ``identity.key`` | 0600 | this node's long-term Ed25519 key (signs its DKG messages) |
-| ``committee.msgpack`` | 0644 | signers (names, ids, identity keys, addresses), commitments, root |
+| ``committee.msgpack`` | 0600 | signers (names, ids, identity keys, addresses), commitments, root |
 | ``share.msgpack`` | 0600 | this signer's share of the root key (signers only) |
 | ``nonces.json`` | 0600 | FROST nonces, marked used before a share leaves (signers only) |
 | ``tokens.msgpack`` | 0600 | join tokens, hashed (signers only) |
@@ -30,7 +30,7 @@ from certs.frost import FrostError, PublicKeyPackage, SigningKeyShare
 from peermesh.ca.errors import CaStateError
 from peermesh.ca.nonces import FileNonceStore
 from peermesh.ca.settings import CA_DIR, GOSSIP_KEY_FILE
-from peermesh.core.durable import PUBLIC_MODE, SECRET_MODE, atomic_write
+from peermesh.core.durable import SECRET_MODE, atomic_write
 
 __all__ = ["CaState", "CaStateError", "Committee", "CommitteeMember"]
 
@@ -211,7 +211,8 @@ class CaState:
 
     def save_committee(self, committee: Committee) -> None:
         self._ensure_dir()
-        atomic_write(self.dir / COMMITTEE_FILE, _pack(committee.to_wire()), PUBLIC_MODE)
+        # Public values, but it maps the signers' addresses: as private as the rest of ca/.
+        atomic_write(self.dir / COMMITTEE_FILE, _pack(committee.to_wire()), SECRET_MODE)
 
     # share --------------------------------------------------------------------------------
     def load_share(self) -> tuple[int, SigningKeyShare] | None:

@@ -100,6 +100,13 @@ class Joiner:
                 f"{address[0]}:{address[1]} serves root {root_fingerprint(root_der)[:16]}…, not"
                 f" the {token.root_fingerprint[:16]}… our token pins: wrong mesh or an impostor"
             )
+        if info.trust_domain != node.trust_domain:
+            # Refused before the token is spent: our CSR names the wrong trust domain.
+            raise JoinError(
+                f"the mesh at {address[0]}:{address[1]} has trust domain {info.trust_domain!r},"
+                f" this agent {node.trust_domain!r}: start it with --trust-domain"
+                f" {info.trust_domain}"
+            )
         try:
             root = x509.load_der_x509_certificate(root_der)
         except ValueError as exc:
