@@ -29,23 +29,35 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * float(value):.1f}%"
 
 
+def _rps(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f}"
+
+
 def render_stats(data: dict[str, Any]) -> Group:
-    """The ``top`` frame: a services table and an edges table."""
+    """The ``top`` frame: a services table and an edges table.
+
+    SUCCESS is non-5xx (Linkerd's definition); DENIED (403) and LIMITED (429) count the
+    policy's refusals apart, so they show even while the success rate is 100%.
+    """
     services = Table(title="services (last 30s)", expand=False)
-    for column in ("SERVICE", "RPS", "SUCCESS", "P50 ms", "P95 ms", "P99 ms", "REQUESTS"):
+    columns = ("SERVICE", "RPS", "SUCCESS", "DENIED", "LIMITED", "P50 ms", "P95 ms", "P99 ms",
+               "REQUESTS")  # fmt: skip
+    for column in columns:
         services.add_column(column, justify="left" if column == "SERVICE" else "right")
     for s in data.get("services", []):
         services.add_row(
-            s["service"], _fmt(s["rps"]), _pct(s["success_rate"]), _fmt(s["p50_ms"]),
-            _fmt(s["p95_ms"]), _fmt(s["p99_ms"]), str(s["requests"]),
+            s["service"], _rps(s["rps"]), _pct(s["success_rate"]), str(s.get("denied", 0)),
+            str(s.get("limited", 0)), _fmt(s["p50_ms"]), _fmt(s["p95_ms"]), _fmt(s["p99_ms"]),
+            str(s["requests"]),
         )  # fmt: skip
     edges = Table(title="edges", expand=False)
-    for column in ("FROM", "TO", "RPS", "SUCCESS", "P50 ms", "P99 ms"):
+    for column in ("FROM", "TO", "RPS", "SUCCESS", "DENIED", "LIMITED", "P50 ms", "P99 ms"):
         edges.add_column(column, justify="left" if column in ("FROM", "TO") else "right")
     for e in data.get("edges", []):
         edges.add_row(
-            e["source"], e["destination"], _fmt(e["rps"]), _pct(e["success_rate"]),
-            _fmt(e["p50_ms"]), _fmt(e["p99_ms"]),
+            e["source"], e["destination"], _rps(e["rps"]), _pct(e["success_rate"]),
+            str(e.get("denied", 0)), str(e.get("limited", 0)), _fmt(e["p50_ms"]),
+            _fmt(e["p99_ms"]),
         )  # fmt: skip
     nodes = ", ".join(data.get("nodes", []))
     footer = Text(f"from {data.get('node')} · nodes: {nodes}", style="dim")

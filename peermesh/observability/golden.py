@@ -1,7 +1,9 @@
 """Golden metrics over a short rolling window: rate, success rate, latency percentiles.
 
 Per key (a service, or a source→destination edge) the window holds one slot per second:
-a request count, a success count and a small log-bucket latency histogram. Histograms
+a request count, an error (5xx) count, the denials (403) and rate-limited answers (429)
+apart, and a small log-bucket latency histogram. Success is non-5xx, as Linkerd counts
+it; the denied and limited counts make a policy refusal visible at a glance. Histograms
 from several agents add up, so the mesh view merges exactly and computes percentiles
 once, from the merged counts.
 """
@@ -18,12 +20,14 @@ WINDOW = 30
 
 
 class _Slot:
-    __slots__ = ("count", "errors", "hist", "second")
+    __slots__ = ("count", "denied", "errors", "hist", "limited", "second")
 
     def __init__(self, second: int) -> None:
         self.second = second
         self.count = 0
         self.errors = 0
+        self.denied = 0
+        self.limited = 0
         self.hist: dict[int, int] = {}
 
 
@@ -36,7 +40,14 @@ class GoldenWindow:
         self._slots: dict[tuple[str, str, str], list[_Slot | None]] = {}
 
     def record(
-        self, direction: str, source: str, destination: str, ok: bool, seconds: float, now: float
+        self,
+        direction: str,
+        source: str,
+        destination: str,
+        ok: bool,
+        seconds: float,
+        now: float,
+        status: int = 0,
     ) -> None:
         key = (direction, source, destination)
         ring = self._slots.get(key)
@@ -52,6 +63,10 @@ class GoldenWindow:
         slot.count += 1
         if not ok:
             slot.errors += 1
+        if status == 403:
+            slot.denied += 1
+        elif status == 429:
+            slot.limited += 1
         bucket = bisect.bisect_left(BOUNDS, seconds)
         slot.hist[bucket] = slot.hist.get(bucket, 0) + 1
 
@@ -60,13 +75,15 @@ class GoldenWindow:
         oldest = int(now) - self.window + 1
         out = []
         for (direction, source, destination), ring in self._slots.items():
-            count = errors = 0
+            count = errors = denied = limited = 0
             hist: dict[int, int] = {}
             for slot in ring:
                 if slot is None or slot.second < oldest:
                     continue
                 count += slot.count
                 errors += slot.errors
+                denied += slot.denied
+                limited += slot.limited
                 for b, n in slot.hist.items():
                     hist[b] = hist.get(b, 0) + n
             if count:
@@ -77,6 +94,8 @@ class GoldenWindow:
                         "destination": destination,
                         "count": count,
                         "errors": errors,
+                        "denied": denied,
+                        "limited": limited,
                         "hist": {str(b): n for b, n in hist.items()},
                         "window": self.window,
                     }
@@ -113,12 +132,14 @@ def merge(snapshots: list[list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 def _empty() -> dict[str, Any]:
-    return {"count": 0, "errors": 0, "hist": {}, "window": WINDOW}
+    return {"count": 0, "errors": 0, "denied": 0, "limited": 0, "hist": {}, "window": WINDOW}
 
 
 def _add(acc: dict[str, Any], item: dict[str, Any]) -> None:
     acc["count"] += item["count"]
     acc["errors"] += item["errors"]
+    acc["denied"] += item.get("denied", 0)  # agents of an older version send neither
+    acc["limited"] += item.get("limited", 0)
     acc["window"] = item.get("window", WINDOW)
     for b, n in item["hist"].items():
         acc["hist"][int(b)] = acc["hist"].get(int(b), 0) + n
@@ -131,6 +152,9 @@ def _finish(acc: dict[str, Any]) -> dict[str, Any]:
         "requests": count,
         "rps": round(count / window, 3),
         "success_rate": round((count - acc["errors"]) / count, 4) if count else None,
+        "errors": acc["errors"],
+        "denied": acc["denied"],
+        "limited": acc["limited"],
         "p50_ms": _quantile(acc["hist"], count, 0.50),
         "p95_ms": _quantile(acc["hist"], count, 0.95),
         "p99_ms": _quantile(acc["hist"], count, 0.99),

@@ -155,6 +155,7 @@ class Observability:
             0 < status < 500,
             seconds,
             time.monotonic(),
+            status,
         )
         if record.sampled:
             self.tracer.end(record)

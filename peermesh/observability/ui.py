@@ -25,8 +25,9 @@ td:first-child,th:first-child{text-align:left}
 <defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7"
  markerHeight="7" orient="auto"><path d="M0,0L10,5L0,10z" fill="#888"/></marker></defs>
 <g id="edges"></g><g id="nodes"></g></svg>
-<table><thead><tr><th>service</th><th>RPS</th><th>success</th><th>p50 ms</th>
-<th>p95 ms</th><th>p99 ms</th></tr></thead><tbody id="services"></tbody></table>
+<table><thead><tr><th>service</th><th>RPS</th><th>success</th><th>denied</th>
+<th>limited</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr></thead>
+<tbody id="services"></tbody></table>
 <script>
 "use strict";
 const NS = "http://www.w3.org/2000/svg";
@@ -38,6 +39,13 @@ function el(name, attrs, text) {
 }
 function pct(x) { return x === null || x === undefined ? "-" : (100 * x).toFixed(1) + "%"; }
 function num(x) { return x === null || x === undefined ? "-" : String(x); }
+function rps(x) { return x === null || x === undefined ? "-" : Number(x).toFixed(2); }
+function refused(e) {
+  const parts = [];
+  if (e.denied) parts.push(e.denied + " denied");
+  if (e.limited) parts.push(e.limited + " limited");
+  return parts.length ? " \\u00b7 " + parts.join(", ") : "";
+}
 function draw(data) {
   const services = data.services || [], edges = data.edges || [];
   const n = Math.max(services.length, 1), cx = 380, cy = 210, r = 150;
@@ -58,7 +66,7 @@ function draw(data) {
     g.appendChild(el("line", {x1: a[0] + dx * k, y1: a[1] + dy * k,
                               x2: b[0] - dx * k, y2: b[1] - dy * k}));
     g.appendChild(el("text", {x: (a[0] + b[0]) / 2, y: (a[1] + b[1]) / 2 - 6},
-      num(e.rps) + " rps \\u00b7 " + pct(e.success_rate)));
+      rps(e.rps) + " rps \\u00b7 " + pct(e.success_rate) + refused(e)));
     eg.appendChild(g);
   }
   for (const s of services) {
@@ -73,8 +81,8 @@ function draw(data) {
   tb.replaceChildren();
   for (const s of services) {
     const tr = document.createElement("tr");
-    const cells = [s.service, num(s.rps), pct(s.success_rate),
-                   num(s.p50_ms), num(s.p95_ms), num(s.p99_ms)];
+    const cells = [s.service, rps(s.rps), pct(s.success_rate), String(s.denied || 0),
+                   String(s.limited || 0), num(s.p50_ms), num(s.p95_ms), num(s.p99_ms)];
     for (const v of cells) {
       const td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
     }

@@ -34,6 +34,40 @@ def test_golden_window_merges_agents_and_forgets_old_seconds():
     assert a.snapshot(115.0) == []
 
 
+def test_denials_and_rate_limits_count_apart_from_errors():
+    w = golden.GoldenWindow(window=10)
+    for status in (200, 200, 403, 403, 429, 503):
+        w.record("inbound", "frontend", "orders", 0 < status < 500, 0.001, 100.0, status)
+    (orders,) = golden.merge([w.snapshot(100.0)])["services"]
+    # Success is non-5xx (Linkerd); the refusals are visible on their own.
+    assert orders["success_rate"] == round(5 / 6, 4)
+    assert (orders["errors"], orders["denied"], orders["limited"]) == (1, 2, 1)
+    # A snapshot from an agent that does not count refusals still merges.
+    old = [{k: v for k, v in item.items() if k not in ("denied", "limited")}
+           for item in w.snapshot(100.0)]  # fmt: skip
+    (merged,) = golden.merge([old])["services"]
+    assert (merged["denied"], merged["limited"]) == (0, 0)
+
+
+def test_top_shows_denied_limited_and_rps_with_two_decimals():
+    from rich.console import Console
+
+    from peermesh.cli.observability import render_stats
+
+    w = golden.GoldenWindow(window=30)
+    for status in (200, 403, 429):
+        w.record("inbound", "frontend", "orders", True, 0.001, 100.0, status)
+    data = {**golden.merge([w.snapshot(100.0)]), "node": "node-a", "nodes": ["node-a"]}
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(render_stats(data))
+    text = console.export_text()
+    assert "DENIED" in text and "LIMITED" in text
+    row = next(line for line in text.splitlines() if line.lstrip("│ ").startswith("orders"))
+    assert "0.10" in row and "100.0%" in row
+    cells = [c.strip() for c in row.replace("┃", "│").split("│") if c.strip()]
+    assert cells[:5] == ["orders", "0.10", "100.0%", "1", "1"], cells
+
+
 def _record(i: int) -> RequestRecord:
     return RequestRecord("outbound", 0.0, 0.0, f"r{i}", "GET", "orders", "/")
 
