@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections import deque
 from typing import Any
 
 import trio
@@ -138,6 +139,8 @@ class Agent:
         self.addresses: dict[str, tuple[str, int]] = {}
         self.listening = False
         self.draining = False
+        # Members seen dead or leaving, with when: 'peermesh check' names them for a while.
+        self.departures: deque[tuple[str, str, float]] = deque(maxlen=64)
         self._shutdown = trio.Event()
         self._pool: PeerPool | None = None
         self._started_at = 0.0
@@ -340,6 +343,8 @@ class Agent:
         state = getattr(event.member, "state", None)
         if state not in _GONE:
             return
+        if state in (MemberState.DEAD, MemberState.LEFT) and event.member.name != self.config.name:
+            self.departures.append((event.member.name, state.name.lower(), time.time()))
         meta = event.member.meta
         if self._pool is None or not meta.addresses or event.member.name == self.config.name:
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -48,6 +49,7 @@ class AgentParts(Protocol):
     outbound_tracker: ConnectionTracker
     inbound_tracker: ConnectionTracker
     addresses: dict[str, tuple[str, int]]
+    departures: deque[tuple[str, str, float]]
 
     @property
     def ready(self) -> bool: ...
@@ -80,6 +82,10 @@ class AgentSources:
     @property
     def has_join_seeds(self) -> bool:
         return bool(self._agent.config.gossip.join)
+
+    def recent_departures(self, since: float) -> list[tuple[str, str, float]]:
+        """(member, "dead"|"left", wall-clock time) for members gone at or after ``since``."""
+        return [d for d in self._agent.departures if d[2] >= since]
 
     def member_digest(self) -> str | None:
         membership = self._agent.membership

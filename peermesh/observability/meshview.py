@@ -48,6 +48,9 @@ from peermesh.observability.ui import DASHBOARD_HTML
 FANOUT_TIMEOUT = 3.0
 MAX_SKEW = 2.0  # seconds of clock difference `check` tolerates (beyond half the RTT)
 NEAR_EXPIRY = 0.1  # fail when less than this share of the certificate lifetime is left
+# A member that died or left is named this long afterwards: the digests agree again
+# seconds after a failure, and "all checks passed" would hide it.
+DEPARTURE_WINDOW = 600.0
 
 
 def redact_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +72,9 @@ class MeshSources(Protocol):
     def ready(self) -> bool: ...
     @property
     def has_join_seeds(self) -> bool: ...
+    def recent_departures(self, since: float) -> list[tuple[str, str, float]]:
+        """(member, "dead"|"left", wall-clock time) of members gone since ``since``."""
+
     def member_digest(self) -> str | None: ...
     def policy_digest(self) -> str: ...
     def state_vector_digest(self) -> str | None: ...
@@ -298,6 +304,7 @@ class MeshView:
                 + (f"; differs on {', '.join(diff)}" if diff else " on every peer"),
                 "wait a few gossip rounds; if it persists check UDP gossip ports and the key",
             )
+        add(*self._departures_check())
         diff = sorted(r.node for r in replies if r.policy_digest != mine.policy_digest)
         add(
             "policy converged",
@@ -308,6 +315,29 @@ class MeshView:
         )
         add(*await self._quorum_check())
         return out
+
+    def _departures_check(self) -> tuple[str, bool, str, str]:
+        """Members that died (a failure) or left (on purpose) in the last few minutes."""
+        now = time.time()
+        gone = self.sources.recent_departures(now - DEPARTURE_WINDOW)
+        minutes = DEPARTURE_WINDOW / 60
+        if not gone:
+            return ("recent departures", True, f"no member died or left in {minutes:.0f} min", "")
+        latest: dict[str, tuple[str, float]] = {}
+        for name, state, at in gone:
+            latest[name] = (state, at)
+        named = [
+            f"{name} {state} {now - at:.0f}s ago ({_utc(at)})"
+            for name, (state, at) in sorted(latest.items(), key=lambda kv: kv[1][1])
+        ]
+        died = any(state == "dead" for state, _ in latest.values())
+        return (
+            "recent departures",
+            not died,
+            f"in the last {minutes:.0f} min: " + ", ".join(named),
+            "a dead member failed without leaving: look at that host (process, network);"
+            " it is named here for 10 minutes",
+        )
 
     def _certificate_check(self) -> tuple[str, bool, str, str]:
         tls = self.tls
@@ -345,3 +375,7 @@ class MeshView:
             f"{reachable} signers reachable, threshold {threshold}",
             "bring signers back or re-share the key to a new committee (see docs/security.md)",
         )
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(at))

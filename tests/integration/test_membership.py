@@ -166,6 +166,14 @@ def test_kill_9_is_seen_dead_everywhere_and_restart_rejoins_higher(tmp_path):
         procs["node-3"].wait()
         others = [n for n in names if n != "node-3"]
         _wait(lambda: all(_members(ports[n]["admin"])["node-3"]["state"] == "dead" for n in others))
+        # 'peermesh check' keeps naming the dead member (with when), not "all passed".
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{ports['node-1']['admin']}/v1/mesh/check", timeout=15
+        ) as r:
+            checks = {c["name"]: c for c in json.loads(r.read())["checks"]}
+        departures = checks["recent departures"]
+        assert not departures["ok"] and "node-3 dead" in departures["detail"], departures
+        assert "UTC" in departures["detail"]
         # Its endpoint left every table: all requests for orders reach node-2.
         out = ports["node-1"]["out"]
         for _ in range(20):
