@@ -43,7 +43,9 @@ from rich.table import Table
 TRUST_DOMAIN = "demo.mesh"
 CHAIN = [("frontend", "orders"), ("orders", "payments"), ("payments", None)]
 
-console = Console()
+# Piped or captured output has no terminal width: rich would assume 80 columns and cut
+# the tables. Use the caller's COLUMNS, else a width the tables fit in.
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
 
 
 def free_port() -> int:
@@ -441,7 +443,7 @@ def show_observability(nodes: list[Node]) -> None:
     subprocess.run(
         [sys.executable, "-m", "peermesh", "top", "--agent", edge.admin_url,
          "--iterations", "3", "--interval", "1"],
-        check=False,
+        check=False, env={**os.environ, "COLUMNS": str(console.width)},
     )  # fmt: skip
 
 
@@ -521,6 +523,9 @@ def main() -> None:
                     next_refresh = now + 1
                 time.sleep(1 / args.rate)
             live.update(render(nodes, sent, last, time.monotonic() - started, phase, applied))
+        # The panel's last border apart from the next heading; off a terminal, Live leaves
+        # its last frame without the final newline.
+        console.line(1 if console.is_terminal else 2)
         show_observability(nodes)
     except KeyboardInterrupt:
         interrupted = True

@@ -13,7 +13,8 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
         capture_output=True,
         text=True,
         timeout=180,
-        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", "TERM": "dumb"},
+        # Not a terminal and no COLUMNS: what `make demo | tee log` gets.
+        env={"PATH": "/usr/bin:/bin", "TERM": "dumb"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -30,3 +31,8 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
     assert "/metrics" in out and "/ui" in out
     assert "services (last 30s)" in out  # peermesh top, merged from every agent
     assert out.count("✔") >= 9  # 5 agents + 4 apps exited 0 after SIGTERM
+    # Tables are not cut to 80 columns, and the panel's border ends its own line.
+    assert "P99 ms" in out and "REQUESTS" in out
+    assert "╰" in out
+    bottom = next(i for i, line in enumerate(out.splitlines()) if line.startswith("╰"))
+    assert out.splitlines()[bottom + 1] == "", out.splitlines()[bottom : bottom + 2]
