@@ -129,7 +129,11 @@ def _code_of(target: str, authority: str, method: str, request: bytes, timeout: 
 async def apply(agent: Agent, *objects: dict) -> None:
     host, port = agent.addresses["admin"]
     async with httpx.AsyncClient() as c:
-        r = await c.put(f"http://{host}:{port}/v1/policy", json={"objects": list(objects)})
+        r = await c.put(
+            f"http://{host}:{port}/v1/policy",
+            json={"objects": list(objects)},
+            headers={"X-Peermesh-Request": "1"},
+        )
     assert r.status_code == 200, r.text
 
 
