@@ -12,7 +12,13 @@ from rich.console import Console
 from rich.table import Table
 
 from peermesh.cli.admin import admin_call, agent_option, output_option, printed_as_json
-from peermesh.policy.loader import PolicyLoadError, load_path
+from peermesh.config import DEFAULT_TRUST_DOMAIN
+from peermesh.policy.errors import PolicyError
+from peermesh.policy.loader import Document, PolicyLoadError, dump_yaml, load_path
+from peermesh.policy.model import MESH_CONFIG
+from peermesh.policy.translate import merge_mesh_config
+from peermesh.policy.translate.batch import Batch, translate_documents
+from peermesh.policy.validate import parse_object
 
 console = Console()
 
@@ -22,13 +28,61 @@ def policy() -> None:
     """Edit and inspect the mesh policy (replicated to every agent)."""
 
 
-def _documents(path: str) -> list[dict[str, Any]]:
+def _load(path: str) -> list[Document]:
     try:
-        return [dict(doc.data) for doc in load_path(Path(path))]
+        return load_path(Path(path))
     except PolicyLoadError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _trust_domain(agent_url: str, given: str | None) -> str:
+    """The trust domain Istio principals are mapped into: given, else the agent's own."""
+    if given:
+        return given
+    code, data = admin_call(agent_url, "/v1/status")
+    if code == 200 and isinstance(data, dict) and isinstance(data.get("trust_domain"), str):
+        return str(data["trust_domain"])
+    return DEFAULT_TRUST_DOMAIN
+
+
+def _problems(errors: tuple[PolicyError, ...], verb: str) -> str:
+    lines = [f"{verb} ({len(errors)} problem(s)):"]
+    for err in errors:
+        where = f" ({err.source})" if err.source else ""
+        hint = f" — {err.hint}" if err.hint else ""
+        lines.append(f"  {err.object}{where}: {err.path}: {err.reason}{hint}")
+    return "\n".join(lines)
+
+
+def _batch(path: str, trust_domain: str) -> Batch:
+    """Every document of FILE|DIR as peermesh objects; all problems refused in one round."""
+    batch = translate_documents(_load(path), trust_domain=trust_domain)
+    if batch.errors:
+        raise click.ClickException(_problems(batch.errors, "policy refused"))
+    return batch
+
+
+def _objects(agent_url: str, batch: Batch) -> list[dict[str, Any]]:
+    """The batch's objects; a MeshConfig made from PeerAuthentications (mTLS fields only)
+    is laid over the live one rather than replacing it."""
+    out = batch.objects
+    for i, obj in enumerate(out):
+        if (
+            obj.get("kind") == MESH_CONFIG
+            and f"{MESH_CONFIG}/{obj.get('name')}" in batch.translated
+        ):
+            code, current = admin_call(agent_url, f"/v1/policy/{MESH_CONFIG}/{obj['name']}")
+            out[i] = merge_mesh_config(current if code == 200 else None, obj)
+    return out
+
+
+trust_domain_option = click.option(
+    "--trust-domain",
+    default=None,
+    help="Trust domain Istio principals map into (default: the agent's).",
+)
 
 
 def _fail(code: int, data: Any) -> None:
@@ -48,9 +102,16 @@ def _fail(code: int, data: Any) -> None:
 @policy.command("apply")
 @agent_option
 @click.option("-f", "--filename", "path", required=True, help="YAML/JSON file or directory.")
-def apply_cmd(agent_url: str, path: str) -> None:
-    """Validate every object in FILE|DIR, then apply them together."""
-    code, data = admin_call(agent_url, "/v1/policy", {"objects": _documents(path)}, method="PUT")
+@trust_domain_option
+def apply_cmd(agent_url: str, path: str, trust_domain: str | None) -> None:
+    """Validate every object in FILE|DIR, then apply them together.
+
+    Istio (VirtualService, DestinationRule, AuthorizationPolicy, PeerAuthentication) and
+    Gateway API HTTPRoute objects are translated first (see ``policy convert``).
+    """
+    batch = _batch(path, _trust_domain(agent_url, trust_domain))
+    objects = _objects(agent_url, batch)
+    code, data = admin_call(agent_url, "/v1/policy", {"objects": objects}, method="PUT")
     if code != 200:
         _fail(code, data)
     for key in data["changed"]:
@@ -63,6 +124,29 @@ def apply_cmd(agent_url: str, path: str) -> None:
             f"{warning['message']}",
             err=True,
         )
+
+
+@policy.command("convert")
+@click.option("-f", "--filename", "path", required=True, help="YAML/JSON file or directory.")
+@click.option("--trust-domain", default=DEFAULT_TRUST_DOMAIN, show_default=True)
+def convert_cmd(path: str, trust_domain: str) -> None:
+    """Print FILE|DIR as peermesh YAML (Istio and Gateway API objects translated).
+
+    Nothing is applied. Every field that cannot be honoured is listed at once, with its
+    path and why; the exit status is 1 when there is any.
+    """
+    batch = translate_documents(_load(path), trust_domain=trust_domain)
+    good = []
+    for doc in batch.documents:
+        try:
+            good.append(parse_object(doc.data))
+        except PolicyError:
+            continue  # listed below with the other problems
+    if good:
+        click.echo(dump_yaml(good), nl=False)
+    if batch.errors:
+        verb = "cannot be honoured (objects printed above leave these out)"
+        raise click.ClickException(_problems(batch.errors, verb))
 
 
 @policy.command("get")
@@ -148,9 +232,12 @@ def history_cmd(agent_url: str, target: str) -> None:
 @policy.command("diff")
 @agent_option
 @click.option("-f", "--filename", "path", required=True)
-def diff_cmd(agent_url: str, path: str) -> None:
+@trust_domain_option
+def diff_cmd(agent_url: str, path: str, trust_domain: str | None) -> None:
     """What applying FILE|DIR would change (nothing is written)."""
-    code, data = admin_call(agent_url, "/v1/policy/diff", {"objects": _documents(path)})
+    batch = _batch(path, _trust_domain(agent_url, trust_domain))
+    objects = _objects(agent_url, batch)
+    code, data = admin_call(agent_url, "/v1/policy/diff", {"objects": objects})
     if code != 200:
         _fail(code, data)
     for change in data["changes"]:

@@ -141,14 +141,24 @@ def check_object_canonical(
         )
         ctx.error("", problem, hint)
         return None, None, ctx.errors
+    # Every problem is reported in one round: a Kubernetes-style ``metadata`` block is
+    # refused with a hint but the rest of the object is still checked, using
+    # ``metadata.name`` to say which object the other problems belong to.
+    fields = ("apiVersion", "kind", "name", "spec")
+    required: tuple[str, ...] = ("kind", "name", "spec")
     if "metadata" in data and "name" not in data:
+        metadata = data["metadata"]
+        meta_name = metadata.get("name") if isinstance(metadata, Mapping) else None
+        if ctx.name is None and isinstance(meta_name, str):
+            ctx.name = meta_name
         ctx.error(
             "metadata",
             "unknown field 'metadata'",
             "peermesh objects put 'name' at the top level, next to 'kind'",
         )
-        return None, None, ctx.errors
-    f = _mapping(ctx, data, "", ("apiVersion", "kind", "name", "spec"), ("kind", "name", "spec"))
+        data = {k: v for k, v in data.items() if k != "metadata"}
+        required = ("kind", "spec")
+    f = _mapping(ctx, data, "", fields, required)
     assert f is not None
     if "apiVersion" in f and f.data["apiVersion"] != API_VERSION:
         ctx.error(

@@ -811,8 +811,10 @@ def test_deep_nesting_and_non_mappings_are_refused() -> None:
     assert errors_of(["kind", "Route"])[0].reason == (
         "a policy object is a mapping with kind, name and spec, got list"
     )
-    (error,) = errors_of({"kind": "Route", "metadata": {"name": "r"}, "spec": {}})
-    assert error.hint == "peermesh objects put 'name' at the top level, next to 'kind'"
+    errors = errors_of({"kind": "Route", "metadata": {"name": "r"}, "spec": {}})
+    assert errors[0].hint == "peermesh objects put 'name' at the top level, next to 'kind'"
+    # The rest of the object is still checked in the same round, under metadata.name.
+    assert [(e.name, e.path) for e in errors[1:]] == [("r", "spec.host"), ("r", "spec.http")]
 
 
 def test_canonical_form_and_defaults() -> None:
