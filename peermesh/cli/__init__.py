@@ -14,6 +14,7 @@ from peermesh.cli import (
     ca,
     capture,
     devca,
+    k8s,
     keygen,
     observability,
     policy,
@@ -21,7 +22,7 @@ from peermesh.cli import (
     tokens,
 )
 
-GROUPS = (agent, status, policy, observability, keygen, tokens, ca, devca, capture)
+GROUPS = (agent, status, policy, observability, keygen, tokens, ca, devca, capture, k8s)
 
 
 @click.group()

@@ -52,6 +52,8 @@ LAYERS: dict[str, int] = {
     "peermesh.capture.dnsserver": 3,
     "peermesh.capture.nft": 3,
     "peermesh.membership": 3,
+    "peermesh.k8s": 2,
+    "peermesh.k8s.webhook": 3,
     "peermesh.proxy": 3,
     "peermesh.observability": 3,
     "peermesh.agent": 4,
