@@ -8,7 +8,7 @@ errors are prefixed with the file and the line where the offending document star
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from peermesh.policy.errors import PolicyError, PolicyWarning
-from peermesh.policy.model import PolicyObject
+from peermesh.policy.model import ROUTE, TRAFFIC_POLICY, PolicyObject
 from peermesh.policy.validate import check_object, check_set
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
@@ -176,18 +176,26 @@ def parse_documents(
     objects: list[PolicyObject] = []
     sources: dict[str, str] = {}
     errors: list[PolicyError] = []
+    refused_hosts: set[str] = set()
     for doc in documents:
         obj, problems = check_object(doc.data)
         errors.extend(p.with_source(doc.source) for p in problems)
         if obj is not None:
             objects.append(obj)
             sources.setdefault(obj.key, doc.source)
+        elif isinstance(doc.data, Mapping) and doc.data.get("kind") == TRAFFIC_POLICY:
+            spec = doc.data.get("spec")
+            host = spec.get("host") if isinstance(spec, Mapping) else None
+            refused_hosts.add(host if isinstance(host, str) else "")
+    # Cross-object problems are reported in the same round as per-object ones, except
+    # those a refused TrafficPolicy may cause (its subsets are unknown until it is fixed).
+    cross = check_set(objects, known_services)
+    for e in cross.errors:
+        if refused_hosts and e.kind == ROUTE and e.path.endswith(".subset"):
+            continue
+        errors.append(e.with_source(sources.get(f"{e.kind}/{e.name}")))
     if errors:
         raise PolicyError.collect(errors)
-    cross = check_set(objects, known_services)
-    if cross.errors:
-        located = [e.with_source(sources.get(f"{e.kind}/{e.name}")) for e in cross.errors]
-        raise PolicyError.collect(located)
     return LoadedPolicy(tuple(objects), cross.warnings, sources)
 
 

@@ -321,3 +321,25 @@ def test_document_sources_survive_translation() -> None:
     (doc,) = batch.documents
     assert doc.source == "pa.yaml:3"
     assert batch.translated == frozenset({"MeshConfig/default"})
+
+
+def test_loading_reports_object_and_cross_object_problems_together() -> None:
+    from peermesh.policy.errors import PolicyError
+    from peermesh.policy.loader import parse_documents
+
+    text = """
+kind: Route
+name: a
+spec: {host: a, http: [{route: [{destination: {host: a, subset: v9}}]}]}
+---
+kind: Route
+name: b
+spec: {host: b, http: [{route: [{destination: {host: b}}], timeout: 5}]}
+"""
+    with pytest.raises(PolicyError) as info:
+        parse_documents(load_text(text, file="two.yaml"))
+    found = {(e.name, e.path) for e in info.value.errors}
+    assert found == {
+        ("a", "spec.http[0].route[0].destination.subset"),
+        ("b", "spec.http[0].timeout"),
+    }
