@@ -118,7 +118,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Host,
                 ), check=True, capture_output=True)  # fmt: skip
             policy = json.dumps({"objects": [CACHE_ALLOW_FRONTEND]})
             subprocess.run(cache.command(
-                "curl", "-sf", "-X", "PUT", "--data-binary", policy, "127.0.0.1:15000/v1/policy",
+                "curl", "-sf", "-X", "PUT", "-H", "X-Peermesh-Request: 1", "--data-binary", policy,
+                "127.0.0.1:15000/v1/policy",
             ), check=True, capture_output=True)  # fmt: skip
             yield client, server, cache
     finally:
