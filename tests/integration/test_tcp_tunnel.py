@@ -12,6 +12,7 @@ import struct
 import httpx
 import trio
 
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from tests.support.meshkit import eventually, two_agents
 
 DENY_TCP = {
@@ -130,7 +131,9 @@ async def test_authorization_policy_on_the_port_denies_the_tunnel(tmp_path):
             host, port = mesh.server.addresses["admin"]
             async with httpx.AsyncClient() as client:
                 r = await client.put(
-                    f"http://{host}:{port}/v1/policy", json={"objects": [DENY_TCP]}
+                    f"http://{host}:{port}/v1/policy",
+                    json={"objects": [DENY_TCP]},
+                    headers=ADMIN_HEADERS,
                 )
                 assert r.status_code == 200, r.text
             app = await tunnel_client(mesh, port=6379)
