@@ -28,6 +28,7 @@ from peermesh.ca.signer import SKEW_ALLOWANCE, issue_minute, leaf_template
 from peermesh.ca.state import CaState, Committee
 from peermesh.ca.succession import endorsement_valid
 from peermesh.core.endpoint import Endpoint
+from peermesh.net.admin_guard import ADMIN_HEADERS
 from peermesh.net.rpc import Empty, Opaque, RpcError
 from tests.support.ca import CaMesh, bootstrap_mesh, raw_method
 from tests.support.meshkit import eventually
@@ -224,7 +225,9 @@ async def test_committee_update_without_proof_keeps_every_share(tmp_path: Path) 
         # A real refresh is endorsed by the new shares, and every member accepts it.
         host, port = one.addresses["admin"]
         async with httpx.AsyncClient() as c:
-            r = await c.post(f"http://{host}:{port}/v1/ca/refresh", json={}, timeout=60)
+            r = await c.post(
+                f"http://{host}:{port}/v1/ca/refresh", json={}, timeout=60, headers=ADMIN_HEADERS
+            )
         assert r.status_code == 200, r.text
 
         def endorsed() -> bool:
@@ -261,7 +264,9 @@ async def test_revoked_identity_loses_connections_control_calls_and_renewal(
             "spec": {"revokedIdentities": [{"identity": FRONTEND, "reason": "stolen laptop"}]},
         }
         async with httpx.AsyncClient() as c:
-            r = await c.put(f"http://{host}:{port}/v1/policy", json={"objects": [revoke]})
+            r = await c.put(
+                f"http://{host}:{port}/v1/policy", json={"objects": [revoke]}, headers=ADMIN_HEADERS
+            )
         assert r.status_code == 200, r.text
         await eventually(
             lambda: all(a.policy.compiled().is_revoked(FRONTEND) for a in mesh.agents.values())
