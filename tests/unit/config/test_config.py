@@ -138,7 +138,7 @@ def test_join_token_from_a_private_file_or_the_environment(monkeypatch, tmp_path
     from peermesh.ca.tokens import JoinToken
 
     token = str(JoinToken.generate("ab" * 32))
-    base = ["--name", "a", "--service", "o=1", "--gossip", "off"]
+    base = ["--name", "a", "--service", "o=1", "--gossip", "off", "--join", "127.0.0.1:15946"]
     secret = tmp_path / "join.token"
     secret.write_text(token + "\n")
     secret.chmod(0o600)
