@@ -8,23 +8,13 @@ import sys
 import time
 from contextlib import ExitStack
 
-import pytest
-
-from chaos.netns import Lab, LabError, require_root
+from chaos.netns import Lab
 from gossip.codec import generate_gossip_key, save_keyring
 from tests.support.meshkit import process
 from tests.support.pki import TRUST_DOMAIN, make_mesh_pki
+from tests.support.root import NEEDS_ROOT
 
-try:
-    require_root()
-    ROOT_REASON = ""
-except LabError as exc:
-    ROOT_REASON = str(exc)
-
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(bool(ROOT_REASON), reason=ROOT_REASON or "root available"),
-]
+pytestmark = NEEDS_ROOT
 
 NODES = {"node-1": "frontend", "node-2": "orders", "node-3": "payments"}
 

@@ -8,24 +8,14 @@ import sys
 import time
 from contextlib import ExitStack
 
-import pytest
-
 from chaos.faults import heal, partition
-from chaos.netns import Host, Lab, LabError, require_root
+from chaos.netns import Host, Lab
 from gossip.codec import generate_gossip_key, save_keyring
 from tests.support.meshkit import process
 from tests.support.pki import TRUST_DOMAIN, make_mesh_pki
+from tests.support.root import NEEDS_ROOT
 
-try:
-    require_root()
-    ROOT_REASON = ""
-except LabError as exc:
-    ROOT_REASON = str(exc)
-
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(bool(ROOT_REASON), reason=ROOT_REASON or "root available"),
-]
+pytestmark = NEEDS_ROOT
 
 NODES = {f"node-{i}": svc for i, svc in enumerate(["web", "orders", "orders", "pay", "inv"], 1)}
 
