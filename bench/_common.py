@@ -23,6 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from peermesh.agent.devmesh import free_port
+
+__all__ = ["free_port"]
+
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS_DOC = REPO / "docs" / "benchmarks.md"
 DOC_INTRO = (
@@ -32,13 +36,6 @@ DOC_INTRO = (
     "outside the markers is left as it is.\n"
 )
 PR_SET_PDEATHSIG = 1
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child after fork

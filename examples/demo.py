@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,18 +39,14 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from peermesh.agent.devmesh import free_port, free_port_pair
+
 TRUST_DOMAIN = "demo.mesh"
 CHAIN = [("frontend", "orders"), ("orders", "payments"), ("payments", None)]
 
 # Piped or captured output has no terminal width: rich would assume 80 columns and cut
 # the tables. Use the caller's COLUMNS, else a width the tables fit in.
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -70,12 +65,6 @@ class Node:
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin}"
-
-
-def free_port_pair() -> int:
-    from peermesh.agent.devmesh import free_port_pair as pair
-
-    return pair()
 
 
 def run_cli(*args: str) -> None:

@@ -6,6 +6,7 @@ sockets, real TLS, the real bootstrap listener and DKG.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -19,22 +20,59 @@ from peermesh.agent import Agent
 from peermesh.ca.channel import write_bootstrap_token
 from peermesh.config import AgentConfig
 
+# Ports are handed out below the kernel's ephemeral range, so that a port chosen now
+# cannot be taken by some connection's source port before the agent binds it; each
+# process starts at its own offset and never hands out a port twice.
+_PORT_LOW, _PORT_HIGH = 10000, 32000
+_handed_out: set[int] = set()
+_next_port = _PORT_LOW + (os.getpid() * 173) % (_PORT_HIGH - _PORT_LOW)
+
+
+def _bindable(port: int) -> bool:
+    """Whether 127.0.0.1:port is free for both TCP and UDP (gossip uses UDP) right now."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(count: int = 1) -> int:
+    """The first of `count` consecutive free loopback ports outside the ephemeral range."""
+    global _next_port
+    low, high = _ephemeral_range()
+    span = _PORT_HIGH - _PORT_LOW
+    for _ in range(span):
+        first = _next_port
+        _next_port = _PORT_LOW + (_next_port - _PORT_LOW + count) % span
+        ports = range(first, first + count)
+        if first + count > _PORT_HIGH or any(low <= p <= high for p in ports):
+            continue
+        if any(p in _handed_out for p in ports) or not all(_bindable(p) for p in ports):
+            continue
+        _handed_out.update(ports)
+        return first
+    raise OSError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
+def free_port() -> int:
+    """A loopback port that is free for TCP and UDP and outside the ephemeral range."""
+    return free_ports(1)
+
 
 def free_port_pair() -> int:
     """A port p with p and p+1 free (inbound and its default bootstrap listener)."""
-    for _ in range(200):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-            if port >= 65535:
-                continue
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-    raise OSError("no two adjacent free ports on 127.0.0.1")
+    return free_ports(2)
 
 
 def ca_agent_config(

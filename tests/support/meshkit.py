@@ -17,6 +17,7 @@ import trio
 
 from examples.service import ExampleService, ServiceConfig
 from peermesh.agent import Agent
+from peermesh.agent.devmesh import free_port as free_port
 from peermesh.config import AgentConfig
 from tests.support.pki import TRUST_DOMAIN, make_mesh_pki
 
@@ -99,14 +100,6 @@ async def two_agents(
             yield TwoAgents(client, server, app_port, dirs)
         finally:
             nursery.cancel_scope.cancel()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
