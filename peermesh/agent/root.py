@@ -19,18 +19,18 @@ import trio
 from gossip.messages import MemberState
 from peermesh import __version__
 from peermesh.agent.state import AgentSources, CaHandles
+from peermesh.agent.wiring import admin_ping, bound, ca_settings, listen, serve
 from peermesh.ca.ports import CaPorts
 from peermesh.ca.service import CaService
-from peermesh.ca.settings import CaSettings
 from peermesh.capture.dnsserver import MeshDnsServer, host_resolvers
 from peermesh.capture.vips import ServiceVips
 from peermesh.config import AgentConfig
-from peermesh.core.endpoint import CompositeEndpoints, Endpoint, EndpointError, parse_host_port
+from peermesh.core.endpoint import CompositeEndpoints
 from peermesh.membership.gossip import GossipSettings, Membership, default_advertise_address
 from peermesh.net.admin import AdminResponse, AdminServer
 from peermesh.net.http import h2select
 from peermesh.net.pool import PeerPool
-from peermesh.net.rpc import ControlRequest, RpcError
+from peermesh.net.rpc import ControlRequest
 from peermesh.net.rpc.client import ControlClient
 from peermesh.net.rpc.ping import PING, PingReply, PingRequest
 from peermesh.net.rpc.router import ControlRouter
@@ -213,29 +213,29 @@ class Agent:
                 tracker=self.inbound_tracker,
                 policy=self.policy.compiled,
             )
-            out_listeners = await _listen(cfg.proxy.outbound, "outbound")
-            in_listeners = await _listen(cfg.proxy.inbound, "inbound")
+            out_listeners = await listen(cfg.proxy.outbound, "outbound")
+            in_listeners = await listen(cfg.proxy.inbound, "inbound")
             plain_listeners = (
-                await _listen(cfg.proxy.plaintext, "plaintext")
+                await listen(cfg.proxy.plaintext, "plaintext")
                 if cfg.proxy.plaintext is not None
                 else []
             )
-            admin_listeners = await _listen(cfg.admin.listen, "admin")
+            admin_listeners = await listen(cfg.admin.listen, "admin")
             vips = ServiceVips(self.endpoints.services)
             outbound.vips = vips.table
             self.outbound = outbound
             outbound.tcp_ports = frozenset(cfg.proxy.tcp_ports)
             self.addresses = {
-                "outbound": _bound(out_listeners),
-                "inbound": _bound(in_listeners),
-                "admin": _bound(admin_listeners),
+                "outbound": bound(out_listeners),
+                "inbound": bound(in_listeners),
+                "admin": bound(admin_listeners),
             }
             inbound.port = self.addresses["inbound"][1]
             if self.observability.enabled:
                 outbound.observer = inbound.observer = self.observability
             await root.start(self.observability.run)
             if plain_listeners:
-                self.addresses["plaintext"] = _bound(plain_listeners)
+                self.addresses["plaintext"] = bound(plain_listeners)
             if cfg.proxy.dns is not None:
                 dns = MeshDnsServer(
                     cfg.proxy.dns,
@@ -258,14 +258,14 @@ class Agent:
                     with accept_scope:
                         async with trio.open_nursery() as acceptors:
                             acceptors.start_soon(
-                                _serve, outbound.serve_connection, out_listeners, connections
+                                serve, outbound.serve_connection, out_listeners, connections
                             )
                             acceptors.start_soon(
-                                _serve, inbound.serve_connection, in_listeners, connections
+                                serve, inbound.serve_connection, in_listeners, connections
                             )
                             if plain_listeners:
                                 acceptors.start_soon(
-                                    _serve, inbound.serve_plaintext, plain_listeners, connections
+                                    serve, inbound.serve_plaintext, plain_listeners, connections
                                 )
 
                 connections.start_soon(accept)
@@ -556,60 +556,4 @@ class Agent:
         return AdminResponse.json(200, self.status())
 
     async def _admin_ping(self, method: bytes, path: str, body: bytes) -> AdminResponse:
-        """``POST /v1/ping {"address": "HOST:PORT"}``: a control RPC to a peer agent."""
-        import json
-
-        if method != b"POST":
-            return AdminResponse.json(405, {"error": 'POST /v1/ping {"address": "HOST:PORT"}'})
-        try:
-            request = json.loads(body or b"{}")
-            host, port = parse_host_port(str(request.get("address", "")), what="address")
-        except (ValueError, EndpointError, AttributeError) as exc:
-            return AdminResponse.json(400, {"error": str(exc)})
-        endpoint = Endpoint(service="", host=host, port=port)
-        started = trio.current_time()
-        try:
-            reply = await self.control_client.call(endpoint, PING, PingRequest(request.get("echo")))
-        except RpcError as exc:
-            return AdminResponse.json(502, {"error": str(exc)})
-        result = reply.to_wire()
-        result["rtt_ms"] = round((trio.current_time() - started) * 1000, 3)
-        return AdminResponse.json(200, result)
-
-
-async def _listen(address: tuple[str, int], what: str) -> list[trio.SocketListener]:
-    host, port = address
-    try:
-        return await trio.open_tcp_listeners(port, host=host)
-    except OSError as exc:
-        raise OSError(
-            exc.errno, f"cannot listen for {what} on {host}:{port}: {exc.strerror}"
-        ) from None
-
-
-def _bound(listeners: list[trio.SocketListener]) -> tuple[str, int]:
-    host, port = listeners[0].socket.getsockname()[:2]
-    return str(host), int(port)
-
-
-async def _serve(handler: Any, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
-    await trio.serve_listeners(handler, listeners, handler_nursery=nursery)
-
-
-def ca_settings(cfg: AgentConfig) -> CaSettings:
-    """The threshold CA's settings from the agent's configuration."""
-    return CaSettings(
-        name=cfg.name,
-        service=cfg.service.name,
-        trust_domain=cfg.trust_domain,
-        data_dir=cfg.data_dir,
-        cert_lifetime=cfg.ca.cert_lifetime,
-        max_cert_lifetime=cfg.ca.max_cert_lifetime,
-        bootstrap_token_file=cfg.ca.bootstrap_token_file,
-        bootstrap_expect=cfg.ca.bootstrap_expect,
-        threshold=cfg.ca.threshold,
-        bootstrap_listen=cfg.ca.bootstrap_listen,
-        advertise=cfg.gossip.advertise,
-        join=tuple(cfg.gossip.join),
-        join_token=cfg.ca.join_token,
-    )
+        return await admin_ping(self.control_client, method, body)
