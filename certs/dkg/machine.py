@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -121,6 +121,25 @@ class Machine:
             raise DkgAborted(self._verdicts)
         if not done:
             raise DkgError("run not finished yet")
+
+    def _admit(
+        self,
+        store: dict[int, _M],
+        message: _M,
+        problem: Callable[[Roster, _M], str | None] | None = None,
+    ) -> list[messages.DkgMessage] | None:
+        """Record one message of a kind: the answer to a repeat (nothing) or to equivocation
+        or a broken rule (a complaint), or None when it is new and sound."""
+        is_new, conflicting = self._record(store, message)
+        if conflicting is not None:
+            return self._complain(
+                messages.KIND_EQUIVOCATION, message.sender, [conflicting, message]
+            )
+        if not is_new:
+            return []
+        if problem is not None and problem(self.roster, message):
+            return self._complain(messages.KIND_INVALID, message.sender, [message])
+        return None
 
     @staticmethod
     def _record(store: dict[int, _M], message: _M) -> tuple[bool, _M | None]:

@@ -113,22 +113,13 @@ class DkgParticipant(Machine):
         raise DkgMessageRejected(f"unexpected {message.TYPE} in a {self.roster.purpose} run")
 
     def _on_round1(self, m: DkgRound1) -> list[DkgMessage]:
-        is_new, conflicting = self._record(self._round1, m)
-        if conflicting is not None:
-            return self._complain(KIND_EQUIVOCATION, m.sender, [conflicting, m])
-        if not is_new:
-            return []
-        problem = round1_problem(self.roster, m)
-        if problem:
-            return self._complain(KIND_INVALID, m.sender, [m])
-        return self._progress()
+        answer = self._admit(self._round1, m, round1_problem)
+        return self._progress() if answer is None else answer
 
     def _on_round2(self, m: DkgRound2) -> list[DkgMessage]:
-        is_new, conflicting = self._record(self._round2, m)
-        if conflicting is not None:
-            return self._complain(KIND_EQUIVOCATION, m.sender, [conflicting, m])
-        if not is_new:
-            return []
+        answer = self._admit(self._round2, m)
+        if answer is not None:
+            return answer
         self._pending2.append(m)
         return self._progress()
 

@@ -111,20 +111,12 @@ class RepairHelper(Machine):
             self._request = message
             return self._progress()
         if isinstance(message, RepairCommit):
-            is_new, conflicting = self._record(self._commits, message)
-            if conflicting is not None:
-                return self._complain(KIND_EQUIVOCATION, message.sender, [conflicting, message])
-            if is_new and repair_commit_problem(self.roster, message):
-                return self._complain(KIND_INVALID, message.sender, [message])
-            return self._progress() if is_new else []
+            answer = self._admit(self._commits, message, repair_commit_problem)
+            return self._progress() if answer is None else answer
         if isinstance(message, RepairDeltas):
-            is_new_d, previous_d = self._record(self._delta_msgs, message)
-            if previous_d is not None:
-                return self._complain(KIND_EQUIVOCATION, message.sender, [previous_d, message])
-            if not is_new_d:
-                return []
-            if repair_deltas_problem(self.roster, message):
-                return self._complain(KIND_INVALID, message.sender, [message])
+            answer = self._admit(self._delta_msgs, message, repair_deltas_problem)
+            if answer is not None:
+                return answer
             self._pending.append(message)
             return self._progress()
         if isinstance(message, RepairSigma):
@@ -249,20 +241,12 @@ class RepairTarget(Machine):
 
     def _dispatch(self, message: DkgMessage) -> list[DkgMessage]:
         if isinstance(message, RepairCommit):
-            is_new, conflicting = self._record(self._commits, message)
-            if conflicting is not None:
-                return self._complain(KIND_EQUIVOCATION, message.sender, [conflicting, message])
-            if is_new and repair_commit_problem(self.roster, message):
-                return self._complain(KIND_INVALID, message.sender, [message])
-            return self._progress() if is_new else []
+            answer = self._admit(self._commits, message, repair_commit_problem)
+            return self._progress() if answer is None else answer
         if isinstance(message, RepairSigma):
-            is_new_s, previous_s = self._record(self._sigma_msgs, message)
-            if previous_s is not None:
-                return self._complain(KIND_EQUIVOCATION, message.sender, [previous_s, message])
-            if not is_new_s:
-                return []
-            if repair_sigma_problem(self.roster, message):
-                return self._complain(KIND_INVALID, message.sender, [message])
+            answer = self._admit(self._sigma_msgs, message, repair_sigma_problem)
+            if answer is not None:
+                return answer
             self._pending.append(message)
             return self._progress()
         if isinstance(message, RepairDeltas):
