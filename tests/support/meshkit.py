@@ -119,10 +119,10 @@ def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def lone_agent(tmp_path: Path) -> tuple[list[str], str]:
+def lone_agent(tmp_path: Path, admin: int | None = None) -> tuple[list[str], str]:
     """One agent on its own (node-1 serving web, gossip off): its command line and admin URL."""
     dirs = make_mesh_pki(tmp_path, nodes={"node-1": "web"})
-    admin = free_port()
+    admin = free_port() if admin is None else admin
     cmd = python(
         "-m", "peermesh", "agent", "--name", "node-1", "--service", "web=9",
         "--data-dir", str(dirs["node-1"]), "--trust-domain", TRUST_DOMAIN,
