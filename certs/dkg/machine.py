@@ -127,9 +127,10 @@ class Machine:
         store: dict[int, _M],
         message: _M,
         problem: Callable[[Roster, _M], str | None] | None = None,
-    ) -> list[messages.DkgMessage] | None:
-        """Record one message of a kind: the answer to a repeat (nothing) or to equivocation
-        or a broken rule (a complaint), or None when it is new and sound."""
+        pending: list[_M] | None = None,
+    ) -> list[messages.DkgMessage]:
+        """Take one message of a kind: nothing for a repeat, a complaint for equivocation or
+        a broken rule; else queue it on ``pending`` (if given) and move the run on."""
         is_new, conflicting = self._record(store, message)
         if conflicting is not None:
             return self._complain(
@@ -139,7 +140,12 @@ class Machine:
             return []
         if problem is not None and problem(self.roster, message):
             return self._complain(messages.KIND_INVALID, message.sender, [message])
-        return None
+        if pending is not None:
+            pending.append(message)
+        return self._progress()
+
+    def _progress(self) -> list[messages.DkgMessage]:
+        raise NotImplementedError
 
     @staticmethod
     def _record(store: dict[int, _M], message: _M) -> tuple[bool, _M | None]:

@@ -107,21 +107,10 @@ class DkgParticipant(Machine):
 
     def _dispatch(self, message: DkgMessage) -> list[DkgMessage]:
         if isinstance(message, DkgRound1):
-            return self._on_round1(message)
+            return self._admit(self._round1, message, round1_problem)
         if isinstance(message, DkgRound2):
-            return self._on_round2(message)
+            return self._admit(self._round2, message, pending=self._pending2)
         raise DkgMessageRejected(f"unexpected {message.TYPE} in a {self.roster.purpose} run")
-
-    def _on_round1(self, m: DkgRound1) -> list[DkgMessage]:
-        answer = self._admit(self._round1, m, round1_problem)
-        return self._progress() if answer is None else answer
-
-    def _on_round2(self, m: DkgRound2) -> list[DkgMessage]:
-        answer = self._admit(self._round2, m)
-        if answer is not None:
-            return answer
-        self._pending2.append(m)
-        return self._progress()
 
     def _progress(self) -> list[DkgMessage]:
         out: list[DkgMessage] = []

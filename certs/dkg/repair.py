@@ -111,14 +111,9 @@ class RepairHelper(Machine):
             self._request = message
             return self._progress()
         if isinstance(message, RepairCommit):
-            answer = self._admit(self._commits, message, repair_commit_problem)
-            return self._progress() if answer is None else answer
+            return self._admit(self._commits, message, repair_commit_problem)
         if isinstance(message, RepairDeltas):
-            answer = self._admit(self._delta_msgs, message, repair_deltas_problem)
-            if answer is not None:
-                return answer
-            self._pending.append(message)
-            return self._progress()
+            return self._admit(self._delta_msgs, message, repair_deltas_problem, self._pending)
         if isinstance(message, RepairSigma):
             return []  # for the target only
         raise DkgMessageRejected(f"unexpected {message.TYPE} in a repair run")
@@ -241,14 +236,9 @@ class RepairTarget(Machine):
 
     def _dispatch(self, message: DkgMessage) -> list[DkgMessage]:
         if isinstance(message, RepairCommit):
-            answer = self._admit(self._commits, message, repair_commit_problem)
-            return self._progress() if answer is None else answer
+            return self._admit(self._commits, message, repair_commit_problem)
         if isinstance(message, RepairSigma):
-            answer = self._admit(self._sigma_msgs, message, repair_sigma_problem)
-            if answer is not None:
-                return answer
-            self._pending.append(message)
-            return self._progress()
+            return self._admit(self._sigma_msgs, message, repair_sigma_problem, self._pending)
         if isinstance(message, RepairDeltas):
             return []  # between helpers
         raise DkgMessageRejected(f"unexpected {message.TYPE} in a repair run")
