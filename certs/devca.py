@@ -26,6 +26,7 @@ from certs.spiffe import (
     validate_service_name,
     validate_trust_domain,
 )
+from certs.x509 import key_usage
 
 __all__ = [
     "CLOCK_SKEW",
@@ -91,17 +92,7 @@ def build_root(
         .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(digital_signature=False, cert_sign=True),
             critical=True,
         )
         .add_extension(ski, critical=False)
@@ -163,17 +154,7 @@ def build_leaf(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(digital_signature=True, cert_sign=False),
             critical=True,
         )
         .add_extension(

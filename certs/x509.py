@@ -38,6 +38,7 @@ __all__ = [
     "build_root_tbs",
     "certificate_signature_valid",
     "check_leaf_tbs",
+    "key_usage",
     "leaf_serial",
     "root_common_name",
 ]
@@ -151,7 +152,8 @@ def _wrap(tbs: bytes, signature: bytes) -> bytes:
 # ----------------------------------------------------------------------------------------
 
 
-def _key_usage(*, digital_signature: bool, cert_sign: bool) -> x509.KeyUsage:
+def key_usage(*, digital_signature: bool, cert_sign: bool) -> x509.KeyUsage:
+    """The KeyUsage of an Ed25519 CA (``cert_sign``) or leaf (``digital_signature``)."""
     return x509.KeyUsage(
         digital_signature=digital_signature,
         content_commitment=False,
@@ -253,7 +255,7 @@ def build_root_tbs(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(digital_signature=False, cert_sign=True), critical=True)
+        .add_extension(key_usage(digital_signature=False, cert_sign=True), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(x509.AuthorityKeyIdentifier(ski.digest, None, None), critical=False)
         .add_extension(
@@ -311,7 +313,7 @@ def build_leaf_tbs(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(digital_signature=True, cert_sign=False), critical=True)
+        .add_extension(key_usage(digital_signature=True, cert_sign=False), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage(
                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]

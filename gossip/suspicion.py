@@ -10,6 +10,7 @@ the accusation is doubtful, and fast declaration when the evidence is broad.
 from __future__ import annotations
 
 import math
+from dataclasses import InitVar, dataclass, field
 
 
 def suspicion_timeout(
@@ -26,38 +27,25 @@ def suspicion_timeout(
     return max(min_timeout, max_timeout - frac * (max_timeout - min_timeout))
 
 
+@dataclass(slots=True, eq=False, kw_only=True)
 class Suspicion:
     """One open suspicion about one member at one incarnation."""
 
-    __slots__ = (
-        "_seen",
-        "confirmations",
-        "deadline",
-        "expected",
-        "incarnation",
-        "max",
-        "min",
-        "start",
-    )
+    accuser: InitVar[str]
+    incarnation: int
+    expected: int
+    min_timeout: float
+    max_timeout: float
+    start: float
+    confirmations: int = field(default=0, init=False)
+    _seen: set[str] = field(init=False)
+    deadline: float = field(init=False)
 
-    def __init__(
-        self,
-        *,
-        accuser: str,
-        incarnation: int,
-        expected: int,
-        min_timeout: float,
-        max_timeout: float,
-        start: float,
-    ) -> None:
-        self.incarnation = incarnation
-        self.expected = expected
-        self.min = min_timeout
-        self.max = max_timeout
-        self.start = start
-        self.confirmations = 0
+    def __post_init__(self, accuser: str) -> None:
         self._seen = {accuser}
-        self.deadline = start + suspicion_timeout(0, expected, min_timeout, max_timeout)
+        self.deadline = self.start + suspicion_timeout(
+            0, self.expected, self.min_timeout, self.max_timeout
+        )
 
     def confirm(self, accuser: str) -> bool:
         """Count an accusation; True if it was new and independent (deadline moved)."""
@@ -66,7 +54,7 @@ class Suspicion:
         self._seen.add(accuser)
         self.confirmations += 1
         self.deadline = self.start + suspicion_timeout(
-            self.confirmations, self.expected, self.min, self.max
+            self.confirmations, self.expected, self.min_timeout, self.max_timeout
         )
         return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -92,19 +93,36 @@ def _revealed_matches(c: Complaint, published: Pairs) -> bool:
     return derived == keys[c.accused]
 
 
-def _judge_bad_dkg_share(c: Complaint, roster: Roster) -> str | None:
+_Committed = TypeVar("_Committed", DkgRound1, RepairCommit)
+_Sealed = TypeVar("_Sealed", DkgRound2, RepairDeltas)
+
+
+def _sealed_evidence(
+    c: Complaint, roster: Roster, committed: type[_Committed], sealed: type[_Sealed]
+) -> tuple[_Committed, _Sealed] | None:
+    """The accused's commitments and sealed values from a bad-share complaint's evidence, or
+    None unless the evidence is those two signed by the accused plus the complainer's own
+    commitments, whose published key the revealed secret matches."""
     if len(c.evidence) != 3:
         return None
-    r1, r2, own = c.evidence
+    first, second, own = c.evidence
     if not (
-        isinstance(r1, DkgRound1)
-        and isinstance(r2, DkgRound2)
-        and isinstance(own, DkgRound1)
-        and _authentic_all(roster, (r1, r2), c.accused)
+        isinstance(first, committed)
+        and isinstance(second, sealed)
+        and isinstance(own, committed)
+        and _authentic_all(roster, (first, second), c.accused)
         and roster.authentic(own, c.sender)
         and _revealed_matches(c, own.enc_keys)
     ):
         return None
+    return first, second
+
+
+def _judge_bad_dkg_share(c: Complaint, roster: Roster) -> str | None:
+    evidence = _sealed_evidence(c, roster, DkgRound1, DkgRound2)
+    if evidence is None:
+        return None
+    r1, r2 = evidence
     problem = round1_problem(roster, r1) or round2_problem(roster, r2)
     if problem:
         return problem
@@ -122,18 +140,10 @@ def _judge_bad_dkg_share(c: Complaint, roster: Roster) -> str | None:
 
 
 def _judge_bad_delta(c: Complaint, roster: Roster) -> str | None:
-    if len(c.evidence) != 3:
+    evidence = _sealed_evidence(c, roster, RepairCommit, RepairDeltas)
+    if evidence is None:
         return None
-    commit, deltas, own = c.evidence
-    if not (
-        isinstance(commit, RepairCommit)
-        and isinstance(deltas, RepairDeltas)
-        and isinstance(own, RepairCommit)
-        and _authentic_all(roster, (commit, deltas), c.accused)
-        and roster.authentic(own, c.sender)
-        and _revealed_matches(c, own.enc_keys)
-    ):
-        return None
+    commit, deltas = evidence
     problem = repair_commit_problem(roster, commit) or repair_deltas_problem(roster, deltas)
     if problem:
         return problem

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -121,6 +121,31 @@ class Machine:
             raise DkgAborted(self._verdicts)
         if not done:
             raise DkgError("run not finished yet")
+
+    def _admit(
+        self,
+        store: dict[int, _M],
+        message: _M,
+        problem: Callable[[Roster, _M], str | None] | None = None,
+        pending: list[_M] | None = None,
+    ) -> list[messages.DkgMessage]:
+        """Take one message of a kind: nothing for a repeat, a complaint for equivocation or
+        a broken rule; else queue it on ``pending`` (if given) and move the run on."""
+        is_new, conflicting = self._record(store, message)
+        if conflicting is not None:
+            return self._complain(
+                messages.KIND_EQUIVOCATION, message.sender, [conflicting, message]
+            )
+        if not is_new:
+            return []
+        if problem is not None and problem(self.roster, message):
+            return self._complain(messages.KIND_INVALID, message.sender, [message])
+        if pending is not None:
+            pending.append(message)
+        return self._progress()
+
+    def _progress(self) -> list[messages.DkgMessage]:
+        raise NotImplementedError
 
     @staticmethod
     def _record(store: dict[int, _M], message: _M) -> tuple[bool, _M | None]:

@@ -7,9 +7,9 @@ checked against a :class:`~certs.dkg.roster.Roster` by the machines and the comp
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Self, TypeAlias
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final, Self, TypeAlias, get_type_hints
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -49,24 +49,27 @@ KIND_EQUIVOCATION: Final[str] = "equivocation"
 KIND_BAD_SHARE: Final[str] = "bad-share"
 
 
+@dataclass(frozen=True)
 class SignedMessage:
-    """Shared behaviour of signed messages: payload, signing, wire form."""
+    """Shared behaviour of signed messages: the envelope, payload, signing, wire form.
+
+    A subclass declares only its body fields; their wire form follows from their types
+    (see ``_CODECS``), under the field's own name.
+    """
 
     TYPE: ClassVar[str]
     session_id: bytes
     sender: int
-    signature: bytes
-
-    def _fields_wire(self) -> dict[str, Any]:
-        raise NotImplementedError
+    signature: bytes = field(default=b"", kw_only=True)
 
     def to_wire(self) -> dict[str, Any]:
         """msgpack-friendly dict: str keys; bytes, ints, lists and nested dicts only."""
+        body = {name: codec.to_wire(getattr(self, name)) for name, codec in _BODIES[type(self)]}
         return {
             "type": self.TYPE,
             "session": self.session_id,
             "sender": self.sender,
-            **self._fields_wire(),
+            **body,
             "signature": self.signature,
         }
 
@@ -86,7 +89,7 @@ class SignedMessage:
 
     def signed(self, purpose: str, key: Ed25519PrivateKey) -> Self:
         """A copy signed with ``key`` for a run of ``purpose``."""
-        return dataclasses.replace(self, signature=key.sign(self.signing_payload(purpose)))  # type: ignore[type-var]
+        return dataclasses.replace(self, signature=key.sign(self.signing_payload(purpose)))
 
 
 @dataclass(frozen=True)
@@ -100,30 +103,9 @@ class DkgRound1(SignedMessage):
     """
 
     TYPE: ClassVar[str] = "dkg-round1"
-    session_id: bytes
-    sender: int
     commitments: tuple[bytes, ...]
     proof: bytes
     enc_keys: Pairs
-    signature: bytes = b""
-
-    def _fields_wire(self) -> dict[str, Any]:
-        return {
-            "commitments": list(self.commitments),
-            "proof": self.proof,
-            "enc_keys": pairs_to_wire(self.enc_keys),
-        }
-
-    @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], session: bytes, sender: int) -> DkgRound1:
-        return cls(
-            session,
-            sender,
-            read_bytes_list(data, "commitments"),
-            read_bytes(data, "proof"),
-            read_pairs(data, "enc_keys"),
-            read_bytes(data, "signature"),
-        )
 
 
 @dataclass(frozen=True)
@@ -131,26 +113,8 @@ class DkgRound2(SignedMessage):
     """Round two (broadcast): each other member's share, sealed to it; echo of round one."""
 
     TYPE: ClassVar[str] = "dkg-round2"
-    session_id: bytes
-    sender: int
     shares: Pairs
     echo: tuple[DkgRound1, ...]
-    signature: bytes = b""
-
-    def _fields_wire(self) -> dict[str, Any]:
-        return {"shares": pairs_to_wire(self.shares), "echo": [m.to_wire() for m in self.echo]}
-
-    @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], session: bytes, sender: int) -> DkgRound2:
-        echo = []
-        for item in read_list(data, "echo"):
-            m = message_from_wire(item)
-            if not isinstance(m, DkgRound1):
-                raise DkgMessageRejected("echo must contain round-one messages only")
-            echo.append(m)
-        return cls(
-            session, sender, read_pairs(data, "shares"), tuple(echo), read_bytes(data, "signature")
-        )
 
 
 @dataclass(frozen=True)
@@ -158,17 +122,7 @@ class RepairRequest(SignedMessage):
     """The repair target asks for its share; ``enc_keys`` has one X25519 key per helper."""
 
     TYPE: ClassVar[str] = "repair-request"
-    session_id: bytes
-    sender: int
     enc_keys: Pairs
-    signature: bytes = b""
-
-    def _fields_wire(self) -> dict[str, Any]:
-        return {"enc_keys": pairs_to_wire(self.enc_keys)}
-
-    @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], session: bytes, sender: int) -> RepairRequest:
-        return cls(session, sender, read_pairs(data, "enc_keys"), read_bytes(data, "signature"))
 
 
 @dataclass(frozen=True)
@@ -176,27 +130,8 @@ class RepairCommit(SignedMessage):
     """A helper commits to its summands (``delta_k * B`` for each helper k) and its keys."""
 
     TYPE: ClassVar[str] = "repair-commit"
-    session_id: bytes
-    sender: int
     delta_commitments: Pairs
     enc_keys: Pairs
-    signature: bytes = b""
-
-    def _fields_wire(self) -> dict[str, Any]:
-        return {
-            "delta_commitments": pairs_to_wire(self.delta_commitments),
-            "enc_keys": pairs_to_wire(self.enc_keys),
-        }
-
-    @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], session: bytes, sender: int) -> RepairCommit:
-        return cls(
-            session,
-            sender,
-            read_pairs(data, "delta_commitments"),
-            read_pairs(data, "enc_keys"),
-            read_bytes(data, "signature"),
-        )
 
 
 @dataclass(frozen=True)
@@ -204,17 +139,7 @@ class RepairDeltas(SignedMessage):
     """A helper's summands for the other helpers, each sealed to its recipient."""
 
     TYPE: ClassVar[str] = "repair-deltas"
-    session_id: bytes
-    sender: int
     deltas: Pairs
-    signature: bytes = b""
-
-    def _fields_wire(self) -> dict[str, Any]:
-        return {"deltas": pairs_to_wire(self.deltas)}
-
-    @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], session: bytes, sender: int) -> RepairDeltas:
-        return cls(session, sender, read_pairs(data, "deltas"), read_bytes(data, "signature"))
 
 
 @dataclass(frozen=True)
@@ -222,17 +147,7 @@ class RepairSigma(SignedMessage):
     """A helper's sum of received summands, sealed to the target."""
 
     TYPE: ClassVar[str] = "repair-sigma"
-    session_id: bytes
-    sender: int
     sigma: bytes
-    signature: bytes = b""
-
-    def _fields_wire(self) -> dict[str, Any]:
-        return {"sigma": self.sigma}
-
-    @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], session: bytes, sender: int) -> RepairSigma:
-        return cls(session, sender, read_bytes(data, "sigma"), read_bytes(data, "signature"))
 
 
 @dataclass(frozen=True)
@@ -247,42 +162,16 @@ class Complaint(SignedMessage):
     """
 
     TYPE: ClassVar[str] = "complaint"
-    session_id: bytes
-    sender: int
     accused: int
     kind: str
     evidence: tuple[DkgMessage, ...]
     revealed_key: bytes = b""
-    signature: bytes = b""
-
-    def _fields_wire(self) -> dict[str, Any]:
-        return {
-            "accused": self.accused,
-            "kind": self.kind,
-            "evidence": [m.to_wire() for m in self.evidence],
-            "revealed_key": self.revealed_key,
-        }
-
-    @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], session: bytes, sender: int) -> Complaint:
-        evidence = tuple(message_from_wire(m) for m in read_list(data, "evidence"))
-        if any(isinstance(m, Complaint) for m in evidence):
-            raise DkgMessageRejected("complaints cannot be evidence")
-        return cls(
-            session,
-            sender,
-            read_int(data, "accused"),
-            read_str(data, "kind"),
-            evidence,
-            read_bytes(data, "revealed_key"),
-            read_bytes(data, "signature"),
-        )
 
 
 DkgMessage: TypeAlias = (
     DkgRound1 | DkgRound2 | RepairRequest | RepairCommit | RepairDeltas | RepairSigma | Complaint
 )
-_TYPES: Final[dict[str, Any]] = {
+_TYPES: Final[dict[str, type[DkgMessage]]] = {
     t.TYPE: t
     for t in (
         DkgRound1,
@@ -296,6 +185,63 @@ _TYPES: Final[dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class _Codec:
+    """How a body field of one type goes onto the wire, and is read back checked."""
+
+    to_wire: Callable[[Any], Any]
+    read: Callable[[Mapping[str, Any], str], Any]
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _messages_to_wire(items: tuple[DkgMessage, ...]) -> list[dict[str, Any]]:
+    return [m.to_wire() for m in items]
+
+
+def _read_echo(data: Mapping[str, Any], key: str) -> tuple[DkgRound1, ...]:
+    echo = []
+    for item in read_list(data, key):
+        m = message_from_wire(item)
+        if not isinstance(m, DkgRound1):
+            raise DkgMessageRejected("echo must contain round-one messages only")
+        echo.append(m)
+    return tuple(echo)
+
+
+def _read_evidence(data: Mapping[str, Any], key: str) -> tuple[DkgMessage, ...]:
+    evidence = tuple(message_from_wire(m) for m in read_list(data, key))
+    if any(isinstance(m, Complaint) for m in evidence):
+        raise DkgMessageRejected("complaints cannot be evidence")
+    return evidence
+
+
+_CODECS: Final[dict[Any, _Codec]] = {
+    bytes: _Codec(_as_is, read_bytes),
+    int: _Codec(_as_is, read_int),
+    str: _Codec(_as_is, read_str),
+    tuple[bytes, ...]: _Codec(list, read_bytes_list),
+    Pairs: _Codec(pairs_to_wire, read_pairs),
+    tuple[DkgRound1, ...]: _Codec(_messages_to_wire, _read_echo),
+    tuple[DkgMessage, ...]: _Codec(_messages_to_wire, _read_evidence),
+}
+_ENVELOPE: Final = frozenset(f.name for f in dataclasses.fields(SignedMessage))
+
+
+def _body(cls: type[DkgMessage]) -> tuple[tuple[str, _Codec], ...]:
+    hints = get_type_hints(cls)
+    return tuple(
+        (f.name, _CODECS[hints[f.name]]) for f in dataclasses.fields(cls) if f.name not in _ENVELOPE
+    )
+
+
+_BODIES: Final[dict[type[SignedMessage], tuple[tuple[str, _Codec], ...]]] = {
+    t: _body(t) for t in _TYPES.values()
+}
+
+
 def message_from_wire(data: Any) -> DkgMessage:
     """Parse any message's ``to_wire()`` dict; checks types only, not signatures or content."""
     if not isinstance(data, Mapping):
@@ -304,7 +250,6 @@ def message_from_wire(data: Any) -> DkgMessage:
     cls = _TYPES.get(kind)
     if cls is None:
         raise DkgMessageRejected(f"unknown message type {kind!r}")
-    message: DkgMessage = cls._from_fields(
-        data, read_bytes(data, "session"), read_int(data, "sender")
-    )
-    return message
+    session, sender = read_bytes(data, "session"), read_int(data, "sender")
+    body = {name: codec.read(data, name) for name, codec in _BODIES[cls]}
+    return cls(session, sender, **body, signature=read_bytes(data, "signature"))

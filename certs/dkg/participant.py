@@ -107,30 +107,10 @@ class DkgParticipant(Machine):
 
     def _dispatch(self, message: DkgMessage) -> list[DkgMessage]:
         if isinstance(message, DkgRound1):
-            return self._on_round1(message)
+            return self._admit(self._round1, message, round1_problem)
         if isinstance(message, DkgRound2):
-            return self._on_round2(message)
+            return self._admit(self._round2, message, pending=self._pending2)
         raise DkgMessageRejected(f"unexpected {message.TYPE} in a {self.roster.purpose} run")
-
-    def _on_round1(self, m: DkgRound1) -> list[DkgMessage]:
-        is_new, conflicting = self._record(self._round1, m)
-        if conflicting is not None:
-            return self._complain(KIND_EQUIVOCATION, m.sender, [conflicting, m])
-        if not is_new:
-            return []
-        problem = round1_problem(self.roster, m)
-        if problem:
-            return self._complain(KIND_INVALID, m.sender, [m])
-        return self._progress()
-
-    def _on_round2(self, m: DkgRound2) -> list[DkgMessage]:
-        is_new, conflicting = self._record(self._round2, m)
-        if conflicting is not None:
-            return self._complain(KIND_EQUIVOCATION, m.sender, [conflicting, m])
-        if not is_new:
-            return []
-        self._pending2.append(m)
-        return self._progress()
 
     def _progress(self) -> list[DkgMessage]:
         out: list[DkgMessage] = []

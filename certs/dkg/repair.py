@@ -111,22 +111,9 @@ class RepairHelper(Machine):
             self._request = message
             return self._progress()
         if isinstance(message, RepairCommit):
-            is_new, conflicting = self._record(self._commits, message)
-            if conflicting is not None:
-                return self._complain(KIND_EQUIVOCATION, message.sender, [conflicting, message])
-            if is_new and repair_commit_problem(self.roster, message):
-                return self._complain(KIND_INVALID, message.sender, [message])
-            return self._progress() if is_new else []
+            return self._admit(self._commits, message, repair_commit_problem)
         if isinstance(message, RepairDeltas):
-            is_new_d, previous_d = self._record(self._delta_msgs, message)
-            if previous_d is not None:
-                return self._complain(KIND_EQUIVOCATION, message.sender, [previous_d, message])
-            if not is_new_d:
-                return []
-            if repair_deltas_problem(self.roster, message):
-                return self._complain(KIND_INVALID, message.sender, [message])
-            self._pending.append(message)
-            return self._progress()
+            return self._admit(self._delta_msgs, message, repair_deltas_problem, self._pending)
         if isinstance(message, RepairSigma):
             return []  # for the target only
         raise DkgMessageRejected(f"unexpected {message.TYPE} in a repair run")
@@ -249,22 +236,9 @@ class RepairTarget(Machine):
 
     def _dispatch(self, message: DkgMessage) -> list[DkgMessage]:
         if isinstance(message, RepairCommit):
-            is_new, conflicting = self._record(self._commits, message)
-            if conflicting is not None:
-                return self._complain(KIND_EQUIVOCATION, message.sender, [conflicting, message])
-            if is_new and repair_commit_problem(self.roster, message):
-                return self._complain(KIND_INVALID, message.sender, [message])
-            return self._progress() if is_new else []
+            return self._admit(self._commits, message, repair_commit_problem)
         if isinstance(message, RepairSigma):
-            is_new_s, previous_s = self._record(self._sigma_msgs, message)
-            if previous_s is not None:
-                return self._complain(KIND_EQUIVOCATION, message.sender, [previous_s, message])
-            if not is_new_s:
-                return []
-            if repair_sigma_problem(self.roster, message):
-                return self._complain(KIND_INVALID, message.sender, [message])
-            self._pending.append(message)
-            return self._progress()
+            return self._admit(self._sigma_msgs, message, repair_sigma_problem, self._pending)
         if isinstance(message, RepairDeltas):
             return []  # between helpers
         raise DkgMessageRejected(f"unexpected {message.TYPE} in a repair run")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from certs.dkg import messages
-from certs.dkg.codec import pair_map
+from certs.dkg.codec import Pairs, pair_map
 from certs.dkg.primitives import (
     SEALED_SCALAR_LEN,
     decode_points,
@@ -21,6 +21,7 @@ from certs.frost import lagrange_coefficient
 
 __all__ = [
     "dealer_commitment",
+    "enc_keys_problem",
     "message_problem",
     "repair_commit_problem",
     "repair_deltas_problem",
@@ -29,6 +30,18 @@ __all__ = [
     "round1_problem",
     "round2_problem",
 ]
+
+
+def enc_keys_problem(enc_keys: Pairs, expected: set[int]) -> str | None:
+    """Whether ``enc_keys`` holds one valid X25519 public key for each of ``expected``."""
+    keys = pair_map(enc_keys, expected, "enc_keys")
+    if isinstance(keys, str):
+        return keys
+    for i, raw in keys.items():
+        problem = x25519_public_problem(raw)
+        if problem:
+            return f"{problem} (for {i})"
+    return None
 
 
 def dealer_commitment(roster: Roster, m: messages.DkgRound1) -> list[Point] | str:
@@ -52,14 +65,7 @@ def round1_problem(roster: Roster, m: messages.DkgRound1) -> str | None:
             return problem
     elif m.proof:
         return "a refresh round-one message carries no proof"
-    keys = pair_map(m.enc_keys, set(roster.members) - {m.sender}, "enc_keys")
-    if isinstance(keys, str):
-        return keys
-    for i, raw in keys.items():
-        problem = x25519_public_problem(raw)
-        if problem:
-            return f"{problem} (for {i})"
-    return None
+    return enc_keys_problem(m.enc_keys, set(roster.members) - {m.sender})
 
 
 def round2_problem(
@@ -98,27 +104,13 @@ def repair_commit_problem(roster: Roster, m: messages.RepairCommit) -> str | Non
     lam = lagrange_coefficient(roster.members, m.sender, roster.target)
     if total != roster.public.verification_share(m.sender) * lam:
         return "delta commitments do not add up to lambda * verification share"
-    keys = pair_map(m.enc_keys, helpers - {m.sender}, "enc_keys")
-    if isinstance(keys, str):
-        return keys
-    for i, raw in keys.items():
-        problem = x25519_public_problem(raw)
-        if problem:
-            return f"{problem} (for {i})"
-    return None
+    return enc_keys_problem(m.enc_keys, helpers - {m.sender})
 
 
 def repair_request_problem(roster: Roster, m: messages.RepairRequest) -> str | None:
     if m.sender != roster.target:
         return "repair request from someone other than the target"
-    keys = pair_map(m.enc_keys, set(roster.members), "enc_keys")
-    if isinstance(keys, str):
-        return keys
-    for i, raw in keys.items():
-        problem = x25519_public_problem(raw)
-        if problem:
-            return f"{problem} (for {i})"
-    return None
+    return enc_keys_problem(m.enc_keys, set(roster.members))
 
 
 def repair_deltas_problem(roster: Roster, m: messages.RepairDeltas) -> str | None:

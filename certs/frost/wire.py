@@ -6,7 +6,8 @@ Every element and scalar that arrives is decoded here, so a bad encoding is a
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 
 from certs.ed25519_group import GroupError, Point, Scalar
 from certs.frost.errors import FrostError
@@ -15,6 +16,8 @@ __all__ = ["MAX_IDENTIFIER", "check_identifier", "decode_element", "decode_int",
 
 #: Identifiers are small positive integers; 16 bits is far more than any committee.
 MAX_IDENTIFIER: Final[int] = 0xFFFF
+
+_V = TypeVar("_V")
 
 
 def check_identifier(identifier: int) -> int:
@@ -28,20 +31,19 @@ def check_identifier(identifier: int) -> int:
 
 def decode_element(data: Any, what: str) -> Point:
     """A group element (DeserializeElement); ``what`` names the field in the error."""
-    if not isinstance(data, bytes | bytearray):
-        raise FrostError(f"{what}: expected bytes")
-    try:
-        return Point.from_bytes(bytes(data))
-    except GroupError as exc:
-        raise FrostError(f"{what}: {exc}") from exc
+    return _decode(data, what, Point.from_bytes)
 
 
 def decode_scalar(data: Any, what: str) -> Scalar:
     """A canonical scalar (DeserializeScalar); ``what`` names the field in the error."""
+    return _decode(data, what, Scalar.from_bytes)
+
+
+def _decode(data: Any, what: str, parse: Callable[[bytes], _V]) -> _V:
     if not isinstance(data, bytes | bytearray):
         raise FrostError(f"{what}: expected bytes")
     try:
-        return Scalar.from_bytes(bytes(data))
+        return parse(bytes(data))
     except GroupError as exc:
         raise FrostError(f"{what}: {exc}") from exc
 

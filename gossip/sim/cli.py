@@ -33,23 +33,9 @@ def _parse(argv: Sequence[str] | None) -> SimConfig:
     ns = ap.parse_args(argv)
     if not 0 <= ns.loss < 1 or not 0 <= ns.partition < 1:
         ap.error("--loss and --partition are fractions in [0, 1)")
-    return SimConfig(
-        nodes=ns.nodes,
-        duration=ns.duration,
-        seed=ns.seed,
-        loss=ns.loss,
-        kill=ns.kill,
-        kill_at=ns.kill_at,
-        partition=ns.partition,
-        partition_at=ns.partition_at,
-        partition_duration=ns.partition_duration,
-        join_window=ns.join_window,
-        warm_start=ns.warm_start,
-        update_at=ns.update_at,
-        late_joins=ns.late_joins,
-        profile=get_profile(ns.profile),
-        encrypt=ns.encrypt,
-    )
+    # Every option's dest is the SimConfig field of the same name.
+    settings = {name: value for name, value in vars(ns).items() if name != "profile"}
+    return SimConfig(**settings, profile=get_profile(ns.profile))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -120,23 +120,24 @@ class SimNetwork:
                 self._observe(i, o)
 
     def _pp_request(self, j: int, i: int, state: bytes) -> None:
-        swim = self.swims[j]
-        if swim is None or not self._reachable(i, j):
-            return
-        self._emit(j, swim.merge_push_pull(self.now, state))
-        self._reschedule(j, swim)
-        if not self._reachable(j, i):
+        swim = self._pp_merge(j, i, state)
+        if swim is None or not self._reachable(j, i):
             return
         resp = swim.push_pull_state()
         self.rep.push_pull_bytes += len(resp)
         self._push(self.now + 2 * self.cfg.latency[1], _PP_RESP, i, j, resp)
 
     def _pp_response(self, i: int, j: int, state: bytes) -> None:
-        swim = self.swims[i]
-        if swim is None or not self._reachable(j, i):
-            return
-        self._emit(i, swim.merge_push_pull(self.now, state))
-        self._reschedule(i, swim)
+        self._pp_merge(i, j, state)
+
+    def _pp_merge(self, node: int, sender: int, state: bytes) -> Swim | None:
+        """``node`` merges ``sender``'s full state if it is alive and the link lets it through."""
+        swim = self.swims[node]
+        if swim is None or not self._reachable(sender, node):
+            return None
+        self._emit(node, swim.merge_push_pull(self.now, state))
+        self._reschedule(node, swim)
+        return swim
 
     def _observe(self, i: int, ev: object) -> None:
         """A membership event seen by node ``i``; the observer (``observe.py``) counts it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+from dataclasses import dataclass
 
 from gossip.codec import decode_meta
 from gossip.messages import Address, Member, MemberState
@@ -26,40 +27,26 @@ class _Node:
         return Member(self.name, self.incarnation, self.state, self.meta, self.since)
 
 
+@dataclass(slots=True, eq=False)
 class _Probe:
-    __slots__ = (
-        "end_at",
-        "expected_nacks",
-        "indirect_sent",
-        "nacks",
-        "seq",
-        "target",
-        "timeout_at",
-    )
-
-    def __init__(self, target: str, seq: int, timeout_at: float, end_at: float) -> None:
-        self.target = target
-        self.seq = seq
-        self.timeout_at = timeout_at
-        self.end_at = end_at
-        self.indirect_sent = False
-        self.expected_nacks = 0
-        self.nacks = 0
+    target: str
+    seq: int
+    timeout_at: float
+    end_at: float
+    indirect_sent: bool = False
+    expected_nacks: int = 0
+    nacks: int = 0
 
 
+@dataclass(slots=True, eq=False)
 class _Relay:
     """We are helping someone probe ``target`` indirectly."""
 
-    __slots__ = ("expires", "nack_at", "requester", "seq", "want_nack")
-
-    def __init__(
-        self, requester: Address, seq: int, want_nack: bool, nack_at: float, expires: float
-    ) -> None:
-        self.requester = requester
-        self.seq = seq
-        self.want_nack = want_nack
-        self.nack_at = nack_at
-        self.expires = expires
+    requester: Address
+    seq: int
+    want_nack: bool
+    nack_at: float
+    expires: float
 
 
 class _Roster:

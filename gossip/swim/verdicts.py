@@ -210,4 +210,4 @@ class Verdicts(SwimState):
         if j is None or j.state != ALIVE:
             return False
         s = self._suspicions.get(m.name)
-        return s is None or now - s.start >= 0.5 * s.min
+        return s is None or now - s.start >= 0.5 * s.min_timeout

@@ -7,11 +7,22 @@ or an init container). Only the table ``inet peermesh_capture`` is touched.
 from __future__ import annotations
 
 import pwd
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
 from peermesh.capture import nft
 from peermesh.capture.rules import DEFAULT_MARK, CaptureError, CaptureSpec, InboundMode
+
+
+@contextmanager
+def _refusal_as_click_error() -> Iterator[None]:
+    """What nft refuses ends the command with its message, not a traceback."""
+    try:
+        yield
+    except CaptureError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _uid(text: str | None) -> int | None:
@@ -79,35 +90,29 @@ def capture_install(
         exclude_cidrs=exclude_cidrs,
         exclude_ports=exclude_ports,
     )
-    try:
+    with _refusal_as_click_error():
         if dry_run:
             from peermesh.capture.rules import table_script
 
             click.echo(table_script(spec), nl=False)
             return
         nft.install(spec)
-    except CaptureError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo("capture installed (table inet peermesh_capture)")
 
 
 @capture.command("remove")
 def capture_remove() -> None:
     """Delete the capture table; the namespace's other rules stay as they were."""
-    try:
+    with _refusal_as_click_error():
         nft.remove()
-    except CaptureError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo("capture removed")
 
 
 @capture.command("status")
 def capture_status() -> None:
     """Print the capture table, or say it is not installed (exit status 3)."""
-    try:
+    with _refusal_as_click_error():
         table = nft.status()
-    except CaptureError as exc:
-        raise click.ClickException(str(exc)) from None
     if table is None:
         click.echo("capture: not installed")
         raise SystemExit(3)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -12,6 +14,15 @@ from certs.spiffe import spiffe_id_from_certificate
 from peermesh.ca.devca import CA_CERT_FILE, CA_KEY_FILE, CA_META_FILE, DevCA, init_dev_ca
 from peermesh.net.identity_files import BUNDLE_FILE, CERT_FILE, KEY_FILE
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _required_dir(*names: str, help: str) -> Callable[[F], F]:
+    """A required directory option, handed to the command as a ``Path``."""
+    return click.option(
+        *names, required=True, type=click.Path(file_okay=False, path_type=Path), help=help
+    )
+
 
 @click.group("dev-ca")
 def dev_ca() -> None:
@@ -19,13 +30,7 @@ def dev_ca() -> None:
 
 
 @dev_ca.command("init")
-@click.option(
-    "--dir",
-    "ca_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory to create the CA in (ca.pem, ca.key, ca.json).",
-)
+@_required_dir("--dir", "ca_dir", help="Directory to create the CA in (ca.pem, ca.key, ca.json).")
 @click.option("--trust-domain", required=True, help="SPIFFE trust domain, e.g. mesh.local.")
 @click.option("--force", is_flag=True, help="Replace an existing CA (old certs become untrusted).")
 def init_cmd(ca_dir: Path, trust_domain: str, force: bool) -> None:
@@ -43,20 +48,10 @@ def init_cmd(ca_dir: Path, trust_domain: str, force: bool) -> None:
 
 
 @dev_ca.command("issue")
-@click.option(
-    "--ca-dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory made by 'dev-ca init'.",
-)
+@_required_dir("--ca-dir", help="Directory made by 'dev-ca init'.")
 @click.option("--node", required=True, help="Node name (DNS SAN), e.g. node-a.")
 @click.option("--service", required=True, help="Service name: spiffe://<td>/svc/<service>.")
-@click.option(
-    "--data-dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Agent data dir to write cert.pem, key.pem, bundle.pem into.",
-)
+@_required_dir("--data-dir", help="Agent data dir to write cert.pem, key.pem, bundle.pem into.")
 @click.option(
     "--hours",
     type=click.FloatRange(min=0, min_open=True),

@@ -12,23 +12,25 @@ import yaml
 from peermesh.config import DEFAULT_TRUST_DOMAIN
 from peermesh.k8s.inject import InjectConfig, InjectionError, inject_manifest
 
+# (option, default, help) of each InjectConfig setting with a shown default.
+_INJECT_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("--image", InjectConfig.image, "peermesh image."),
+    (
+        "--seeds",
+        InjectConfig.seeds,
+        "Headless Service of the committee (DNS name agents join through).",
+    ),
+    (
+        "--join-token-secret",
+        InjectConfig.join_token_secret,
+        "Secret (key 'token') holding the join token.",
+    ),
+)
+
 
 def _inject_options(func: Any) -> Any:
-    func = click.option(
-        "--image", default=InjectConfig.image, show_default=True, help="peermesh image."
-    )(func)
-    func = click.option(
-        "--seeds",
-        default=InjectConfig.seeds,
-        show_default=True,
-        help="Headless Service of the committee (DNS name agents join through).",
-    )(func)
-    func = click.option(
-        "--join-token-secret",
-        default=InjectConfig.join_token_secret,
-        show_default=True,
-        help="Secret (key 'token') holding the join token.",
-    )(func)
+    for name, default, help_text in _INJECT_SETTINGS:
+        func = click.option(name, default=default, show_default=True, help=help_text)(func)
     func = click.option(
         "--capture/--no-capture", default=True, help="Add the traffic-capture init container."
     )(func)

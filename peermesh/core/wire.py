@@ -8,8 +8,9 @@ never a ``KeyError`` or ``TypeError`` from deep inside a handler.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol, Self, TypeVar
 
 from peermesh.core.errors import PeermeshError
@@ -161,6 +162,23 @@ class Fields:
     def value(self, key: str, default: Any = None) -> Any:
         """A field whose shape the caller checks itself (opaque payloads)."""
         return self.raw.get(key, default)
+
+
+def field_map(
+    message: Any, *, rename: Mapping[str, str] | None = None, skip: Collection[str] = ()
+) -> dict[str, Any]:
+    """A dataclass message's fields as a map under their names (or ``rename``'s), tuples as
+    lists; what needs more than that (nested messages, pairs) the caller encodes itself."""
+    names = rename or {}
+    return {
+        names.get(f.name, f.name): _plain(getattr(message, f.name))
+        for f in dataclasses.fields(message)
+        if f.name not in skip
+    }
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _type_name(value: object) -> str:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from peermesh.core.errors import PeermeshError
+from peermesh.core.wire import field_map
+
+_PROBLEM_FIELDS = ("kind", "name", "path", "reason", "hint", "source")
 
 
 class PolicyError(PeermeshError, ValueError):
@@ -74,29 +77,22 @@ class PolicyError(PeermeshError, ValueError):
 
     def single_dict(self) -> dict[str, Any]:
         """This one problem as JSON, without the list of siblings."""
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "path": self.path,
-            "reason": self.reason,
-            "hint": self.hint,
-            "source": self.source,
-        }
+        return {name: getattr(self, name) for name in _PROBLEM_FIELDS}
 
     def with_source(self, source: str | None) -> PolicyError:
         """The same problem (and its siblings) located in a file, e.g. ``routes.yaml:12``."""
-        singles = [
-            PolicyError(
-                e.reason,
-                kind=e.kind,
-                name=e.name,
-                path=e.path,
-                hint=e.hint,
-                source=e.source or source,
-            )
-            for e in self.errors
-        ]
-        return PolicyError.collect(singles)
+        return PolicyError.collect([e._single(source=e.source or source) for e in self.errors])
+
+    def _single(self, source: str | None, errors: Sequence[PolicyError] = ()) -> PolicyError:
+        return PolicyError(
+            self.reason,
+            kind=self.kind,
+            name=self.name,
+            path=self.path,
+            hint=self.hint,
+            source=source,
+            errors=errors,
+        )
 
     def identity(self) -> tuple[str | None, str | None, str, str]:
         """What the problem is, for telling new problems from ones already present."""
@@ -106,16 +102,7 @@ class PolicyError(PeermeshError, ValueError):
     def collect(cls, errors: Sequence[PolicyError]) -> PolicyError:
         """One exception carrying all of ``errors`` (the first one's fields on top)."""
         flat = [single for error in errors for single in error.errors]
-        head = flat[0]
-        return cls(
-            head.reason,
-            kind=head.kind,
-            name=head.name,
-            path=head.path,
-            hint=head.hint,
-            source=head.source,
-            errors=flat,
-        )
+        return flat[0]._single(flat[0].source, flat)
 
 
 @dataclass(frozen=True)
@@ -132,13 +119,7 @@ class PolicyWarning:
         return f"{self.kind}/{self.name}: {self.path}: {self.message}"
 
     def to_dict(self) -> dict[str, str]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "path": self.path,
-            "message": self.message,
-            "code": self.code,
-        }
+        return field_map(self)
 
 
 class UpdateRefused(PeermeshError, ValueError):

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from peermesh.core.wire import Fields, WireError
+from peermesh.core.wire import Fields, WireError, field_map
 from peermesh.net.rpc import Empty, RpcMethod
 from peermesh.net.rpc.router import MAX_BODY
 from peermesh.policy.errors import PolicyWarning
@@ -113,13 +113,7 @@ class StatusReply:
     admins: tuple[str, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "digest": self.digest,
-            "state_vector_digest": self.state_vector_digest,
-            "objects": self.objects,
-            "admins": list(self.admins),
-        }
+        return field_map(self)
 
     @classmethod
     def from_wire(cls, raw: Any) -> Self:

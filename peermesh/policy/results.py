@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from peermesh.core.wire import field_map
 from peermesh.policy.errors import PolicyWarning
 from peermesh.policy.model import PolicyObject
 
@@ -25,17 +26,7 @@ class HistoryEntry:
     authorized: bool = True  # False: its author was not a MeshConfig admin (never wins)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "edit": self.edit_id,
-            "node": self.node,
-            "lamport": self.lamport,
-            "time": self.time,
-            "hash": self.hash,
-            "deleted": self.deleted,
-            "won": self.won,
-            "author": self.author,
-            "authorized": self.authorized,
-        }
+        return field_map(self, rename={"edit_id": "edit"}, skip=("object",))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TypeVar
 
 from peermesh.core.endpoint import Endpoint
 from peermesh.policy.model import (
@@ -54,8 +54,15 @@ __all__ = [
 ]
 
 
-class Balancer(Protocol):
-    """Chooses an endpoint per attempt and learns from attempts' results."""
+class Balancer:
+    """Chooses an endpoint per attempt and learns from attempts' results.
+
+    Subclasses choose from the non-empty pool :meth:`pick` hands them; the learning
+    hooks do nothing unless a subclass keeps per-endpoint state.
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
 
     def pick(
         self,
@@ -66,11 +73,27 @@ class Balancer(Protocol):
         hash_key: bytes | None = None,
     ) -> Endpoint | None:
         """The endpoint for the next attempt; None only when ``endpoints`` is empty."""
-        ...
+        pool = candidates(endpoints, exclude)
+        if not pool:
+            return None
+        if hash_key is not None:
+            keyed = self._keyed(endpoints, pool, hash_key)
+            if keyed is not None:
+                return keyed
+        return self._choose(pool, now)
+
+    def _choose(self, pool: Sequence[Endpoint], now: float) -> Endpoint:
+        """One of ``pool`` (the endpoints without the excluded ones, never empty)."""
+        raise NotImplementedError
+
+    def _keyed(
+        self, endpoints: Sequence[Endpoint], pool: Sequence[Endpoint], key: bytes
+    ) -> Endpoint | None:
+        """The one of ``pool`` that ``key`` sticks to, or None to choose as without a key."""
+        return None
 
     def on_start(self, address: str, now: float) -> None:
         """An attempt to ``address`` was sent."""
-        ...
 
     def on_finish(self, address: str, now: float, latency: float, ok: bool) -> None:
         """An attempt to ``address`` ended after ``latency`` seconds; ``ok`` if it succeeded.
@@ -78,7 +101,6 @@ class Balancer(Protocol):
         Call exactly once per :meth:`on_start`, also for cancelled or timed-out attempts
         (with ``ok=False``), or the outstanding-request counts drift upwards.
         """
-        ...
 
 
 def candidates(endpoints: Sequence[Endpoint], exclude: Collection[str]) -> Sequence[Endpoint]:
@@ -87,6 +109,15 @@ def candidates(endpoints: Sequence[Endpoint], exclude: Collection[str]) -> Seque
         return endpoints
     kept = [e for e in endpoints if e.address not in exclude]
     return kept if kept else endpoints
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _positive(name: str, value: _N) -> _N:
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return value
 
 
 def _two_distinct(rng: random.Random, n: int) -> tuple[int, int]:
@@ -98,15 +129,9 @@ def _two_distinct(rng: random.Random, n: int) -> tuple[int, int]:
 
 
 def _power_of_two(
-    rng: random.Random,
-    endpoints: Sequence[Endpoint],
-    exclude: Collection[str],
-    cost: Callable[[str], float],
-) -> Endpoint | None:
+    rng: random.Random, pool: Sequence[Endpoint], cost: Callable[[str], float]
+) -> Endpoint:
     """Two distinct random candidates, the cheaper one (ties: the first draw)."""
-    pool = candidates(endpoints, exclude)
-    if not pool:
-        return None
     if len(pool) == 1:
         return pool[0]
     i, j = _two_distinct(rng, len(pool))
@@ -117,34 +142,18 @@ def _power_of_two(
 # ---------------------------------------------------------------------------- round robin
 
 
-class RoundRobin:
+class RoundRobin(Balancer):
     """Rotates through the endpoints; starts at a random offset so sidecars that start
     together do not all hit the first endpoint at once."""
 
     def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
+        super().__init__(rng)
         self._next = rng.randrange(1 << 30)
 
-    def pick(
-        self,
-        endpoints: Sequence[Endpoint],
-        *,
-        now: float,
-        exclude: Collection[str] = (),
-        hash_key: bytes | None = None,
-    ) -> Endpoint | None:
-        pool = candidates(endpoints, exclude)
-        if not pool:
-            return None
+    def _choose(self, pool: Sequence[Endpoint], now: float) -> Endpoint:
         chosen = pool[self._next % len(pool)]
         self._next += 1
         return chosen
-
-    def on_start(self, address: str, now: float) -> None:
-        pass
-
-    def on_finish(self, address: str, now: float, latency: float, ok: bool) -> None:
-        pass
 
 
 # ---------------------------------------------------------------------------- least request
@@ -170,27 +179,20 @@ class _Outstanding:
             self.counts.pop(address, None)
 
 
-class LeastRequest:
+class LeastRequest(Balancer):
     """Power of two choices on outstanding requests: sample two endpoints at random and
     take the one with fewer requests in flight (ties broken by the first draw, which is
     itself random)."""
 
     def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
+        super().__init__(rng)
         self._outstanding = _Outstanding()
 
     def outstanding(self, address: str) -> int:
         return self._outstanding.get(address)
 
-    def pick(
-        self,
-        endpoints: Sequence[Endpoint],
-        *,
-        now: float,
-        exclude: Collection[str] = (),
-        hash_key: bytes | None = None,
-    ) -> Endpoint | None:
-        return _power_of_two(self._rng, endpoints, exclude, self._outstanding.get)
+    def _choose(self, pool: Sequence[Endpoint], now: float) -> Endpoint:
+        return _power_of_two(self._rng, pool, self._outstanding.get)
 
     def on_start(self, address: str, now: float) -> None:
         self._outstanding.start(address)
@@ -217,7 +219,7 @@ class _Ewma:
     pending: int = 0
 
 
-class P2CPeakEwma:
+class P2CPeakEwma(Balancer):
     """Power of two choices over ``peak-EWMA latency x (outstanding + 1)`` (Linkerd, Finagle).
 
     The latency estimate of an endpoint:
@@ -241,11 +243,9 @@ class P2CPeakEwma:
         decay: float = DEFAULT_DECAY,
         failure_penalty: float = DEFAULT_FAILURE_PENALTY,
     ) -> None:
-        if decay <= 0:
-            raise ValueError(f"decay must be positive, got {decay!r}")
-        self._rng = rng
+        super().__init__(rng)
+        self._decay = _positive("decay", decay)
         self._default_rtt = default_rtt
-        self._decay = decay
         self._failure_penalty = failure_penalty
         self._state: dict[str, _Ewma] = {}
 
@@ -276,15 +276,8 @@ class P2CPeakEwma:
 
     # -- Balancer
 
-    def pick(
-        self,
-        endpoints: Sequence[Endpoint],
-        *,
-        now: float,
-        exclude: Collection[str] = (),
-        hash_key: bytes | None = None,
-    ) -> Endpoint | None:
-        return _power_of_two(self._rng, endpoints, exclude, lambda a: self.cost(a, now))
+    def _choose(self, pool: Sequence[Endpoint], now: float) -> Endpoint:
+        return _power_of_two(self._rng, pool, lambda a: self.cost(a, now))
 
     def on_start(self, address: str, now: float) -> None:
         state = self._state.get(address)
@@ -340,7 +333,7 @@ class _Ring:
         self.endpoints = by_address
 
 
-class ConsistentHash:
+class ConsistentHash(Balancer):
     """Ring hash (Envoy's RING_HASH): each endpoint owns many points on a 64-bit ring and a
     key goes to the owner of the first point at or after the key's hash.
 
@@ -365,10 +358,8 @@ class ConsistentHash:
         points_per_host: int = 160,
         cache_size: int = 16,
     ) -> None:
-        if points_per_host <= 0:
-            raise ValueError(f"points_per_host must be positive, got {points_per_host!r}")
-        self._rng = rng
-        self._per_host = points_per_host
+        super().__init__(rng)
+        self._per_host = _positive("points_per_host", points_per_host)
         self._cache_size = cache_size
         self._rings: OrderedDict[frozenset[str], _Ring] = OrderedDict()
 
@@ -387,38 +378,25 @@ class ConsistentHash:
             ring.endpoints = {e.address: e for e in endpoints}
         return ring
 
-    def pick(
-        self,
-        endpoints: Sequence[Endpoint],
-        *,
-        now: float,
-        exclude: Collection[str] = (),
-        hash_key: bytes | None = None,
-    ) -> Endpoint | None:
-        if not endpoints:
-            return None
-        if hash_key is None:
-            pool = candidates(endpoints, exclude)
-            return pool[self._rng.randrange(len(pool))]
+    def _choose(self, pool: Sequence[Endpoint], now: float) -> Endpoint:
+        return pool[self._rng.randrange(len(pool))]
+
+    def _keyed(
+        self, endpoints: Sequence[Endpoint], pool: Sequence[Endpoint], key: bytes
+    ) -> Endpoint:
+        # The ring is built over every endpoint, not just the pool, so a retry that
+        # excludes one reuses the cached ring and walks on past the excluded owners.
         ring = self._ring(endpoints)
         if len(ring.endpoints) == 1:
             return next(iter(ring.endpoints.values()))
-        skip = set(exclude) if exclude else set()
-        if skip >= ring.endpoints.keys():
-            skip = set()
+        allowed = {e.address for e in pool}
         size = len(ring.hashes)
-        index = bisect.bisect_left(ring.hashes, _hash64(hash_key))
+        index = bisect.bisect_left(ring.hashes, _hash64(key))
         for step in range(size):
             owner = ring.owners[(index + step) % size]
-            if owner not in skip:
+            if owner in allowed:
                 return ring.endpoints[owner]
-        return None  # unreachable: some owner is not skipped
-
-    def on_start(self, address: str, now: float) -> None:
-        pass
-
-    def on_finish(self, address: str, now: float, latency: float, ok: bool) -> None:
-        pass
+        raise AssertionError("every pool address owns points on the ring")
 
 
 # ---------------------------------------------------------------------------- factory

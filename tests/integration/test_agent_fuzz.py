@@ -22,8 +22,7 @@ from peermesh.agent import Agent
 from peermesh.core.endpoint import Endpoint
 from peermesh.net.admin_guard import ADMIN_HEADERS
 from peermesh.net.rpc.router import CONTENT_TYPE, PREFIX
-from tests.support.meshkit import eventually, free_port, gossip_mesh, python
-from tests.support.pki import TRUST_DOMAIN, make_mesh_pki
+from tests.support.meshkit import eventually, gossip_mesh, lone_agent
 
 NODES = {"node-1": "web", "node-2": "orders"}
 FUZZ = settings(
@@ -238,17 +237,11 @@ async def test_a_failing_route_method_datagram_or_exchange_is_isolated_and_count
 
 
 def test_a_listener_that_cannot_open_still_stops_the_agent_clearly(tmp_path):
-    dirs = make_mesh_pki(tmp_path, nodes={"node-1": "web"})
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         admin = taken.getsockname()[1]
-        cmd = python(
-            "-m", "peermesh", "agent", "--name", "node-1", "--service", "web=9",
-            "--data-dir", str(dirs["node-1"]), "--trust-domain", TRUST_DOMAIN,
-            "--outbound", f"127.0.0.1:{free_port()}", "--inbound", f"127.0.0.1:{free_port()}",
-            "--admin", f"127.0.0.1:{admin}", "--gossip", "off", "--log-level", "warning",
-        )  # fmt: skip
+        cmd, _ = lone_agent(tmp_path, admin)
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr
     assert f"cannot listen for admin on 127.0.0.1:{admin}" in done.stderr

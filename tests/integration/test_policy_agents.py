@@ -20,8 +20,15 @@ from peermesh.policy.crdt import VersionsDoc
 from peermesh.policy.messages import EDIT, PUSH, EditRequest, PushRequest
 from peermesh.policy.records import VersionRecord, content_hash
 from peermesh.policy.replicator import Peer
-from tests.support.meshkit import eventually, free_port, gossip_mesh, process, python, wait_http_ok
-from tests.support.pki import TRUST_DOMAIN, make_mesh_pki
+from tests.support.meshkit import (
+    eventually,
+    gossip_mesh,
+    lone_agent,
+    peermesh_cli,
+    process,
+    wait_http_ok,
+)
+from tests.support.pki import TRUST_DOMAIN
 
 # Exponential under a backtracking engine, and no linear-time engine can run its backreference.
 BACKTRACKING = r"^(a+)+\1$"
@@ -152,19 +159,12 @@ async def test_only_meshconfig_admins_may_edit_over_mtls(tmp_path):
 
 
 def test_edit_survives_kill_9_right_after_acknowledgement(tmp_path):
-    dirs = make_mesh_pki(tmp_path, nodes={"node-1": "web"})
-    admin = free_port()
-    cmd = python(
-        "-m", "peermesh", "agent", "--name", "node-1", "--service", "web=9",
-        "--data-dir", str(dirs["node-1"]), "--trust-domain", TRUST_DOMAIN,
-        "--outbound", f"127.0.0.1:{free_port()}", "--inbound", f"127.0.0.1:{free_port()}",
-        "--admin", f"127.0.0.1:{admin}", "--gossip", "off", "--log-level", "warning",
-    )  # fmt: skip
+    cmd, agent_url = lone_agent(tmp_path)
     with process(cmd) as proc:
-        wait_http_ok(f"http://127.0.0.1:{admin}/readyz")
+        wait_http_ok(agent_url + "/readyz")
         body = json.dumps({"objects": [route("durable")]}).encode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{admin}/v1/policy", data=body, method="PUT",
+            agent_url + "/v1/policy", data=body, method="PUT",
             headers={"content-type": "application/json", **ADMIN_HEADERS},
         )  # fmt: skip
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -172,27 +172,16 @@ def test_edit_survives_kill_9_right_after_acknowledgement(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)  # ...and killed at once
         proc.wait()
     with process(cmd):
-        wait_http_ok(f"http://127.0.0.1:{admin}/readyz")
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/v1/policy/Route/durable") as r:
+        wait_http_ok(agent_url + "/readyz")
+        with urllib.request.urlopen(agent_url + "/v1/policy/Route/durable") as r:
             assert json.loads(r.read())["name"] == "durable"
 
 
 def test_cli_apply_get_diff_history_delete(tmp_path):
-    dirs = make_mesh_pki(tmp_path, nodes={"node-1": "web"})
-    admin = free_port()
-    cmd = python(
-        "-m", "peermesh", "agent", "--name", "node-1", "--service", "web=9",
-        "--data-dir", str(dirs["node-1"]), "--trust-domain", TRUST_DOMAIN,
-        "--outbound", f"127.0.0.1:{free_port()}", "--inbound", f"127.0.0.1:{free_port()}",
-        "--admin", f"127.0.0.1:{admin}", "--gossip", "off", "--log-level", "warning",
-    )  # fmt: skip
-    agent_url = f"http://127.0.0.1:{admin}"
+    cmd, agent_url = lone_agent(tmp_path)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            python("-m", "peermesh", "policy", *args, "--agent", agent_url),
-            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
-        )  # fmt: skip
+        return peermesh_cli("policy", *args, "--agent", agent_url)
 
     examples = Path(__file__).resolve().parents[2] / "examples" / "policy"
     with process(cmd):

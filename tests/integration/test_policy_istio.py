@@ -8,7 +8,6 @@ CLI itself is driven against an agent process at the end.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -18,8 +17,8 @@ import trio
 
 from peermesh.policy.loader import load_path
 from peermesh.policy.translate.batch import translate_documents
-from tests.support.meshkit import REPO, eventually, free_port, process, python, wait_http_ok
-from tests.support.pki import TRUST_DOMAIN, make_mesh_pki
+from tests.support.meshkit import REPO, eventually, lone_agent, peermesh_cli, process, wait_http_ok
+from tests.support.pki import TRUST_DOMAIN
 from tests.support.traffickit import Backend, TrafficMesh, traffic_mesh, versions
 
 ISTIO = REPO / "examples" / "istio"
@@ -168,21 +167,10 @@ async def test_gateway_api_header_and_path_prefix_match(tmp_path):
 
 
 def test_cli_applies_istio_yaml_and_convert_lists_every_problem(tmp_path):
-    dirs = make_mesh_pki(tmp_path, nodes={"node-1": "web"})
-    admin = free_port()
-    cmd = python(
-        "-m", "peermesh", "agent", "--name", "node-1", "--service", "web=9",
-        "--data-dir", str(dirs["node-1"]), "--trust-domain", TRUST_DOMAIN,
-        "--outbound", f"127.0.0.1:{free_port()}", "--inbound", f"127.0.0.1:{free_port()}",
-        "--admin", f"127.0.0.1:{admin}", "--gossip", "off", "--log-level", "warning",
-    )  # fmt: skip
-    agent_url = f"http://127.0.0.1:{admin}"
+    cmd, agent_url = lone_agent(tmp_path)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            python("-m", "peermesh", "policy", *args),
-            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
-        )  # fmt: skip
+        return peermesh_cli("policy", *args)
 
     mixed = tmp_path / "mixed.yaml"
     mixed.write_text(

@@ -119,6 +119,27 @@ def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def lone_agent(tmp_path: Path, admin: int | None = None) -> tuple[list[str], str]:
+    """One agent on its own (node-1 serving web, gossip off): its command line and admin URL."""
+    dirs = make_mesh_pki(tmp_path, nodes={"node-1": "web"})
+    admin = free_port() if admin is None else admin
+    cmd = python(
+        "-m", "peermesh", "agent", "--name", "node-1", "--service", "web=9",
+        "--data-dir", str(dirs["node-1"]), "--trust-domain", TRUST_DOMAIN,
+        "--outbound", f"127.0.0.1:{free_port()}", "--inbound", f"127.0.0.1:{free_port()}",
+        "--admin", f"127.0.0.1:{admin}", "--gossip", "off", "--log-level", "warning",
+    )  # fmt: skip
+    return cmd, f"http://127.0.0.1:{admin}"
+
+
+def peermesh_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``peermesh ARGS`` with a wide terminal (tables unwrapped), capturing its output."""
+    return subprocess.run(
+        python("-m", "peermesh", *args),
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+
+
 def wait_http_ok(url: str, timeout: float = 20.0) -> None:
     """Poll an admin URL until it answers 200 (process start-up, not a timing assertion)."""
     deadline = time.monotonic() + timeout

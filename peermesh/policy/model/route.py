@@ -176,6 +176,21 @@ class Rewrite:
         return _drop_empty({"uri": self.uri, "authority": self.authority})
 
 
+#: The fields an ``http`` rule of a Route document may carry (HTTPRoute's, as spelled there).
+HTTP_ROUTE_FIELDS: tuple[str, ...] = (
+    "name",
+    "match",
+    "route",
+    "timeout",
+    "retries",
+    "fault",
+    "mirror",
+    "mirrorPercentage",
+    "headers",
+    "rewrite",
+)
+
+
 @dataclass(frozen=True)
 class HTTPRoute:
     """One ordered rule of a Route: the first rule whose ``match`` fits wins."""
@@ -222,6 +237,7 @@ class RouteSpec:
 
 
 __all__ = [
+    "HTTP_ROUTE_FIELDS",
     "RETRY_ON_CONDITIONS",
     "Destination",
     "Fault",

@@ -78,6 +78,18 @@ class Tx:
     ) -> None:
         self.problems.append(Unhonoured(self.kind, self.name, path, why, reason, hint))
 
+    def spec(
+        self,
+        data: Mapping[str, Any],
+        honoured: Sequence[str],
+        reasons: Mapping[str, tuple[Why, str]] | None = None,
+        *,
+        required: bool = True,
+    ) -> dict[str, Any]:
+        """The honoured fields of a document's ``spec`` (absent is empty unless ``required``)."""
+        spec = data.get("spec") if required else data.get("spec") or {}
+        return self.fields(spec, "spec", honoured, reasons)
+
     def fields(
         self,
         value: object,

@@ -144,9 +144,8 @@ def _traffic_policy(tx: Tx, value: object, path: str) -> dict[str, Any]:
 def translate_destination_rule(
     tx: Tx, data: Mapping[str, Any], name: str, namespace: str
 ) -> list[dict[str, Any]]:
-    spec = tx.fields(
-        data.get("spec"),
-        "spec",
+    spec = tx.spec(
+        data,
         ("host", "trafficPolicy", "subsets", "exportTo"),
         {"workloadSelector": (Why.UNSUPPORTED, "peermesh traffic policy applies to every caller")},
     )

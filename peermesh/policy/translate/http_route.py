@@ -231,9 +231,8 @@ def _url_rewrite(tx: Tx, value: object, path: str) -> dict[str, Any]:
 def translate_http_route(
     tx: Tx, data: Mapping[str, Any], name: str, namespace: str
 ) -> list[dict[str, Any]]:
-    spec = tx.fields(
-        data.get("spec"),
-        "spec",
+    spec = tx.spec(
+        data,
         ("parentRefs", "rules", "hostnames"),
     )
     if spec.get("hostnames"):

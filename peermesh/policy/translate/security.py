@@ -117,15 +117,15 @@ def _rule(tx: Tx, value: object, path: str, trust_domain: str) -> dict[str, Any]
 def translate_authorization_policy(
     tx: Tx, data: Mapping[str, Any], name: str, namespace: str, trust_domain: str
 ) -> list[dict[str, Any]]:
-    spec = tx.fields(
-        data.get("spec") or {},
-        "spec",
+    spec = tx.spec(
+        data,
         ("selector", "action", "rules"),
         {
             "provider": (Why.UNSUPPORTED, "peermesh has no external authorizers (CUSTOM)"),
             "targetRef": (Why.UNSUPPORTED, "use 'selector: {matchLabels: {app: <service>}}'"),
             "targetRefs": (Why.UNSUPPORTED, "use 'selector: {matchLabels: {app: <service>}}'"),
         },
+        required=False,
     )
     service = _selected_service(tx, spec, namespace)
     action = spec.get("action", "ALLOW")
@@ -145,11 +145,11 @@ def translate_authorization_policy(
 def translate_peer_authentication(
     tx: Tx, data: Mapping[str, Any], name: str, namespace: str
 ) -> list[dict[str, Any]]:
-    spec = tx.fields(
-        data.get("spec") or {},
-        "spec",
+    spec = tx.spec(
+        data,
         ("selector", "mtls"),
         {"portLevelMtls": (Why.UNSUPPORTED, "peermesh mTLS modes are per service, not per port")},
+        required=False,
     )
     mtls = tx.fields(spec.get("mtls", {}), "spec.mtls", ("mode",))
     mode = mtls.get("mode", "UNSET")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from peermesh.policy.model import RETRY_ON_CONDITIONS, ROUTE
+from peermesh.policy.model import HTTP_ROUTE_FIELDS, RETRY_ON_CONDITIONS, ROUTE
 from peermesh.policy.translate.context import Tx, Why, join
 from peermesh.policy.translate.names import object_name, service_of_host
 
@@ -92,19 +92,8 @@ def _fault(tx: Tx, value: object, path: str) -> dict[str, Any]:
 
 
 def _rule(tx: Tx, value: object, path: str) -> dict[str, Any]:
-    honoured = (
-        "name",
-        "match",
-        "route",
-        "timeout",
-        "retries",
-        "fault",
-        "mirror",
-        "mirrorPercentage",
-        "headers",
-        "rewrite",
-    )
-    f = tx.fields(value, path, honoured, _RULE_REASONS)
+    # An Istio http rule's fields that peermesh honours are exactly a Route rule's.
+    f = tx.fields(value, path, HTTP_ROUTE_FIELDS, _RULE_REASONS)
     out: dict[str, Any] = {}
     if "name" in f:
         out["name"] = f["name"]
@@ -160,9 +149,8 @@ def _rule(tx: Tx, value: object, path: str) -> dict[str, Any]:
 def translate_virtual_service(
     tx: Tx, data: Mapping[str, Any], name: str, namespace: str
 ) -> list[dict[str, Any]]:
-    spec = tx.fields(
-        data.get("spec"),
-        "spec",
+    spec = tx.spec(
+        data,
         ("hosts", "gateways", "http", "exportTo"),
         {
             "tcp": (Why.UNSUPPORTED, "peermesh routes HTTP only"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from certs.spiffe import InvalidSpiffeId, SpiffeId
-from peermesh.policy.validate.walker import _Ctx, _str, _type_name
+from peermesh.policy.validate.walker import _Ctx, _str, _text, _type_name
 
 # ---------------------------------------------------------------------------- patterns
 
@@ -32,16 +32,12 @@ _PRINCIPAL_HINT = (
 )
 
 
-def _service(ctx: _Ctx, value: object, path: str) -> str | None:
-    return _str(
-        ctx,
-        value,
-        path,
-        pattern=_DNS_NAME,
-        what="service name",
-        max_len=253,
-        hint=f"service names are {_NAME_HINT}, like 'reviews'",
-    )
+_service = _text(
+    pattern=_DNS_NAME,
+    what="service name",
+    max_len=253,
+    hint=f"service names are {_NAME_HINT}, like 'reviews'",
+)
 
 
 def _header_name(ctx: _Ctx, value: object, path: str) -> str | None:
@@ -60,46 +56,22 @@ def _header_name(ctx: _Ctx, value: object, path: str) -> str | None:
     )
 
 
-def _header_value(ctx: _Ctx, value: object, path: str) -> str | None:
-    return _str(
-        ctx,
-        value,
-        path,
-        pattern=_HEADER_VALUE,
-        max_len=8192,
-        allow_empty=True,
-        what="HTTP header value (no control characters or line breaks)",
-    )
-
-
-def _query_name(ctx: _Ctx, value: object, path: str) -> str | None:
-    return _str(ctx, value, path, what="query parameter name", max_len=256)
-
-
-def _label_key(ctx: _Ctx, value: object, path: str) -> str | None:
-    return _str(ctx, value, path, pattern=_LABEL_KEY, what="label key", max_len=317)
-
-
-def _label_value(ctx: _Ctx, value: object, path: str) -> str | None:
-    return _str(
-        ctx, value, path, pattern=_LABEL_VALUE, what="label value", max_len=63, allow_empty=True
-    )
-
-
-def _subset_name(ctx: _Ctx, value: object, path: str) -> str | None:
-    return _str(
-        ctx,
-        value,
-        path,
-        pattern=_DNS_LABEL,
-        what="subset name",
-        max_len=63,
-        hint="subset names are DNS labels such as 'v1' or 'canary'",
-    )
-
-
-def _rule_name(ctx: _Ctx, value: object, path: str) -> str | None:
-    return _str(ctx, value, path, pattern=_RULE_NAME, what="name", max_len=128)
+_header_value = _text(
+    pattern=_HEADER_VALUE,
+    max_len=8192,
+    allow_empty=True,
+    what="HTTP header value (no control characters or line breaks)",
+)
+_query_name = _text(what="query parameter name", max_len=256)
+_label_key = _text(pattern=_LABEL_KEY, what="label key", max_len=317)
+_label_value = _text(pattern=_LABEL_VALUE, what="label value", max_len=63, allow_empty=True)
+_subset_name = _text(
+    pattern=_DNS_LABEL,
+    what="subset name",
+    max_len=63,
+    hint="subset names are DNS labels such as 'v1' or 'canary'",
+)
+_rule_name = _text(pattern=_RULE_NAME, what="name", max_len=128)
 
 
 def spiffe_id_problem(text: str) -> str | None:

@@ -6,7 +6,7 @@ import datetime as _dt
 
 from peermesh.policy.model import JoinTokenEntry, JoinTokenSpec
 from peermesh.policy.validate.common import _SHA256_HEX, _TOKEN_ID, _service
-from peermesh.policy.validate.walker import _Ctx, _Fields, _int, _mapping, _str
+from peermesh.policy.validate.walker import _Ctx, _Fields, _int, _mapping, _str, _text
 
 
 def _timestamp(ctx: _Ctx, value: object, path: str) -> str | None:
@@ -28,17 +28,13 @@ def _timestamp(ctx: _Ctx, value: object, path: str) -> str | None:
     return text
 
 
-def _token_sha256(ctx: _Ctx, value: object, path: str) -> str | None:
-    return _str(
-        ctx,
-        value,
-        path,
-        pattern=_SHA256_HEX,
-        what="SHA-256 (64 lowercase hex digits)",
-        max_len=64,
-        hint='store the SHA-256 of the whole token (printf %s "$TOKEN" | sha256sum), never'
-        " the token itself",
-    )
+_token_sha256 = _text(
+    pattern=_SHA256_HEX,
+    what="SHA-256 (64 lowercase hex digits)",
+    max_len=64,
+    hint='store the SHA-256 of the whole token (printf %s "$TOKEN" | sha256sum), never'
+    " the token itself",
+)
 
 
 def _join_token_fields(f: _Fields) -> JoinTokenSpec | None:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from peermesh.policy.model import (
+    HTTP_ROUTE_FIELDS,
     RETRY_ON_CONDITIONS,
     Destination,
     Fault,
@@ -322,22 +323,8 @@ def _rewrite(ctx: _Ctx, value: object, path: str) -> Rewrite | None:
     return Rewrite(uri=f.get("uri", _uri_path), authority=authority)
 
 
-_HTTP_ROUTE_FIELDS = (
-    "name",
-    "match",
-    "route",
-    "timeout",
-    "retries",
-    "fault",
-    "mirror",
-    "mirrorPercentage",
-    "headers",
-    "rewrite",
-)
-
-
 def _http_route(ctx: _Ctx, value: object, path: str) -> HTTPRoute | None:
-    f = _mapping(ctx, value, path, _HTTP_ROUTE_FIELDS, ("route",))
+    f = _mapping(ctx, value, path, HTTP_ROUTE_FIELDS, ("route",))
     if f is None:
         return None
     route = f.get("route", _route_destinations) or ()

@@ -189,6 +189,31 @@ def _str(
     return value
 
 
+def _text(
+    *,
+    pattern: re.Pattern[str] | None = None,
+    what: str = "",
+    max_len: int = 1024,
+    hint: str | None = None,
+    allow_empty: bool = False,
+) -> Callable[[_Ctx, object, str], str | None]:
+    """The leaf check of one kind of string field: :func:`_str` with these rules."""
+
+    def check(ctx: _Ctx, value: object, path: str) -> str | None:
+        return _str(
+            ctx,
+            value,
+            path,
+            pattern=pattern,
+            what=what,
+            max_len=max_len,
+            hint=hint,
+            allow_empty=allow_empty,
+        )
+
+    return check
+
+
 def _int(ctx: _Ctx, value: object, path: str, *, lo: int, hi: int) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         ctx.error(path, f"expected an integer, got {_type_name(value)} {value!r}")

@@ -359,7 +359,9 @@ def test_false_complaint_names_the_complainer() -> None:
     forged = _resign(r1[2], "dkg", idk[1], proof=b"")
     assert verify_complaint(complaint("invalid-message", [forged]), roster).culprit == 1
     # A complaint that is itself not authentic blames nobody.
-    unsigned = Complaint(roster.session_id, 1, 2, "invalid-message", (r1[2],), b"", bytes(64))
+    unsigned = Complaint(
+        roster.session_id, 1, 2, "invalid-message", (r1[2],), b"", signature=bytes(64)
+    )
     with pytest.raises(DkgMessageRejected, match="not authentic"):
         verify_complaint(unsigned, roster)
 
