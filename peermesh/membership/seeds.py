@@ -22,18 +22,14 @@ import dns.message
 import dns.rdatatype
 import trio
 
+from peermesh.config.seeds import DnsSeed, SeedKind
+
 log = logging.getLogger(__name__)
 
 MAX_ANSWER_BYTES = 4096
 MAX_RECORDS = 64
 MIN_INTERVAL = 5.0
 MAX_INTERVAL = 300.0
-DEFAULT_INBOUND_PORT = 15443
-
-
-class SeedKind(enum.Enum):
-    ADDRESS = "dns"  # A and AAAA: a headless Service, the default inbound port
-    SRV = "srv"  # SRV: target and port from the record
 
 
 class Refusal(enum.Enum):
@@ -46,17 +42,6 @@ class Refusal(enum.Enum):
     NO_ANSWER = "no_answer"
 
 
-class SeedError(ValueError):
-    """A ``--seeds`` value that is not ``dns:NAME[:PORT]`` or ``srv:NAME``."""
-
-
-@dataclass(frozen=True)
-class DnsSeed:
-    kind: SeedKind
-    name: str
-    port: int = DEFAULT_INBOUND_PORT
-
-
 @dataclass(frozen=True)
 class SeedCandidate:
     """An agent's inbound endpoint found in DNS."""
@@ -65,24 +50,14 @@ class SeedCandidate:
     inbound_port: int
 
 
-def parse_seed(text: str) -> DnsSeed:
-    """``dns:NAME[:PORT]`` (A/AAAA) or ``srv:NAME`` (e.g. ``srv:_gossip._tcp.svc``)."""
-    scheme, sep, rest = text.partition(":")
-    if not sep or not rest:
-        raise SeedError(f"--seeds {text!r}: expected dns:NAME[:PORT] or srv:NAME")
+def system_nameserver() -> tuple[str, int]:
+    """The first nameserver of /etc/resolv.conf (in a pod: the cluster DNS)."""
+    import dns.resolver
+
     try:
-        kind = SeedKind(scheme)
-    except ValueError:
-        raise SeedError(f"--seeds {text!r}: scheme must be dns or srv") from None
-    name, port = rest, DEFAULT_INBOUND_PORT
-    if kind is SeedKind.ADDRESS and ":" in rest:
-        name, _, port_text = rest.rpartition(":")
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise SeedError(f"--seeds {text!r}: bad port {port_text!r}")
-        port = int(port_text)
-    if len(name) > 253 or not all(0 < len(label) < 64 for label in name.rstrip(".").split(".")):
-        raise SeedError(f"--seeds {text!r}: {name!r} is not a DNS name")
-    return DnsSeed(kind, name.rstrip(".") + ".", port)
+        return (str(dns.resolver.Resolver().nameservers[0]), 53)
+    except (dns.resolver.NoResolverConfiguration, IndexError):
+        return ("127.0.0.1", 53)
 
 
 class DnsSeeds:

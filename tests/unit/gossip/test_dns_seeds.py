@@ -6,16 +6,9 @@ import dns.message
 import pytest
 import trio
 
-from peermesh.membership.seeds import (
-    MAX_RECORDS,
-    MIN_INTERVAL,
-    DnsSeeds,
-    Refusal,
-    SeedCandidate,
-    SeedError,
-    SeedKind,
-    parse_seed,
-)
+from peermesh.config.declare import ConfigError
+from peermesh.config.seeds import SeedKind, parse_seed
+from peermesh.membership.seeds import MAX_RECORDS, MIN_INTERVAL, DnsSeeds, Refusal, SeedCandidate
 from tests.support.dnskit import DnsResponder
 
 SVC = "peermesh-committee.peermesh.svc.cluster.local."
@@ -31,7 +24,7 @@ def test_parse_seed_forms() -> None:
     srv = parse_seed("srv:_gossip._tcp." + SVC)
     assert (srv.kind, srv.name) == (SeedKind.SRV, "_gossip._tcp." + SVC)
     for bad in ("committee", "ldap:x", "dns:", "dns:x:99999", "dns:" + "a" * 64 + ".b"):
-        with pytest.raises(SeedError):
+        with pytest.raises(ConfigError):
             parse_seed(bad)
 
 
