@@ -391,8 +391,9 @@ class Agent:
         if membership is None or self._pool is None:
             return
         endpoint = (candidate.address, candidate.inbound_port)
-        if endpoint == (self.addresses["inbound"][0], self.addresses["inbound"][1]):
-            return
+        own = {self.addresses["inbound"][0], self.config.gossip.advertise}
+        if candidate.address in own and candidate.inbound_port == self.addresses["inbound"][1]:
+            return  # the Service lists this pod too
         if any(
             m.meta.addresses[:1] == (candidate.address,)
             and m.meta.inbound_port == candidate.inbound_port

@@ -34,6 +34,7 @@ MAX_INTERVAL = 300.0
 
 class Refusal(enum.Enum):
     TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
     TOO_LARGE = "too_large"
     MALFORMED = "malformed"
     MISMATCH = "mismatch"
@@ -139,11 +140,17 @@ class DnsSeeds:
             trio.socket.SOCK_DGRAM,
         )
         with sock:
-            await sock.connect(self.nameserver)
-            await sock.send(query.to_wire())
-            with trio.move_on_after(self.timeout):
-                wire = await sock.recv(MAX_ANSWER_BYTES + 1)
-                return self._parse(query, wire, rdtype)
+            try:
+                await sock.connect(self.nameserver)
+                await sock.send(query.to_wire())
+                with trio.move_on_after(self.timeout):
+                    wire = await sock.recv(MAX_ANSWER_BYTES + 1)
+                    return self._parse(query, wire, rdtype)
+            except OSError as exc:
+                # No route or an ICMP refusal: the next round tries again; never fatal.
+                log.debug("DNS seeds: %s unreachable: %s", self.nameserver, exc)
+                self.refused[Refusal.UNREACHABLE] += 1
+                return None
         self.refused[Refusal.TIMEOUT] += 1
         return None
 

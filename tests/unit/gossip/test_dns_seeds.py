@@ -105,3 +105,13 @@ async def test_huge_ttl_does_not_stop_refreshing(autojump_clock: trio.testing.Mo
         await trio.sleep(MIN_INTERVAL * 3 + 1)
         nursery.cancel_scope.cancel()
     assert len(seen) >= 3
+
+
+async def test_a_closed_port_is_counted_not_raised() -> None:
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", 0))
+    closed = sock.getsockname()
+    sock.close()  # nothing listens: loopback answers with ICMP port unreachable
+    seeds = DnsSeeds(parse_seed("dns:" + SVC), closed, _ignore, timeout=1.0)
+    found, _ = await seeds.resolve()
+    assert found == [] and seeds.refused[Refusal.UNREACHABLE] + seeds.refused[Refusal.TIMEOUT] == 2
