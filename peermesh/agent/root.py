@@ -337,6 +337,12 @@ class Agent:
                 on_candidate=self._on_mdns_candidate,
             )
             nursery.start_soon(self._run_mdns)
+        if cfg.gossip.seeds:
+            from peermesh.membership.seeds import DnsSeeds, system_nameserver
+
+            nameserver = cfg.gossip.seeds_resolver or system_nameserver()
+            for seed in cfg.gossip.seeds:
+                nursery.start_soon(DnsSeeds(seed, nameserver, self._on_dns_seed).run)
 
     def _on_member_event(self, event: Any) -> None:
         """A member stopped being alive: stop waiting on our connections to it (or drain them)."""
@@ -379,6 +385,24 @@ class Agent:
         self._pool.nursery.start_soon(
             lambda: membership.join_via((candidate.address, candidate.inbound_port), attempts=3)
         )
+
+    async def _on_dns_seed(self, candidate: Any) -> None:
+        membership = self.membership
+        if membership is None or self._pool is None:
+            return
+        endpoint = (candidate.address, candidate.inbound_port)
+        own = {self.addresses["inbound"][0], self.config.gossip.advertise}
+        if candidate.address in own and candidate.inbound_port == self.addresses["inbound"][1]:
+            return  # the Service lists this pod too
+        if any(
+            m.meta.addresses[:1] == (candidate.address,)
+            and m.meta.inbound_port == candidate.inbound_port
+            and m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+            for m in membership.swim.members()
+        ):
+            return
+        log.info("DNS seeds list %s:%d; joining", *endpoint)
+        self._pool.nursery.start_soon(lambda: membership.join_via(endpoint, attempts=3))
 
     async def _members(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         if self.membership is None:

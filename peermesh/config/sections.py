@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peermesh.config.declare import ConfigError, Kind, setting
+from peermesh.config.seeds import DnsSeed, parse_dns_seeds
 from peermesh.config.values import (
     LOOPBACK,
     optional_address,
@@ -258,6 +259,17 @@ class GossipConfig:
         kind=Kind.SWITCH,
     )
     advertise: str | None = setting("--advertise", help="Address peers use to reach us.")
+    seeds: tuple[DnsSeed, ...] = setting(
+        "--seeds",
+        help="Join agents a DNS name lists: dns:NAME[:PORT] (A/AAAA) or srv:NAME; repeatable.",
+        parse=parse_dns_seeds,
+        multiple=True,
+    )
+    seeds_resolver: tuple[str, int] | None = setting(
+        "--seeds-resolver",
+        help="DNS server HOST:PORT for --seeds (default: the first in /etc/resolv.conf).",
+        parse=optional_address("--seeds-resolver"),
+    )
 
     def check(self) -> None:
         if self.key_file is not None and self.insecure:

@@ -38,6 +38,10 @@ INBOUND_PORT = 15443
 OUTBOUND_PORT = 15001
 GOSSIP_PORT = 15946
 ADMIN_PORT = 15000
+AGENT_UID = 1337
+EXCLUDE_PORTS_ANNOTATION = "peermesh.io/exclude-ports"
+INBOUND_MODE_ANNOTATION = "peermesh.io/inbound-capture"
+INBOUND_MODES = ("strict", "permissive", "off")
 #: Kinds whose pod template ``peermesh inject -f`` rewrites (``spec.template``).
 TEMPLATE_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
 
@@ -105,6 +109,8 @@ def _agent(
         f"--gossip=0.0.0.0:{GOSSIP_PORT}",
         "--advertise=$(POD_IP)",
         f"--join={config.seeds}:{INBOUND_PORT}",
+        # Re-resolved periodically: pods that start later are joined too.
+        f"--seeds=dns:{config.seeds}:{INBOUND_PORT}",
         "--no-mdns",  # mDNS does not cross nodes; seeds come from the headless Service
     ]
     args += [f"--label={key}={value}" for key, value in sorted(labels.items())]
@@ -150,7 +156,7 @@ def _agent(
         "volumeMounts": [{"name": DATA_VOLUME, "mountPath": DATA_DIR}],
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": 1337,
+            "runAsUser": AGENT_UID,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
@@ -158,18 +164,43 @@ def _agent(
     }
 
 
-def _capture(config: InjectConfig) -> dict[str, Any]:
+def _capture_args(metadata: Mapping[str, Any], port: int) -> list[str]:
+    annotations = metadata.get("annotations") or {}
+    mode = str(annotations.get(INBOUND_MODE_ANNOTATION, "off"))
+    if mode not in INBOUND_MODES:
+        raise InjectionError(
+            f"annotation {INBOUND_MODE_ANNOTATION}={mode!r} is not one of {INBOUND_MODES}"
+        )
+    excluded = []
+    for text in str(annotations.get(EXCLUDE_PORTS_ANNOTATION, "")).split(","):
+        if not text.strip():
+            continue
+        if not text.strip().isdigit() or not 0 < int(text) < 65536:
+            raise InjectionError(f"annotation {EXCLUDE_PORTS_ANNOTATION}: {text!r} is not a port")
+        excluded.append(f"--exclude-port={int(text)}")
+    return [
+        "capture",
+        "install",
+        f"--app-port={port}",
+        f"--agent-user={AGENT_UID}",  # the agent's own traffic is never captured
+        f"--outbound-port={OUTBOUND_PORT}",
+        f"--admin-port={ADMIN_PORT}",
+        f"--inbound={mode}",
+        *excluded,
+    ]
+
+
+def _capture(config: InjectConfig, args: list[str]) -> dict[str, Any]:
     return {
         "name": CAPTURE_CONTAINER,
         "image": config.image,
-        # Ports and the excluded agent user are the capture command's defaults, which
-        # are the agent's defaults (15001 outbound, 15443 inbound, uid 1337).
-        "args": ["capture", "install"],
+        "args": args,
+        # nftables needs NET_ADMIN, and only this short-lived step gets it.
         "securityContext": {
             "runAsUser": 0,
             "runAsNonRoot": False,
             "allowPrivilegeEscalation": False,
-            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+            "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]},
         },
     }
 
@@ -193,7 +224,7 @@ def inject_pod_spec(
     mesh_labels = {"version": labels["version"]} if "version" in labels else {}
     injected = [_agent(config, service, port, mesh_labels)]
     if config.capture:
-        injected.insert(0, _capture(config))
+        injected.insert(0, _capture(config, _capture_args(new_meta, port)))
     new_spec["initContainers"] = injected + list(new_spec.get("initContainers") or [])
     volumes = list(new_spec.get("volumes") or [])
     new_spec["volumes"] = [*volumes, {"name": DATA_VOLUME, "emptyDir": {}}]

@@ -38,19 +38,40 @@ def test_injected_pod_is_valid_and_has_every_part() -> None:
     validate(injected)
     spec = injected["spec"]
     capture, agent = spec["initContainers"][:2]
-    assert capture["name"] == CAPTURE_CONTAINER and capture["args"] == ["capture", "install"]
-    assert "NET_ADMIN" in capture["securityContext"]["capabilities"]["add"]
+    assert capture["name"] == CAPTURE_CONTAINER and capture["args"][:2] == ["capture", "install"]
+    assert {"--app-port=9080", "--agent-user=1337", "--inbound=off"} <= set(capture["args"])
+    assert capture["securityContext"]["capabilities"] == {"add": ["NET_ADMIN"], "drop": ["ALL"]}
+    assert not any("securityContext" in c and "capabilities" in c["securityContext"]
+                   and c["securityContext"]["capabilities"].get("add")
+                   for c in spec["initContainers"][1:] + spec["containers"])  # fmt: skip
     assert agent["name"] == AGENT_CONTAINER
     assert agent["restartPolicy"] == "Always"  # a native sidecar
     assert "--service=reviews=9080" in agent["args"]
     assert "--label=version=v1" in agent["args"]
     assert "--join=peermesh-committee.peermesh.svc.cluster.local:15443" in agent["args"]
+    assert "--seeds=dns:peermesh-committee.peermesh.svc.cluster.local:15443" in agent["args"]
     assert "/readyz" in " ".join(agent["readinessProbe"]["exec"]["command"])
     token = next(e for e in agent["env"] if e["name"] == "PEERMESH_JOIN_TOKEN")
     assert token["valueFrom"]["secretKeyRef"]["name"] == "peermesh-join-token"
     assert not any(a.startswith("--join-token") for a in agent["args"])  # never in argv
     assert {"name": "peermesh-data", "emptyDir": {}} in spec["volumes"]
     assert spec["containers"] == original["spec"]["containers"]  # the app is untouched
+
+
+def test_capture_annotations_set_mode_and_excluded_ports() -> None:
+    original = pod()
+    original["metadata"]["annotations"] = {
+        "peermesh.io/inbound-capture": "strict",
+        "peermesh.io/exclude-ports": "5432, 6379",
+    }
+    injected = apply_patch(original, pod_patch(original, CONFIG))
+    validate(injected)
+    args = injected["spec"]["initContainers"][0]["args"]
+    assert {"--inbound=strict", "--exclude-port=5432", "--exclude-port=6379"} <= set(args)
+    for bad in ({"peermesh.io/inbound-capture": "loud"}, {"peermesh.io/exclude-ports": "x,1"}):
+        original["metadata"]["annotations"] = bad
+        with pytest.raises(InjectionError):
+            pod_patch(original, CONFIG)
 
 
 def test_injection_is_idempotent() -> None:
