@@ -13,12 +13,9 @@ import logging
 import os
 import sys
 from collections import deque
-from typing import IO, TYPE_CHECKING
+from typing import IO, Protocol
 
 import trio
-
-if TYPE_CHECKING:
-    from peermesh.observability.context import RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +28,19 @@ BATCH = 1024  # lines per write (one thread hop each)
 FLUSH_INTERVAL = 0.25
 
 
+class Loggable(Protocol):
+    """A finished request or TCP connection: it renders its own JSON line."""
+
+    def log_line(self) -> bytes: ...
+
+
 class AccessLog:
     """A bounded buffer of finished requests and the writer that drains it."""
 
     def __init__(self, sink: str | IO[bytes], *, capacity: int = DEFAULT_CAPACITY) -> None:
         self.sink = sink
         self.capacity = capacity
-        self._buffer: deque[RequestRecord] = deque()
+        self._buffer: deque[Loggable] = deque()
         self._wakeup = trio.Event()
         self._filling = trio.Event()
         self._soon = max(1, capacity // 2)
@@ -50,8 +53,8 @@ class AccessLog:
     def pending(self) -> int:
         return len(self._buffer)
 
-    def offer(self, record: RequestRecord) -> bool:
-        """Queue one request; False (and counted) if the buffer is full."""
+    def offer(self, record: Loggable) -> bool:
+        """Queue one request or connection; False (and counted) if the buffer is full."""
         if len(self._buffer) >= self.capacity:
             self.dropped += 1
             return False

@@ -44,7 +44,7 @@ from peermesh.proxy.localapp import LocalApp
 from peermesh.proxy.outbound import sniff_preface
 from peermesh.proxy.relay import DownstreamGone, relay
 from peermesh.proxy.tracker import ConnectionTracker
-from peermesh.proxy.tunnel import tunnel_in
+from peermesh.proxy.tunnel import access_log_of, tunnel_in
 from peermesh.traffic.limits import RateLimiter
 
 if TYPE_CHECKING:
@@ -202,6 +202,7 @@ class InboundProxy:
                 authorize=lambda port: self._authorize_tcp(peer, port),
                 authorize_http=lambda head: self._authorize(head, peer) is None,
                 metrics=self.metrics,
+                access_log=access_log_of(self.observer),
             )
             return
         writer = H2ResponseWriter(stream)

@@ -67,7 +67,7 @@ from peermesh.proxy.traffic import (
     response_headers,
     rewrite_request,
 )
-from peermesh.proxy.tunnel import TunnelOut, detect
+from peermesh.proxy.tunnel import TunnelOut, access_log_of, detect
 from peermesh.proxy.upgrade import (
     head_end,
     parse_head,
@@ -146,6 +146,7 @@ class OutboundProxy:
             pool=pool,
             metrics=metrics,
             expected_identity=self._expected_identity,
+            access_log=lambda: access_log_of(self.observer),
         )
 
     def captured_service(self, destination: tuple[str, int] | None) -> str | None:

@@ -12,11 +12,14 @@ other.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -25,6 +28,8 @@ from peermesh.core.endpoint import Endpoint
 from peermesh.net.http.h2session import ConnectionUnavailable, ErrorCode, H2Stream, StreamReset
 from peermesh.net.http.headers import Headers, RequestHead
 from peermesh.net.pool import PeerPool
+from peermesh.observability.accesslog import AccessLog
+from peermesh.observability.context import _iso
 from peermesh.observability.metrics import AgentMetrics
 from peermesh.proxy.upgrade import (
     TUNNEL_HEADER,
@@ -35,6 +40,9 @@ from peermesh.proxy.upgrade import (
     read_stream_head,
     refusal,
 )
+
+if TYPE_CHECKING:
+    from peermesh.observability.hub import Observability
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("peermesh.access.tcp")
@@ -87,14 +95,42 @@ class TunnelRecord:
     source: str
     destination: str
     port: int
-    peer: str = ""
+    peer: str = ""  # the far agent's address (outbound) or the caller's SPIFFE ID (inbound)
+    peer_identity: str = ""  # the SPIFFE ID the far side proved (or must prove)
     sent: int = 0  # towards the destination
     received: int = 0  # back towards the caller
     outcome: str = "ok"
     started: float = field(default_factory=trio.current_time)
+    started_wall: float = field(default_factory=time.time)
+    duration: float = 0.0
 
-    def finish(self, metrics: AgentMetrics) -> None:
-        seconds = trio.current_time() - self.started
+    def log_line(self) -> bytes:
+        """The access-log line of this connection (JSON, as the HTTP lines are)."""
+        return (
+            json.dumps(
+                {
+                    "time": _iso(self.started_wall),
+                    "protocol": "tcp",
+                    "direction": self.direction,
+                    "source": self.source,
+                    "destination": self.destination,
+                    "port": self.port,
+                    "peer": self.peer or None,
+                    "peer_identity": self.peer_identity or None,
+                    "sent_bytes": self.sent,
+                    "received_bytes": self.received,
+                    "duration_ms": round(self.duration * 1000, 3),
+                    "outcome": self.outcome,
+                },
+                separators=(",", ":"),
+            ).encode()
+            + b"\n"
+        )
+
+    def finish(self, metrics: AgentMetrics, access_log: AccessLog | None = None) -> None:
+        seconds = self.duration = trio.current_time() - self.started
+        if access_log is not None:
+            access_log.offer(self)
         metrics.tcp_connections.labels(
             self.direction, self.source, self.destination, self.outcome
         ).inc()
@@ -106,6 +142,11 @@ class TunnelRecord:
             self.direction, self.source, self.destination, self.port, self.peer or "-",
             self.outcome, self.sent, self.received, seconds,
         )  # fmt: skip
+
+
+def access_log_of(observer: Observability | None) -> AccessLog | None:
+    """The access log finished connections go to now, or None when not logging."""
+    return observer.access_log if observer is not None and observer.logging_requests else None
 
 
 def _hard_close(tcp: trio.SocketStream) -> None:
@@ -194,8 +235,11 @@ class TunnelOut:
         pool: PeerPool,
         metrics: AgentMetrics,
         expected_identity: Callable[[str], SpiffeId],
+        access_log: Callable[[], AccessLog | None] = lambda: None,
     ) -> None:
         self.local_service = local_service
+        #: Where finished connections are logged, asked at the end (logging can be toggled).
+        self.access_log = access_log
         self.pool = pool
         self.metrics = metrics
         self.expected_identity = expected_identity
@@ -219,6 +263,7 @@ class TunnelOut:
                 await trio.aclose_forcefully(tcp)
                 return
             record.peer = endpoint.address
+            record.peer_identity = str(self.expected_identity(endpoint.service))
             stream = await self._open(endpoint, service, port, upgrade=upgrade)
             if stream is None:
                 record.outcome = "peer-unreachable"
@@ -247,7 +292,7 @@ class TunnelOut:
                 return
             await relay(tcp, stream, record, b"")
         finally:
-            record.finish(self.metrics)
+            record.finish(self.metrics, self.access_log())
 
     async def _open(
         self, endpoint: Endpoint, service: str, port: int, *, upgrade: bool
@@ -297,10 +342,13 @@ async def tunnel_in(
     authorize_http: Callable[[RequestHead], bool],
     metrics: AgentMetrics,
     connect_timeout: float = 5.0,
+    access_log: AccessLog | None = None,
 ) -> None:
     """The inbound half: authorize the CONNECT, dial the local app, relay."""
     port = requested_port(stream)
-    record = TunnelRecord("inbound", str(peer), service, port or 0, peer=str(peer))
+    record = TunnelRecord(
+        "inbound", str(peer), service, port or 0, peer=str(peer), peer_identity=str(peer)
+    )
     try:
         if port is None:
             record.outcome = "bad-request"
@@ -350,4 +398,4 @@ async def tunnel_in(
     except _STREAM_ERRORS:
         record.outcome = "peer-reset"
     finally:
-        record.finish(metrics)
+        record.finish(metrics, access_log)

@@ -19,21 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from chaos.netns import Host, Lab, LabError, require_root
+from chaos.netns import Host, Lab
 from tests.support.meshkit import process
 from tests.support.pki import TRUST_DOMAIN, make_mesh_pki
+from tests.support.root import NEEDS_ROOT
 
-try:
-    require_root()
-    if shutil.which("nft") is None or shutil.which("setpriv") is None:
-        raise LabError("needs nft (nftables) and setpriv (util-linux)")
-    ROOT_REASON = ""
-except LabError as exc:
-    ROOT_REASON = str(exc)
+MISSING_TOOLS = shutil.which("nft") is None or shutil.which("setpriv") is None
 
 pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(bool(ROOT_REASON), reason=ROOT_REASON or "root available"),
+    *NEEDS_ROOT,
+    pytest.mark.skipif(MISSING_TOOLS, reason="needs nft (nftables) and setpriv (util-linux)"),
 ]
 
 NODES = {"node-a": "frontend", "node-b": "orders", "node-c": "cache"}

@@ -134,3 +134,27 @@ def test_captured_connections_carry_their_original_destination(netns):
     assert lines[2].startswith("not captured")  # an excluded port
     assert lines[3].startswith("not captured")  # the agent's socket mark
     assert lines[4] == "reached the listener, dialled None"  # direct, not redirected
+
+
+PROBE_V6 = r"""
+import socket
+from peermesh.net.origdst import original_destination
+listener = socket.socket(socket.AF_INET6)
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("::1", 15001))
+listener.listen()
+listener.settimeout(5)
+client = socket.socket(socket.AF_INET6)
+client.settimeout(1)
+client.connect(("fd00:9::7", 6379))
+conn, _ = listener.accept()
+print(original_destination(conn))
+"""
+
+
+def test_an_ipv6_connection_to_a_mesh_cidr_carries_its_original_destination(netns):
+    in_ns(netns, "ip", "-6", "addr", "add", "fd00:9::1/64", "dev", "d0", "nodad")
+    in_ns(netns, "ip", "-6", "route", "add", "default", "dev", "d0")
+    peermesh(netns, *INSTALL, "--mesh-cidr", "fd00:9::/64")
+    done = in_ns(netns, sys.executable, "-c", PROBE_V6, check=False)
+    assert done.stdout.strip() == "('fd00:9::7', 6379)", done.stderr

@@ -11,22 +11,25 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from chaos import lab
-from chaos.netns import LabError, require_root
-
-try:
-    require_root()
-    ROOT_REASON = ""
-except LabError as exc:
-    ROOT_REASON = str(exc)
+from tests.support.root import NEEDS_ROOT, ROOT_REASON
 
 REPO = Path(__file__).resolve().parents[2]
 CI_SCENARIO = REPO / "chaos" / "scenarios" / "ci.yaml"
-skip_without_root = pytest.mark.skipif(bool(ROOT_REASON), reason=ROOT_REASON or "root")
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def needs_root(test: F) -> F:
+    """NEEDS_ROOT on one test: this file also holds a test of running without root."""
+    for mark in NEEDS_ROOT:
+        test = mark(test)
+    return test
 
 
 def unique_prefix(tag: str) -> str:
@@ -73,8 +76,7 @@ def test_without_root_every_command_says_so_and_fails(tmp_path):
         assert "root" in proc.stderr, proc.stderr
 
 
-@pytest.mark.root
-@skip_without_root
+@needs_root
 def test_ci_scenario_passes_every_invariant(tmp_path):
     from chaos.runner import run_scenario
 
@@ -109,8 +111,7 @@ def test_ci_scenario_passes_every_invariant(tmp_path):
     assert not any(lab.leftovers(prefix).values())
 
 
-@pytest.mark.root
-@skip_without_root
+@needs_root
 def test_lab_down_after_an_interrupted_run_leaves_nothing_behind(tmp_path):
     prefix = unique_prefix("pmdn")
     state = tmp_path / "lab"
@@ -174,8 +175,7 @@ def wait_check(h: lab.HostState, pattern: str, what: str, timeout: float = 40) -
         last = _clock_check(h)
 
 
-@pytest.mark.root
-@skip_without_root
+@needs_root
 def test_clock_skew_restarts_the_agent_under_libfaketime_and_the_mesh_notices(tmp_path):
     """2 hosts: skew h2 +30 s (its agent restarts under libfaketime, same data dir and
     ports), it keeps serving and replicating, h1's `check` names it; 0 restores it."""

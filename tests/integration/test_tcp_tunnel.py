@@ -6,6 +6,7 @@ after SO_ORIGINAL_DST); tests/integration/test_capture_tcp.py does it all throug
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 
@@ -13,6 +14,7 @@ import httpx
 import trio
 
 from peermesh.net.admin_guard import ADMIN_HEADERS
+from peermesh.observability.accesslog import AccessLog
 from tests.support.meshkit import eventually, two_agents
 
 DENY_TCP = {
@@ -147,4 +149,44 @@ async def test_authorization_policy_on_the_port_denies_the_tunnel(tmp_path):
             await other.send_eof()
             assert await read_all(other) == b"PING\r\n"
             assert 'outcome="denied"' in metric(mesh.server, "peermesh_tcp_connections")
+        apps.cancel_scope.cancel()
+
+
+async def test_each_tunnelled_connection_is_one_json_access_line_on_both_agents(tmp_path):
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    async with trio.open_nursery() as apps:
+        apps.start_soon(echo_app, listener)
+        async with two_agents(tmp_path, app_port=listener.socket.getsockname()[1]) as mesh:
+            mesh.nursery = apps
+            files = {}
+            for agent in (mesh.client, mesh.server):
+                files[agent] = tmp_path / f"{agent.config.name}-access.log"
+                writer = AccessLog(str(files[agent]))
+                agent.observability.access_log = writer
+                apps.start_soon(writer.run)
+            app = await tunnel_client(mesh)
+            await app.send_all(b"x" * 1000)
+            await app.send_eof()
+            assert await read_all(app) == b"x" * 1000
+            await app.aclose()
+
+            def lines(agent) -> list[dict]:
+                path = files[agent]
+                text = path.read_text() if path.exists() else ""
+                return [json.loads(line) for line in text.splitlines()]
+
+            for agent in (mesh.client, mesh.server):
+                await eventually(lambda a=agent: len(lines(a)) == 1)
+            [out] = lines(mesh.client)
+            assert out["protocol"] == "tcp" and out["direction"] == "outbound"
+            assert (out["source"], out["destination"], out["port"]) == ("frontend", "orders", 6379)
+            assert (out["sent_bytes"], out["received_bytes"], out["outcome"]) == (1000, 1000, "ok")
+            assert out["peer"] and out["duration_ms"] >= 0
+            assert out["peer_identity"].startswith("spiffe://")
+            assert out["peer_identity"].endswith("/orders")
+            [into] = lines(mesh.server)
+            assert into["direction"] == "inbound" and into["outcome"] == "ok"
+            assert into["peer_identity"].startswith("spiffe://")
+            assert into["peer_identity"].endswith("/frontend")
+            assert (into["sent_bytes"], into["received_bytes"]) == (1000, 1000)
         apps.cancel_scope.cancel()
