@@ -342,7 +342,13 @@ class Agent:
 
             nameserver = cfg.gossip.seeds_resolver or system_nameserver()
             for seed in cfg.gossip.seeds:
-                nursery.start_soon(DnsSeeds(seed, nameserver, self._on_dns_seed).run)
+                seeds = DnsSeeds(
+                    seed,
+                    nameserver,
+                    self._on_dns_seed,
+                    on_refused=lambda r: self.metrics.dns_seed_refusals.labels(r.value).inc(),
+                )
+                nursery.start_soon(seeds.run)
 
     def _on_member_event(self, event: Any) -> None:
         """A member stopped being alive: stop waiting on our connections to it (or drain them)."""

@@ -72,6 +72,7 @@ class DnsSeeds:
         *,
         interval: float = 30.0,
         timeout: float = 2.0,
+        on_refused: Callable[[Refusal], None] | None = None,
     ) -> None:
         self.seed = seed
         self.nameserver = nameserver
@@ -80,6 +81,12 @@ class DnsSeeds:
         self.timeout = timeout
         self.refused: Counter[Refusal] = Counter()
         self.resolved = 0
+        self._on_refused = on_refused
+
+    def _refuse(self, reason: Refusal) -> None:
+        self.refused[reason] += 1
+        if self._on_refused is not None:
+            self._on_refused(reason)
 
     async def run(self) -> None:
         while True:
@@ -107,12 +114,12 @@ class DnsSeeds:
     def _bounded(self, found: list[SeedCandidate]) -> list[SeedCandidate]:
         unique = list(dict.fromkeys(found))
         if len(unique) > MAX_RECORDS:
-            self.refused[Refusal.TOO_MANY_RECORDS] += 1
+            self._refuse(Refusal.TOO_MANY_RECORDS)
             unique = unique[:MAX_RECORDS]
         if unique:
             self.resolved += 1
         else:
-            self.refused[Refusal.NO_ANSWER] += 1
+            self._refuse(Refusal.NO_ANSWER)
         return unique
 
     async def _addresses(self, name: str) -> tuple[list[str], float]:
@@ -128,7 +135,7 @@ class DnsSeeds:
                 try:
                     addresses.append(str(ipaddress.ip_address(rdata.address)))
                 except ValueError:
-                    self.refused[Refusal.BAD_ADDRESS] += 1
+                    self._refuse(Refusal.BAD_ADDRESS)
         return addresses, min(ttls, default=0.0)
 
     async def _query(
@@ -149,24 +156,24 @@ class DnsSeeds:
             except OSError as exc:
                 # No route or an ICMP refusal: the next round tries again; never fatal.
                 log.debug("DNS seeds: %s unreachable: %s", self.nameserver, exc)
-                self.refused[Refusal.UNREACHABLE] += 1
+                self._refuse(Refusal.UNREACHABLE)
                 return None
-        self.refused[Refusal.TIMEOUT] += 1
+        self._refuse(Refusal.TIMEOUT)
         return None
 
     def _parse(
         self, query: dns.message.Message, wire: bytes, rdtype: dns.rdatatype.RdataType
     ) -> tuple[list[Any], float] | None:
         if len(wire) > MAX_ANSWER_BYTES:
-            self.refused[Refusal.TOO_LARGE] += 1
+            self._refuse(Refusal.TOO_LARGE)
             return None
         try:
             response = dns.message.from_wire(wire)
         except (dns.exception.DNSException, ValueError):
-            self.refused[Refusal.MALFORMED] += 1
+            self._refuse(Refusal.MALFORMED)
             return None
         if not query.is_response(response):
-            self.refused[Refusal.MISMATCH] += 1
+            self._refuse(Refusal.MISMATCH)
             return None
         records: list[Any] = []
         ttl = MAX_INTERVAL
@@ -176,7 +183,7 @@ class DnsSeeds:
             ttl = min(ttl, float(rrset.ttl))
             records.extend(rrset)
             if len(records) > MAX_RECORDS:
-                self.refused[Refusal.TOO_MANY_RECORDS] += 1
+                self._refuse(Refusal.TOO_MANY_RECORDS)
                 records = records[:MAX_RECORDS]
                 break
         return (records, ttl) if records else None

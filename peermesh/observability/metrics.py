@@ -61,6 +61,12 @@ class AgentMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.dns_seed_refusals = Counter(
+            "peermesh_dns_seed_refusals",
+            "DNS seed lookups refused or failed, by reason (timeout, too_large, malformed...).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.tcp_connections = Counter(
             "peermesh_tcp_connections",
             "TCP connections tunnelled through the mesh, by direction, edge and outcome.",

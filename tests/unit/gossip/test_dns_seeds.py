@@ -28,10 +28,13 @@ def test_parse_seed_forms() -> None:
             parse_seed(bad)
 
 
-async def _resolve(server: DnsResponder, seed: str) -> tuple[DnsSeeds, list[SeedCandidate]]:
+async def _resolve(
+    server: DnsResponder, seed: str, reported: list[Refusal] | None = None
+) -> tuple[DnsSeeds, list[SeedCandidate]]:
+    hook = None if reported is None else reported.append
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
-        seeds = DnsSeeds(parse_seed(seed), server.address, _ignore, timeout=0.5)
+        seeds = DnsSeeds(parse_seed(seed), server.address, _ignore, timeout=0.5, on_refused=hook)
         found, _ = await seeds.resolve()
         nursery.cancel_scope.cancel()
     return seeds, found
@@ -74,8 +77,10 @@ async def test_too_many_records_are_cut_and_counted() -> None:
 )
 async def test_hostile_answers_are_refused_and_counted(hostile: bytes, reason: Refusal) -> None:
     server = DnsResponder(hostile=hostile)
-    seeds, found = await _resolve(server, "dns:" + SVC)
+    reported: list[Refusal] = []
+    seeds, found = await _resolve(server, "dns:" + SVC, reported)
     assert found == [] and seeds.refused[reason] == 2  # one A and one AAAA query
+    assert reported.count(reason) == 2  # the hook the agent's metric counts through
 
 
 async def test_silence_times_out_and_is_counted(autojump_clock: trio.testing.MockClock) -> None:
