@@ -79,6 +79,7 @@ class Journal:
             self._known = True
             return [], ReplayReport(0, 0, None)
         out: list[bytes] = []
+        starts: list[int] = []
         offset = 0
         reason: str | None = None
         for payload, end, problem in _records(data, self.path):
@@ -86,6 +87,7 @@ class Journal:
                 reason = problem
                 break
             out.append(payload)
+            starts.append(offset)
             offset = end
         if reason is not None:
             with open(self.path, "r+b") as handle:
@@ -95,7 +97,7 @@ class Journal:
         self.size = offset
         self.records = len(out)
         self._known = True
-        return out, ReplayReport(len(out), offset, reason)
+        return out, ReplayReport(len(out), offset, reason, tuple(starts))
 
     @staticmethod
     def check(path: Path) -> str | None:

@@ -10,7 +10,10 @@ bytes are kept (a journal and a snapshot file, fsynced) is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
+
+from peermesh.policy.errors import PolicyStoreCorrupt
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class ReplayReport:
     records: int
     good_bytes: int
     corrupt_tail: str | None  # why the tail was cut, or None when the log was clean
+    offsets: tuple[int, ...] = ()  # where each record starts in the log, when it has bytes
 
 
 @dataclass(frozen=True)
@@ -58,3 +62,31 @@ class Persistence(Protocol):
         """Replace the snapshot atomically, then empty the log it now contains."""
 
     def close(self) -> None: ...
+
+
+class JournalRecordInvalid(PolicyStoreCorrupt):
+    """A record is intact on disk but its policy is refused (a bad signature, an invalid
+    object): it was written by something other than this agent's own checked path, so
+    the agent refuses to start rather than serve a store that silently lost an edit."""
+
+    default_code = "policy-log-invalid"
+
+    def __init__(self, path: str, offset: int | None, record: int, reason: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.record = record
+        self.reason = reason
+        where = f"record {record}" + (f" at byte {offset}" if offset is not None else "")
+        super().__init__(
+            f"policy log {path} holds an intact {where} whose policy is refused ({reason}):"
+            " refusing to start rather than skip it",
+            hint=(
+                "stop the agent and run `peermesh policy recover --all --data-dir"
+                f" {Path(path).parent}`: its checksums hold, so only --all moves the store"
+                " aside (kept, timestamped); the agent then rebuilds its policy from its"
+                " peers, checking every signature"
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}"

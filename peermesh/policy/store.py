@@ -49,7 +49,7 @@ from peermesh.policy.records import (
     valid_node_name,
 )
 from peermesh.policy.results import ApplyReport, ApplyResult, HistoryEntry, StoreStatus
-from peermesh.policy.storage import Persistence, ReplayReport, Snapshot
+from peermesh.policy.storage import JournalRecordInvalid, Persistence, ReplayReport, Snapshot
 from peermesh.policy.validate import canonical_json, check_object, normalize
 
 __all__ = [
@@ -500,7 +500,8 @@ class PolicyStore:
                         " aside and restart (the agent then resyncs from its peers), and apply"
                         " the old policy again from an admin"
                     ) from None
-                log.warning("policy log record %d refused (%s); skipped", i, exc.reason)
+                offset = report.offsets[i] if i < len(report.offsets) else None
+                raise JournalRecordInvalid(persistence.log_name, offset, i, exc.reason) from None
 
     # ------------------------------------------------------------------ subscriptions
 

@@ -40,9 +40,11 @@ from peermesh.policy.errors import (
     PolicyStoreCorrupt,
     UpdateRefused,
 )
+from peermesh.policy.journal import Journal
 from peermesh.policy.messages import EDIT, PUSH, EditRequest, PushRequest
 from peermesh.policy.persistence import DiskPersistence
 from peermesh.policy.records import VersionRecord, content_hash, decode_record
+from peermesh.policy.storage import JournalRecordInvalid
 from peermesh.policy.store import PolicyStore
 from peermesh.policy.validate import PolicyError, canonical_json, parse_object
 from tests.support.meshkit import agent_config, eventually, two_agents
@@ -339,6 +341,22 @@ def test_policy_written_before_signing_refuses_to_load_with_a_clear_message(
     with pytest.raises(PolicyStoreCorrupt, match="not signed") as refused:
         store("node-a", WEB, path=path)
     assert "aside" in str(refused.value)
+
+
+def test_an_intact_log_record_whose_policy_is_refused_stops_the_load(tmp_path) -> None:
+    path = tmp_path / "policy.bin"
+    with store("node-a", WEB, path=path) as first:
+        first.apply([route("r")], now=NOW)
+    log = Journal(path.with_name("policy.bin.log"))
+    at = log.replay()[1].good_bytes
+    # Signed under another mesh's root: the record decodes but its signature is refused.
+    log.append(store("x", FOREIGN.leaf("web"), root=FOREIGN).apply([route("s")], now=NOW).update)
+    log.close()
+    with pytest.raises(JournalRecordInvalid) as refused:
+        store("node-a", WEB, path=path)
+    message = str(refused.value)
+    assert f"{log.path} holds an intact record 1 at byte {at}" in message
+    assert "peermesh policy recover" in message and "refusing to start" in message
 
 
 # ---------------------------------------------------------------------------- authority
