@@ -5,6 +5,7 @@ refuses to start with a message naming the file, the offset and what to do."""
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,14 +15,21 @@ import httpx
 import pytest
 import trio
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peermesh.agent import Agent
 from peermesh.cli.policy import policy as policy_group
 from peermesh.config import AgentConfig
-from peermesh.policy.journal import HEADER, JournalCorrupt
+from peermesh.net.identity_files import CERT_FILE, KEY_FILE
+from peermesh.policy.authorship import RecordSigner, RecordVerifier, trust_bundle_file
+from peermesh.policy.journal import HEADER, Journal, JournalCorrupt
+from peermesh.policy.storage import JournalRecordInvalid
+from peermesh.policy.store import PolicyStore
 from tests.support.disk import fill, small_tmpfs
 from tests.support.meshkit import agent_config, eventually, python
-from tests.support.pki import make_mesh_pki
+from tests.support.pki import make_foreign_root_dir, make_mesh_pki
 
 #: What the CLI sends; a browser cannot send it cross-origin without a preflight.
 HEADERS = {"x-peermesh-request": "1"}
@@ -122,7 +130,45 @@ def damage(log: Path, how: str) -> int:
     return at
 
 
-@pytest.mark.parametrize("how", ["middle-checksum", "impossible-length", "torn-tail"])
+def append_foreign_record(tmp_path: Path, log: Path) -> int:
+    """Append an intact record signed by an identity under another root (same trust
+    domain): its checksum holds, its signature is refused. Returns where it starts."""
+    foreign = make_foreign_root_dir(tmp_path)
+    key = serialization.load_pem_private_key((foreign / KEY_FILE).read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((foreign / CERT_FILE).read_bytes())
+    assert isinstance(key, Ed25519PrivateKey)
+    with PolicyStore(
+        node="foreign",
+        signer=RecordSigner(lambda: (key, cert)),
+        verifier=RecordVerifier(trust_bundle_file(foreign / "bundle.pem")),
+    ) as intruder:
+        update = intruder.apply([route("planted")], now=time.time()).update
+    journal = Journal(log)
+    at = journal.replay()[1].good_bytes
+    journal.append(update)
+    journal.close()
+    return at
+
+
+async def refuses_to_start(config: AgentConfig, data_dir: Path, *fragments: str) -> None:
+    """The real command refuses to start and says each of ``fragments`` on stderr."""
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            python("-m", "peermesh", "agent", "--name", config.name, "--service", "orders=9",
+                   "--data-dir", str(data_dir), "--gossip", "off",
+                   "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0",
+                   "--admin", "127.0.0.1:0"),
+            capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
+    stderr = done.stderr.decode()
+    assert done.returncode == 1, stderr
+    for fragment in fragments:
+        assert fragment in stderr, stderr
+
+
+@pytest.mark.parametrize(
+    "how", ["middle-checksum", "impossible-length", "torn-tail", "refused-record"]
+)
 async def test_a_damaged_log_serves_every_acknowledged_edit_or_refuses_to_start(
     tmp_path: Path, how: str
 ) -> None:
@@ -139,6 +185,24 @@ async def test_a_damaged_log_serves_every_acknowledged_edit_or_refuses_to_start(
                 assert (await put(client, b, name)).status_code == 200
             await eventually(lambda: {o.name for o in a.policy.objects("Route")} == names)
         log = dirs["node-b"] / "policy.bin.log"
+        if how == "refused-record":
+            at = append_foreign_record(tmp_path, log)
+            with pytest.raises(JournalRecordInvalid) as invalid:
+                Agent(b_config)
+            message = str(invalid.value)
+            assert f"{log} holds an intact record {len(names)} at byte {at}" in message
+            assert "refusing to start" in message and "peermesh policy recover --all" in message
+            await refuses_to_start(b_config, dirs["node-b"], f"record {len(names)} at byte {at}",
+                                   "policy recover --all")  # fmt: skip
+            # Its checksums hold, so only --all moves the store aside.
+            recovered = CliRunner().invoke(
+                policy_group, ["recover", "--all", "--data-dir", str(dirs["node-b"])]
+            )
+            assert recovered.exit_code == 0, recovered.output
+            async with running(b_config) as b:
+                await eventually(lambda: {o.name for o in b.policy.objects("Route")} == names)
+                assert await served(client, b) == names
+            return
         at = damage(log, how)
         if how == "torn-tail":
             async with running(b_config) as b:
@@ -150,17 +214,8 @@ async def test_a_damaged_log_serves_every_acknowledged_edit_or_refuses_to_start(
         assert f"{log} is damaged at byte {at}" in message
         assert "peermesh policy recover" in message
         # The real command refuses the same way, and says so on stderr.
-        with trio.fail_after(60):
-            done = await trio.run_process(
-                python("-m", "peermesh", "agent", "--name", "node-b", "--service", "orders=9",
-                       "--data-dir", str(dirs["node-b"]), "--gossip", "off",
-                       "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0",
-                       "--admin", "127.0.0.1:0"),
-                capture_stdout=True, capture_stderr=True, check=False,
-            )  # fmt: skip
-        stderr = done.stderr.decode()
-        assert done.returncode == 1, stderr
-        assert f"is damaged at byte {at}" in stderr and "policy recover" in stderr
+        await refuses_to_start(b_config, dirs["node-b"], f"is damaged at byte {at}",
+                               "policy recover")  # fmt: skip
         # The way out: move the damaged files aside, restart, resync from the peer.
         recovered = CliRunner().invoke(policy_group, ["recover", "--data-dir", str(dirs["node-b"])])
         assert recovered.exit_code == 0, recovered.output
