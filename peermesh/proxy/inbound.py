@@ -41,8 +41,8 @@ from peermesh.observability.context import CountingBody, CountingWriter, note_au
 from peermesh.observability.metrics import AgentMetrics
 from peermesh.policy.compiled import AuthzDecision, CompiledPolicy
 from peermesh.proxy.localapp import LocalApp
-from peermesh.proxy.outbound import sniff_preface
 from peermesh.proxy.relay import DownstreamGone, relay
+from peermesh.proxy.sniff import sniff_preface
 from peermesh.proxy.tracker import ConnectionTracker
 from peermesh.proxy.tunnel import access_log_of, tunnel_in
 from peermesh.traffic.limits import RateLimiter

@@ -24,12 +24,10 @@ from peermesh.net.http.exchange import (
     BodySource,
     H2ResponseWriter,
     H2StreamBody,
-    H2UpstreamCall,
     ResponseWriter,
 )
 from peermesh.net.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
 from peermesh.net.http.h2session import (
-    ConnectionUnavailable,
     ErrorCode,
     H2Session,
     H2Stream,
@@ -43,7 +41,6 @@ from peermesh.net.http.headers import (
     RequestHead,
     fit_request_head,
     h2_request_to_head,
-    head_to_h2,
 )
 from peermesh.net.origdst import original_destination
 from peermesh.net.pool import PeerPool
@@ -56,7 +53,9 @@ from peermesh.proxy.captured import (
     service_of_authority,
     service_of_destination,
 )
+from peermesh.proxy.outbound_request import Mirror, end_grpc_deadline, open_upstream
 from peermesh.proxy.relay import UPSTREAM_ERRORS, DownstreamGone
+from peermesh.proxy.sniff import peer_ip, sniff_preface
 from peermesh.proxy.tracker import ConnectionTracker
 from peermesh.proxy.traffic import (
     DEFAULT_RETRIES,
@@ -83,30 +82,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _NO_SCOPE = contextlib.nullcontext()
-MIRROR_TIMEOUT = 10.0
-FIRST_BYTES_TIMEOUT = 30.0
-
-
-async def sniff_preface(
-    transport: trio.abc.Stream, timeout: float = FIRST_BYTES_TIMEOUT
-) -> tuple[str, bytes]:
-    """Read just enough to tell h2c from HTTP/1.1: ("h2c"|"h1"|"truncated"|"timeout", bytes)."""
-    data = b""
-    with trio.move_on_after(timeout):
-        while len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
-            try:
-                chunk = await transport.receive_some(1 << 16)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                return "truncated", data
-            if not chunk:
-                return ("truncated" if data else "closed"), data
-            data += chunk
-        if data.startswith(H2_PREFACE):
-            return "h2c", data
-        return "h1", data
-    return "timeout", data
 
 
 class OutboundProxy:
@@ -141,6 +117,14 @@ class OutboundProxy:
         self.vips: Callable[[], VipTable] | None = None
         #: Captured destination ports tunnelled as TCP without sniffing (server-first protocols).
         self.tcp_ports: frozenset[int] = frozenset()
+        self.mirror = Mirror(
+            pool=pool,
+            endpoints=endpoints,
+            trust_domain=trust_domain,
+            metrics=metrics,
+            rng=self.rng,
+            background=background,
+        )
         self.tunnel = TunnelOut(
             local_service=local_service,
             pool=pool,
@@ -156,7 +140,7 @@ class OutboundProxy:
 
     async def serve_connection(self, transport: trio.SocketStream) -> None:
         """One app connection: sniff its protocol and serve it until it ends."""
-        client = _peer_ip(transport)
+        client = peer_ip(transport)
         destination = original_destination(transport.socket)
         captured = self.captured_service(destination)
         if captured is not None and destination is not None:
@@ -411,7 +395,7 @@ class OutboundProxy:
             source = await buffer_body(body)
         replayable = is_replayable(head.method, body_buffered=isinstance(source, BufferedBody))
         if decision is not None and decision.mirror is not None:
-            self._maybe_mirror(decision, head, source, has_body=has_body)
+            self.mirror.maybe_send(decision, head, source, has_body=has_body)
         hash_header = state.policy.load_balancer.consistent_hash_header if state.policy else None
         hash_key = head.header(hash_header.lower().encode()) if hash_header else None
         tried: list[str] = []
@@ -436,7 +420,9 @@ class OutboundProxy:
             state.balancer.on_start(endpoint.address, try_started)
             outcome: Outcome
             try:
-                call = await self._open(endpoint, head, expect=expect, has_body=has_body)
+                call = await open_upstream(
+                    self.pool, endpoint, head, expect=expect, has_body=has_body
+                )
             except errors.ProxyError as exc:
                 self._record(state, endpoint, try_started, ok=False, gateway=True)
                 outcome = Outcome(connect_failure=True)
@@ -512,7 +498,7 @@ class OutboundProxy:
                         if errors.is_grpc(head):
                             # Mid-response: end the call with DEADLINE_EXCEEDED trailers, as
                             # a gRPC server would, rather than a reset read as INTERNAL.
-                            await _end_grpc_deadline(writer, target)
+                            await end_grpc_deadline(writer, target)
                         else:
                             writer.abort()
                         return 504
@@ -560,90 +546,3 @@ class OutboundProxy:
             return True
         self.metrics.sidecar_errors.labels("outbound", "retry-budget-exhausted").inc()
         return False
-
-    def _maybe_mirror(
-        self,
-        decision: RouteDecision,
-        head: RequestHead,
-        source: BufferedBody | BodySource | None,
-        *,
-        has_body: bool,
-    ) -> None:
-        """Fire-and-forget copy; only requests whose body is fully buffered (or empty)."""
-        mirror = decision.mirror
-        if mirror is None or self.rng.random() * 100 >= decision.mirror_percentage:
-            return
-        if has_body and not isinstance(source, BufferedBody):
-            return
-        if self.background is None:
-            return
-        body = source if isinstance(source, BufferedBody) else None
-        labels = tuple(mirror.labels or ())
-        self.background.start_soon(self._mirror, mirror.host, labels, head, body)
-
-    async def _mirror(
-        self,
-        host: str,
-        labels: tuple[tuple[str, str], ...],
-        head: RequestHead,
-        body: BufferedBody | None,
-    ) -> None:
-        """Send the copy; its response is read and dropped, its failures only counted."""
-        with trio.move_on_after(MIRROR_TIMEOUT):
-            try:
-                endpoints = matching(self.endpoints.endpoints(host) or [], labels)
-                if not endpoints:
-                    return
-                endpoint = self.rng.choice(endpoints)
-                shadow = RequestHead(
-                    head.method, head.scheme, head.authority, head.path,
-                    (*head.headers, (b"x-peermesh-mirror", b"1")),
-                )  # fmt: skip
-                expect = SpiffeId.for_service(self.trust_domain, endpoint.service)
-                call = await self._open(endpoint, shadow, expect=expect, has_body=body is not None)
-                async with UpstreamAttempt(call, body.reader() if body else None) as attempt:
-                    await attempt.response()
-                    while await call.receive_data():
-                        pass
-                    attempt.committed = True
-                self.metrics.mirrored.labels(host).inc()
-            except (errors.ProxyError, *UPSTREAM_ERRORS):
-                return
-
-    async def _open(
-        self, endpoint: Endpoint, head: RequestHead, *, expect: SpiffeId | None, has_body: bool
-    ) -> H2UpstreamCall:
-        headers = head_to_h2(head, scheme=b"https")
-        headers = [(n, v) for n, v in headers if n != b"x-forwarded-client-cert"]
-        for _attempt in range(2):
-            session = await self.pool.session_for(endpoint, expect=expect)
-            try:
-                stream = await session.open_stream(headers, end_stream=not has_body)
-            except ConnectionUnavailable:
-                continue  # raced with GOAWAY or a full connection: take another
-            return H2UpstreamCall(stream)
-        raise errors.peer_unreachable(
-            endpoint.service, endpoint.address, "connection closed while opening the stream"
-        )
-
-
-def _peer_ip(transport: trio.SocketStream) -> str:
-    try:
-        return str(transport.socket.getpeername()[0])
-    except OSError:
-        return ""
-
-
-async def _end_grpc_deadline(writer: ResponseWriter, target: str) -> None:
-    trailers = [
-        (b"grpc-status", str(int(errors.GrpcStatus.DEADLINE_EXCEEDED)).encode()),
-        (b"grpc-message", errors.grpc_message(f"{target} did not answer within the timeout")),
-        (b"x-peermesh-error", b"timeout"),
-    ]
-    try:
-        with trio.move_on_after(1):
-            await writer.finish(trailers)
-            return
-    except Exception:  # the client is gone or the stream broke: nothing left to tell
-        pass
-    writer.abort()

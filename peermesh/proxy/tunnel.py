@@ -31,6 +31,7 @@ from peermesh.net.pool import PeerPool
 from peermesh.observability.accesslog import AccessLog
 from peermesh.observability.context import _iso
 from peermesh.observability.metrics import AgentMetrics
+from peermesh.proxy.sniff import H2_PREFACE
 from peermesh.proxy.upgrade import (
     TUNNEL_HEADER,
     UPGRADE,
@@ -51,15 +52,14 @@ access = logging.getLogger("peermesh.access.tcp")
 DETECT_TIMEOUT = 1.0
 CHUNK = 1 << 16
 _METHODS = (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")
-_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _STREAM_ERRORS = (StreamReset, ConnectionUnavailable)
 _TCP_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 def classify(data: bytes) -> str | None:
     """ "h2c", "h1" or "tcp" once ``data`` decides it; None while it still could be HTTP."""
-    if _H2_PREFACE.startswith(data[: len(_H2_PREFACE)]) and data:
-        return "h2c" if data.startswith(_H2_PREFACE) else None
+    if H2_PREFACE.startswith(data[: len(H2_PREFACE)]) and data:
+        return "h2c" if data.startswith(H2_PREFACE) else None
     for method in _METHODS:
         word = method + b" "
         if data.startswith(word):
