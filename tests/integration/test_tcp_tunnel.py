@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import socket
 import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import trio
@@ -16,6 +19,8 @@ import trio
 from peermesh.net.admin_guard import ADMIN_HEADERS
 from peermesh.observability.accesslog import AccessLog
 from tests.support.meshkit import eventually, two_agents
+
+AppServer = Callable[[trio.SocketListener], Awaitable[None]]
 
 DENY_TCP = {
     "kind": "AuthorizationPolicy",
@@ -70,6 +75,18 @@ async def read_all(stream: trio.SocketStream) -> bytes:
     return bytes(got)
 
 
+@asynccontextmanager
+async def app_mesh(tmp_path, app: AppServer) -> AsyncIterator[Any]:
+    """Two agents in front of ``app`` on a loopback port; ``mesh.nursery`` runs the app."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    async with trio.open_nursery() as apps:
+        apps.start_soon(app, listener)
+        async with two_agents(tmp_path, app_port=listener.socket.getsockname()[1]) as mesh:
+            mesh.nursery = apps
+            yield mesh
+        apps.cancel_scope.cancel()
+
+
 def metric(agent, name: str) -> str:
     return "\n".join(
         line for line in agent.metrics.exposition().decode().splitlines() if line.startswith(name)
@@ -77,116 +94,96 @@ def metric(agent, name: str) -> str:
 
 
 async def test_bytes_cross_both_ways_with_half_close(tmp_path):
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    async with trio.open_nursery() as apps:
-        apps.start_soon(echo_app, listener)
-        async with two_agents(tmp_path, app_port=listener.socket.getsockname()[1]) as mesh:
-            mesh.nursery = apps
-            app = await tunnel_client(mesh)
-            payload = bytes(range(256)) * 8192  # 2 MiB: well past every flow-control window
-            async with trio.open_nursery() as io:
+    async with app_mesh(tmp_path, echo_app) as mesh:
+        app = await tunnel_client(mesh)
+        payload = bytes(range(256)) * 8192  # 2 MiB: well past every flow-control window
+        async with trio.open_nursery() as io:
 
-                async def send() -> None:
-                    await app.send_all(payload)
-                    await app.send_eof()  # our FIN must reach the echo app ...
+            async def send() -> None:
+                await app.send_all(payload)
+                await app.send_eof()  # our FIN must reach the echo app ...
 
-                io.start_soon(send)
-                echoed = await read_all(app)  # ... and its FIN must come back
-            assert echoed == payload
-            await app.aclose()
-            for agent in (mesh.server, mesh.client):
-                await eventually(
-                    lambda a=agent: 'outcome="ok"' in metric(a, "peermesh_tcp_connections")
-                )
-            sent = metric(mesh.client, "peermesh_tcp_bytes_total")
-            assert f'way="sent"}} {float(len(payload)):.6e}' in sent, sent
-        apps.cancel_scope.cancel()
+            io.start_soon(send)
+            echoed = await read_all(app)  # ... and its FIN must come back
+        assert echoed == payload
+        await app.aclose()
+        for agent in (mesh.server, mesh.client):
+            await eventually(
+                lambda a=agent: 'outcome="ok"' in metric(a, "peermesh_tcp_connections")
+            )
+        sent = metric(mesh.client, "peermesh_tcp_bytes_total")
+        assert f'way="sent"}} {float(len(payload)):.6e}' in sent, sent
 
 
 async def test_far_side_reset_reaches_the_caller(tmp_path):
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    async with trio.open_nursery() as apps:
-        apps.start_soon(resetting_app, listener)
-        async with two_agents(tmp_path, app_port=listener.socket.getsockname()[1]) as mesh:
-            mesh.nursery = apps
-            app = await tunnel_client(mesh)
-            await app.send_all(b"hello, are you there?")
-            try:
-                rest = await read_all(app)
-            except trio.BrokenResourceError:
-                rest = b""  # a reset, as a direct connection would see it
-            assert rest == b""
-            await eventually(lambda: "reset" in metric(mesh.client, "peermesh_tcp_connections"))
-            # The agents are untouched: HTTP still crosses.
-            async with httpx.AsyncClient() as client:
-                r = await client.get(mesh.outbound_url + "/", headers={"host": "orders"})
-            assert r.status_code in (200, 502)  # the app is not HTTP; the agent answered
-        apps.cancel_scope.cancel()
+    async with app_mesh(tmp_path, resetting_app) as mesh:
+        app = await tunnel_client(mesh)
+        await app.send_all(b"hello, are you there?")
+        try:
+            rest = await read_all(app)
+        except trio.BrokenResourceError:
+            rest = b""  # a reset, as a direct connection would see it
+        assert rest == b""
+        await eventually(lambda: "reset" in metric(mesh.client, "peermesh_tcp_connections"))
+        # The agents are untouched: HTTP still crosses.
+        async with httpx.AsyncClient() as client:
+            r = await client.get(mesh.outbound_url + "/", headers={"host": "orders"})
+        assert r.status_code in (200, 502)  # the app is not HTTP; the agent answered
 
 
 async def test_authorization_policy_on_the_port_denies_the_tunnel(tmp_path):
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    async with trio.open_nursery() as apps:
-        apps.start_soon(echo_app, listener)
-        async with two_agents(tmp_path, app_port=listener.socket.getsockname()[1]) as mesh:
-            mesh.nursery = apps
-            host, port = mesh.server.addresses["admin"]
-            async with httpx.AsyncClient() as client:
-                r = await client.put(
-                    f"http://{host}:{port}/v1/policy",
-                    json={"objects": [DENY_TCP]},
-                    headers=ADMIN_HEADERS,
-                )
-                assert r.status_code == 200, r.text
-            app = await tunnel_client(mesh, port=6379)
-            await app.send_all(b"PING\r\n")
-            try:
-                assert await read_all(app) == b""
-            except trio.BrokenResourceError:
-                pass
-            other = await tunnel_client(mesh, port=7000)  # another port is still allowed
-            await other.send_all(b"PING\r\n")
-            await other.send_eof()
-            assert await read_all(other) == b"PING\r\n"
-            assert 'outcome="denied"' in metric(mesh.server, "peermesh_tcp_connections")
-        apps.cancel_scope.cancel()
+    async with app_mesh(tmp_path, echo_app) as mesh:
+        host, port = mesh.server.addresses["admin"]
+        async with httpx.AsyncClient() as client:
+            r = await client.put(
+                f"http://{host}:{port}/v1/policy",
+                json={"objects": [DENY_TCP]},
+                headers=ADMIN_HEADERS,
+            )
+            assert r.status_code == 200, r.text
+        app = await tunnel_client(mesh, port=6379)
+        await app.send_all(b"PING\r\n")
+        try:
+            assert await read_all(app) == b""
+        except trio.BrokenResourceError:
+            pass
+        other = await tunnel_client(mesh, port=7000)  # another port is still allowed
+        await other.send_all(b"PING\r\n")
+        await other.send_eof()
+        assert await read_all(other) == b"PING\r\n"
+        assert 'outcome="denied"' in metric(mesh.server, "peermesh_tcp_connections")
 
 
 async def test_each_tunnelled_connection_is_one_json_access_line_on_both_agents(tmp_path):
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    async with trio.open_nursery() as apps:
-        apps.start_soon(echo_app, listener)
-        async with two_agents(tmp_path, app_port=listener.socket.getsockname()[1]) as mesh:
-            mesh.nursery = apps
-            files = {}
-            for agent in (mesh.client, mesh.server):
-                files[agent] = tmp_path / f"{agent.config.name}-access.log"
-                writer = AccessLog(str(files[agent]))
-                agent.observability.access_log = writer
-                apps.start_soon(writer.run)
-            app = await tunnel_client(mesh)
-            await app.send_all(b"x" * 1000)
-            await app.send_eof()
-            assert await read_all(app) == b"x" * 1000
-            await app.aclose()
+    async with app_mesh(tmp_path, echo_app) as mesh:
+        files = {}
+        for agent in (mesh.client, mesh.server):
+            files[agent] = tmp_path / f"{agent.config.name}-access.log"
+            writer = AccessLog(str(files[agent]))
+            agent.observability.access_log = writer
+            mesh.nursery.start_soon(writer.run)
+        app = await tunnel_client(mesh)
+        await app.send_all(b"x" * 1000)
+        await app.send_eof()
+        assert await read_all(app) == b"x" * 1000
+        await app.aclose()
 
-            def lines(agent) -> list[dict]:
-                path = files[agent]
-                text = path.read_text() if path.exists() else ""
-                return [json.loads(line) for line in text.splitlines()]
+        def lines(agent) -> list[dict]:
+            path = files[agent]
+            text = path.read_text() if path.exists() else ""
+            return [json.loads(line) for line in text.splitlines()]
 
-            for agent in (mesh.client, mesh.server):
-                await eventually(lambda a=agent: len(lines(a)) == 1)
-            [out] = lines(mesh.client)
-            assert out["protocol"] == "tcp" and out["direction"] == "outbound"
-            assert (out["source"], out["destination"], out["port"]) == ("frontend", "orders", 6379)
-            assert (out["sent_bytes"], out["received_bytes"], out["outcome"]) == (1000, 1000, "ok")
-            assert out["peer"] and out["duration_ms"] >= 0
-            assert out["peer_identity"].startswith("spiffe://")
-            assert out["peer_identity"].endswith("/orders")
-            [into] = lines(mesh.server)
-            assert into["direction"] == "inbound" and into["outcome"] == "ok"
-            assert into["peer_identity"].startswith("spiffe://")
-            assert into["peer_identity"].endswith("/frontend")
-            assert (into["sent_bytes"], into["received_bytes"]) == (1000, 1000)
-        apps.cancel_scope.cancel()
+        for agent in (mesh.client, mesh.server):
+            await eventually(lambda a=agent: len(lines(a)) == 1)
+        [out] = lines(mesh.client)
+        assert out["protocol"] == "tcp" and out["direction"] == "outbound"
+        assert (out["source"], out["destination"], out["port"]) == ("frontend", "orders", 6379)
+        assert (out["sent_bytes"], out["received_bytes"], out["outcome"]) == (1000, 1000, "ok")
+        assert out["peer"] and out["duration_ms"] >= 0
+        assert out["peer_identity"].startswith("spiffe://")
+        assert out["peer_identity"].endswith("/orders")
+        [into] = lines(mesh.server)
+        assert into["direction"] == "inbound" and into["outcome"] == "ok"
+        assert into["peer_identity"].startswith("spiffe://")
+        assert into["peer_identity"].endswith("/frontend")
+        assert (into["sent_bytes"], into["received_bytes"]) == (1000, 1000)
