@@ -157,6 +157,10 @@ class PolicyStoreCorrupt(PeermeshError, RuntimeError):
     default_status = 500
     default_code = "policy-store-corrupt"
 
+    def __str__(self) -> str:
+        # The agent's start-up failure prints str(exc): the operator's next step belongs in it.
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
 
 class AuthorshipError(PeermeshError, ValueError):
     """A record's authorship cannot be established; the message says what and why."""

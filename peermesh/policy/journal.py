@@ -54,9 +54,6 @@ class JournalCorrupt(PolicyStoreCorrupt):
             ),
         )
 
-    def __str__(self) -> str:
-        return f"{self.message}; {self.hint}"
-
 
 class Journal:
     """Appends records durably; ``replay()`` yields them and trims a torn final record."""

@@ -87,6 +87,3 @@ class JournalRecordInvalid(PolicyStoreCorrupt):
                 " peers, checking every signature"
             ),
         )
-
-    def __str__(self) -> str:
-        return f"{self.message}; {self.hint}"
