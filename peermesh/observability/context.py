@@ -55,7 +55,7 @@ class RequestRecord:
     def summary(self) -> dict[str, Any]:
         """The access-log / tap view (JSON-ready)."""
         return {
-            "time": _iso(self.started_wall),
+            "time": iso_utc(self.started_wall),
             "direction": self.direction,
             "request_id": self.request_id,
             "trace_id": self.trace_id,
@@ -87,7 +87,7 @@ class RequestRecord:
         """
         q = _quote
         return (
-            f'{{"time":"{_iso(self.started_wall)}","direction":{q(self.direction)},'
+            f'{{"time":"{iso_utc(self.started_wall)}","direction":{q(self.direction)},'
             f'"request_id":{q(self.request_id)},"trace_id":{q(self.trace_id)},'
             f'"span_id":{q(self.span_id)},"source":{q(self.source)},'
             f'"source_identity":{q(self.source_identity)},"destination":{q(self.destination)},'
@@ -113,7 +113,7 @@ _second = -1
 _second_text = ""
 
 
-def _iso(ts: float) -> str:
+def iso_utc(ts: float) -> str:
     """UTC ISO 8601 with milliseconds, as ``datetime.isoformat(timespec="milliseconds")``.
 
     The date and time of day are formatted once per second.

@@ -29,7 +29,7 @@ from peermesh.net.http.h2session import ConnectionUnavailable, ErrorCode, H2Stre
 from peermesh.net.http.headers import Headers, RequestHead
 from peermesh.net.pool import PeerPool
 from peermesh.observability.accesslog import AccessLog
-from peermesh.observability.context import _iso
+from peermesh.observability.context import iso_utc
 from peermesh.observability.metrics import AgentMetrics
 from peermesh.proxy.sniff import H2_PREFACE
 from peermesh.proxy.upgrade import (
@@ -109,7 +109,7 @@ class TunnelRecord:
         return (
             json.dumps(
                 {
-                    "time": _iso(self.started_wall),
+                    "time": iso_utc(self.started_wall),
                     "protocol": "tcp",
                     "direction": self.direction,
                     "source": self.source,

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from peermesh.config import AgentConfig, ConfigError
-from peermesh.observability.context import RequestRecord, _iso
+from peermesh.observability.context import RequestRecord, iso_utc
 from peermesh.observability.hub import Observability
 from peermesh.observability.metrics import AgentMetrics
 from peermesh.observability.tracing import TraceContext, Tracer, extract, parse_sampling
@@ -157,7 +157,7 @@ def test_iso_time_matches_datetime_including_second_boundaries():
     stamps += [s + d for s in (1e9, 1763700000.0) for d in (-5e-7, 0.0, 4.9e-7, 0.9995, 0.9999995)]
     for ts in stamps:
         want = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
-        assert _iso(ts) == want, ts
+        assert iso_utc(ts) == want, ts
 
 
 def test_mesh_wide_settings_override_the_agents_own_and_none_restores_them():
