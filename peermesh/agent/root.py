@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections import deque
+from functools import partial
 from typing import Any
 
 import trio
@@ -19,7 +20,7 @@ import trio
 from gossip.messages import MemberState
 from peermesh import __version__
 from peermesh.agent.state import AgentSources, CaHandles
-from peermesh.agent.wiring import admin_ping, bound, ca_settings, listen, serve
+from peermesh.agent.wiring import admin_ping, bound, ca_settings, listen, listener_guards, serve
 from peermesh.ca.ports import CaPorts
 from peermesh.ca.service import CaService
 from peermesh.capture.dnsserver import MeshDnsServer, host_resolvers
@@ -194,6 +195,7 @@ class Agent:
                 on_tls_failure=lambda why: self.metrics.tls_failures.labels("client", why).inc(),
             )
             app = LocalApp(cfg.service.host, cfg.service.port, cfg.service.protocol, root)
+            guards = listener_guards(cfg, self.metrics)
             outbound = OutboundProxy(
                 local_service=cfg.service.name,
                 trust_domain=cfg.trust_domain,
@@ -203,6 +205,7 @@ class Agent:
                 tracker=self.outbound_tracker,
                 policy=self.policy.compiled,
                 background=root,
+                guard=guards["outbound"],
             )
             inbound = InboundProxy(
                 service=cfg.service.name,
@@ -212,6 +215,8 @@ class Agent:
                 metrics=self.metrics,
                 tracker=self.inbound_tracker,
                 policy=self.policy.compiled,
+                guard=guards["inbound"],
+                plain_guard=guards["plaintext"],
             )
             out_listeners = await listen(cfg.proxy.outbound, "outbound")
             in_listeners = await listen(cfg.proxy.inbound, "inbound")
@@ -257,15 +262,29 @@ class Agent:
                 async def accept() -> None:
                     with accept_scope:
                         async with trio.open_nursery() as acceptors:
+                            serve_app = partial(serve, per_address=True)
                             acceptors.start_soon(
-                                serve, outbound.serve_connection, out_listeners, connections
+                                serve_app,
+                                outbound.serve_connection,
+                                out_listeners,
+                                connections,
+                                guards["outbound"],
                             )
+                            # Per peer on the inbound is per SPIFFE ID, after the handshake.
                             acceptors.start_soon(
-                                serve, inbound.serve_connection, in_listeners, connections
+                                serve,
+                                inbound.serve_connection,
+                                in_listeners,
+                                connections,
+                                guards["inbound"],
                             )
                             if plain_listeners:
                                 acceptors.start_soon(
-                                    serve, inbound.serve_plaintext, plain_listeners, connections
+                                    serve_app,
+                                    inbound.serve_plaintext,
+                                    plain_listeners,
+                                    connections,
+                                    guards["plaintext"],
                                 )
 
                 connections.start_soon(accept)

@@ -11,8 +11,11 @@ from peermesh.ca.settings import CaSettings
 from peermesh.config import AgentConfig
 from peermesh.core.endpoint import Endpoint, EndpointError, parse_host_port
 from peermesh.net.admin import AdminResponse
+from peermesh.net.caps import StreamBudget
 from peermesh.net.rpc import RpcError
 from peermesh.net.rpc.ping import PING, PingReply, PingRequest
+from peermesh.observability.metrics import AgentMetrics
+from peermesh.proxy.guard import ListenerGuard
 
 
 class PingCaller(Protocol):
@@ -38,9 +41,34 @@ def bound(listeners: list[trio.SocketListener]) -> tuple[str, int]:
     return str(host), int(port)
 
 
-async def serve(handler: Any, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
-    """Serve ``listeners``, running each connection's handler in ``nursery``."""
+async def serve(
+    handler: Any,
+    listeners: list[trio.SocketListener],
+    nursery: trio.Nursery,
+    guard: ListenerGuard | None = None,
+    *,
+    per_address: bool = False,
+) -> None:
+    """Serve ``listeners``, running each connection's handler in ``nursery``.
+
+    With ``guard``, a connection over the listener's cap (or, with ``per_address``, over
+    its source address's share) is closed at accept; the open ones are not disturbed.
+    """
+    if guard is not None:
+        handler = guard.admitting(handler, per_address=per_address)
     await trio.serve_listeners(handler, listeners, handler_nursery=nursery)
+
+
+def listener_guards(cfg: AgentConfig, metrics: AgentMetrics) -> dict[str, ListenerGuard]:
+    """One guard per listener with the configured timeouts and caps, and one stream
+    budget shared by all of them (the cap on concurrent requests is the agent's)."""
+    timeouts = cfg.limits.timeouts()
+    caps = cfg.limits.caps()
+    streams = StreamBudget(caps.streams)
+    return {
+        name: ListenerGuard(name, metrics, timeouts=timeouts, caps=caps, streams=streams)
+        for name in ("outbound", "inbound", "plaintext")
+    }
 
 
 async def admin_ping(client: PingCaller, method: bytes, body: bytes) -> AdminResponse:

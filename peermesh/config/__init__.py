@@ -22,6 +22,7 @@ from peermesh.config.sections import (
     CaConfig,
     GossipConfig,
     GossipProfile,
+    LimitsConfig,
     ProxyConfig,
     TelemetryConfig,
 )
@@ -84,6 +85,7 @@ class AgentConfig:
     )
     admin: AdminConfig = field(default_factory=AdminConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     gossip: GossipConfig = field(default_factory=GossipConfig)
     ca: CaConfig = field(default_factory=CaConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
@@ -190,6 +192,7 @@ __all__ = [
     "GossipConfig",
     "GossipProfile",
     "Kind",
+    "LimitsConfig",
     "LogLevel",
     "ProxyConfig",
     "ServiceSpec",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from peermesh.config.values import (
 )
 from peermesh.core.endpoint import EndpointError, parse_host_port
 from peermesh.core.units import parse_duration, parse_sampling
+from peermesh.net.caps import Caps
 from peermesh.net.http.h2engine import EngineName
+from peermesh.net.http.timeouts import Timeouts
 
 # The signers refuse a longer certificate, so the agent never asks for one.
 MAX_CERT_LIFETIME = 86400.0
@@ -212,6 +215,121 @@ class ProxyConfig:
         multiple=True,
     )
     connect_timeout: float = 2.0
+
+
+def _timeout(flag: str) -> Callable[[str | float], float]:
+    def parse(value: str | float) -> float:
+        if isinstance(value, str) and value.strip().lower() in ("0", "off"):
+            return 0.0
+        try:
+            seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+        if not 0 <= seconds < math.inf:
+            raise ConfigError(f"{flag} must be ≥ 0 seconds (0 turns it off)")
+        return seconds
+
+    return parse
+
+
+def _cap(flag: str) -> Callable[[str | int], int]:
+    def parse(value: str | int) -> int:
+        text = str(value).strip()
+        if not text.isdigit():
+            raise ConfigError(f"{flag} {value!r}: give a whole number ≥ 0 (0 turns it off)")
+        return int(text)
+
+    return parse
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Downstream timeouts and connection/stream caps (docs/security.md, Hostile traffic)."""
+
+    header_timeout: float = setting(
+        "--header-timeout",
+        "60s",
+        help="An HTTP/1.1 request head must arrive whole within this (408, or a close if"
+        " nothing came); 0 is off.",
+        parse=_timeout("--header-timeout"),
+    )
+    body_timeout: float = setting(
+        "--body-timeout",
+        "60s",
+        help="Longest wait between two reads of a request body (HTTP/1.1 and each HTTP/2"
+        " stream): 408 / RST_STREAM CANCEL; 0 is off.",
+        parse=_timeout("--body-timeout"),
+    )
+    keepalive_timeout: float = setting(
+        "--keepalive-timeout",
+        "75s",
+        help="An HTTP/1.1 app connection idle between requests this long is closed; 0 is off.",
+        parse=_timeout("--keepalive-timeout"),
+    )
+    idle_timeout: float = setting(
+        "--idle-timeout",
+        "1h",
+        help="An HTTP/2 connection with no open streams this long gets GOAWAY; 0 is off.",
+        parse=_timeout("--idle-timeout"),
+    )
+    stream_idle_timeout: float = setting(
+        "--stream-idle-timeout",
+        "5m",
+        help="An HTTP/2 stream with no frames either way this long is reset; 0 is off.",
+        parse=_timeout("--stream-idle-timeout"),
+    )
+    tunnel_idle_timeout: float = setting(
+        "--tunnel-idle-timeout",
+        "1h",
+        help="The stream idle timeout of CONNECT streams (TCP tunnels, WebSockets); 0 is off.",
+        parse=_timeout("--tunnel-idle-timeout"),
+    )
+    preface_timeout: float = setting(
+        "--preface-timeout",
+        "10s",
+        help="After TLS (mTLS inbound) or the h2c magic, the HTTP/2 SETTINGS must come"
+        " within this; 0 is off.",
+        parse=_timeout("--preface-timeout"),
+    )
+    max_connections: int = setting(
+        "--max-connections",
+        "10000",
+        help="Open connections per listener; more are closed at accept. 0 is off.",
+        parse=_cap("--max-connections"),
+        kind=Kind.INT,
+    )
+    max_peer_connections: int = setting(
+        "--max-peer-connections",
+        "1000",
+        help="Open connections per source address (app listeners) or SPIFFE ID (inbound).",
+        parse=_cap("--max-peer-connections"),
+        kind=Kind.INT,
+    )
+    max_streams: int = setting(
+        "--max-streams",
+        "10000",
+        help="Concurrent requests across the agent; more get REFUSED_STREAM or 503. 0 is off.",
+        parse=_cap("--max-streams"),
+        kind=Kind.INT,
+    )
+
+    def timeouts(self) -> Timeouts:
+        return Timeouts(
+            header=self.header_timeout,
+            body=self.body_timeout,
+            keepalive=self.keepalive_timeout,
+            idle=self.idle_timeout,
+            stream_idle=self.stream_idle_timeout,
+            tunnel_idle=self.tunnel_idle_timeout,
+            preface=self.preface_timeout,
+        )
+
+    def caps(self) -> Caps:
+        return Caps(
+            connections=self.max_connections,
+            peer_connections=self.max_peer_connections,
+            streams=self.max_streams,
+        )
 
 
 @dataclass(frozen=True)

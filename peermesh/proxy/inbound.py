@@ -40,8 +40,10 @@ from peermesh.net.tls import (
 from peermesh.observability.context import CountingBody, CountingWriter, note_authz
 from peermesh.observability.metrics import AgentMetrics
 from peermesh.policy.compiled import AuthzDecision, CompiledPolicy
+from peermesh.proxy.guard import ListenerGuard
 from peermesh.proxy.localapp import LocalApp
 from peermesh.proxy.relay import DownstreamGone, relay
+from peermesh.proxy.sniff import peer_ip as tcp_peer
 from peermesh.proxy.sniff import sniff_preface
 from peermesh.proxy.tracker import ConnectionTracker
 from peermesh.proxy.tunnel import access_log_of, tunnel_in
@@ -69,8 +71,15 @@ class InboundProxy:
         tracker: ConnectionTracker,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         policy: Callable[[], CompiledPolicy] | None = None,
+        guard: ListenerGuard | None = None,
+        plain_guard: ListenerGuard | None = None,
     ) -> None:
         self.service = service
+        #: Timeouts and caps of the mTLS listener (per SPIFFE ID) and of the plaintext one.
+        self.guard = guard or ListenerGuard("inbound", metrics)
+        self.plain_guard = plain_guard or ListenerGuard(
+            "plaintext", metrics, timeouts=self.guard.timeouts, streams=self.guard.streams
+        )
         self.tls = tls
         self.app = app
         self.control = control
@@ -126,6 +135,17 @@ class InboundProxy:
             await trio.aclose_forcefully(stream)
             return
 
+        if self.guard.admit_identity(str(identity)) is not None:
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await self._serve_session(stream, identity, peer_ip)
+        finally:
+            self.guard.counts.release_peer(str(identity))
+
+    async def _serve_session(
+        self, stream: trio.SSLStream[trio.SocketStream], identity: SpiffeId, peer_ip: str
+    ) -> None:
         node = peer_node_name(stream)
 
         async def on_stream(h2_stream: H2Stream) -> None:
@@ -138,6 +158,9 @@ class InboundProxy:
             peer=identity,
             on_protocol_error=lambda why: self.metrics.reject("inbound", "h2-protocol-error"),
             on_limit=lambda why: self.metrics.reject("inbound", f"h2-{why}"),
+            timeouts=self.guard.timeouts,
+            stream_budget=self.guard.streams,
+            on_breach=self.guard.breach_from(identity),
         )
         if self.tracker.draining:
             session.start_drain()
@@ -315,7 +338,11 @@ class InboundProxy:
 
     async def serve_plaintext(self, tcp: trio.SocketStream) -> None:
         """PERMISSIVE mode: non-mesh clients over plain HTTP/1.1 or h2c (migration only)."""
-        kind, data = await sniff_preface(tcp)
+        accepted = trio.current_time()
+        guard = self.plain_guard
+        kind, data = await sniff_preface(tcp, guard.timeouts.header or math.inf)
+        if kind == "timeout":
+            guard.breach("header-timeout", tcp_peer(tcp))
         if kind not in ("h1", "h2c"):
             await trio.aclose_forcefully(tcp)
             return
@@ -352,7 +379,15 @@ class InboundProxy:
                     return
                 await plain(head, H2StreamBody(stream), writer, not stream.headers_only)
 
-            await H2Session(tcp, client_side=False, handler=on_stream, initial_data=data).run()
+            await H2Session(
+                tcp,
+                client_side=False,
+                handler=on_stream,
+                initial_data=data,
+                timeouts=guard.timeouts,
+                stream_budget=guard.streams,
+                on_breach=guard.breach_from(client),
+            ).run()
         else:
 
             async def on_request(
@@ -361,7 +396,14 @@ class InboundProxy:
                 await plain(head, body, writer, body.has_body)
 
             await H1ServerConnection(
-                tcp, on_request, initial_data=data, client_address=client
+                tcp,
+                on_request,
+                initial_data=data,
+                client_address=client,
+                timeouts=guard.timeouts,
+                started=accepted,
+                stream_budget=guard.streams,
+                on_breach=guard.breach_from(client),
             ).run()
 
 

@@ -53,6 +53,7 @@ from peermesh.proxy.captured import (
     service_of_authority,
     service_of_destination,
 )
+from peermesh.proxy.guard import ListenerGuard
 from peermesh.proxy.outbound_request import Mirror, end_grpc_deadline, open_upstream
 from peermesh.proxy.relay import UPSTREAM_ERRORS, DownstreamGone
 from peermesh.proxy.sniff import peer_ip, sniff_preface
@@ -100,8 +101,11 @@ class OutboundProxy:
         policy: Callable[[], CompiledPolicy] | None = None,
         background: trio.Nursery | None = None,
         rng: random.Random | None = None,
+        guard: ListenerGuard | None = None,
     ) -> None:
         self.policy = policy
+        #: Timeouts and caps of the listener, and the counter their breaches move.
+        self.guard = guard or ListenerGuard("outbound", metrics)
         self.background = background
         self.rng = rng or random.Random()
         self.traffic = TrafficTable(rng=self.rng)
@@ -140,6 +144,7 @@ class OutboundProxy:
 
     async def serve_connection(self, transport: trio.SocketStream) -> None:
         """One app connection: sniff its protocol and serve it until it ends."""
+        accepted = trio.current_time()
         client = peer_ip(transport)
         destination = original_destination(transport.socket)
         captured = self.captured_service(destination)
@@ -149,9 +154,14 @@ class OutboundProxy:
                 return
             kind, data = detected
         else:
-            kind, data = await sniff_preface(transport)
-        if kind in ("truncated", "timeout"):
-            self.metrics.reject("outbound", "bad-preface" if kind == "truncated" else "timeout")
+            # The first request's head clock starts at accept, so its first bytes are in it.
+            kind, data = await sniff_preface(transport, self._first_bytes_timeout)
+        if kind == "timeout":
+            self.guard.breach("header-timeout", client)
+            await trio.aclose_forcefully(transport)
+            return
+        if kind == "truncated":
+            self.metrics.reject("outbound", "bad-preface")
             await trio.aclose_forcefully(transport)
             return
         if kind == "closed":
@@ -174,9 +184,13 @@ class OutboundProxy:
             if kind == "h2c":
                 await self._serve_h2c(transport, data, client, captured)
             else:
-                await self._serve_h1(transport, data, client, captured)
+                await self._serve_h1(transport, data, client, captured, accepted)
         finally:
             self.metrics.open_connections.labels("outbound").dec()
+
+    @property
+    def _first_bytes_timeout(self) -> float:
+        return self.guard.timeouts.header or math.inf
 
     async def _maybe_tunnel(
         self, transport: trio.SocketStream, service: str, port: int
@@ -210,6 +224,9 @@ class OutboundProxy:
             initial_data=data,
             on_protocol_error=lambda why: self.metrics.reject("outbound", "h2-protocol-error"),
             on_limit=lambda why: self.metrics.reject("outbound", f"h2-{why}"),
+            timeouts=self.guard.timeouts,
+            stream_budget=self.guard.streams,
+            on_breach=self.guard.breach_from(client),
         )
         if self.tracker.draining:
             session.start_drain()
@@ -220,7 +237,12 @@ class OutboundProxy:
             self.tracker.h2.discard(session)
 
     async def _serve_h1(
-        self, transport: trio.SocketStream, data: bytes, client: str, captured: str | None
+        self,
+        transport: trio.SocketStream,
+        data: bytes,
+        client: str,
+        captured: str | None,
+        started: float,
     ) -> None:
         async def on_request(
             head: RequestHead, body: H1RequestBody, writer: H1ResponseWriter
@@ -233,6 +255,10 @@ class OutboundProxy:
             initial_data=data,
             client_address=client,
             on_bad_request=lambda why: self.metrics.reject("outbound", "h1-bad-request"),
+            timeouts=self.guard.timeouts,
+            started=started,
+            stream_budget=self.guard.streams,
+            on_breach=self.guard.breach_from(client),
         )
         conn.draining = self.tracker.draining
         with trio.CancelScope() as scope:

@@ -80,20 +80,38 @@ async def two_agents(
     *,
     app_port: int | None = None,
     proto: str = "h1",
+    client_settings: Mapping[str, object] | None = None,
+    server_settings: Mapping[str, object] | None = None,
 ) -> AsyncIterator[TwoAgents]:
-    """Start an example orders app (unless ``app_port``), both agents, and yield them."""
+    """Start an example orders app (unless ``app_port``), both agents, and yield them.
+
+    ``client_settings``/``server_settings`` are extra agent settings (``max_streams=1``).
+    """
     dirs = make_mesh_pki(tmp_path)
     async with trio.open_nursery() as nursery:
         if app_port is None:
             app = ExampleService(ServiceConfig(name="orders", port=0))
             app_port = await nursery.start(app.run)
         server = Agent(
-            agent_config("node-b", "orders", dirs["node-b"], app_port=app_port, proto=proto)
+            agent_config(
+                "node-b",
+                "orders",
+                dirs["node-b"],
+                app_port=app_port,
+                proto=proto,
+                **(server_settings or {}),
+            )
         )
         await nursery.start(server.run)
         host, port = server.addresses["inbound"]
         client = Agent(
-            agent_config("node-a", "frontend", dirs["node-a"], peers=(f"orders={host}:{port}",))
+            agent_config(
+                "node-a",
+                "frontend",
+                dirs["node-a"],
+                peers=(f"orders={host}:{port}",),
+                **(client_settings or {}),
+            )
         )
         await nursery.start(client.run)
         try:

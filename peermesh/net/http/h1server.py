@@ -2,11 +2,19 @@
 
 Keep-alive, chunked bodies, trailers and ``Expect: 100-continue`` come from h11; we
 send the 100 only when the proxy starts reading the body, as RFC 9110 intends.
+
+Given ``timeouts``, every read has a deadline (``timeouts`` computes it, the read sleeps
+until it): the whole request head within the header timeout (from the connection's start
+for the first request, from its first byte for the next ones), each body read within the
+body timeout, and the next request's first byte within the keep-alive timeout. A head or
+body that times out is answered 408 and the connection closed; an idle connection, or one
+that sent nothing of a request, is just closed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -15,8 +23,10 @@ import h11
 import trio
 
 from peermesh.core.errors import TransportError
+from peermesh.net.caps import Refusal, StreamBudget
 from peermesh.net.http.h1strict import FramingError, HeadTooLarge, RequestFraming
 from peermesh.net.http.headers import HeaderError, Headers, RequestHead, h1_request_to_head
+from peermesh.net.http.timeouts import Expiry, Timeouts, after
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +38,16 @@ LINGER_BYTES = 1 << 20
 
 class ClientGone(TransportError):
     """The HTTP/1.1 client closed or broke its connection mid-exchange."""
+
+
+class ClientTimedOut(ClientGone):
+    """The client made no progress within one of the server's timeouts."""
+
+    def __init__(self, expiry: Expiry, *, silent: bool) -> None:
+        super().__init__(f"{expiry.value}: no progress from the client in time")
+        self.expiry = expiry
+        #: Nothing of a request had arrived: close without an answer.
+        self.silent = silent
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,10 @@ class H1ServerConnection:
         initial_data: bytes = b"",
         client_address: str | None = None,
         on_bad_request: Callable[[str], None] | None = None,
+        timeouts: Timeouts | None = None,
+        started: float | None = None,
+        stream_budget: StreamBudget | None = None,
+        on_breach: Callable[[str], None] | None = None,
     ) -> None:
         self.transport = transport
         self.handler = handler
@@ -61,22 +85,60 @@ class H1ServerConnection:
         self.framing_error: FramingError | None = None
         self.draining = False
         self.busy = False
+        self._timeouts = timeouts
+        #: When the connection began (its first request's head clock starts there).
+        self._started = started
+        self._budget = stream_budget
+        self._on_breach = on_breach
+        self.timed_out: ClientTimedOut | None = None
 
-    async def _read_more(self) -> None:
-        try:
-            data = await self.transport.receive_some(READ_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise ClientGone(str(exc)) from exc
+    async def _read_more(self, deadline: float = math.inf, expiry: Expiry = Expiry.BODY) -> int:
+        with trio.move_on_at(deadline) as scope:
+            try:
+                data = await self.transport.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise ClientGone(str(exc)) from exc
+        if scope.cancelled_caught:
+            # A head clock that ran out before any byte of the request is a silent close.
+            silent = expiry is Expiry.KEEPALIVE or (
+                expiry is Expiry.HEADER and not self.conn.trailing_data[0]
+            )
+            self.timed_out = ClientTimedOut(expiry, silent=silent)
+            raise self.timed_out
         self._framing.feed(bytes(data))
         self.conn.receive_data(bytes(data))
+        return len(data)
 
     async def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        """The next h11 event of a request body; each read within the body timeout."""
+        body = self._timeouts.body if self._timeouts is not None else 0.0
         while True:
             event = self.conn.next_event()
             if event is h11.NEED_DATA:
-                await self._read_more()
+                await self._read_more(after(trio.current_time(), body), Expiry.BODY)
                 continue
             return event
+
+    async def _next_request(
+        self, *, first: bool
+    ) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        """The next request's head, within the keep-alive and header timeouts."""
+        timeouts = self._timeouts
+        now = trio.current_time()
+        since = self._started if first and self._started is not None else now
+        # The head clock starts at its first byte (for the first request: at the start).
+        head_since = since if first or self.conn.trailing_data[0] else None
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            if timeouts is None:
+                await self._read_more()
+            elif head_since is None:
+                if await self._read_more(after(since, timeouts.keepalive), Expiry.KEEPALIVE):
+                    head_since = trio.current_time()
+            else:
+                await self._read_more(after(head_since, timeouts.header), Expiry.HEADER)
 
     async def send(self, event: h11.Event) -> None:
         data = self.conn.send(event)
@@ -92,9 +154,10 @@ class H1ServerConnection:
             if self._initial:
                 self._framing.feed(self._initial)
                 self.conn.receive_data(self._initial)
+            first = True
             while True:
                 try:
-                    event = await self.next_event()
+                    event = await self._next_request(first=first)
                 except h11.RemoteProtocolError as exc:
                     await self._refuse(exc)
                     return
@@ -128,13 +191,27 @@ class H1ServerConnection:
                 except HeaderError as exc:
                     await self._simple(400, "bad-request", str(exc), close=True)
                     return
+                first = False
                 body = H1RequestBody(self, has_body=_has_body(event.headers))
                 writer = H1ResponseWriter(self, event.http_version, head.method)
+                if self._budget is not None and not self._budget.acquire():
+                    self._breach(Refusal.STREAMS.value)
+                    await self._simple(
+                        503, "overloaded", "the sidecar is at its concurrent request cap",
+                        close=True,
+                    )  # fmt: skip
+                    await self._lingering_close()
+                    return
                 self.busy = True
                 try:
                     await self.handler(head, body, writer)
                 finally:
                     self.busy = False
+                    if self._budget is not None:
+                        self._budget.release()
+                if self.timed_out is not None:
+                    await self._answer_timeout(self.timed_out)
+                    return
                 if self.framing_error is not None:
                     await self._refuse_framing(self.framing_error)
                     return
@@ -151,6 +228,9 @@ class H1ServerConnection:
                     self.conn.start_next_cycle()
                 except h11.LocalProtocolError:
                     return
+        except ClientTimedOut as exc:
+            await self._answer_timeout(exc)
+            return
         except ClientGone:
             return
         except FramingError as exc:
@@ -162,6 +242,21 @@ class H1ServerConnection:
                     await self.transport.aclose()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
+
+    def _breach(self, reason: str) -> None:
+        if self._on_breach is not None:
+            self._on_breach(reason)
+
+    async def _answer_timeout(self, exc: ClientTimedOut) -> None:
+        """408 and close, unless nothing of a request came (then just close)."""
+        self._breach(exc.expiry.value)
+        if exc.silent or self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        try:
+            await self._simple(408, exc.expiry.value, str(exc), close=True)
+        except (ClientGone, h11.LocalProtocolError):
+            return
+        await self._lingering_close()
 
     async def _refuse(self, exc: h11.RemoteProtocolError) -> None:
         status = exc.error_status_hint

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from peermesh.net.caps import Refusal, StreamBudget
 from peermesh.net.http.h2engine import Ev, Event, H2Engine, Header
 from peermesh.net.http.h2errors import (
     ConnectionLost,
@@ -26,6 +27,8 @@ from peermesh.net.http.h2errors import (
 )
 from peermesh.net.http.h2limits import Flood, FloodGuard
 from peermesh.net.http.h2stream import H2Stream
+from peermesh.net.http.headers import Headers
+from peermesh.net.http.timeouts import StreamTimes
 
 # The session's logger: a handler's failure is logged under the session it ran in.
 log = logging.getLogger("peermesh.net.http.h2session")
@@ -60,6 +63,8 @@ class H2EventRouter:
     _handlers: trio.Nursery | None
     _settings_received: trio.Event
     _ping_acked: trio.Event
+    _budget: StreamBudget | None
+    _on_breach: Callable[[str], None] | None
 
     if TYPE_CHECKING:
         # Defined by H2Session.
@@ -79,6 +84,12 @@ class H2EventRouter:
 
         async def queued(self, nbytes: int, *, final: bool = False) -> None: ...
 
+        def _stream_times(self, headers: Headers) -> StreamTimes | None: ...
+
+        def _streams_changed(self, now: float) -> None: ...
+
+        def body_wait_started(self, stream: H2Stream) -> None: ...
+
     def _dispatch(self, event: Event) -> None:
         tag = event[0]
         if tag == Ev.DATA:
@@ -86,6 +97,8 @@ class H2EventRouter:
             if stream is None or stream.reset_code is not None:
                 self.conn.acknowledge_received_data(event[3], event[1])
             else:
+                if stream.times is not None:
+                    stream.times.last_activity = trio.current_time()
                 stream._chunks.append((event[2], event[3]))
                 stream._wake()
         elif tag == Ev.REQUEST:
@@ -100,10 +113,14 @@ class H2EventRouter:
             stream = self._streams.get(event[1])
             if stream is not None:
                 stream.trailers = list(event[2])
+                if stream.times is not None:
+                    stream.times.last_activity = trio.current_time()
         elif tag == Ev.END:
             stream = self._streams.get(event[1])
             if stream is not None:
                 stream.remote_ended = True
+                if stream.times is not None:
+                    stream.times.last_activity = trio.current_time()
                 stream._wake()
                 self.forget_if_closed(stream)
         elif tag == Ev.RESET:
@@ -119,6 +136,8 @@ class H2EventRouter:
             else:
                 stream = self._streams.get(event[1])
                 if stream is not None:
+                    if stream.times is not None:
+                        stream.times.last_activity = trio.current_time()
                     stream._window_opened()
         elif tag == Ev.SETTINGS:
             if not event[1]:
@@ -137,15 +156,32 @@ class H2EventRouter:
             # Arrived after our GOAWAY (or we are a client): tell the peer to retry elsewhere.
             self.conn.reset_stream(stream_id, error_code=ErrorCode.REFUSED_STREAM)
             return
+        if self._budget is not None and not self._budget.acquire():
+            # The agent's stream budget is spent: refuse this stream only (retryable).
+            self.conn.reset_stream(stream_id, error_code=ErrorCode.REFUSED_STREAM)
+            self.stats.stream_faults += 1
+            if self._on_breach is not None:
+                self._on_breach(Refusal.STREAMS.value)
+            return
         if ended:
             stream.remote_ended = True
             stream.headers_only = True
+        stream.times = self._stream_times(stream.headers or [])
         self._streams[stream_id] = stream
+        now = trio.current_time()
+        self._streams_changed(now)
         self.stats.streams_opened += 1
-        self.guard.stream_opened(trio.current_time())
+        self.guard.stream_opened(now)
         self._handlers.start_soon(self._run_handler, stream)
 
     async def _run_handler(self, stream: H2Stream) -> None:
+        try:
+            await self._serve_stream(stream)
+        finally:
+            if self._budget is not None:
+                self._budget.release()
+
+    async def _serve_stream(self, stream: H2Stream) -> None:
         assert self._handler is not None
         with trio.CancelScope() as scope:
             stream._handler_scope = scope
@@ -171,6 +207,7 @@ class H2EventRouter:
         if not self.is_closed:
             stream._release_unread()  # body the handler left unread
         self._streams.pop(stream.stream_id, None)
+        self._streams_changed(trio.current_time())
         if self.draining and not self._streams:
             self.kick_writer()
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from peermesh.net.caps import StreamBudget
 from peermesh.net.http.h2conn import (
     CONNECTION_WINDOW,
     HIGH_WATER,
@@ -41,7 +42,9 @@ from peermesh.net.http.h2fast import prepare_outbound
 from peermesh.net.http.h2limits import Flood, FloodGuard, FrameScanner, H2Limits
 from peermesh.net.http.h2select import new_engine
 from peermesh.net.http.h2stream import H2Stream
+from peermesh.net.http.h2timers import H2Timers, StreamTimedOut
 from peermesh.net.http.headers import Headers
+from peermesh.net.http.timeouts import Timeouts
 
 __all__ = [
     "CONNECTION_WINDOW",
@@ -58,17 +61,23 @@ __all__ = [
     "SessionStats",
     "StreamHandler",
     "StreamReset",
+    "StreamTimedOut",
 ]
 
 log = logging.getLogger(__name__)
 
 
-class H2Session(H2EventRouter):
+class H2Session(H2EventRouter, H2Timers):
     """One HTTP/2 connection over any trio stream (TCP for h2c, TLS for mTLS).
 
     Server sessions pass ``handler``: every request stream runs it in its own task,
     inside a cancel scope that a peer's RST_STREAM cancels. ``run()`` must live in a
     nursery; it returns when the connection is over.
+
+    A server session given ``timeouts`` enforces the preface, connection idle, stream
+    idle and body-progress deadlines (``h2timers``); one given ``stream_budget`` refuses
+    a request stream (REFUSED_STREAM) while the agent-wide budget is spent. Each breach
+    is reported to ``on_breach`` with its counter reason.
     """
 
     def __init__(
@@ -88,6 +97,9 @@ class H2Session(H2EventRouter):
         limits: H2Limits | None = None,
         peer: Any = None,
         engine: EngineName | None = None,
+        timeouts: Timeouts | None = None,
+        stream_budget: StreamBudget | None = None,
+        on_breach: Callable[[str], None] | None = None,
     ) -> None:
         self.transport = transport
         self.client_side = client_side
@@ -122,6 +134,12 @@ class H2Session(H2EventRouter):
         self.close_reason = ""
         self.stats = SessionStats()
         self.highest_stream_id = 0
+        self._timeouts = None if client_side else timeouts
+        self._budget = None if client_side else stream_budget
+        self._on_breach = on_breach
+        self._timer_scope: trio.CancelScope | None = None
+        self._started_at = 0.0
+        self._idle_since: float | None = None
 
     # status --------------------------------------------------------------------
     @property
@@ -148,6 +166,9 @@ class H2Session(H2EventRouter):
             async with trio.open_nursery() as nursery:
                 self._handlers = nursery
                 nursery.start_soon(self._writer)
+                if self._timeouts is not None:
+                    self._started_at = self._idle_since = trio.current_time()
+                    nursery.start_soon(self._timers)
                 if self._ping_interval or self._probe_after:
                     self._last_received = trio.current_time()
                     nursery.start_soon(self._keepalive)

@@ -12,6 +12,7 @@ from peermesh.net.http.h2engine import EngineError, H2Engine
 from peermesh.net.http.h2errors import ErrorCode, StreamReset
 from peermesh.net.http.h2fast import prepare_outbound
 from peermesh.net.http.headers import Headers
+from peermesh.net.http.timeouts import StreamTimes
 
 
 class StreamOwner(Protocol):
@@ -31,6 +32,8 @@ class StreamOwner(Protocol):
     def kick_writer(self) -> None: ...
 
     def note_reset(self) -> None: ...
+
+    def body_wait_started(self, stream: H2Stream) -> None: ...
 
 
 @dataclass(eq=False)
@@ -52,6 +55,8 @@ class H2Stream:
     _handler_scope: trio.CancelScope | None = None
     _error: StreamReset | None = None
     _final_sent: bool = False  # our final (non-1xx) response head went out
+    #: Deadline inputs of a server stream under timeouts (None: no timeouts apply).
+    times: StreamTimes | None = None
 
     @property
     def closed(self) -> bool:
@@ -79,7 +84,17 @@ class H2Stream:
                 if self.remote_ended:
                     return b""
                 self._raise_if_reset()
-                await self._changed.wait()
+                times = self.times
+                if times is None:
+                    await self._changed.wait()
+                    continue
+                # The body timeout runs only while we want bytes the peer does not send.
+                times.waiting_since = trio.current_time()
+                self.session.body_wait_started(self)
+                try:
+                    await self._changed.wait()
+                finally:
+                    times.waiting_since = None
             data, flow = self._chunks.popleft()
             if flow and self.reset_code is None:
                 self.session.acknowledge(self.stream_id, flow)
@@ -87,6 +102,10 @@ class H2Stream:
             # (padding only, or nothing) is not the end, only END_STREAM is.
             if data:
                 return data
+
+    def _sent(self) -> None:
+        if self.times is not None:
+            self.times.last_activity = trio.current_time()
 
     def _raise_if_reset(self) -> None:
         if self._error is not None:
@@ -103,6 +122,7 @@ class H2Stream:
         if not trailer and not (block and block[0][1][:1] == b"1"):  # not a 1xx
             self._final_sent = True
         self.session.conn.send_headers(self.stream_id, block, end_stream=end_stream)
+        self._sent()
         if end_stream:
             self.local_ended = True
         await self.session.queued(0, final=end_stream)
@@ -117,6 +137,7 @@ class H2Stream:
             if not view:
                 if end_stream:
                     conn.end_stream(self.stream_id)
+                    self._sent()
                     self.local_ended = True
                     await self.session.queued(0, final=True)
                     self.session.forget_if_closed(self)
@@ -128,6 +149,7 @@ class H2Stream:
                 continue
             last = end_stream and size == len(view)
             conn.send_data(self.stream_id, view[:size].tobytes(), end_stream=last)
+            self._sent()
             view = view[size:]
             if last:
                 self.local_ended = True
