@@ -122,6 +122,7 @@ async def test_slow_but_moving_body_survives(tmp_path, autojump_clock: trio.test
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
         assert trio.current_time() - started >= 120
         assert rejected(mesh.client, "outbound", "body-timeout") == 0
+        await victim(mesh)
 
 
 # HTTP/2 --------------------------------------------------------------------------------
@@ -158,6 +159,7 @@ async def test_slow_but_moving_h2_body_survives(tmp_path, autojump_clock: trio.t
         await peer.read_until(HeadersFrame, stream_id=1)
         assert peer.status(1) == b"200"
         assert rejected(mesh.client, "outbound", "body-timeout") == 0
+        await victim(mesh)
 
 
 async def test_idle_h2_stream_is_answered_and_reset(

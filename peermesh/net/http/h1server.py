@@ -221,6 +221,8 @@ class H1ServerConnection:
                     return
                 # If the handler answered without reading the whole body, drain a bounded amount.
                 if self.conn.their_state is not h11.DONE and not await body.discard(limit=1 << 20):
+                    if self.timed_out is not None:  # answered already: counted, then closed
+                        await self._answer_timeout(self.timed_out)
                     return
                 if self.draining or self.conn.our_state is h11.MUST_CLOSE:
                     return
