@@ -216,3 +216,23 @@ async def test_mtls_without_preface_is_closed(tmp_path, autojump_clock: trio.tes
         assert trio.current_time() - started >= 10
         assert rejected(mesh.server, "inbound", "preface-timeout") == 1
         await victim(mesh)  # through the same inbound, on the agents' pooled connection
+
+
+async def test_stalled_body_on_the_mtls_inbound_resets_that_stream_only(
+    tmp_path, autojump_clock: trio.testing.MockClock
+):
+    async with two_agents(tmp_path) as mesh:  # the serving agent's own defaults decide here
+        context = raw_client_context(mesh.dirs["node-a"])
+        transport = await trio.open_ssl_over_tcp_stream(*mesh.inbound, ssl_context=context)
+        peer = RawPeer(transport)
+        await peer.start()
+        post = [*request("/upload", method="POST"), (b"content-length", b"100")]
+        await peer.send(peer.headers(1, post, end_stream=False), peer.data(1, b"0123456789"))
+        await peer.send(peer.headers(3, request("/")))
+        await peer.read_until(HeadersFrame, stream_id=3)
+        assert peer.status(3) == b"200"
+        rst = await peer.read_until(RstStreamFrame, stream_id=1)
+        assert isinstance(rst, RstStreamFrame) and rst.error_code == CANCEL
+        assert peer.status(1) == b"408"
+        assert rejected(mesh.server, "inbound", "body-timeout") == 1
+        await victim(mesh)
