@@ -9,6 +9,7 @@ the same connection) was served.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -45,7 +46,7 @@ async def victim(mesh: TwoAgents) -> None:
     """A request on a fresh connection of its own is served."""
     async with httpx.AsyncClient(timeout=30) as client:
         response = await client.get(mesh.outbound_url + "/", headers={"host": "orders"})
-    assert response.status_code == 200
+    assert response.status_code == 200, (response.headers, response.text)
 
 
 async def read_all(stream: trio.abc.Stream) -> bytes:
@@ -236,3 +237,35 @@ async def test_stalled_body_on_the_mtls_inbound_resets_that_stream_only(
         assert peer.status(1) == b"408"
         assert rejected(mesh.server, "inbound", "body-timeout") == 1
         await victim(mesh)
+
+
+async def test_quiet_tcp_tunnel_outlives_stream_idle_and_ends_at_tunnel_idle(
+    tmp_path, autojump_clock: trio.testing.MockClock
+):
+    from tests.integration.test_tcp_tunnel import app_mesh, tunnel_client
+
+    async def echo(listener: trio.SocketListener) -> None:
+        """Echo; the tunnel's idle end resets this side, as Envoy's tcp_proxy does."""
+
+        async def serve(stream: trio.SocketStream) -> None:
+            with contextlib.suppress(trio.BrokenResourceError):
+                async for chunk in stream:
+                    await stream.send_all(chunk)
+
+        await trio.serve_listeners(serve, [listener])
+
+    async with app_mesh(tmp_path, echo) as mesh:
+        app = await tunnel_client(mesh)
+        await app.send_all(b"PING")
+        assert await app.receive_some(16) == b"PING"
+        await trio.sleep(1800)  # a redis client idle for half an hour: 6x the stream idle
+        await app.send_all(b"again")
+        assert await app.receive_some(16) == b"again"
+        assert rejected(mesh.server, "inbound", "stream-idle-timeout") == 0
+        started = trio.current_time()
+        assert await read_all(app) == b""  # ended by the serving agent after the tunnel idle
+        assert trio.current_time() - started >= 3600
+        assert rejected(mesh.server, "inbound", "stream-idle-timeout") == 1
+        other = await tunnel_client(mesh)  # the victim: a new tunnel is served
+        await other.send_all(b"victim")
+        assert await other.receive_some(16) == b"victim"
