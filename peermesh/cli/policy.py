@@ -296,27 +296,42 @@ def status_cmd(agent_url: str, output: str) -> None:
 def recover_cmd(data_dir: Path, everything: bool) -> None:
     """Move a damaged local policy store aside so the agent resyncs it from its peers.
 
-    Run it while the agent is stopped. Damaged files are renamed to
-    NAME.damaged-<UTC time> (kept, never deleted); on its next start the agent pulls
-    every policy record from its peers and checks each signature, as any sync does.
+    Run it while the agent is stopped. It checks what a start checks: checksums, then
+    every record's signature (against DATA_DIR/bundle.pem), authority and object. Damaged
+    files are renamed to NAME.damaged-<UTC time> (kept, never deleted); on its next start
+    the agent pulls every policy record from its peers and checks each signature, as any
+    sync does.
     """
     import datetime as dt
 
+    from peermesh.net.identity_files import BUNDLE_FILE
+    from peermesh.policy.authorship import RecordVerifier, trust_bundle_file
     from peermesh.policy.persistence import DiskPersistence
     from peermesh.policy.recovery import recover
 
     if not data_dir.is_dir():
         raise click.ClickException(f"{data_dir} is not a directory")
+    bundle = data_dir / BUNDLE_FILE
+    verifier = None
+    if bundle.is_file():
+        verifier = RecordVerifier(trust_bundle_file(bundle))
+    else:
+        click.echo(f"no {bundle}: record signatures are not checked, only checksums and objects")
     try:
         result = recover(
             DiskPersistence.in_data_dir(data_dir),
             now=dt.datetime.now(dt.UTC),
             everything=everything,
+            verifier=verifier,
         )
     except OSError as exc:
         raise click.ClickException(f"cannot move the policy files aside: {exc}") from None
     for damage in result.damaged:
-        click.echo(f"damaged: {damage.path}: {damage.reason}")
+        where = ""
+        if damage.record is not None:
+            at = f" at byte {damage.offset}" if damage.offset is not None else ""
+            where = f" record {damage.record}{at} is refused"
+        click.echo(f"damaged: {damage.path}:{where} {damage.reason}")
     for source, target in result.moved:
         click.echo(f"moved {source} -> {target}")
     if not result.moved:
