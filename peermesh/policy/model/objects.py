@@ -1,4 +1,4 @@
-"""The five kinds as objects (kind, name, spec), the union of them, and their store keys."""
+"""The six kinds as objects (kind, name, spec), the union of them, and their store keys."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
 from peermesh.policy.model.authorization import AuthorizationPolicySpec
+from peermesh.policy.model.committee_change import CommitteeChangeSpec
 from peermesh.policy.model.common import (
     API_VERSION,
     AUTHORIZATION_POLICY,
+    COMMITTEE_CHANGE,
     JOIN_TOKEN,
     JSON,
     KINDS,
@@ -103,7 +105,24 @@ class JoinToken(_Object):
         return self.spec.to_dict()
 
 
-PolicyObject: TypeAlias = Route | TrafficPolicy | AuthorizationPolicy | MeshConfig | JoinToken
+@dataclass(frozen=True)
+class CommitteeChange(_Object):
+    """The record of one committee change (name ``epoch-N``), written by its coordinator.
+
+    Its author and time are the version's own (the signature), so the spec says only
+    what changed; no component reads it to decide anything.
+    """
+
+    kind: ClassVar[str] = COMMITTEE_CHANGE
+    spec: CommitteeChangeSpec
+
+    def _spec_dict(self) -> JSON:
+        return self.spec.to_dict()
+
+
+PolicyObject: TypeAlias = (
+    Route | TrafficPolicy | AuthorizationPolicy | MeshConfig | JoinToken | CommitteeChange
+)
 
 
 def object_key(kind: str, name: str) -> str:
@@ -121,6 +140,7 @@ def split_key(key: str) -> tuple[str, str]:
 
 __all__ = [
     "AuthorizationPolicy",
+    "CommitteeChange",
     "JoinToken",
     "MeshConfig",
     "PolicyObject",

@@ -11,6 +11,7 @@ from peermesh.policy.errors import PolicyError
 from peermesh.policy.model import (
     API_VERSION,
     AUTHORIZATION_POLICY,
+    COMMITTEE_CHANGE,
     JOIN_TOKEN,
     KINDS,
     MESH_CONFIG,
@@ -18,6 +19,7 @@ from peermesh.policy.model import (
     ROUTE,
     TRAFFIC_POLICY,
     AuthorizationPolicy,
+    CommitteeChange,
     JoinToken,
     MeshConfig,
     PolicyObject,
@@ -25,6 +27,7 @@ from peermesh.policy.model import (
     TrafficPolicy,
 )
 from peermesh.policy.validate.authorization import _authz_spec
+from peermesh.policy.validate.committee_change import _committee_change_spec
 from peermesh.policy.validate.common import _DNS_NAME, _NAME_HINT, _TOKEN_ID
 from peermesh.policy.validate.join_token import _join_token_spec
 from peermesh.policy.validate.mesh_config import _mesh_config_spec
@@ -90,6 +93,7 @@ _SPEC_PARSERS: dict[str, Callable[[_Ctx, object], Any]] = {
     AUTHORIZATION_POLICY: _authz_spec,
     MESH_CONFIG: _mesh_config_spec,
     JOIN_TOKEN: _join_token_spec,
+    COMMITTEE_CHANGE: _committee_change_spec,
 }
 
 
@@ -201,6 +205,8 @@ def check_object_canonical(
         obj = AuthorizationPolicy(name=name, spec=spec)
     elif kind == JOIN_TOKEN:
         obj = JoinToken(name=name, spec=spec)
+    elif kind == COMMITTEE_CHANGE:
+        obj = CommitteeChange(name=name, spec=spec)
     else:
         obj = MeshConfig(name=name, spec=spec)
     # The authoritative limit is on the canonical encoding, which every replica computes
