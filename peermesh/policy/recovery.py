@@ -90,26 +90,14 @@ def _load(files: _Files, verifier: Verifier | None) -> None:
     PolicyStore(files, node=_SCRATCH_NODE, verifier=verifier).close()
 
 
-class _Files:
-    """A read-only :class:`~peermesh.policy.storage.Persistence` over a snapshot already
-    read and a log read in place (a torn final record is skipped, not cut)."""
+class _Files(DiskPersistence):
+    """The same files, read only: the snapshot as already read, the log read in place (a
+    torn final record is skipped, not cut), and any write refused."""
 
     def __init__(self, files: DiskPersistence, snapshot: Snapshot | None, *, log: bool) -> None:
-        self._files = files
+        super().__init__(files.path)
         self._snapshot = snapshot
         self._log = log
-
-    @property
-    def snapshot_name(self) -> str:
-        return self._files.snapshot_name
-
-    @property
-    def log_name(self) -> str:
-        return self._files.log_name
-
-    @property
-    def log_size(self) -> int:
-        return 0
 
     def load_snapshot(self) -> Snapshot | None:
         return self._snapshot
@@ -117,16 +105,13 @@ class _Files:
     def replay_log(self) -> tuple[list[bytes], ReplayReport]:
         if not self._log:
             return [], ReplayReport(0, 0, None)
-        return Journal.read(self._files.journal.path)
+        return Journal.read(self.journal.path)
 
     def append(self, update: bytes) -> None:
         raise RuntimeError("the recovery check never writes")
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         raise RuntimeError("the recovery check never writes")
-
-    def close(self) -> None:
-        pass
 
 
 def recover(
