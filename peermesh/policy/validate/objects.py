@@ -16,15 +16,10 @@ from peermesh.policy.model import (
     KINDS,
     MESH_CONFIG,
     MESH_CONFIG_NAME,
+    OBJECT_TYPES,
     ROUTE,
     TRAFFIC_POLICY,
-    AuthorizationPolicy,
-    CommitteeChange,
-    JoinToken,
-    MeshConfig,
     PolicyObject,
-    Route,
-    TrafficPolicy,
 )
 from peermesh.policy.validate.authorization import _authz_spec
 from peermesh.policy.validate.committee_change import _committee_change_spec
@@ -196,19 +191,7 @@ def check_object_canonical(
         if not ctx.errors:  # defensive: a parser gave up without saying why
             ctx.error("spec", "invalid spec")
         return None, None, ctx.errors
-    obj: PolicyObject
-    if kind == ROUTE:
-        obj = Route(name=name, spec=spec)
-    elif kind == TRAFFIC_POLICY:
-        obj = TrafficPolicy(name=name, spec=spec)
-    elif kind == AUTHORIZATION_POLICY:
-        obj = AuthorizationPolicy(name=name, spec=spec)
-    elif kind == JOIN_TOKEN:
-        obj = JoinToken(name=name, spec=spec)
-    elif kind == COMMITTEE_CHANGE:
-        obj = CommitteeChange(name=name, spec=spec)
-    else:
-        obj = MeshConfig(name=name, spec=spec)
+    obj = OBJECT_TYPES[kind](name=name, spec=spec)
     # The authoritative limit is on the canonical encoding, which every replica computes
     # identically: an object accepted here is never refused by a peer for its size.
     canonical = canonical_json(obj)
