@@ -116,6 +116,20 @@ class Tx:
             self.refuse(join(path, str(key)), reason, why)
         return out
 
+    def wrapped(
+        self,
+        value: object,
+        path: str,
+        key: str,
+        honoured: Sequence[str],
+        reasons: Mapping[str, tuple[Why, str]] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """``(path, fields)`` of a mapping wrapped in a one-key mapping (``{key: {...}}``,
+        as Istio writes each entry of ``from`` and ``to``); a missing inner one is empty."""
+        outer = self.fields(value, path, (key,))
+        inner = join(path, key)
+        return inner, self.fields(outer.get(key, {}), inner, honoured, reasons)
+
     def items(self, value: object, path: str) -> list[tuple[str, Any]]:
         """``(path, item)`` for each entry of a list; anything else is refused."""
         if value is None:
