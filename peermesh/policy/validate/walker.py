@@ -130,6 +130,16 @@ def _mapping(
     return _Fields(ctx, result, path)
 
 
+def _some(ctx: _Ctx, value: object, path: str, allowed: Sequence[str]) -> _Fields | None:
+    """A mapping of optional fields with at least one of them set (an empty one would
+    mean nothing and is refused)."""
+    f = _mapping(ctx, value, path, allowed)
+    if f is not None and not len(f):
+        ctx.error(path, f"set {', '.join(repr(a) for a in allowed)} or both")
+        return None
+    return f
+
+
 def _wrapped(
     ctx: _Ctx, value: object, path: str, key: str, allowed: Sequence[str]
 ) -> _Fields | None:
