@@ -29,40 +29,42 @@ class StartPushPull:
 
 
 @dataclass(frozen=True, slots=True)
-class MemberJoined:
+class MemberEvent:
+    """Something happened to ``member`` (its state as the table now holds it)."""
+
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class MemberJoined(MemberEvent):
     """A member appeared, or came back after being dead or gone."""
 
-    member: Member
+
+@dataclass(frozen=True, slots=True)
+class _Accused(MemberEvent):
+    """A member another one (``accuser``) reported as failing."""
+
+    accuser: str
 
 
 @dataclass(frozen=True, slots=True)
-class MemberSuspect:
+class MemberSuspect(_Accused):
     """A member stopped answering; it is kept (deprioritised) while it may refute."""
 
-    member: Member
-    accuser: str
-
 
 @dataclass(frozen=True, slots=True)
-class MemberDead:
+class MemberDead(_Accused):
     """A member failed: take it out of service now."""
 
-    member: Member
-    accuser: str
-
 
 @dataclass(frozen=True, slots=True)
-class MemberLeft:
+class MemberLeft(MemberEvent):
     """A member left on purpose."""
 
-    member: Member
-
 
 @dataclass(frozen=True, slots=True)
-class MemberUpdated:
+class MemberUpdated(MemberEvent):
     """A member changed its metadata or recovered from suspicion."""
-
-    member: Member
 
 
 Action = SendDatagram | StartPushPull

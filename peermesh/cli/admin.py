@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 
@@ -65,3 +66,26 @@ def admin_call(
         raise click.ClickException(
             f"cannot reach the agent's admin API at {agent_url}: {exc}; is the agent running?"
         ) from None
+
+
+def refused(code: int, data: Any) -> NoReturn:
+    """A ClickException carrying the agent's ``error`` (or the status when it gave none)."""
+    error = data.get("error") if isinstance(data, dict) else None
+    raise click.ClickException(str(error if error is not None else f"HTTP {code}"))
+
+
+def admin_ok(
+    agent_url: str,
+    path: str,
+    body: Any = None,
+    *,
+    method: str | None = None,
+    timeout: float = 10.0,
+    fail: Callable[[int, Any], NoReturn] = refused,
+) -> Any:
+    """The decoded JSON of a 200 answer from the admin API; any other answer goes to
+    ``fail`` (status, decoded body), which raises."""
+    code, data = admin_call(agent_url, path, body, method=method, timeout=timeout)
+    if code != 200:
+        fail(code, data)
+    return data

@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from peermesh.cli.admin import admin_call, agent_option, output_option, printed_as_json
+from peermesh.cli.admin import admin_call, admin_ok, agent_option, output_option, printed_as_json
 
 console = Console()
 
@@ -44,9 +44,7 @@ def ca_status(agent_url: str, output: str) -> None:
 @click.argument("node")
 def ca_enroll(agent_url: str, node: str) -> None:
     """Make mesh member NODE a signer (t signers repair a share for it)."""
-    code, data = admin_call(agent_url, "/v1/ca/enroll", {"node": node})
-    if code != 200:
-        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    data = admin_ok(agent_url, "/v1/ca/enroll", {"node": node})
     click.echo(f"{data['node']} is signer {data['identifier']} (committee epoch {data['epoch']})")
 
 
@@ -54,9 +52,7 @@ def ca_enroll(agent_url: str, node: str) -> None:
 @agent_option
 def ca_renew(agent_url: str) -> None:
     """Renew this agent's certificate now (a fresh key, signed by t signers)."""
-    code, data = admin_call(agent_url, "/v1/ca/renew", {}, timeout=60)
-    if code != 200:
-        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    data = admin_ok(agent_url, "/v1/ca/renew", {}, timeout=60)
     click.echo(f"renewed {data['identity']} until {data['not_after']} (signers"
                f" {', '.join(str(s) for s in data['signers'])})")  # fmt: skip
 
@@ -65,9 +61,7 @@ def ca_renew(agent_url: str) -> None:
 @agent_option
 def ca_refresh(agent_url: str) -> None:
     """Re-share the root key among reachable signers; old shares stop working."""
-    code, data = admin_call(agent_url, "/v1/ca/refresh", {})
-    if code != 200:
-        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    data = admin_ok(agent_url, "/v1/ca/refresh", {})
     removed = ", ".join(data["removed"]) or "none"
     click.echo(f"refreshed: epoch {data['epoch']}, signers {', '.join(data['members'])};"
                f" removed {removed}")  # fmt: skip

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-from peermesh.cli.admin import admin_call, agent_option, output_option, printed_as_json
+from peermesh.cli.admin import admin_call, admin_ok, agent_option, output_option, printed_as_json
 from peermesh.config import DEFAULT_TRUST_DOMAIN
 from peermesh.policy.errors import PolicyError
 from peermesh.policy.loader import Document, PolicyLoadError, dump_yaml, load_path
@@ -85,7 +85,7 @@ trust_domain_option = click.option(
 )
 
 
-def _fail(code: int, data: Any) -> None:
+def _fail(code: int, data: Any) -> NoReturn:
     if isinstance(data, dict) and data.get("error") == "invalid_policy":
         lines = [f"policy refused ({len(data.get('errors', []))} problem(s)):"]
         for err in data.get("errors", []):
@@ -111,9 +111,7 @@ def apply_cmd(agent_url: str, path: str, trust_domain: str | None) -> None:
     """
     batch = _batch(path, _trust_domain(agent_url, trust_domain))
     objects = _objects(agent_url, batch)
-    code, data = admin_call(agent_url, "/v1/policy", {"objects": objects}, method="PUT")
-    if code != 200:
-        _fail(code, data)
+    data = admin_ok(agent_url, "/v1/policy", {"objects": objects}, method="PUT", fail=_fail)
     for key in data["changed"]:
         click.echo(f"{key} configured")
     for key in data["unchanged"]:
@@ -157,13 +155,10 @@ def convert_cmd(path: str, trust_domain: str) -> None:
 def get_cmd(agent_url: str, kind: str | None, name: str | None, output: str) -> None:
     """Show objects: all, one KIND, or KIND NAME."""
     if kind and name:
-        code, data = admin_call(agent_url, f"/v1/policy/{kind}/{name}")
-        objects = [data] if code == 200 else []
+        objects = [admin_ok(agent_url, f"/v1/policy/{kind}/{name}", fail=_fail)]
     else:
-        code, data = admin_call(agent_url, "/v1/policy" + (f"?kind={kind}" if kind else ""))
-        objects = data.get("objects", []) if code == 200 else []
-    if code != 200:
-        _fail(code, data)
+        query = f"?kind={kind}" if kind else ""
+        objects = admin_ok(agent_url, "/v1/policy" + query, fail=_fail).get("objects", [])
     if output == "json":
         click.echo(json.dumps(objects if not name else objects[0], indent=2))
     elif output == "yaml":
@@ -185,9 +180,7 @@ def delete_cmd(agent_url: str, target: str) -> None:
     kind, sep, name = target.partition("/")
     if not sep or not name:
         raise click.UsageError("write KIND/NAME, e.g. Route/reviews")
-    code, data = admin_call(agent_url, f"/v1/policy/{kind}/{name}", method="DELETE")
-    if code != 200:
-        _fail(code, data)
+    admin_ok(agent_url, f"/v1/policy/{kind}/{name}", method="DELETE", fail=_fail)
     click.echo(f"{kind}/{name} deleted")
 
 
@@ -197,9 +190,7 @@ def delete_cmd(agent_url: str, target: str) -> None:
 def history_cmd(agent_url: str, target: str) -> None:
     """Every edit of KIND/NAME (or NAME if unique), including the ones that lost."""
     if "/" not in target:
-        code, data = admin_call(agent_url, "/v1/policy")
-        if code != 200:
-            _fail(code, data)
+        data = admin_ok(agent_url, "/v1/policy", fail=_fail)
         matches = [o for o in data["objects"] if o["name"] == target]
         if len(matches) != 1:
             raise click.ClickException(
@@ -207,9 +198,7 @@ def history_cmd(agent_url: str, target: str) -> None:
             )
         target = f"{matches[0]['kind']}/{target}"
     kind, _, name = target.partition("/")
-    code, data = admin_call(agent_url, f"/v1/policy/{kind}/{name}/history")
-    if code != 200:
-        _fail(code, data)
+    data = admin_ok(agent_url, f"/v1/policy/{kind}/{name}/history", fail=_fail)
     table = Table(title=f"history of {target}")
     for column in ("won", "node", "author", "time", "lamport", "hash", "deleted"):
         table.add_column(column)
@@ -237,9 +226,7 @@ def diff_cmd(agent_url: str, path: str, trust_domain: str | None) -> None:
     """What applying FILE|DIR would change (nothing is written)."""
     batch = _batch(path, _trust_domain(agent_url, trust_domain))
     objects = _objects(agent_url, batch)
-    code, data = admin_call(agent_url, "/v1/policy/diff", {"objects": objects})
-    if code != 200:
-        _fail(code, data)
+    data = admin_ok(agent_url, "/v1/policy/diff", {"objects": objects}, fail=_fail)
     for change in data["changes"]:
         click.echo(f"{change['change']:9} {change['object']}")
         if change["change"] == "update":
@@ -256,9 +243,7 @@ def diff_cmd(agent_url: str, path: str, trust_domain: str | None) -> None:
 @output_option
 def status_cmd(agent_url: str, output: str) -> None:
     """Policy version and digest here and at every peer (convergence at a glance)."""
-    code, data = admin_call(agent_url, "/v1/policy/status")
-    if code != 200:
-        _fail(code, data)
+    data = admin_ok(agent_url, "/v1/policy/status", fail=_fail)
     if printed_as_json(data, output):
         return
     here = data["here"]
@@ -296,27 +281,42 @@ def status_cmd(agent_url: str, output: str) -> None:
 def recover_cmd(data_dir: Path, everything: bool) -> None:
     """Move a damaged local policy store aside so the agent resyncs it from its peers.
 
-    Run it while the agent is stopped. Damaged files are renamed to
-    NAME.damaged-<UTC time> (kept, never deleted); on its next start the agent pulls
-    every policy record from its peers and checks each signature, as any sync does.
+    Run it while the agent is stopped. It checks what a start checks: checksums, then
+    every record's signature (against DATA_DIR/bundle.pem), authority and object. Damaged
+    files are renamed to NAME.damaged-<UTC time> (kept, never deleted); on its next start
+    the agent pulls every policy record from its peers and checks each signature, as any
+    sync does.
     """
     import datetime as dt
 
+    from peermesh.net.identity_files import BUNDLE_FILE
+    from peermesh.policy.authorship import RecordVerifier, trust_bundle_file
     from peermesh.policy.persistence import DiskPersistence
     from peermesh.policy.recovery import recover
 
     if not data_dir.is_dir():
         raise click.ClickException(f"{data_dir} is not a directory")
+    bundle = data_dir / BUNDLE_FILE
+    verifier = None
+    if bundle.is_file():
+        verifier = RecordVerifier(trust_bundle_file(bundle))
+    else:
+        click.echo(f"no {bundle}: record signatures are not checked, only checksums and objects")
     try:
         result = recover(
             DiskPersistence.in_data_dir(data_dir),
             now=dt.datetime.now(dt.UTC),
             everything=everything,
+            verifier=verifier,
         )
     except OSError as exc:
         raise click.ClickException(f"cannot move the policy files aside: {exc}") from None
     for damage in result.damaged:
-        click.echo(f"damaged: {damage.path}: {damage.reason}")
+        where = ""
+        if damage.record is not None:
+            at = f" at byte {damage.offset}" if damage.offset is not None else ""
+            where = f" record {damage.record}{at} is refused"
+        click.echo(f"damaged: {damage.path}:{where} {damage.reason}")
     for source, target in result.moved:
         click.echo(f"moved {source} -> {target}")
     if not result.moved:

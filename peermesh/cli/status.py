@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from peermesh.cli.admin import admin_call, agent_option, output_option, printed_as_json
+from peermesh.cli.admin import admin_call, admin_ok, agent_option, output_option, printed_as_json
 
 console = Console()
 
@@ -38,9 +38,7 @@ def status(agent_url: str, output: str) -> None:
 @click.argument("address")
 def ping(agent_url: str, address: str) -> None:
     """Ping a peer agent's control API (HOST:PORT of its inbound listener) through mTLS."""
-    code, data = admin_call(agent_url, "/v1/ping", {"address": address})
-    if code != 200:
-        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    data = admin_ok(agent_url, "/v1/ping", {"address": address})
     click.echo(f"{address}: node {data['node']} ({data['service']}) in {data['rtt_ms']} ms")
 
 

@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from peermesh.cli.admin import admin_call, agent_option, output_option, printed_as_json
+from peermesh.cli.admin import admin_ok, agent_option, output_option, printed_as_json
 from peermesh.core.units import parse_duration
 
 
@@ -36,14 +36,12 @@ def token_create(agent_url: str, service: str | None, ttl: str, uses: int) -> No
         seconds = parse_duration(ttl)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--ttl") from None
-    code, data = admin_call(
+    data = admin_ok(
         agent_url,
         "/v1/ca/token",
         {"service": service, "ttl": seconds, "uses": uses or None},
         timeout=60,
     )
-    if code != 200:
-        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
     click.echo(data["token"])
 
 
@@ -52,9 +50,7 @@ def token_create(agent_url: str, service: str | None, ttl: str, uses: int) -> No
 @output_option
 def token_list(agent_url: str, output: str) -> None:
     """Join tokens in the policy (hashes only), and their uses counted on this agent."""
-    code, data = admin_call(agent_url, "/v1/ca/tokens")
-    if code != 200:
-        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    data = admin_ok(agent_url, "/v1/ca/tokens")
     if printed_as_json(data, output):
         return
     table = Table(title=f"join tokens seen by {data['node']}")
@@ -77,9 +73,7 @@ def token_list(agent_url: str, output: str) -> None:
 @click.argument("token_id")
 def token_delete(agent_url: str, token_id: str) -> None:
     """Revoke a join token that is not used up yet (deletes its JoinToken object)."""
-    code, data = admin_call(agent_url, f"/v1/policy/JoinToken/{token_id}", method="DELETE")
-    if code != 200:
-        raise click.ClickException(str((data or {}).get("error", f"HTTP {code}")))
+    admin_ok(agent_url, f"/v1/policy/JoinToken/{token_id}", method="DELETE")
     click.echo(f"deleted JoinToken/{token_id}; signers refuse it once the deletion reaches them")
 
 

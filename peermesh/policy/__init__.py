@@ -3,7 +3,7 @@
 Sans-IO cores:
 
 * :mod:`~peermesh.policy.model` — the kinds (Route, TrafficPolicy,
-  AuthorizationPolicy, MeshConfig, JoinToken) as frozen dataclasses;
+  AuthorizationPolicy, MeshConfig, JoinToken, CommitteeChange) as frozen dataclasses;
 * :mod:`~peermesh.policy.validate` — strict validation with readable errors;
 * :mod:`~peermesh.policy.errors` — every refusal, each a ``PeermeshError``;
 * :mod:`~peermesh.policy.loader` — YAML/JSON files and directories;

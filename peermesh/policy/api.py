@@ -15,7 +15,9 @@ Validation errors come back as ``400`` with the structured ``PolicyError.to_dict
 (records it signed would never be in effect); before the agent has a certificate they get
 ``503`` "no identity yet". An edit that cannot be made durable (a full or failing disk)
 gets ``507`` with the reason and nothing of it is kept; the same edit succeeds once
-space returns.
+space returns. ``CommitteeChange`` records are written only by the CA when it changes the
+committee (through :meth:`PolicyAdmin.apply`, not these routes): a PUT, DELETE or peer
+edit naming one gets ``400``, so the audit trail holds only what the CA did.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from peermesh.net.admin import AdminResponse
 from peermesh.net.rpc import Empty, RpcError
 from peermesh.policy.errors import NoIdentity, NotAdmin, PolicyError
 from peermesh.policy.messages import MAX_OBJECTS_PER_REQUEST, STATUS, EditReply
-from peermesh.policy.model import KINDS
+from peermesh.policy.model import COMMITTEE_CHANGE, KINDS
 from peermesh.policy.replicator import PolicyReplicator
 from peermesh.policy.store import PolicyStore
 from peermesh.policy.validate import MAX_OBJECT_BYTES, canonical_json, check_object
@@ -86,6 +88,8 @@ class PolicyAdmin:
                         return _error(404, f"{kind}/{name} does not exist")
                     return AdminResponse.json(200, obj.to_dict())
                 if len(segments) == 2 and method == b"DELETE":
+                    if kind == COMMITTEE_CHANGE:
+                        raise _BadRequest(_RECORD_ONLY)
                     if self.store.get(kind, name) is None:
                         return _error(404, f"{kind}/{name} does not exist")
                     report = self.store.delete([(kind, name)], now=time.time())
@@ -222,12 +226,20 @@ def _objects_from(body: bytes) -> list[Mapping[str, Any]]:
     return _checked_list(data["objects"])
 
 
+_RECORD_ONLY = (
+    f"{COMMITTEE_CHANGE} objects record committee changes and are written only by the CA"
+    " when it makes one (`peermesh ca enroll`, `peermesh ca refresh`)"
+)
+
+
 def _checked_list(objects: Sequence[Any]) -> list[Mapping[str, Any]]:
     if len(objects) > MAX_OBJECTS_PER_REQUEST:
         raise _BadRequest(f"at most {MAX_OBJECTS_PER_REQUEST} objects per request")
     for i, item in enumerate(objects):
         if not isinstance(item, dict):
             raise _BadRequest(f"objects[{i}] is a {type(item).__name__}, not an object")
+        if item.get("kind") == COMMITTEE_CHANGE:
+            raise _BadRequest(f"objects[{i}]: {_RECORD_ONLY}")
     return list(objects)
 
 

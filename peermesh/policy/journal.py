@@ -70,42 +70,45 @@ class Journal:
 
         Raises :class:`JournalCorrupt` when a record before the last one is damaged.
         """
+        out, report = Journal.read(self.path)
+        if report.corrupt_tail is not None:
+            with open(self.path, "r+b") as handle:
+                handle.truncate(report.good_bytes)
+                handle.flush()
+                os.fsync(handle.fileno())
+        self.size = report.good_bytes
+        self.records = len(out)
+        self._known = True
+        return out, report
+
+    @staticmethod
+    def read(path: Path) -> tuple[list[bytes], ReplayReport]:
+        """What :meth:`replay` yields, without cutting a torn final record; reads only.
+
+        Raises :class:`JournalCorrupt` when a record before the last one is damaged.
+        """
         try:
-            data = self.path.read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
-            self._known = True
             return [], ReplayReport(0, 0, None)
         out: list[bytes] = []
         starts: list[int] = []
         offset = 0
         reason: str | None = None
-        for payload, end, problem in _records(data, self.path):
+        for payload, end, problem in _records(data, path):
             if problem is not None:
                 reason = problem
                 break
             out.append(payload)
             starts.append(offset)
             offset = end
-        if reason is not None:
-            with open(self.path, "r+b") as handle:
-                handle.truncate(offset)
-                handle.flush()
-                os.fsync(handle.fileno())
-        self.size = offset
-        self.records = len(out)
-        self._known = True
         return out, ReplayReport(len(out), offset, reason, tuple(starts))
 
     @staticmethod
     def check(path: Path) -> str | None:
         """Why a start would refuse the log at ``path``, or None; reads only."""
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
-            for _ in _records(data, path):
-                pass
+            Journal.read(path)
         except JournalCorrupt as exc:
             return exc.message
         return None

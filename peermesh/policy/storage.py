@@ -81,9 +81,9 @@ class JournalRecordInvalid(PolicyStoreCorrupt):
             f"policy log {path} holds an intact {where} whose policy is refused ({reason}):"
             " refusing to start rather than skip it",
             hint=(
-                "stop the agent and run `peermesh policy recover --all --data-dir"
-                f" {Path(path).parent}`: its checksums hold, so only --all moves the store"
-                " aside (kept, timestamped); the agent then rebuilds its policy from its"
-                " peers, checking every signature"
+                "stop the agent and run `peermesh policy recover --data-dir"
+                f" {Path(path).parent}`: it validates every record as a start does and moves"
+                " the log holding this one aside (kept, timestamped); the agent then rebuilds"
+                " its policy from its peers, checking every signature"
             ),
         )

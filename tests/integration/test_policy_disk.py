@@ -191,14 +191,26 @@ async def test_a_damaged_log_serves_every_acknowledged_edit_or_refuses_to_start(
                 Agent(b_config)
             message = str(invalid.value)
             assert f"{log} holds an intact record {len(names)} at byte {at}" in message
-            assert "refusing to start" in message and "peermesh policy recover --all" in message
+            assert (
+                "refusing to start" in message and "peermesh policy recover --data-dir" in message
+            )
+            assert "--all" not in message
             await refuses_to_start(b_config, dirs["node-b"], f"record {len(names)} at byte {at}",
-                                   "policy recover --all")  # fmt: skip
-            # Its checksums hold, so only --all moves the store aside.
+                                   "policy recover --data-dir")  # fmt: skip
+            # Its checksums hold, yet plain recover validates each record as the start
+            # does, names the refused one and moves the log holding it aside.
             recovered = CliRunner().invoke(
-                policy_group, ["recover", "--all", "--data-dir", str(dirs["node-b"])]
+                policy_group, ["recover", "--data-dir", str(dirs["node-b"])]
             )
             assert recovered.exit_code == 0, recovered.output
+            assert (
+                f"damaged: {log}: record {len(names)} at byte {at} is refused" in recovered.output
+            )
+            assert invalid.value.reason in recovered.output
+            assert not log.exists() and list(dirs["node-b"].glob("policy.bin.log.damaged-*"))
+            # What is left is what a start accepts: a second run finds nothing.
+            again = CliRunner().invoke(policy_group, ["recover", "--data-dir", str(dirs["node-b"])])
+            assert again.exit_code == 0 and "nothing was moved" in again.output, again.output
             async with running(b_config) as b:
                 await eventually(lambda: {o.name for o in b.policy.objects("Route")} == names)
                 assert await served(client, b) == names

@@ -1,13 +1,19 @@
 """Committee changes over mTLS: refresh (re-share among the reachable), enrol (repair).
 
+The coordinator of a change records it in policy once the change is done, as a signed
+``CommitteeChange/epoch-N`` object: the audit trail of who changed the committee and
+when. The record never feeds back into the committee, which changes only here.
+
 Also what members ask each other about the committee: ``ca/info``, ``ca/committee``
 and the ``ca/committee/update`` broadcast after a change.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -25,6 +31,12 @@ from peermesh.ca.node import CaNode
 from peermesh.ca.state import Committee, CommitteeMember
 from peermesh.core.errors import PeermeshError
 from peermesh.net.rpc import ControlRequest, Empty
+from peermesh.policy.model import (
+    COMMITTEE_CHANGE,
+    CommitteeChangeKind,
+    CommitteeChangeSpec,
+    committee_change_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +156,7 @@ class CommitteeFlows:
             "epoch": node.committee.epoch,
             "members": node.committee.names(),
             "removed": removed,
+            **self.record(CommitteeChangeKind.REFRESH, node.committee, removed=removed),
         }
 
     async def enroll(self, name: str) -> dict[str, Any]:
@@ -199,7 +212,46 @@ class CommitteeFlows:
             "identifier": new_id,
             "epoch": new_committee.epoch,
             "helpers": sorted(participants),
+            **self.record(CommitteeChangeKind.ENROLL, new_committee, added=[name]),
         }
+
+    def record(
+        self,
+        change: CommitteeChangeKind,
+        after: Committee,
+        *,
+        added: Sequence[str] = (),
+        removed: Sequence[str] = (),
+    ) -> dict[str, str]:
+        """Write the policy record of a change this agent just made (signed as this agent).
+
+        The change is done and stays done whatever happens here; a record that cannot be
+        written (no policy yet, a full disk) is reported in the reply and logged, not
+        raised, so the caller is never told a change failed that took effect.
+        """
+        spec = CommitteeChangeSpec(
+            change, after.epoch, after.threshold, tuple(after.names()), tuple(added), tuple(removed)
+        )
+        name = committee_change_name(after.epoch)
+        key = f"{COMMITTEE_CHANGE}/{name}"
+        writer = self.node.ports.policy_writer()
+        problem = "policy is not running on this agent"
+        if writer is not None:
+            try:
+                written = writer.apply(
+                    [{"kind": COMMITTEE_CHANGE, "name": name, "spec": spec.to_dict()}],
+                    source=f"ca {change.value.lower()}",
+                )
+            except PeermeshError as exc:
+                problem = str(exc)
+            else:
+                if written.status == 200:
+                    return {"record": key}
+                problem = str(json.loads(written.body).get("error", written.status))
+        log.warning(
+            "committee epoch %d changed but %s was not recorded: %s", after.epoch, key, problem
+        )
+        return {"record_error": f"{key} not written to policy: {problem}"}
 
     async def endorse(self, committee: Committee) -> None:
         """Have t new-share holders sign the refreshed committee: the proof others need

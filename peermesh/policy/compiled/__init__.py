@@ -14,6 +14,7 @@ it can run off the event-loop thread (``trio.to_thread.run_sync``).
 
 from peermesh.policy.compiled.authz import (
     AuthzDecision,
+    AuthzRequest,
     CompiledAuthzPolicy,
     CompiledAuthzRule,
     Wildcard,
@@ -36,6 +37,7 @@ from peermesh.policy.compiled.table import (
 __all__ = [
     "EMPTY_POLICY",
     "AuthzDecision",
+    "AuthzRequest",
     "CompiledAuthzPolicy",
     "CompiledAuthzRule",
     "CompiledMatch",

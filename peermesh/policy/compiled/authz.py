@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from peermesh.policy.model import AuthorizationPolicy, AuthzRule
 
@@ -33,6 +34,16 @@ class Wildcard:
         if self.mode == "suffix":
             return text.endswith(self.value)
         return True
+
+
+class AuthzRequest(NamedTuple):
+    """What a rule looks at in one inbound request (``path`` without its query)."""
+
+    principal: str | None
+    method: str
+    path: str
+    port: int | None
+    headers: Mapping[str, str]
 
 
 def _any(patterns: tuple[Wildcard, ...], text: str | None) -> bool:
@@ -78,14 +89,8 @@ class CompiledAuthzRule:
             conditions=tuple((c.header, wild(c.values), wild(c.not_values)) for c in rule.when),
         )
 
-    def __call__(
-        self,
-        principal: str | None,
-        method: str,
-        path: str,
-        port: int | None,
-        headers: Mapping[str, str],
-    ) -> bool:
+    def __call__(self, request: AuthzRequest) -> bool:
+        principal, method, path, port, headers = request
         if self.sources and not any(
             (not principals or _any(principals, principal)) and not _any(nots, principal)
             for principals, nots in self.sources
@@ -116,16 +121,9 @@ class CompiledAuthzPolicy:
     action: str
     rules: tuple[CompiledAuthzRule, ...]
 
-    def matches(
-        self,
-        principal: str | None,
-        method: str,
-        path: str,
-        port: int | None,
-        headers: Mapping[str, str],
-    ) -> bool:
+    def matches(self, request: AuthzRequest) -> bool:
         # No rules: an ALLOW policy then allows nothing, a DENY policy denies nothing.
-        return any(rule(principal, method, path, port, headers) for rule in self.rules)
+        return any(rule(request) for rule in self.rules)
 
 
 @dataclass(frozen=True)

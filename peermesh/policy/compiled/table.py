@@ -7,7 +7,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-from peermesh.policy.compiled.authz import AuthzDecision, CompiledAuthzPolicy, _authz_policy
+from peermesh.policy.compiled.authz import (
+    AuthzDecision,
+    AuthzRequest,
+    CompiledAuthzPolicy,
+    _authz_policy,
+)
 from peermesh.policy.compiled.routing import (
     CompiledRule,
     DestinationPolicy,
@@ -151,15 +156,10 @@ class CompiledPolicy:
         policies = self.authz.get(service, ()) + (
             self.authz.get(ALL_SERVICES, ()) if service != ALL_SERVICES else ()
         )
-        audited = tuple(
-            p.name
-            for p in policies
-            if p.action == ACTION_AUDIT and p.matches(principal, method, bare, port, headers)
-        )
+        request = AuthzRequest(principal, method, bare, port, headers)
+        audited = tuple(p.name for p in policies if p.action == ACTION_AUDIT and p.matches(request))
         for policy in policies:
-            if policy.action == ACTION_DENY and policy.matches(
-                principal, method, bare, port, headers
-            ):
+            if policy.action == ACTION_DENY and policy.matches(request):
                 return AuthzDecision(
                     False,
                     policy.name,
@@ -169,7 +169,7 @@ class CompiledPolicy:
                 )
         allows = [p for p in policies if p.action == ACTION_ALLOW]
         for policy in allows:
-            if policy.matches(principal, method, bare, port, headers):
+            if policy.matches(request):
                 return AuthzDecision(
                     True,
                     policy.name,

@@ -1,4 +1,4 @@
-"""The policy model: five kinds of objects as frozen dataclasses.
+"""The policy model: six kinds of objects as frozen dataclasses.
 
 Field names follow Istio's VirtualService / DestinationRule / AuthorizationPolicy (and
 Linkerd's retry budget) so a mesh user recognises them. Objects are built by
@@ -8,10 +8,12 @@ keys, durations as strings, empty fields omitted); parsing that form again yield
 object, which is what makes content hashes and round trips stable.
 
 One module per kind (``route``, ``traffic_policy``, ``authorization``, ``mesh_config``,
-``join_token``); ``common`` holds the kind names and durations, ``objects`` the kinds.
+``join_token``, ``committee_change``); ``common`` holds the kind names and durations,
+``objects`` the kinds.
 """
 
 from peermesh.policy.model.authorization import *
+from peermesh.policy.model.committee_change import *
 from peermesh.policy.model.common import *
 from peermesh.policy.model.join_token import *
 from peermesh.policy.model.mesh_config import *

@@ -13,7 +13,16 @@ TRAFFIC_POLICY = "TrafficPolicy"
 AUTHORIZATION_POLICY = "AuthorizationPolicy"
 MESH_CONFIG = "MeshConfig"
 JOIN_TOKEN = "JoinToken"
-KINDS: tuple[str, ...] = (ROUTE, TRAFFIC_POLICY, AUTHORIZATION_POLICY, MESH_CONFIG, JOIN_TOKEN)
+#: Written only by the agent that coordinated a committee change (a record, never a command).
+COMMITTEE_CHANGE = "CommitteeChange"
+KINDS: tuple[str, ...] = (
+    ROUTE,
+    TRAFFIC_POLICY,
+    AUTHORIZATION_POLICY,
+    MESH_CONFIG,
+    JOIN_TOKEN,
+    COMMITTEE_CHANGE,
+)
 #: MeshConfig is a singleton: exactly one name is accepted, so replicas cannot disagree
 #: about which of several mesh configurations applies.
 MESH_CONFIG_NAME = "default"
@@ -98,6 +107,7 @@ def _drop_empty(data: JSON) -> JSON:
 __all__ = [
     "API_VERSION",
     "AUTHORIZATION_POLICY",
+    "COMMITTEE_CHANGE",
     "JOIN_TOKEN",
     "JSON",
     "KINDS",

@@ -37,28 +37,14 @@ class JoinTokenSpec:
 
 @dataclass(frozen=True)
 class JoinTokenEntry:
-    """A join token declared inside the MeshConfig (``spec.joinTokens[]``), e.g. by GitOps."""
+    """A join token declared inside the MeshConfig (``spec.joinTokens[]``), e.g. by GitOps:
+    the token's id (the object name a ``JoinToken`` would have) and what it admits."""
 
     id: str
-    token_sha256: str
-    expires_at: str | None = None
-    max_uses: int | None = None
-    service: str | None = None
+    spec: JoinTokenSpec
 
     def to_dict(self) -> JSON:
-        return _drop_empty(
-            {
-                "id": self.id,
-                "tokenSha256": self.token_sha256,
-                "service": self.service,
-                "expiresAt": self.expires_at,
-                "maxUses": self.max_uses,
-            }
-        )
-
-    @property
-    def spec(self) -> JoinTokenSpec:
-        return JoinTokenSpec(self.token_sha256, self.service, self.expires_at, self.max_uses)
+        return {"id": self.id, **self.spec.to_dict()}
 
 
 __all__ = [

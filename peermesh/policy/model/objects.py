@@ -1,14 +1,16 @@
-"""The five kinds as objects (kind, name, spec), the union of them, and their store keys."""
+"""The six kinds as objects (kind, name, spec), the union of them, and their store keys."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, TypeAlias
+from typing import ClassVar, Generic, Protocol, TypeAlias, TypeVar
 
 from peermesh.policy.model.authorization import AuthorizationPolicySpec
+from peermesh.policy.model.committee_change import CommitteeChangeSpec
 from peermesh.policy.model.common import (
     API_VERSION,
     AUTHORIZATION_POLICY,
+    COMMITTEE_CHANGE,
     JOIN_TOKEN,
     JSON,
     KINDS,
@@ -22,74 +24,65 @@ from peermesh.policy.model.route import RouteSpec
 from peermesh.policy.model.traffic_policy import TrafficPolicySpec
 
 
+class _Spec(Protocol):
+    def to_dict(self) -> JSON: ...
+
+
+SpecT = TypeVar("SpecT", bound=_Spec)
+
+
 @dataclass(frozen=True)
-class _Object:
+class _Object(Generic[SpecT]):
+    """What every kind is: a name and a spec of that kind's type, in one document form."""
+
     kind: ClassVar[str]
     name: str
+    spec: SpecT
 
     @property
     def key(self) -> str:
         """``Kind/name``: the identity under which the store keeps versions of an object."""
         return f"{self.kind}/{self.name}"
 
-    def _spec_dict(self) -> JSON:
-        raise NotImplementedError
-
     def to_dict(self) -> JSON:
         return {
             "apiVersion": API_VERSION,
             "kind": self.kind,
             "name": self.name,
-            "spec": self._spec_dict(),
+            "spec": self.spec.to_dict(),
         }
 
 
 @dataclass(frozen=True)
-class Route(_Object):
+class Route(_Object[RouteSpec]):
     """How requests to one service are routed (Istio VirtualService)."""
 
     kind: ClassVar[str] = ROUTE
-    spec: RouteSpec
-
-    def _spec_dict(self) -> JSON:
-        return self.spec.to_dict()
 
 
 @dataclass(frozen=True)
-class TrafficPolicy(_Object):
+class TrafficPolicy(_Object[TrafficPolicySpec]):
     """What happens to traffic after routing: balancing, limits, subsets (DestinationRule)."""
 
     kind: ClassVar[str] = TRAFFIC_POLICY
-    spec: TrafficPolicySpec
-
-    def _spec_dict(self) -> JSON:
-        return self.spec.to_dict()
 
 
 @dataclass(frozen=True)
-class AuthorizationPolicy(_Object):
+class AuthorizationPolicy(_Object[AuthorizationPolicySpec]):
     """Who may call a service, and how (Istio AuthorizationPolicy)."""
 
     kind: ClassVar[str] = AUTHORIZATION_POLICY
-    spec: AuthorizationPolicySpec
-
-    def _spec_dict(self) -> JSON:
-        return self.spec.to_dict()
 
 
 @dataclass(frozen=True)
-class MeshConfig(_Object):
+class MeshConfig(_Object[MeshConfigSpec]):
     """Mesh-wide settings: mTLS mode, default inbound policy, certificates, admins."""
 
     kind: ClassVar[str] = MESH_CONFIG
-    spec: MeshConfigSpec
-
-    def _spec_dict(self) -> JSON:
-        return self.spec.to_dict()
 
 
 @dataclass(frozen=True)
-class JoinToken(_Object):
+class JoinToken(_Object[JoinTokenSpec]):
     """One join token (name = token id), written by ``peermesh token create``.
 
     Each token is its own object so that tokens created at the same time on different
@@ -97,13 +90,29 @@ class JoinToken(_Object):
     """
 
     kind: ClassVar[str] = JOIN_TOKEN
-    spec: JoinTokenSpec
-
-    def _spec_dict(self) -> JSON:
-        return self.spec.to_dict()
 
 
-PolicyObject: TypeAlias = Route | TrafficPolicy | AuthorizationPolicy | MeshConfig | JoinToken
+@dataclass(frozen=True)
+class CommitteeChange(_Object[CommitteeChangeSpec]):
+    """The record of one committee change (name ``epoch-N``), written by its coordinator.
+
+    Its author and time are the version's own (the signature), so the spec says only
+    what changed; no component reads it to decide anything.
+    """
+
+    kind: ClassVar[str] = COMMITTEE_CHANGE
+
+
+PolicyObject: TypeAlias = (
+    Route | TrafficPolicy | AuthorizationPolicy | MeshConfig | JoinToken | CommitteeChange
+)
+
+
+#: Each kind's class, by kind name.
+OBJECT_TYPES: dict[str, type[PolicyObject]] = {
+    cls.kind: cls
+    for cls in (Route, TrafficPolicy, AuthorizationPolicy, MeshConfig, JoinToken, CommitteeChange)
+}
 
 
 def object_key(kind: str, name: str) -> str:
@@ -120,7 +129,9 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 __all__ = [
+    "OBJECT_TYPES",
     "AuthorizationPolicy",
+    "CommitteeChange",
     "JoinToken",
     "MeshConfig",
     "PolicyObject",

@@ -116,6 +116,32 @@ class Tx:
             self.refuse(join(path, str(key)), reason, why)
         return out
 
+    def wrapped(
+        self,
+        value: object,
+        path: str,
+        key: str,
+        honoured: Sequence[str],
+        reasons: Mapping[str, tuple[Why, str]] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """``(path, fields)`` of a mapping wrapped in a one-key mapping (``{key: {...}}``,
+        as Istio writes each entry of ``from`` and ``to``); a missing inner one is empty."""
+        outer = self.fields(value, path, (key,))
+        inner = join(path, key)
+        return inner, self.fields(outer.get(key, {}), inner, honoured, reasons)
+
+    def exported_to_mesh(self, spec: Mapping[str, Any], hint: str | None = None) -> None:
+        """Refuse an Istio ``spec.exportTo`` other than the whole mesh (``['*']``): peermesh
+        policy is visible everywhere."""
+        export = spec.get("exportTo")
+        if export is not None and export != ["*"]:
+            self.refuse(
+                "spec.exportTo",
+                "peermesh policy is visible to the whole mesh",
+                Why.DIFFERENT_SEMANTICS,
+                hint=hint,
+            )
+
     def items(self, value: object, path: str) -> list[tuple[str, Any]]:
         """``(path, item)`` for each entry of a list; anything else is refused."""
         if value is None:

@@ -149,11 +149,7 @@ def translate_destination_rule(
         ("host", "trafficPolicy", "subsets", "exportTo"),
         {"workloadSelector": (Why.UNSUPPORTED, "peermesh traffic policy applies to every caller")},
     )
-    export = spec.get("exportTo")
-    if export is not None and export != ["*"]:
-        tx.refuse(
-            "spec.exportTo", "peermesh policy is visible to the whole mesh", Why.DIFFERENT_SEMANTICS
-        )
+    tx.exported_to_mesh(spec)
     if "host" not in spec:
         tx.refuse("spec.host", "required field is missing", Why.INVALID)
     host = service_of_host(tx, spec.get("host"), "spec.host") if "host" in spec else None

@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from peermesh.policy.model import ROUTE
 from peermesh.policy.translate.context import Tx, Why, join
-from peermesh.policy.translate.names import object_name, service_of_host
+from peermesh.policy.translate.names import routes_for, service_of_host
 
 _SERVICE_KINDS = (None, "Service")
 _CORE_GROUPS = (None, "", "core")
@@ -259,11 +258,4 @@ def translate_http_route(
     if not rules:
         rules = [{"route": []}]
         tx.refuse("spec.rules", "an HTTPRoute without rules routes nothing", Why.INVALID)
-    base = object_name(name, namespace)
-    out: list[dict[str, Any]] = []
-    for host in parents:
-        if host is None:
-            continue
-        route_name = base if len(parents) == 1 else f"{base}.{host}"
-        out.append({"kind": ROUTE, "name": route_name, "spec": {"host": host, "http": rules}})
-    return out
+    return routes_for(parents, name, namespace, rules)

@@ -3,6 +3,8 @@
 - **Objects.** ``metadata.name`` plus ``metadata.namespace`` become ``<name>.<namespace>``
   (namespace ``default`` when absent). Kubernetes namespaces are DNS labels without dots,
   so the last dot always separates the two and two sources never collide.
+- **Routes.** A source naming several services becomes one Route per service, named
+  ``<object>.<service>``; naming one, the Route is just ``<object>``.
 - **Services.** peermesh services are flat (no namespaces). A host ``reviews``,
   ``reviews.<ns>``, ``reviews.<ns>.svc`` or ``reviews.<ns>.svc.cluster.local`` names the
   service ``reviews``; any other host (external names, wildcards) is refused.
@@ -20,6 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from peermesh.policy.model import ROUTE
 from peermesh.policy.translate.context import Tx, Why
 
 DEFAULT_NAMESPACE = "default"
@@ -47,6 +50,22 @@ def metadata_of(data: Mapping[str, Any]) -> tuple[str, str]:
 def object_name(name: str, namespace: str) -> str:
     """The peermesh name of the object ``namespace/name``."""
     return f"{name}.{namespace}"
+
+
+def routes_for(
+    services: list[str | None], name: str, namespace: str, rules: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One Route document per service (a refused one, None, is skipped), all with ``rules``."""
+    base = object_name(name, namespace)
+    return [
+        {
+            "kind": ROUTE,
+            "name": base if len(services) == 1 else f"{base}.{service}",
+            "spec": {"host": service, "http": rules},
+        }
+        for service in services
+        if service is not None
+    ]
 
 
 def service_of_host(tx: Tx, host: object, path: str) -> str | None:

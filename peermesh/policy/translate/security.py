@@ -71,28 +71,24 @@ def _rule(tx: Tx, value: object, path: str, trust_domain: str) -> dict[str, Any]
     if "from" in f:
         sources = []
         for sub, item in tx.items(f["from"], join(path, "from")):
-            outer = tx.fields(item, sub, ("source",))
-            src = tx.fields(
-                outer.get("source", {}),
-                join(sub, "source"),
-                ("principals", "notPrincipals"),
-                _SOURCE_REASONS,
+            inner, src = tx.wrapped(
+                item, sub, "source", ("principals", "notPrincipals"), _SOURCE_REASONS
             )
             mapped: dict[str, Any] = {}
             for key, items in src.items():
                 mapped[key] = [
                     principal(tx, p, ppath, trust_domain)
-                    for ppath, p in tx.items(items, join(join(sub, "source"), key))
+                    for ppath, p in tx.items(items, join(inner, key))
                 ]
             sources.append({"source": mapped})
         out["from"] = sources
     if "to" in f:
         ops = []
         for sub, item in tx.items(f["to"], join(path, "to")):
-            outer = tx.fields(item, sub, ("operation",))
-            op = tx.fields(
-                outer.get("operation", {}),
-                join(sub, "operation"),
+            _, op = tx.wrapped(
+                item,
+                sub,
+                "operation",
                 ("methods", "notMethods", "paths", "notPaths", "ports", "notPorts"),
                 _OPERATION_REASONS,
             )

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from peermesh.policy.model import HTTP_ROUTE_FIELDS, RETRY_ON_CONDITIONS, ROUTE
+from peermesh.policy.model import HTTP_ROUTE_FIELDS, RETRY_ON_CONDITIONS
 from peermesh.policy.translate.context import Tx, Why, join
-from peermesh.policy.translate.names import object_name, service_of_host
+from peermesh.policy.translate.names import routes_for, service_of_host
 
 _MESH_GATEWAY = "mesh"
 
@@ -160,25 +160,11 @@ def translate_virtual_service(
     gateways = spec.get("gateways")
     if gateways is not None and gateways != [_MESH_GATEWAY]:
         tx.refuse("spec.gateways", "peermesh has no ingress gateways; only 'mesh' is accepted")
-    export = spec.get("exportTo")
-    if export is not None and export != ["*"]:
-        tx.refuse(
-            "spec.exportTo",
-            "peermesh policy is visible to the whole mesh",
-            Why.DIFFERENT_SEMANTICS,
-            hint="leave it out or write ['*']",
-        )
+    tx.exported_to_mesh(spec, hint="leave it out or write ['*']")
     hosts = [service_of_host(tx, h, p) for p, h in tx.items(spec.get("hosts"), "spec.hosts")]
     if not hosts:
         tx.refuse("spec.hosts", "at least one host is required", Why.INVALID)
     rules = [_rule(tx, item, p) for p, item in tx.items(spec.get("http"), "spec.http")]
     if not rules:
         tx.refuse("spec.http", "a VirtualService without http rules routes nothing here")
-    base = object_name(name, namespace)
-    routes: list[dict[str, Any]] = []
-    for host in hosts:
-        if host is None:
-            continue
-        route_name = base if len(hosts) == 1 else f"{base}.{host}"
-        routes.append({"kind": ROUTE, "name": route_name, "spec": {"host": host, "http": rules}})
-    return routes
+    return routes_for(hosts, name, namespace, rules)

@@ -8,8 +8,8 @@ per host) live in :func:`check_set`; problems that are legal but probably uninte
 route to a service no agent fronts) come back as :class:`PolicyWarning` and never refuse.
 
 One module per kind (``route``, ``traffic_policy``, ``authorization``, ``mesh_config``,
-``join_token``) over the shared field walker (``walker``) and leaf fields (``common``);
-``objects`` checks one whole object, ``sets`` several together.
+``join_token``, ``committee_change``) over the shared field walker (``walker``) and leaf
+fields (``common``); ``objects`` checks one whole object, ``sets`` several together.
 """
 
 from peermesh.policy.errors import PolicyError, PolicyWarning

@@ -21,16 +21,13 @@ from peermesh.policy.validate.common import (
     _service,
     _wildcard_value,
 )
-from peermesh.policy.validate.walker import _Ctx, _enum, _int, _mapping, _str
+from peermesh.policy.validate.walker import _Ctx, _enum, _int, _mapping, _str, _wrapped
 
 _CONDITION_KEY = re.compile(r"request\.headers\[([^\[\]]+)\]")
 
 
 def _source(ctx: _Ctx, value: object, path: str) -> Source | None:
-    outer = _mapping(ctx, value, path, ("source",), ("source",))
-    if outer is None or "source" not in outer:
-        return None
-    f = _mapping(ctx, outer.data["source"], outer.at("source"), ("principals", "notPrincipals"))
+    f = _wrapped(ctx, value, path, "source", ("principals", "notPrincipals"))
     if f is None:
         return None
     return Source(
@@ -68,11 +65,8 @@ def _port(ctx: _Ctx, value: object, path: str) -> int | None:
 
 
 def _operation(ctx: _Ctx, value: object, path: str) -> Operation | None:
-    outer = _mapping(ctx, value, path, ("operation",), ("operation",))
-    if outer is None or "operation" not in outer:
-        return None
     allowed = ("methods", "notMethods", "paths", "notPaths", "ports", "notPorts")
-    f = _mapping(ctx, outer.data["operation"], outer.at("operation"), allowed)
+    f = _wrapped(ctx, value, path, "operation", allowed)
     if f is None:
         return None
     return Operation(

@@ -58,13 +58,7 @@ def _join_token(ctx: _Ctx, value: object, path: str) -> JoinTokenEntry | None:
     spec = _join_token_fields(f)
     if token_id is None or spec is None:
         return None
-    return JoinTokenEntry(
-        id=token_id,
-        token_sha256=spec.token_sha256,
-        expires_at=spec.expires_at,
-        max_uses=spec.max_uses,
-        service=spec.service,
-    )
+    return JoinTokenEntry(id=token_id, spec=spec)
 
 
 def _join_token_spec(ctx: _Ctx, value: object) -> JoinTokenSpec | None:

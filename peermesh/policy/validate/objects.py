@@ -11,20 +11,18 @@ from peermesh.policy.errors import PolicyError
 from peermesh.policy.model import (
     API_VERSION,
     AUTHORIZATION_POLICY,
+    COMMITTEE_CHANGE,
     JOIN_TOKEN,
     KINDS,
     MESH_CONFIG,
     MESH_CONFIG_NAME,
+    OBJECT_TYPES,
     ROUTE,
     TRAFFIC_POLICY,
-    AuthorizationPolicy,
-    JoinToken,
-    MeshConfig,
     PolicyObject,
-    Route,
-    TrafficPolicy,
 )
 from peermesh.policy.validate.authorization import _authz_spec
+from peermesh.policy.validate.committee_change import _committee_change_spec
 from peermesh.policy.validate.common import _DNS_NAME, _NAME_HINT, _TOKEN_ID
 from peermesh.policy.validate.join_token import _join_token_spec
 from peermesh.policy.validate.mesh_config import _mesh_config_spec
@@ -90,6 +88,7 @@ _SPEC_PARSERS: dict[str, Callable[[_Ctx, object], Any]] = {
     AUTHORIZATION_POLICY: _authz_spec,
     MESH_CONFIG: _mesh_config_spec,
     JOIN_TOKEN: _join_token_spec,
+    COMMITTEE_CHANGE: _committee_change_spec,
 }
 
 
@@ -192,17 +191,7 @@ def check_object_canonical(
         if not ctx.errors:  # defensive: a parser gave up without saying why
             ctx.error("spec", "invalid spec")
         return None, None, ctx.errors
-    obj: PolicyObject
-    if kind == ROUTE:
-        obj = Route(name=name, spec=spec)
-    elif kind == TRAFFIC_POLICY:
-        obj = TrafficPolicy(name=name, spec=spec)
-    elif kind == AUTHORIZATION_POLICY:
-        obj = AuthorizationPolicy(name=name, spec=spec)
-    elif kind == JOIN_TOKEN:
-        obj = JoinToken(name=name, spec=spec)
-    else:
-        obj = MeshConfig(name=name, spec=spec)
+    obj = OBJECT_TYPES[kind](name=name, spec=spec)
     # The authoritative limit is on the canonical encoding, which every replica computes
     # identically: an object accepted here is never refused by a peer for its size.
     canonical = canonical_json(obj)

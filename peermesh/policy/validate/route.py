@@ -46,6 +46,7 @@ from peermesh.policy.validate.walker import (
     _pairs,
     _percentage,
     _regex,
+    _some,
     _str,
     _type_name,
     _unique,
@@ -263,11 +264,8 @@ def _fault_abort(ctx: _Ctx, value: object, path: str) -> FaultAbort | None:
 
 
 def _fault(ctx: _Ctx, value: object, path: str) -> Fault | None:
-    f = _mapping(ctx, value, path, ("delay", "abort"))
+    f = _some(ctx, value, path, ("delay", "abort"))
     if f is None:
-        return None
-    if not len(f):
-        ctx.error(path, "set 'delay', 'abort' or both")
         return None
     delay = f.get("delay", _fault_delay)
     abort = f.get("abort", _fault_abort)
@@ -311,11 +309,8 @@ def _uri_path(ctx: _Ctx, value: object, path: str) -> str | None:
 
 
 def _rewrite(ctx: _Ctx, value: object, path: str) -> Rewrite | None:
-    f = _mapping(ctx, value, path, ("uri", "authority"))
+    f = _some(ctx, value, path, ("uri", "authority"))
     if f is None:
-        return None
-    if not len(f):
-        ctx.error(path, "set 'uri', 'authority' or both")
         return None
     authority = f.get(
         "authority", _str, pattern=_AUTHORITY, what="authority (host[:port])", max_len=260

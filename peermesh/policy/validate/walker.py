@@ -130,6 +130,27 @@ def _mapping(
     return _Fields(ctx, result, path)
 
 
+def _some(ctx: _Ctx, value: object, path: str, allowed: Sequence[str]) -> _Fields | None:
+    """A mapping of optional fields with at least one of them set (an empty one would
+    mean nothing and is refused)."""
+    f = _mapping(ctx, value, path, allowed)
+    if f is not None and not len(f):
+        ctx.error(path, f"set {', '.join(repr(a) for a in allowed)} or both")
+        return None
+    return f
+
+
+def _wrapped(
+    ctx: _Ctx, value: object, path: str, key: str, allowed: Sequence[str]
+) -> _Fields | None:
+    """The fields of a mapping wrapped in a required one-key mapping (``{key: {...}}``, as
+    each entry of an AuthorizationPolicy rule's ``from`` and ``to`` is written)."""
+    outer = _mapping(ctx, value, path, (key,), (key,))
+    if outer is None or key not in outer:
+        return None
+    return _mapping(ctx, outer.data[key], outer.at(key), allowed)
+
+
 def _list(ctx: _Ctx, value: object, path: str, *, min_items: int = 0) -> list[Any] | None:
     if not isinstance(value, list | tuple):
         ctx.error(path, f"expected a list, got {_type_name(value)}")
