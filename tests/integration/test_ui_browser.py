@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import shutil
 import time
 from typing import Any
@@ -20,7 +21,7 @@ from peermesh.observability.ui import CSP
 from tests.integration.test_authz import ORDERS_DENY_ADMIN
 from tests.integration.test_observability_meshview import admin_url, five_agents, traffic
 from tests.support.cdp import CHROMIUM, Page, chromium
-from tests.support.meshkit import eventually
+from tests.support.meshkit import eventually, two_agents
 
 pytestmark = pytest.mark.skipif(
     not shutil.which(CHROMIUM), reason="Debian's chromium is not installed"
@@ -40,6 +41,7 @@ document.addEventListener("securitypolicyviolation", (e) => {
 SNAPSHOT = """JSON.stringify({
   labels: [...document.querySelectorAll("#labels .label")].map((g) => ({
     edge: g.dataset.source + " -> " + g.dataset.destination,
+    shelf: g.classList.contains("shelf"),
     text: g.querySelector("text").textContent,
     box: g.getBoundingClientRect().toJSON(),
     rect: g.querySelector("rect").getBoundingClientRect().toJSON(),
@@ -50,7 +52,9 @@ SNAPSHOT = """JSON.stringify({
     title: g.querySelector("title").textContent,
     refused: (g.querySelector(".refused") || {}).textContent || "",
     box: g.querySelector("rect").getBoundingClientRect().toJSON(),
+    texts: [...g.querySelectorAll("text")].map((t) => t.getBoundingClientRect().toJSON()),
   })),
+  shelfTitle: document.querySelectorAll("#labels .shelf-title").length,
   graph: document.getElementById("graph").getBoundingClientRect().toJSON(),
   room: document.documentElement.clientWidth,
   inner: window.innerWidth,
@@ -81,12 +85,17 @@ async def snapshot(page: Page) -> dict[str, Any]:
 def assert_legible(shot: dict[str, Any], edges: int) -> None:
     labels, nodes = shot["labels"], shot["nodes"]
     assert len(labels) == edges, [label["edge"] for label in labels]
+    # Labels on the strip under the graph come under a caption saying why.
+    assert shot["shelfTitle"] == int(any(label["shelf"] for label in labels))
     for label in labels:
         # The text is drawn inside its box: the layout's idea of the font's width holds.
         glyphs, rect = label["glyphs"], label["rect"]
         assert glyphs["width"] > 0, label
         assert rect["left"] <= glyphs["left"] and glyphs["right"] <= rect["right"] + 0.5, label
         assert label["box"]["right"] <= shot["graph"]["right"] + 0.5, label
+    for node in nodes:
+        for text in node["texts"]:  # the name and the count lines fit in the node
+            assert node["box"]["left"] <= text["left"] and text["right"] <= node["box"]["right"]
     for a, b in itertools.combinations(labels, 2):
         assert not intersects(a["box"], b["box"]), (a, b)
     for label, node in itertools.product(labels, nodes):
@@ -290,3 +299,31 @@ async def test_graph_route_parses_width_strictly_and_pages_carry_the_csp(tmp_pat
                 assert r.headers["x-content-type-options"] == "nosniff"
             assert "innerHTML" not in (await c.get(base + "/ui/app.js")).text
             assert (await c.get(base + "/ui/other")).status_code == 404
+
+
+async def test_a_crowded_mesh_keeps_every_label_legible_at_two_widths(tmp_path):
+    """Many services and crossing edges, as a peer's stats may report them: the browser's
+    real font metrics still leave every label clear of every other and of every node."""
+    rng = random.Random(7)
+    names = [f"svc-{i:02d}" for i in range(18)] + ["café-crème", "a-rather-long-service-name"]
+    pairs = {(rng.choice(names), rng.choice(names)) for _ in range(45)}
+    async with two_agents(tmp_path) as mesh:
+        golden = mesh.server.observability.golden
+        now = time.monotonic()
+        for i, (a, b) in enumerate(sorted(pairs)):
+            for n in range(1 + i % 7):
+                status = (200, 200, 403, 429, 503)[(i + n) % 5]
+                golden.record("inbound", a, b, status < 500, 0.001 * (n + 1), now, status)
+        url = admin_url(mesh.server) + "/ui"
+        async with chromium(tmp_path / "profile") as browser:
+            page = await browser.new_page()
+            await page.call("Runtime.enable")
+            shelves = []
+            for width in (800, 1400):
+                shot = await open_ui(page, url, width)
+                assert_legible(shot, len(pairs))
+                assert shot["graph"]["width"] == shot["room"] - 32
+                shelves.append(shot["shelfTitle"])
+            assert not page.events("Runtime.exceptionThrown")
+        # A narrow page has too little room along the edges: the strip is used, and named.
+        assert shelves[0] == 1
