@@ -34,10 +34,17 @@ InternalErrorHook = Callable[[str], None]
 class AdminResponse:
     """What an admin route returns."""
 
-    def __init__(self, status: int, body: bytes, content_type: bytes = b"application/json"):
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = b"application/json",
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ):
         self.status = status
         self.body = body
         self.content_type = content_type
+        self.headers = headers  # sent after content-type and content-length
 
     @classmethod
     def json(cls, status: int, payload: Any) -> AdminResponse:
@@ -97,6 +104,7 @@ class AdminServer:
             [
                 (b"content-type", response.content_type),
                 (b"content-length", str(len(response.body)).encode()),
+                *response.headers,
             ],
         )
         await writer.send_data(response.body)

@@ -43,7 +43,15 @@ from peermesh.observability.messages import (
     TapReply,
     TapRequest,
 )
-from peermesh.observability.ui import DASHBOARD_HTML
+from peermesh.observability.ui import (
+    HEADERS,
+    PAGE_HTML,
+    SCRIPT,
+    SCRIPT_PATH,
+    STYLE_CSS,
+    STYLE_PATH,
+)
+from peermesh.observability.ui_graph import GraphQuery, GraphQueryError, mesh_graph
 
 FANOUT_TIMEOUT = 3.0
 MAX_SKEW = 2.0  # seconds of clock difference `check` tolerates (beyond half the RTT)
@@ -110,6 +118,7 @@ class MeshView:
         self.client = client
         self.may_tap = may_tap
         self.tap_refusals = 0
+        self.graph_refusals = 0
 
     def register(self, router: ControlRouter, admin: AdminServer) -> None:
         router.serve(GOLDEN, self._rpc_golden)
@@ -118,7 +127,10 @@ class MeshView:
         admin.route("/v1/mesh/stats", self._admin_stats)
         admin.route("/v1/mesh/tap", self._admin_tap)
         admin.route("/v1/mesh/check", self._admin_check)
+        admin.route("/v1/mesh/graph", self._admin_graph)
         admin.route("/ui", self._admin_ui)
+        admin.route(SCRIPT_PATH, self._admin_ui)
+        admin.route(STYLE_PATH, self._admin_ui)
 
     # --- control RPCs ----------------------------------------------------------------
     def golden(self) -> GoldenReply:
@@ -200,15 +212,24 @@ class MeshView:
 
     # --- admin routes ------------------------------------------------------------------
     async def mesh_stats(self) -> dict[str, Any]:
+        stats, _ = await self._gather_stats()
+        return stats
+
+    async def _gather_stats(self) -> tuple[dict[str, Any], dict[str, list[str]]]:
+        """The merged golden metrics, and the agents (nodes) running each service."""
         replies, errors = await self.fan_out(GOLDEN, Empty())
         nodes = [self.golden()] + [r.reply for r in replies]
         merged = merge([[item.to_wire() for item in n.snapshot] for n in nodes])
-        return {
+        agents: dict[str, set[str]] = {}
+        for n in nodes:
+            agents.setdefault(n.service, set()).add(n.node)
+        stats = {
             "node": self.sources.node,
             "nodes": sorted({n.node for n in nodes}),
             "errors": errors,
             **merged,
         }
+        return stats, {service: sorted(names) for service, names in agents.items()}
 
     async def _admin_stats(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         return AdminResponse.json(200, await self.mesh_stats())
@@ -227,8 +248,33 @@ class MeshView:
         rows.sort(key=lambda r: str(r.get("time")))
         return AdminResponse.json(200, {"requests": rows[-MAX_TAP:], "errors": errors})
 
+    async def _admin_graph(self, method: bytes, path: str, body: bytes) -> AdminResponse:
+        """``/v1/mesh/graph?width=N``: the mesh laid out for a page N pixels wide."""
+        if method not in (b"GET", b"HEAD"):
+            self.graph_refusals += 1
+            return AdminResponse.json(
+                405, GraphQueryError("the graph is read-only: GET it").to_dict()
+            )
+        try:
+            query = GraphQuery.from_path(path)
+        except GraphQueryError as exc:
+            self.graph_refusals += 1
+            return AdminResponse.json(exc.status, exc.to_dict())
+        stats, agents = await self._gather_stats()
+        return AdminResponse.json(200, mesh_graph(stats, agents, query.width))
+
     async def _admin_ui(self, method: bytes, path: str, body: bytes) -> AdminResponse:
-        return AdminResponse(200, DASHBOARD_HTML.encode(), b"text/html; charset=utf-8")
+        """The page, its script and its style sheet, each under the strict CSP."""
+        assets = {
+            "/ui": (PAGE_HTML, b"text/html; charset=utf-8"),
+            SCRIPT_PATH: (SCRIPT, b"text/javascript; charset=utf-8"),
+            STYLE_PATH: (STYLE_CSS, b"text/css; charset=utf-8"),
+        }
+        found = assets.get(urlsplit(path).path)
+        if found is None:
+            return AdminResponse.json(404, {"error": f"no page at {path[:100]}"})
+        text, content_type = found
+        return AdminResponse(200, text.encode(), content_type, HEADERS)
 
     async def _admin_check(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         checks = await self.checks()

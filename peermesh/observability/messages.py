@@ -33,6 +33,8 @@ class GoldenItem:
     errors: int
     hist: Mapping[str, int]
     window: int
+    denied: int = 0  # 403s, apart from errors: a policy refusal is not a 5xx
+    limited: int = 0  # 429s
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -43,6 +45,8 @@ class GoldenItem:
             "errors": self.errors,
             "hist": dict(self.hist),
             "window": self.window,
+            "denied": self.denied,
+            "limited": self.limited,
         }
 
     @classmethod
@@ -67,6 +71,9 @@ class GoldenItem:
             errors=f.integer("errors", minimum=0),
             hist=buckets,
             window=f.integer("window", minimum=1, maximum=86_400),
+            # An agent of an older version sends neither.
+            denied=f.integer("denied", minimum=0, default=0),
+            limited=f.integer("limited", minimum=0, default=0),
         )
 
 

@@ -1,108 +1,114 @@
-"""The ``/ui`` dashboard: one self-contained page (inline script, no external assets)."""
+"""The ``/ui`` page: an HTML shell, its style sheet and its script, each its own route.
+
+The page draws ``/v1/mesh/graph`` (laid out on the agent for the width the browser
+reports) and nothing else. Service names reach it from every peer's stats, so they are
+hostile input: the script builds every node with ``textContent`` and ``setAttribute``,
+and the Content-Security-Policy allows only this origin's script and style (no inline
+code at all), so even a slip would not run. The policy travels as a response header and
+again in a ``<meta>`` element (without ``frame-ancestors``, which browsers ignore there).
+"""
 
 from __future__ import annotations
 
-DASHBOARD_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>peermesh</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
-h1{font-size:20px;margin:0 0 8px}
-#meta{color:#666;font-size:13px;margin-bottom:8px}
-svg{background:#fff;border:1px solid #ddd}
-.node circle{fill:#e8f0fe;stroke:#1a73e8;stroke-width:2}
-.node.bad circle{fill:#fde8e8;stroke:#d93025}
-.node text{font-size:13px;text-anchor:middle}
-.edge line{stroke:#888;stroke-width:2;marker-end:url(#arrow)}
-.edge text{font-size:11px;fill:#444;text-anchor:middle}
-table{border-collapse:collapse;margin-top:12px;background:#fff}
-td,th{border:1px solid #ddd;padding:4px 10px;font-size:13px;text-align:right}
-td:first-child,th:first-child{text-align:left}
-</style></head>
-<body>
-<h1>peermesh</h1>
-<div id="meta">loading&hellip;</div>
-<svg id="topology" width="760" height="420" viewBox="0 0 760 420">
-<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7"
- markerHeight="7" orient="auto"><path d="M0,0L10,5L0,10z" fill="#888"/></marker></defs>
-<g id="edges"></g><g id="nodes"></g></svg>
-<table><thead><tr><th>service</th><th>RPS</th><th>success</th><th>denied</th>
-<th>limited</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr></thead>
-<tbody id="services"></tbody></table>
-<script>
-"use strict";
-const NS = "http://www.w3.org/2000/svg";
-function el(name, attrs, text) {
-  const e = document.createElementNS(NS, name);
-  for (const k in attrs) e.setAttribute(k, attrs[k]);
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-function pct(x) { return x === null || x === undefined ? "-" : (100 * x).toFixed(1) + "%"; }
-function num(x) { return x === null || x === undefined ? "-" : String(x); }
-function rps(x) { return x === null || x === undefined ? "-" : Number(x).toFixed(2); }
-function refused(e) {
-  const parts = [];
-  if (e.denied) parts.push(e.denied + " denied");
-  if (e.limited) parts.push(e.limited + " limited");
-  return parts.length ? " \\u00b7 " + parts.join(", ") : "";
-}
-function draw(data) {
-  const services = data.services || [], edges = data.edges || [];
-  const n = Math.max(services.length, 1), cx = 380, cy = 210, r = 150;
-  const pos = {};
-  services.forEach((s, i) => {
-    const a = 2 * Math.PI * i / n - Math.PI / 2;
-    pos[s.service] = [cx + r * Math.cos(a), cy + r * Math.sin(a)];
-  });
-  const eg = document.getElementById("edges"), ng = document.getElementById("nodes");
-  eg.replaceChildren(); ng.replaceChildren();
-  for (const e of edges) {
-    const a = pos[e.source], b = pos[e.destination];
-    if (!a || !b) continue;
-    const dx = b[0] - a[0], dy = b[1] - a[1], len = Math.hypot(dx, dy) || 1;
-    const k = 42 / len;
-    const g = el("g", {"class": "edge", "data-source": e.source,
-                       "data-destination": e.destination});
-    g.appendChild(el("line", {x1: a[0] + dx * k, y1: a[1] + dy * k,
-                              x2: b[0] - dx * k, y2: b[1] - dy * k}));
-    g.appendChild(el("text", {x: (a[0] + b[0]) / 2, y: (a[1] + b[1]) / 2 - 6},
-      rps(e.rps) + " rps \\u00b7 " + pct(e.success_rate) + refused(e)));
-    eg.appendChild(g);
-  }
-  for (const s of services) {
-    const p = pos[s.service];
-    const bad = s.success_rate !== null && s.success_rate < 0.95;
-    const g = el("g", {"class": "node" + (bad ? " bad" : ""), "data-service": s.service});
-    g.appendChild(el("circle", {cx: p[0], cy: p[1], r: 40}));
-    g.appendChild(el("text", {x: p[0], y: p[1] + 4}, s.service));
-    ng.appendChild(g);
-  }
-  const tb = document.getElementById("services");
-  tb.replaceChildren();
-  for (const s of services) {
-    const tr = document.createElement("tr");
-    const cells = [s.service, rps(s.rps), pct(s.success_rate), String(s.denied || 0),
-                   String(s.limited || 0), num(s.p50_ms), num(s.p95_ms), num(s.p99_ms)];
-    for (const v of cells) {
-      const td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
-    }
-    tb.appendChild(tr);
-  }
-  document.getElementById("meta").textContent = "from " + data.node + " \\u00b7 nodes: " +
-    (data.nodes || []).join(", ") + (data.errors && data.errors.length ?
-    " \\u00b7 unreachable: " + data.errors.map(e => e.peer).join(", ") : "") +
-    " \\u00b7 updated " + new Date().toLocaleTimeString();
-}
-async function refresh() {
-  try {
-    const r = await fetch("/v1/mesh/stats");
-    draw(await r.json());
-  } catch (err) {
-    document.getElementById("meta").textContent = "cannot load /v1/mesh/stats: " + err;
-  }
-}
-refresh();
-setInterval(refresh, 2000);
-</script>
+from typing import Final
+
+from peermesh.observability.ui_layout import MAX_WIDTH, MIN_WIDTH
+from peermesh.observability.ui_script import SCRIPT
+
+SCRIPT_PATH: Final = "/ui/app.js"
+STYLE_PATH: Final = "/ui/app.css"
+REFRESH_MS: Final = 2000
+
+_POLICY = (
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self'",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+)
+#: The response header's policy; the ``<meta>`` copy is the same less ``frame-ancestors``.
+CSP: Final = "; ".join((*_POLICY, "frame-ancestors 'none'"))
+CSP_META: Final = "; ".join(_POLICY)
+
+#: Headers every ``/ui`` response carries.
+HEADERS: Final = (
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+)
+
+PAGE_HTML: Final = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP_META}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>peermesh</title>
+<link rel="stylesheet" href="{STYLE_PATH}">
+<script src="{SCRIPT_PATH}" defer></script>
+</head>
+<body data-min-width="{MIN_WIDTH}" data-max-width="{MAX_WIDTH}" data-refresh-ms="{REFRESH_MS}">
+<header><h1>peermesh</h1><div id="meta">loading&hellip;</div></header>
+<svg id="graph" xmlns="http://www.w3.org/2000/svg" role="img"
+ aria-label="services and the calls between them"></svg>
+<p id="overflow" hidden></p>
+<section id="panel" hidden aria-live="polite">
+<h2><span id="panel-title"></span> <button id="panel-close" type="button">close</button></h2>
+<div class="columns">
+<div><h3>calls in</h3><ul id="panel-in"></ul></div>
+<div><h3>calls out</h3><ul id="panel-out"></ul></div>
+<div><h3>agents</h3><ul id="panel-agents"></ul></div>
+</div></section>
+<section id="legend-box"><h2>legend</h2><ul id="legend"></ul></section>
+<table id="services"><thead><tr><th>service</th><th>agents</th><th>requests</th>
+<th>RPS</th><th>success</th><th>5xx</th><th>denied</th><th>limited</th>
+<th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr></thead><tbody></tbody></table>
 </body></html>
 """
+
+MONO = 'ui-monospace, "DejaVu Sans Mono", "Liberation Mono", monospace'
+
+STYLE_CSS: Final = f"""html{{scrollbar-gutter:stable}}
+body{{font-family:system-ui,sans-serif;margin:0;padding:12px 16px;background:#fafafa;
+color:#222}}
+h1{{font-size:20px;margin:0 0 4px}}
+h2{{font-size:15px;margin:14px 0 6px}}
+h3{{font-size:13px;margin:6px 0 4px;color:#555}}
+#meta,#overflow{{color:#555;font-size:13px;margin:0 0 8px}}
+#graph{{display:block;background:#fff;outline:1px solid #ddd}}
+.edge path{{fill:none;stroke:#9aa0a6;stroke-width:1.5;marker-end:url(#arrow)}}
+.edge.refused path{{stroke:#e8837c}}
+#arrow path{{fill:#9aa0a6}}
+.node{{cursor:pointer}}
+.node rect{{fill:#e8f0fe;stroke:#1a73e8;stroke-width:2}}
+.node.unhealthy rect{{fill:#fde8e8;stroke:#d93025}}
+.node.selected rect{{stroke-width:4}}
+.node text{{text-anchor:middle;font-family:{MONO};fill:#222}}
+.node .name{{font-size:13px}}
+.node .detail,.node .refused{{font-size:10px;fill:#444}}
+.node .refused,.label.refused text{{fill:#b3261e}}
+.label rect{{fill:#fff;fill-opacity:.92;stroke:#dadce0}}
+.label.refused rect{{stroke:#e8837c}}
+.label text,.shelf-title{{font-size:11px;font-family:{MONO};fill:#333}}
+.shelf-title{{fill:#777}}
+#panel{{background:#fff;border:1px solid #ddd;padding:4px 12px 8px;margin-top:10px}}
+#panel .columns{{display:flex;gap:32px;flex-wrap:wrap}}
+#panel ul,#legend{{margin:0;padding-left:18px;font-size:13px}}
+#panel li{{font-family:{MONO};font-size:12px}}
+#legend{{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:4px 20px}}
+.swatch{{display:inline-block;width:14px;height:10px;margin-right:6px;
+border:2px solid #1a73e8;background:#e8f0fe;vertical-align:middle}}
+.swatch.unhealthy{{border-color:#d93025;background:#fde8e8}}
+.swatch.refused,.swatch.denied,.swatch.limited,.swatch.s5xx{{border-color:#e8837c;
+background:#fff}}
+.swatch.edge{{border:0;border-top:2px solid #9aa0a6;height:0;background:none}}
+.swatch.shelf{{border:1px solid #dadce0;background:#fff}}
+table{{border-collapse:collapse;margin-top:12px;background:#fff}}
+td,th{{border:1px solid #ddd;padding:4px 10px;font-size:13px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}
+tbody tr{{cursor:pointer}}
+td.refused{{color:#b3261e;font-weight:600}}
+"""
+
+__all__ = ["CSP", "HEADERS", "PAGE_HTML", "SCRIPT", "SCRIPT_PATH", "STYLE_CSS", "STYLE_PATH"]

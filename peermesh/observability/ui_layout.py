@@ -18,12 +18,12 @@ from __future__ import annotations
 import enum
 import math
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 MIN_WIDTH = 480
 MAX_WIDTH = 4000
-MAX_SERVICES = 120  # services drawn; the rest are in the table only
+MAX_SERVICES = 120  # services drawn; the rest are only counted (left_out)
 MAX_EDGES = 300  # edges drawn
 MAX_TEXT = 48  # characters of a service name drawn in a node (the rest elided)
 
@@ -47,6 +47,10 @@ DETOUR_CLEAR = 20  # how far an arc round other nodes stays from them
 DETOUR_GAP = 9  # arcs that share a stretch are drawn this far apart...
 DETOUR_LANES = 4  # ...in this many lanes
 SAMPLES = 24  # points per curve when measuring how far it reaches
+
+
+Point = tuple[float, float]
+Curve = tuple[Point, Point, Point, Point]  # a cubic Bézier: start, two controls, end
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class PlacedEdge:
     source: str
     destination: str
     path: str  # SVG path data
+    points: tuple[Point, ...]  # the curve's start, two control points and end
     label: str
     label_box: Box
     on_shelf: bool  # no free spot on the edge: drawn under the graph with its edge named
@@ -111,11 +116,7 @@ class Layout:
     height: int
     nodes: tuple[PlacedNode, ...]
     edges: tuple[PlacedEdge, ...]
-    left_out: int  # services or edges over the drawing caps (listed in the table only)
-
-
-Point = tuple[float, float]
-Curve = tuple[Point, Point, Point, Point]  # a cubic Bézier: start, two controls, end
+    left_out: int  # services or edges over the drawing caps (counted, not drawn)
 
 
 class Side(enum.Enum):
@@ -234,8 +235,16 @@ class _Grid:
         )
 
 
-def layout(services: Sequence[str], edges: Sequence[EdgeIn], width: int) -> Layout:
-    """Place ``services`` and ``edges`` on a page ``width`` pixels wide."""
+def layout(
+    services: Sequence[str],
+    edges: Sequence[EdgeIn],
+    width: int,
+    min_widths: Mapping[str, float] | None = None,
+) -> Layout:
+    """Place ``services`` and ``edges`` on a page ``width`` pixels wide.
+
+    ``min_widths`` widens a node for lines drawn under its name (never past its column).
+    """
     width = max(MIN_WIDTH, min(MAX_WIDTH, int(width)))
     names = list(dict.fromkeys(services))
     left_out = max(0, len(names) - MAX_SERVICES)
@@ -286,7 +295,8 @@ def layout(services: Sequence[str], edges: Sequence[EdgeIn], width: int) -> Layo
         for i, s in enumerate(col):
             cells = max(4, int((node_w_max - 16) // NODE_CHAR))
             text = elide(s, min(cells, MAX_TEXT))
-            w = max(NODE_MIN_W, min(node_w_max, text_cells(text) * NODE_CHAR + 16))
+            wanted = max(text_cells(text) * NODE_CHAR + 16, (min_widths or {}).get(s, 0.0))
+            w = max(NODE_MIN_W, min(node_w_max, wanted))
             cx = MARGIN + (c + 0.5) * col_w
             y = top + i * ROW_H + (ROW_H - NODE_H) / 2
             nodes[s] = PlacedNode(s, text, Box(cx - w / 2, y, w, NODE_H))
@@ -306,7 +316,7 @@ def layout(services: Sequence[str], edges: Sequence[EdgeIn], width: int) -> Layo
         grid.add(n.box)
     labels = _Grid()
     placed: list[PlacedEdge] = []
-    shelf: list[tuple[EdgeIn, str]] = []
+    shelf: list[tuple[EdgeIn, str, Curve]] = []
     for e in drawn:
         curve = curves[(e.source, e.destination)]
         lw, lh = label_size(e.label)
@@ -315,21 +325,21 @@ def layout(services: Sequence[str], edges: Sequence[EdgeIn], width: int) -> Layo
             spot = _free_spot(curve, lw, lh, width, graph_h, grid, labels)
         path = _path(*curve)
         if spot is None:
-            shelf.append((e, path))
+            shelf.append((e, path, curve))
             continue
         labels.add(spot)
-        placed.append(PlacedEdge(e.source, e.destination, path, e.label, spot, False))
+        placed.append(PlacedEdge(e.source, e.destination, path, curve, e.label, spot, False))
 
     # The shelf: rows of self-describing labels under the graph, left to right.
     x, y = float(MARGIN), graph_h + SHELF_TOP
     room = max(4, int((usable - 2 * LABEL_PAD) // LABEL_CHAR))
-    for e, path in shelf:
+    for e, path, curve in shelf:
         text = elide(f"{e.source} → {e.destination}: {e.label}", room)
         lw, lh = label_size(text)
         if x + lw > width - MARGIN:
             x, y = float(MARGIN), y + lh + 2 * LABEL_GAP
         box = Box(x, y, lw, lh)
-        placed.append(PlacedEdge(e.source, e.destination, path, text, box, True))
+        placed.append(PlacedEdge(e.source, e.destination, path, curve, text, box, True))
         x += lw + 3 * LABEL_GAP
     height = graph_h if not shelf else y + LABEL_H + MARGIN
     return Layout(
