@@ -61,15 +61,11 @@ class JoinRequest(WireMessage, what="ca/join"):
     csr: bytes = wire(max_len=_MAX_DER)
 
 
-def _committee(raw: Any, where: str) -> Committee:
-    return committee_from_wire(raw, where)
-
-
 class JoinReply(WireMessage, what="ca/join reply"):
     """The joiner's certificate, the committee and the gossip keyring."""
 
     cert: bytes = wire(max_len=_MAX_DER)
-    committee: Committee = wire(decode=_committee)
+    committee: Committee = wire(decode=committee_from_wire)
     gossip_keys: tuple[bytes, ...] | None = wire(default=None, max_len=64)
 
 

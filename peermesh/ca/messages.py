@@ -93,14 +93,18 @@ class TokenCheckReply(WireMessage, what="ca/token/check reply"):
     sv: bytes = wire(default=b"", max_len=1 << 24)
 
 
-def _committee(raw: Any, where: str) -> Committee:
-    return committee_from_wire(raw, where)
+def committee_from_wire(raw: Any, what: str) -> Committee:
+    """A committee in a message; malformed is a ``WireError`` naming ``what``."""
+    try:
+        return Committee.from_wire(raw)
+    except CaError as exc:
+        raise WireError(f"{what}: {exc}") from None
 
 
 class CommitteeMessage(WireMessage, what="committee", bare=True):
     """A whole committee: its epoch, members, group public key package and root."""
 
-    committee: Committee = wire(decode=_committee)
+    committee: Committee = wire(decode=committee_from_wire)
 
 
 class AdoptedReply(WireMessage, what="ca/committee/update reply"):
@@ -124,6 +128,8 @@ def _spec(raw: Any, where: str) -> RunSpec:
         return RunSpec.from_wire(raw)
     except CaError as exc:
         raise WireError(str(exc)) from None
+    except OverflowError:  # bytes(n) of a huge integer n
+        raise WireError(f"{where}: a number is out of range") from None
 
 
 class DkgBegin(WireMessage, what="ca/dkg/begin"):
@@ -133,7 +139,7 @@ class DkgBegin(WireMessage, what="ca/dkg/begin"):
     """
 
     spec: RunSpec = wire(decode=_spec)
-    committee: Committee | None = wire(default=None, decode=_committee)
+    committee: Committee | None = wire(default=None, decode=committee_from_wire)
 
     def to_wire(self) -> Any:
         return self.spec.to_wire() if self.committee is None else super().to_wire()
@@ -176,14 +182,6 @@ class Ok(WireMessage, what="reply"):
     """A step that answers only that it was done."""
 
     ok: bool = wire(default=True, absent=False)
-
-
-def committee_from_wire(raw: Any, what: str) -> Committee:
-    """A committee in a message; malformed is a ``WireError`` naming ``what``."""
-    try:
-        return Committee.from_wire(raw)
-    except CaError as exc:
-        raise WireError(f"{what}: {exc}") from None
 
 
 # Over mTLS, between members.

@@ -52,7 +52,15 @@ Read = Callable[[Any, str], Any]
 Write = Callable[[Any], Any]
 
 # What a nested type's own ``from_wire`` may raise on a malformed value: named by field.
-_NESTED_ERRORS = (PeermeshError, ValueError, TypeError, KeyError, AttributeError, IndexError)
+_NESTED_ERRORS = (
+    PeermeshError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    ArithmeticError,
+)
 
 
 @dataclasses.dataclass(frozen=True)
