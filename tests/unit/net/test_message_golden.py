@@ -13,6 +13,8 @@ from typing import Any
 import msgpack
 import pytest
 
+from peermesh.core.errors import PeermeshError
+
 GOLDEN = Path(__file__).with_name("message_wire.golden")
 
 
@@ -40,3 +42,23 @@ def test_known_bytes_decode_and_encode_unchanged(name: str, encoded: bytes) -> N
 def test_every_message_kind_has_known_bytes() -> None:
     names = {name for name, _ in _cases()}
     assert len(names) == 41
+
+
+_WRONG = [None, 7, 2**70, 1.5, True, "x", "x" * 5000, b"x" * 70_000, [], [b"a"], {"a": 1}]
+
+
+@pytest.mark.parametrize(("name", "encoded"), _cases())
+def test_a_wrong_field_is_refused_with_the_modules_own_error(name: str, encoded: bytes) -> None:
+    cls = _message_class(name)
+    raw = msgpack.unpackb(encoded, raw=False)
+    bodies = [*_WRONG]
+    if isinstance(raw, dict):
+        bodies += [{**raw, key: wrong} for key in raw for wrong in _WRONG]
+    refused = 0
+    for body in bodies:
+        try:
+            cls.from_wire(body)
+        except PeermeshError as exc:
+            assert exc.status in (400, 500), (body, exc)
+            refused += 1
+    assert refused or name.endswith(("Empty", "Opaque", "PingRequest"))
