@@ -10,95 +10,60 @@ from __future__ import annotations
 from peermesh.core.errors import PeermeshError
 
 
-class CaError(PeermeshError):
+class CaError(PeermeshError, status=500, code="ca-error"):
     """Root of the threshold CA's errors."""
 
-    default_status = 500
-    default_code = "ca-error"
 
-
-class CaBadRequest(CaError):
+class CaBadRequest(CaError, status=400, code="ca-bad-request"):
     """A request whose content the CA cannot use (a malformed CSR, root or run)."""
 
-    default_status = 400
-    default_code = "ca-bad-request"
 
-
-class CaForbidden(CaError):
+class CaForbidden(CaError, status=403, code="ca-forbidden"):
     """This identity may not do that (MeshConfig admins, committee identities, policy)."""
 
-    default_status = 403
-    default_code = "ca-forbidden"
 
-
-class CaConflict(CaError):
+class CaConflict(CaError, status=409, code="ca-conflict"):
     """The request contradicts state this agent already holds (another root, epoch)."""
 
-    default_status = 409
-    default_code = "ca-conflict"
 
-
-class CaUnavailable(CaError):
+class CaUnavailable(CaError, status=503, code="ca-unavailable"):
     """This agent cannot serve that yet (no share, no certificate, still bootstrapping)."""
 
-    default_status = 503
-    default_code = "ca-unavailable"
 
-
-class CaStateError(CaError):
+class CaStateError(CaError, code="ca-state"):
     """A CA state file is missing pieces or corrupt; the message names the file and the fix."""
 
-    default_code = "ca-state"
 
-
-class TokenError(CaForbidden, ValueError):
+class TokenError(CaForbidden, ValueError, code="join-token"):
     """A join token that is malformed or refused; the message says why and what to do."""
 
-    default_code = "join-token"
 
-
-class RosterError(CaBadRequest, ValueError):
+class RosterError(CaBadRequest, ValueError, code="bootstrap-roster"):
     """An entry that cannot join this bootstrap; the message says how to fix the flags."""
 
-    default_code = "bootstrap-roster"
 
-
-class RelayError(CaBadRequest):
+class RelayError(CaBadRequest, code="dkg-relay"):
     """A relayed DKG, refresh or repair run did not complete; the message names who and how."""
 
-    default_code = "dkg-relay"
 
-
-class SignerUnavailable(CaUnavailable):
+class SignerUnavailable(CaUnavailable, code="signer-unavailable"):
     """A signer could not be reached or refused; the message says which and why."""
 
-    default_code = "signer-unavailable"
 
-
-class SignerRefused(SignerUnavailable):
+class SignerRefused(SignerUnavailable, status=403, code="signer-refused"):
     """A reachable signer refused the request (policy, token); the message is its reason."""
 
-    default_status = 403
-    default_code = "signer-refused"
 
-
-class QuorumError(CaUnavailable):
+class QuorumError(CaUnavailable, code="no-quorum"):
     """Fewer than t signers could (or would) sign; the message lists who and why."""
 
-    default_code = "no-quorum"
 
-
-class JoinError(CaError):
+class JoinError(CaError, status=502, code="join-refused"):
     """The member we joined through answered something we cannot accept."""
 
-    default_status = 502
-    default_code = "join-refused"
 
-
-class ChannelError(CaUnavailable):
+class ChannelError(CaUnavailable, code="bootstrap-channel"):
     """A bootstrap-channel call that returned no result; the message says why."""
-
-    default_code = "bootstrap-channel"
 
 
 class ChannelRefused(ChannelError):

@@ -12,13 +12,15 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 from certs import frost
 from peermesh.ca.errors import QuorumError, SignerRefused, SignerUnavailable
+from peermesh.ca.messages import CommitReply, SignReply
 from peermesh.ca.state import Committee, CommitteeMember
+from peermesh.core.wire import WireError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ __all__ = [
 ]
 
 SignerCall = Callable[[CommitteeMember, str, Any], Awaitable[Any]]
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -114,8 +117,8 @@ async def threshold_sign(
             got = await _round_one(batch, call)
             for member in batch:
                 result = got[member.node]
-                if isinstance(result, str):
-                    unreachable[member.node] = result
+                if isinstance(result, SignerRefused | str):
+                    unreachable[member.node] = str(result)
                     continue
                 chosen[member.node] = result
                 if member.node not in reachable:
@@ -179,25 +182,14 @@ async def threshold_sign(
 
 async def _round_one(
     batch: Sequence[CommitteeMember], call: SignerCall
-) -> dict[str, frost.SigningCommitments | str]:
-    out: dict[str, frost.SigningCommitments | str] = {}
+) -> dict[str, frost.SigningCommitments | SignerRefused | str]:
+    async def commit(member: CommitteeMember) -> frost.SigningCommitments:
+        commitments = CommitReply.from_wire(await call(member, "commit", {})).commitments
+        if commitments.identifier != member.identifier:
+            raise SignerUnavailable(f"answered for participant {commitments.identifier}")
+        return commitments
 
-    async def one(member: CommitteeMember) -> None:
-        try:
-            reply = await call(member, "commit", {})
-            commitments = frost.SigningCommitments.from_wire(reply["commitments"])
-            if commitments.identifier != member.identifier:
-                raise SignerUnavailable(f"answered for participant {commitments.identifier}")
-            out[member.node] = commitments
-        except SignerUnavailable as exc:
-            out[member.node] = str(exc)
-        except (frost.FrostError, KeyError, TypeError) as exc:
-            out[member.node] = f"malformed commitments: {exc}"
-
-    async with trio.open_nursery() as nursery:
-        for member in batch:
-            nursery.start_soon(one, member)
-    return out
+    return await _ask_each(batch, commit, "commitments")
 
 
 async def _round_two(
@@ -206,19 +198,31 @@ async def _round_two(
     auth: dict[str, Any],
     call: SignerCall,
 ) -> dict[str, frost.SignatureShare | SignerRefused | str]:
-    out: dict[str, frost.SignatureShare | SignerRefused | str] = {}
     body = {"package": package.to_wire(), "auth": auth}
+
+    async def sign(member: CommitteeMember) -> frost.SignatureShare:
+        return SignReply.from_wire(await call(member, "sign", body)).share
+
+    return await _ask_each(members, sign, "signature share")
+
+
+async def _ask_each(
+    members: Sequence[CommitteeMember],
+    ask: Callable[[CommitteeMember], Awaitable[_R]],
+    what: str,
+) -> dict[str, _R | SignerRefused | str]:
+    """Ask every member at once: its answer, its refusal, or why it gave neither."""
+    out: dict[str, _R | SignerRefused | str] = {}
 
     async def one(member: CommitteeMember) -> None:
         try:
-            reply = await call(member, "sign", body)
-            out[member.node] = frost.SignatureShare.from_wire(reply["share"])
+            out[member.node] = await ask(member)
         except SignerRefused as exc:
             out[member.node] = exc
         except SignerUnavailable as exc:
             out[member.node] = str(exc)
-        except (frost.FrostError, KeyError, TypeError) as exc:
-            out[member.node] = f"malformed signature share: {exc}"
+        except WireError as exc:
+            out[member.node] = f"malformed {what}: {exc}"
 
     async with trio.open_nursery() as nursery:
         for member in members:

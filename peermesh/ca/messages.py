@@ -8,7 +8,6 @@ participants, a CSR) is checked by the signer or the flow that acts on it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Self
 
@@ -16,7 +15,8 @@ from certs import frost
 from peermesh.ca.dkgrelay import RunSpec
 from peermesh.ca.errors import CaError
 from peermesh.ca.state import Committee
-from peermesh.core.wire import Fields, WireError
+from peermesh.core.codec import WireMessage, wire
+from peermesh.core.wire import WireError
 from peermesh.net.rpc import Empty, RpcMethod
 
 _MAX_NAME = 253
@@ -34,303 +34,63 @@ class AuthKind(Enum):
     ENDORSE = "endorse"  # the committee the signer holds, after a refresh it took part in
 
 
-@dataclass(frozen=True)
-class SignAuth:
+class SignAuth(WireMessage, what="ca/sign auth", omit_none=True):
     """What authorizes a signature: its kind, and the kind's particulars."""
 
-    kind: AuthKind
-    node: str | None = None  # BOOTSTRAP: the initial agent the leaf is for
-    token_id: str | None = None  # JOIN: the token, and the service the CSR asks for
-    secret: str | None = None
-    service: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind.value}
-        for key in ("node", "token_id", "secret", "service"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        return out
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "ca/sign auth")
-        kind = f.text("kind", max_len=32)
-        try:
-            parsed = AuthKind(kind)
-        except ValueError:
-            known = ", ".join(k.value for k in AuthKind)
-            raise WireError(f"ca/sign auth.kind: {kind!r} is not one of {known}") from None
-        return cls(
-            kind=parsed,
-            node=f.opt_text("node", max_len=_MAX_NAME),
-            token_id=f.opt_text("token_id", max_len=64),
-            secret=f.opt_text("secret", max_len=128),
-            service=f.opt_text("service", max_len=_MAX_NAME),
-        )
+    kind: AuthKind = wire(max_len=32)
+    node: str | None = wire(default=None, max_len=_MAX_NAME)  # BOOTSTRAP: whose leaf
+    token_id: str | None = wire(default=None, max_len=64)  # JOIN: the token, and the
+    secret: str | None = wire(default=None, max_len=128)  # service the CSR asks for
+    service: str | None = wire(default=None, max_len=_MAX_NAME)
 
 
-@dataclass(frozen=True)
-class CommitReply:
+class CommitReply(WireMessage, what="ca/commit reply"):
     """Round one: a signer's fresh nonce commitments, and its committee epoch."""
 
     commitments: frost.SigningCommitments
-    epoch: int = 0
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"commitments": self.commitments.to_wire(), "epoch": self.epoch}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "ca/commit reply")
-        try:
-            commitments = frost.SigningCommitments.from_wire(f.value("commitments"))
-        except (frost.FrostError, AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise WireError(f"ca/commit reply.commitments: {exc}") from None
-        return cls(commitments, f.integer("epoch", minimum=0, default=0))
+    epoch: int = wire(default=0, minimum=0)
 
 
-@dataclass(frozen=True)
-class SignRequest:
+def _package(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise WireError("ca/sign needs {package, auth}: package is not a map")
+    return value
+
+
+class SignRequest(WireMessage, what="ca/sign"):
     """Round two: the signing package (the signer decodes and checks it) and the auth."""
 
-    package: Mapping[str, Any]
+    package: Mapping[str, Any] = wire(decode=_package)
     auth: SignAuth
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"package": dict(self.package), "auth": self.auth.to_wire()}
 
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "ca/sign")
-        package = f.value("package")
-        if not isinstance(package, Mapping):
-            raise WireError("ca/sign needs {package, auth}: package is not a map")
-        return cls(package, SignAuth.from_wire(f.value("auth")))
-
-
-@dataclass(frozen=True)
-class SignReply:
+class SignReply(WireMessage, what="ca/sign reply"):
     """A signer's signature share."""
 
     share: frost.SignatureShare
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"share": self.share.to_wire()}
 
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "ca/sign reply")
-        try:
-            return cls(frost.SignatureShare.from_wire(f.value("share")))
-        except (frost.FrostError, AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise WireError(f"ca/sign reply.share: {exc}") from None
+def _update(value: Any, where: str) -> bytes | None:
+    """An empty or non-bytes update is none: the check then runs on the policy as it is."""
+    return bytes(value) if isinstance(value, bytes | bytearray) and value else None
 
 
-@dataclass(frozen=True)
-class TokenCheckRequest:
+class TokenCheckRequest(
+    WireMessage,
+    what="ca/token/check",
+    refuse=lambda e: WireError(f"ca/token/check needs {{id, update?}}: {e}"),
+):
     """``ca/token/check``: is join token ``token_id`` in policy? Merge ``update`` first."""
 
-    token_id: str
-    update: bytes | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"id": self.token_id, "update": self.update}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str):
-            raise WireError("ca/token/check needs {id, update?}")
-        f = Fields(raw, "ca/token/check")
-        update = f.value("update")
-        return cls(
-            f.text("id", max_len=64),
-            bytes(update) if isinstance(update, bytes | bytearray) and update else None,
-        )
+    token_id: str = wire(key="id", max_len=64)
+    update: bytes | None = wire(default=None, decode=_update)
 
 
-@dataclass(frozen=True)
-class TokenCheckReply:
+class TokenCheckReply(WireMessage, what="ca/token/check reply"):
     """Whether the signer knows the token, and its policy state vector (to diff against)."""
 
-    known: bool
-    sv: bytes = b""
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"known": self.known, "sv": self.sv}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "ca/token/check reply")
-        return cls(f.flag("known", default=False), f.blob("sv", max_len=1 << 24, default=b""))
-
-
-@dataclass(frozen=True)
-class CommitteeMessage:
-    """A whole committee: its epoch, members, group public key package and root."""
-
-    committee: Committee
-
-    def to_wire(self) -> dict[str, Any]:
-        return self.committee.to_wire()
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        return cls(committee_from_wire(raw, "committee"))
-
-
-@dataclass(frozen=True)
-class AdoptedReply:
-    """Whether the receiver took the committee it was sent."""
-
-    adopted: bool
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"adopted": self.adopted}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        return cls(Fields(raw, "ca/committee/update reply").flag("adopted"))
-
-
-@dataclass(frozen=True)
-class InfoReply:
-    """``ca/info``: who the agent is, its identity key, and whether it is a signer now."""
-
-    node: str
-    service: str
-    identity_key: bytes
-    signer: bool
-    epoch: int | None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "service": self.service,
-            "identity_key": self.identity_key,
-            "signer": self.signer,
-            "epoch": self.epoch,
-        }
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "ca/info reply")
-        identity_key = f.blob("identity_key", max_len=32)
-        if len(identity_key) != 32:
-            raise WireError("ca/info reply.identity_key: expected 32 bytes")
-        return cls(
-            node=f.text("node", max_len=_MAX_NAME),
-            service=f.text("service", max_len=_MAX_NAME),
-            identity_key=identity_key,
-            signer=f.flag("signer", default=False),
-            epoch=f.integer("epoch", minimum=0) if f.has("epoch") else None,
-        )
-
-
-@dataclass(frozen=True)
-class DkgBegin:
-    """Start a relayed run; an enrolment also carries the committee the target will join."""
-
-    spec: RunSpec
-    committee: Committee | None = None
-
-    def to_wire(self) -> Any:
-        if self.committee is None:
-            return self.spec.to_wire()
-        return {"spec": self.spec.to_wire(), "committee": self.committee.to_wire()}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "ca/dkg/begin")
-        spec_raw = f.value("spec", raw)
-        try:
-            spec = RunSpec.from_wire(spec_raw)
-        except CaError as exc:
-            raise WireError(str(exc)) from None
-        committee = (
-            committee_from_wire(f.value("committee"), "ca/dkg/begin.committee")
-            if f.has("committee")
-            else None
-        )
-        return cls(spec, committee)
-
-
-@dataclass(frozen=True)
-class DkgMessages:
-    """A participant's broadcasts (opaque here: the DKG machines check them)."""
-
-    messages: tuple[Any, ...]
-
-    def to_wire(self) -> list[Any]:
-        return list(self.messages)
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        if not isinstance(raw, list | tuple) or len(raw) > _MAX_MESSAGES:
-            raise WireError("ca/dkg/begin reply: expected a list of messages")
-        return cls(tuple(raw))
-
-
-@dataclass(frozen=True)
-class DkgDeliver:
-    """Broadcasts relayed to one participant of session ``session``."""
-
-    session: bytes
-    messages: tuple[Any, ...] = ()
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"session": self.session, "messages": list(self.messages)}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "ca/dkg/deliver")
-        messages = f.items("messages", max_items=_MAX_MESSAGES, default=[])
-        return cls(f.blob("session", max_len=64), tuple(messages))
-
-
-@dataclass(frozen=True)
-class DkgProgress:
-    """A participant's new broadcasts, whether it is done, and why it aborted if it did."""
-
-    messages: tuple[Any, ...] = ()
-    done: bool = False
-    error: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"messages": list(self.messages), "done": self.done, "error": self.error}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "ca/dkg/deliver reply")
-        messages = f.items("messages", max_items=_MAX_MESSAGES, default=[])
-        return cls(tuple(messages), f.flag("done", default=False), f.opt_text("error"))
-
-
-@dataclass(frozen=True)
-class DkgSession:
-    """Which session to finish."""
-
-    session: bytes
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"session": self.session}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        return cls(Fields(raw, "ca/dkg/finish").blob("session", max_len=64))
-
-
-@dataclass(frozen=True)
-class Ok:
-    """A step that answers only that it was done."""
-
-    ok: bool = True
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"ok": self.ok}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        return cls(Fields(raw, "reply").flag("ok", default=False))
+    known: bool = wire(absent=False)
+    sv: bytes = wire(default=b"", max_len=1 << 24)
 
 
 def committee_from_wire(raw: Any, what: str) -> Committee:
@@ -339,6 +99,89 @@ def committee_from_wire(raw: Any, what: str) -> Committee:
         return Committee.from_wire(raw)
     except CaError as exc:
         raise WireError(f"{what}: {exc}") from None
+
+
+class CommitteeMessage(WireMessage, what="committee", bare=True):
+    """A whole committee: its epoch, members, group public key package and root."""
+
+    committee: Committee = wire(decode=committee_from_wire)
+
+
+class AdoptedReply(WireMessage, what="ca/committee/update reply"):
+    """Whether the receiver took the committee it was sent."""
+
+    adopted: bool
+
+
+class InfoReply(WireMessage, what="ca/info reply"):
+    """``ca/info``: who the agent is, its identity key, and whether it is a signer now."""
+
+    node: str = wire(max_len=_MAX_NAME)
+    service: str = wire(max_len=_MAX_NAME)
+    identity_key: bytes = wire(length=32)
+    signer: bool = wire(absent=False)
+    epoch: int | None = wire(minimum=0)
+
+
+def _spec(raw: Any, where: str) -> RunSpec:
+    try:
+        return RunSpec.from_wire(raw)
+    except CaError as exc:
+        raise WireError(str(exc)) from None
+    except OverflowError:  # bytes(n) of a huge integer n
+        raise WireError(f"{where}: a number is out of range") from None
+
+
+class DkgBegin(WireMessage, what="ca/dkg/begin"):
+    """Start a relayed run; an enrolment also carries the committee the target will join.
+
+    Without a committee the body is the bare run spec, as agents have always sent it.
+    """
+
+    spec: RunSpec = wire(decode=_spec)
+    committee: Committee | None = wire(default=None, decode=committee_from_wire)
+
+    def to_wire(self) -> Any:
+        return self.spec.to_wire() if self.committee is None else super().to_wire()
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Self:
+        if isinstance(raw, Mapping) and "spec" not in raw:
+            raw = {"spec": raw}
+        return super().from_wire(raw)
+
+
+class DkgMessages(WireMessage, what="ca/dkg/begin reply", bare=True):
+    """A participant's broadcasts (opaque here: the DKG machines check them)."""
+
+    messages: tuple[Any, ...] = wire(max_len=_MAX_MESSAGES)
+
+
+class DkgDeliver(WireMessage, what="ca/dkg/deliver"):
+    """Broadcasts relayed to one participant of session ``session``."""
+
+    session: bytes = wire(max_len=64)
+    messages: tuple[Any, ...] = wire(default=(), max_len=_MAX_MESSAGES)
+
+
+class DkgProgress(WireMessage, what="ca/dkg/deliver reply"):
+    """A participant's new broadcasts, whether it is done, and why it aborted if it did."""
+
+    messages: tuple[Any, ...] = wire(default=(), max_len=_MAX_MESSAGES)
+    done: bool = False
+    error: str | None = None
+
+
+class DkgSession(WireMessage, what="ca/dkg/finish"):
+    """Which session to finish."""
+
+    session: bytes = wire(max_len=64)
+
+
+class Ok(WireMessage, what="reply"):
+    """A step that answers only that it was done."""
+
+    ok: bool = wire(default=True, absent=False)
 
 
 # Over mTLS, between members.

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from certs.spiffe import SpiffeId
 from peermesh.ca.errors import RosterError
 from peermesh.ca.state import CommitteeMember
+from peermesh.core.codec import WireMessage, wire
 
 __all__ = ["Roster", "RosterEntry", "RosterError", "default_threshold", "root_validity"]
+
+_MAX_NAME = 253
+_MAX_AGENTS = 1024
 
 
 def default_threshold(n: int) -> int:
@@ -28,49 +31,25 @@ def default_threshold(n: int) -> int:
     return n // 2 + 1
 
 
-@dataclass(frozen=True)
-class RosterEntry:
+class RosterEntry(
+    WireMessage,
+    what="roster entry",
+    refuse=lambda exc: RosterError(f"roster entry is malformed: {exc}"),
+):
     """What one initial agent says about itself (authenticated by the bootstrap token)."""
 
-    node: str
-    service: str
-    identity_key: bytes
-    bootstrap: tuple[str, int]
-    inbound: tuple[str, int]
-    expect: int
-    threshold: int
-    trust_domain: str
+    node: str = wire(max_len=_MAX_NAME)
+    service: str = wire(max_len=_MAX_NAME)
+    identity_key: bytes = wire(max_len=64)
+    bootstrap: tuple[str, int] = wire(item_len=_MAX_NAME)
+    inbound: tuple[str, int] = wire(item_len=_MAX_NAME)
+    expect: int = wire(minimum=1, maximum=_MAX_AGENTS)
+    threshold: int = wire(minimum=1, maximum=_MAX_AGENTS)
+    trust_domain: str = wire(max_len=_MAX_NAME)
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "service": self.service,
-            "identity_key": self.identity_key,
-            "bootstrap": list(self.bootstrap),
-            "inbound": list(self.inbound),
-            "expect": self.expect,
-            "threshold": self.threshold,
-            "trust_domain": self.trust_domain,
-        }
-
-    @classmethod
-    def from_wire(cls, data: Any) -> RosterEntry:
-        try:
-            entry = cls(
-                node=str(data["node"]),
-                service=str(data["service"]),
-                identity_key=bytes(data["identity_key"]),
-                bootstrap=(str(data["bootstrap"][0]), int(data["bootstrap"][1])),
-                inbound=(str(data["inbound"][0]), int(data["inbound"][1])),
-                expect=int(data["expect"]),
-                threshold=int(data["threshold"]),
-                trust_domain=str(data["trust_domain"]),
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise RosterError(f"roster entry is malformed: {exc!r}") from None
-        if len(entry.identity_key) != 32:
-            raise RosterError(f"roster entry of {entry.node}: identity key is not 32 bytes")
-        return entry
+    def check_decoded(self) -> None:
+        if len(self.identity_key) != 32:
+            raise RosterError(f"roster entry of {self.node}: identity key is not 32 bytes")
 
     @property
     def spiffe_id(self) -> str:
@@ -87,9 +66,9 @@ class Roster:
 
     def merge(self, wire_entries: Iterable[Any]) -> None:
         """Add what a peer told us; inconsistent entries are refused and remembered."""
-        for wire in wire_entries:
+        for raw in wire_entries:
             try:
-                entry = RosterEntry.from_wire(wire)
+                entry = RosterEntry.from_wire(raw)
                 self._check(entry)
             except RosterError as exc:
                 if str(exc) not in self.problems:

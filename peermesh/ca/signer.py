@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -49,6 +49,16 @@ class SigningPolicy:
 
     trust_domain: str
     max_leaf_lifetime: dt.timedelta = DEFAULT_MAX_LEAF_LIFETIME
+
+
+class LeafRequest(TypedDict):
+    """Who asks for a leaf and under which rules: what :func:`leaf_decision` judges by."""
+
+    identity: str
+    root: x509.Certificate
+    policy: SigningPolicy
+    now: dt.datetime
+    node_name: NotRequired[str | None]
 
 
 def issue_minute(now: dt.datetime) -> dt.datetime:
@@ -219,47 +229,19 @@ class Signer:
             )
         return package
 
-    def check_leaf(
-        self,
-        package_wire: Any,
-        *,
-        identity: str,
-        root: x509.Certificate,
-        policy: SigningPolicy,
-        now: dt.datetime,
-        node_name: str | None = None,
-    ) -> frost.SigningPackage:
+    def check_leaf(self, package_wire: Any, **leaf: Unpack[LeafRequest]) -> frost.SigningPackage:
         """Would :meth:`sign_leaf` sign this? Raises TbsRefused if not; consumes nothing."""
         package = self._package(package_wire)
         try:
-            leaf_decision(
-                package.message,
-                identity=identity,
-                root=root,
-                policy=policy,
-                now=now,
-                node_name=node_name,
-            )
+            leaf_decision(package.message, **leaf)
         except TbsRefused:
             self.refusals += 1
             raise
         return package
 
-    def sign_leaf(
-        self,
-        package_wire: Any,
-        *,
-        identity: str,
-        root: x509.Certificate,
-        policy: SigningPolicy,
-        now: dt.datetime,
-        node_name: str | None = None,
-    ) -> frost.SignatureShare:
+    def sign_leaf(self, package_wire: Any, **leaf: Unpack[LeafRequest]) -> frost.SignatureShare:
         """Round two for a leaf: check first, then consume the nonce and sign."""
-        package = self.check_leaf(
-            package_wire, identity=identity, root=root, policy=policy, now=now, node_name=node_name
-        )
-        return self.sign_checked(package)
+        return self.sign_checked(self.check_leaf(package_wire, **leaf))
 
     def sign_root(
         self, package_wire: Any, *, policy: SigningPolicy, now: dt.datetime

@@ -16,8 +16,8 @@ the new file, never half of one.  No file holds the whole root key: it never exi
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ from certs.frost import FrostError, PublicKeyPackage, SigningKeyShare
 from peermesh.ca.errors import CaStateError
 from peermesh.ca.nonces import FileNonceStore
 from peermesh.ca.settings import CA_DIR, GOSSIP_KEY_FILE
+from peermesh.core.codec import WireMessage, wire
 from peermesh.core.durable import SECRET_MODE, atomic_write
+from peermesh.core.wire import WireError
 
 __all__ = ["CaState", "CaStateError", "Committee", "CommitteeMember"]
 
@@ -40,56 +42,49 @@ SHARE_FILE = "share.msgpack"
 NONCE_FILE = "nonces.json"
 TOKENS_FILE = "tokens.msgpack"
 
+_MAX_NAME = 253
+_MAX_DER = 64 << 10
+_MAX_MEMBERS = 1024
 
-@dataclass(frozen=True)
-class CommitteeMember:
+
+def _refuse(what: str) -> Callable[[WireError], CaStateError]:
+    return lambda exc: CaStateError(f"{what} is malformed: {exc}")
+
+
+def _present(value: bytes, where: str) -> bytes | None:
+    """An empty root or endorsement is none: the committee has not got one yet."""
+    return value or None
+
+
+class CommitteeMember(
+    WireMessage, what="committee member", refuse=_refuse("committee member entry")
+):
     """One signer: who it is, which share index it holds, where to reach it."""
 
-    node: str
-    identifier: int
-    identity_key: bytes  # raw Ed25519 public key (authenticates its DKG messages)
-    service: str
-    address: tuple[str, int]  # last known inbound (mTLS) address
-    bootstrap: tuple[str, int] | None = None  # its bootstrap listener, if known
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "id": self.identifier,
-            "identity_key": self.identity_key,
-            "service": self.service,
-            "address": list(self.address),
-            "bootstrap": list(self.bootstrap) if self.bootstrap else None,
-        }
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> CommitteeMember:
-        try:
-            boot = data.get("bootstrap")
-            return cls(
-                node=str(data["node"]),
-                identifier=int(data["id"]),
-                identity_key=bytes(data["identity_key"]),
-                service=str(data["service"]),
-                address=(str(data["address"][0]), int(data["address"][1])),
-                bootstrap=(str(boot[0]), int(boot[1])) if boot else None,
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise CaStateError(f"committee member entry is malformed: {exc!r}") from None
+    node: str = wire(max_len=_MAX_NAME)
+    identifier: int = wire(key="id", minimum=1)
+    identity_key: bytes = wire(max_len=64)  # raw Ed25519 public key (signs its DKG messages)
+    service: str = wire(max_len=_MAX_NAME)
+    address: tuple[str, int] = wire(item_len=_MAX_NAME)  # last known inbound (mTLS) address
+    bootstrap: tuple[str, int] | None = wire(default=None, item_len=_MAX_NAME)  # its listener
 
 
-@dataclass(frozen=True)
-class Committee:
+class Committee(WireMessage, what="committee", refuse=_refuse("committee state")):
     """The public state every agent keeps: who signs, with what threshold, under which root."""
 
-    epoch: int
-    trust_domain: str
+    epoch: int = wire(minimum=0)
+    trust_domain: str = wire(max_len=_MAX_NAME)
     public: PublicKeyPackage
-    members: tuple[CommitteeMember, ...]
-    root_der: bytes | None = None
+    members: tuple[CommitteeMember, ...] = wire(max_len=_MAX_MEMBERS)
+    root_der: bytes | None = wire(key="root", default=None, max_len=_MAX_DER, check=_present)
     #: The committee's own threshold signature (under the group key) over
     #: :meth:`statement`: t holders of the new shares confirm a refresh completed.
-    endorsement: bytes | None = None
+    endorsement: bytes | None = wire(default=None, max_len=_MAX_DER, check=_present)
+
+    def check_decoded(self) -> None:
+        for m in self.members:
+            if m.identifier not in self.public.verification_shares:
+                raise CaStateError(f"committee member {m.node} has no verification share")
 
     def statement(self) -> bytes:
         """What an endorsement signs: this committee without its endorsement."""
@@ -118,38 +113,6 @@ class Committee:
     def with_member(self, member: CommitteeMember) -> Committee:
         others = tuple(m for m in self.members if m.node != member.node)
         return replace(self, members=tuple(sorted((*others, member), key=lambda m: m.node)))
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "trust_domain": self.trust_domain,
-            "public": self.public.to_wire(),
-            "members": [m.to_wire() for m in self.members],
-            "root": self.root_der,
-            "endorsement": self.endorsement,
-        }
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> Committee:
-        try:
-            public = PublicKeyPackage.from_wire(data["public"])
-            members = tuple(CommitteeMember.from_wire(m) for m in data["members"])
-            root = data.get("root")
-            endorsement = data.get("endorsement")
-            committee = cls(
-                epoch=int(data["epoch"]),
-                trust_domain=str(data["trust_domain"]),
-                public=public,
-                members=members,
-                root_der=bytes(root) if root else None,
-                endorsement=bytes(endorsement) if endorsement else None,
-            )
-        except (KeyError, TypeError, ValueError, FrostError) as exc:
-            raise CaStateError(f"committee state is malformed: {exc}") from None
-        for m in members:
-            if m.identifier not in public.verification_shares:
-                raise CaStateError(f"committee member {m.node} has no verification share")
-        return committee
 
 
 def _pack(obj: Any) -> bytes:

@@ -2,13 +2,18 @@
 
 An error that reaches an API boundary (an admin route, a control RPC, a proxied request)
 is answered with its ``status`` and ``code``; ``hint`` is the operator's next step.
+A subclass declares its defaults with the class (``class Gone(PeermeshError, status=410,
+code="gone")``), checked when it is defined.
 ``gossip/`` and ``certs/`` are libraries with roots of their own; the shells translate
 their errors where they cross into peermesh.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
+
+_CODE = re.compile(r"[a-z][a-z0-9-]*")
 
 
 class PeermeshError(Exception):
@@ -17,6 +22,20 @@ class PeermeshError(Exception):
     default_status: ClassVar[int] = 500
     default_code: ClassVar[str] = "internal-error"
     hint: str | None = None
+
+    def __init_subclass__(
+        cls, *, status: int | None = None, code: str | None = None, **kwargs: Any
+    ) -> None:
+        """``class X(Root, status=403, code="x")`` declares the defaults with the class."""
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            if not 400 <= status <= 599:
+                raise TypeError(f"{cls.__name__}: status {status} is not an HTTP error status")
+            cls.default_status = status
+        if code is not None:
+            if not _CODE.fullmatch(code):
+                raise TypeError(f"{cls.__name__}: code {code!r} is not a lower-case token")
+            cls.default_code = code
 
     def __init__(
         self,

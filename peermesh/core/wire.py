@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol, Self, TypeVar
 
 from peermesh.core.errors import PeermeshError
 
 MAX_TEXT = 4096
 MAX_ITEMS = 10_000
-
-_T = TypeVar("_T")
+MAX_BLOB = 1 << 20
 
 
 class WireError(PeermeshError, ValueError):
@@ -42,6 +41,72 @@ class Message(Protocol):
 _MISSING: Any = object()
 
 
+def check_text(value: object, where: str, max_len: int = MAX_TEXT) -> str:
+    """``value`` as text of at most ``max_len`` characters; ``where`` names it in the error."""
+    if not isinstance(value, str):
+        raise _bad(where, "text", value)
+    if len(value) > max_len:
+        raise WireError(f"{where}: {len(value)} characters, over {max_len}")
+    return value
+
+
+def check_blob(value: object, where: str, max_len: int = MAX_BLOB) -> bytes:
+    if not isinstance(value, bytes | bytearray):
+        raise _bad(where, "bytes", value)
+    if len(value) > max_len:
+        raise WireError(f"{where}: {len(value)} bytes, over {max_len}")
+    return bytes(value)
+
+
+def check_integer(
+    value: object, where: str, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)  # pycrdt and JSON turn integers into floats
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(where, "an integer", value)
+    return _in_range(value, where, minimum, maximum)
+
+
+def check_number(
+    value: object, where: str, minimum: float | None = None, maximum: float | None = None
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(where, "a number", value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise WireError(f"{where}: number out of range") from None
+    if not math.isfinite(number):
+        raise WireError(f"{where}: {number} is not a finite number")
+    return _in_range(number, where, minimum, maximum)
+
+
+def check_flag(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(where, "true or false", value)
+    return value
+
+
+def check_items(value: object, where: str, max_items: int = MAX_ITEMS) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise _bad(where, "a list", value)
+    if len(value) > max_items:
+        raise WireError(f"{where}: {len(value)} items, over {max_items}")
+    return list(value)
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _in_range(value: _N, where: str, minimum: _N | None, maximum: _N | None) -> _N:
+    if minimum is not None and value < minimum:
+        raise WireError(f"{where}: {value} is below {minimum}")
+    if maximum is not None and value > maximum:
+        raise WireError(f"{where}: {value} is above {maximum}")
+    return value
+
+
 class Fields:
     """One decoded map read field by field, each read checking type and bounds."""
 
@@ -49,47 +114,30 @@ class Fields:
 
     def __init__(self, raw: object, what: str) -> None:
         if not isinstance(raw, Mapping):
-            raise WireError(f"{what}: expected a map, got {_type_name(raw)}")
+            raise _bad(what, "a map", raw)
         self.raw: Mapping[Any, Any] = raw
         self.what = what
 
-    def _get(self, key: str, default: Any) -> tuple[Any, bool]:
-        """The field's value and True, or the default and False when it is absent."""
+    def _read(self, key: str, default: Any, check: Callable[..., Any], *bounds: Any) -> Any:
+        """The field checked by ``check`` (with ``bounds``), or ``default`` when it is absent."""
         value = self.raw.get(key)
         if value is not None:
-            return value, True
+            return check(value, f"{self.what}.{key}", *bounds)
         if default is _MISSING:
             raise WireError(f"{self.what}: field {key!r} is missing")
-        return default, False
-
-    def _bad(self, key: str, expected: str, value: object) -> WireError:
-        return WireError(f"{self.what}.{key}: expected {expected}, got {_type_name(value)}")
+        return default
 
     def has(self, key: str) -> bool:
         return key in self.raw and self.raw[key] is not None
 
     def text(self, key: str, *, max_len: int = MAX_TEXT, default: Any = _MISSING) -> str:
-        value, present = self._get(key, default)
-        if not present:
-            return value
-        if not isinstance(value, str):
-            raise self._bad(key, "text", value)
-        if len(value) > max_len:
-            raise WireError(f"{self.what}.{key}: {len(value)} characters, over {max_len}")
-        return value
+        return self._read(key, default, check_text, max_len)
 
     def opt_text(self, key: str, *, max_len: int = MAX_TEXT) -> str | None:
-        return self.text(key, max_len=max_len, default=None) if self.has(key) else None
+        return self.text(key, max_len=max_len, default=None)
 
-    def blob(self, key: str, *, max_len: int = 1 << 20, default: Any = _MISSING) -> bytes:
-        value, present = self._get(key, default)
-        if not present:
-            return value
-        if not isinstance(value, bytes | bytearray):
-            raise self._bad(key, "bytes", value)
-        if len(value) > max_len:
-            raise WireError(f"{self.what}.{key}: {len(value)} bytes, over {max_len}")
-        return bytes(value)
+    def blob(self, key: str, *, max_len: int = MAX_BLOB, default: Any = _MISSING) -> bytes:
+        return self._read(key, default, check_blob, max_len)
 
     def integer(
         self,
@@ -99,18 +147,7 @@ class Fields:
         maximum: int | None = None,
         default: Any = _MISSING,
     ) -> int:
-        value, present = self._get(key, default)
-        if not present:
-            return value
-        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-            value = int(value)  # pycrdt and JSON turn integers into floats
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._bad(key, "an integer", value)
-        if minimum is not None and value < minimum:
-            raise WireError(f"{self.what}.{key}: {value} is below {minimum}")
-        if maximum is not None and value > maximum:
-            raise WireError(f"{self.what}.{key}: {value} is above {maximum}")
-        return value
+        return self._read(key, default, check_integer, minimum, maximum)
 
     def number(
         self,
@@ -120,44 +157,21 @@ class Fields:
         maximum: float | None = None,
         default: Any = _MISSING,
     ) -> float:
-        value, present = self._get(key, default)
-        if not present:
-            return value
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._bad(key, "a number", value)
-        try:
-            number = float(value)
-        except OverflowError:
-            raise WireError(f"{self.what}.{key}: number out of range") from None
-        if not math.isfinite(number):
-            raise WireError(f"{self.what}.{key}: {number} is not a finite number")
-        if minimum is not None and number < minimum:
-            raise WireError(f"{self.what}.{key}: {number} is below {minimum}")
-        if maximum is not None and number > maximum:
-            raise WireError(f"{self.what}.{key}: {number} is above {maximum}")
-        return number
+        return self._read(key, default, check_number, minimum, maximum)
 
     def flag(self, key: str, *, default: Any = _MISSING) -> bool:
-        value, present = self._get(key, default)
-        if not present:
-            return value
-        if not isinstance(value, bool):
-            raise self._bad(key, "true or false", value)
-        return value
+        return self._read(key, default, check_flag)
 
     def items(self, key: str, *, max_items: int = MAX_ITEMS, default: Any = _MISSING) -> list[Any]:
-        value, present = self._get(key, default)
-        if not present:
-            return value
-        if not isinstance(value, list | tuple):
-            raise self._bad(key, "a list", value)
-        if len(value) > max_items:
-            raise WireError(f"{self.what}.{key}: {len(value)} items, over {max_items}")
-        return list(value)
+        return self._read(key, default, check_items, max_items)
 
     def fields(self, key: str, *, default: Any = _MISSING) -> Fields:
-        value, present = self._get(key, default)
-        return Fields(value if present or value is not None else {}, f"{self.what}.{key}")
+        value = self.raw.get(key)
+        if value is None:
+            if default is _MISSING:
+                raise WireError(f"{self.what}: field {key!r} is missing")
+            value = {} if default is None else default
+        return Fields(value, f"{self.what}.{key}")
 
     def value(self, key: str, default: Any = None) -> Any:
         """A field whose shape the caller checks itself (opaque payloads)."""
@@ -181,7 +195,11 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _type_name(value: object) -> str:
+def _bad(where: str, expected: str, value: object) -> WireError:
+    return WireError(f"{where}: expected {expected}, got {type_name(value)}")
+
+
+def type_name(value: object) -> str:
     if value is None:
         return "nothing"
     return type(value).__name__

@@ -2,50 +2,26 @@
 
 The table itself is gossip's own encoding (``gossip.codec`` push-pull state), which
 the SWIM core checks entry by entry when it merges; here the body only has to be
-those bytes.
+those bytes, no more than the router lets a body be.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Self
-
-from peermesh.core.wire import WireError
+from peermesh.core.codec import WireMessage, wire
 from peermesh.net.rpc import RpcMethod
+from peermesh.net.rpc.router import MAX_BODY
 
 
-def _state(raw: Any, what: str) -> bytes:
-    if not isinstance(raw, bytes | bytearray):
-        raise WireError(f"{what} must be the msgpack state bytes")
-    return bytes(raw)
-
-
-@dataclass(frozen=True)
-class PushPullRequest:
+class PushPullRequest(WireMessage, what="push-pull body", bare=True):
     """``gossip/pushpull``: the caller's whole member table; the callee merges it first."""
 
-    state: bytes
-
-    def to_wire(self) -> bytes:
-        return self.state
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        return cls(_state(raw, "push-pull body"))
+    state: bytes = wire(max_len=MAX_BODY)
 
 
-@dataclass(frozen=True)
-class PushPullReply:
+class PushPullReply(WireMessage, what="push-pull reply", bare=True):
     """The callee's whole member table, taken after merging the caller's."""
 
-    state: bytes
-
-    def to_wire(self) -> bytes:
-        return self.state
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        return cls(_state(raw, "push-pull reply"))
+    state: bytes = wire(max_len=MAX_BODY)
 
 
 PUSH_PULL = RpcMethod("gossip/pushpull", PushPullRequest, PushPullReply)

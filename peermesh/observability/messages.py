@@ -8,9 +8,9 @@ the answer, not an exception in the merge.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Self
 
+from peermesh.core.codec import WireMessage, wire
 from peermesh.core.wire import Fields, WireError
 from peermesh.net.rpc import Empty, RpcMethod
 
@@ -22,111 +22,60 @@ MAX_NAME = 253
 MAX_BUCKETS = 64
 
 
-@dataclass(frozen=True)
-class GoldenItem:
+def _histogram(raw: Any, where: str) -> dict[str, int]:
+    """Latency buckets: a short map of bucket numbers (as text) to counts."""
+    hist = Fields(raw, where)
+    if len(hist.raw) > MAX_BUCKETS:
+        raise WireError(f"{where}: {len(hist.raw)} buckets, over {MAX_BUCKETS}")
+    buckets = {}
+    for key in hist.raw:
+        if not isinstance(key, str) or not key.lstrip("-").isdigit() or len(key) > 8:
+            raise WireError(f"{where}: bucket {key!r} is not a number")
+        buckets[key] = hist.integer(key, minimum=0)
+    return buckets
+
+
+class GoldenItem(WireMessage, what="golden item"):
     """Counts over the window for one (direction, source, destination)."""
 
-    direction: str
-    source: str
-    destination: str
-    count: int
-    errors: int
-    hist: Mapping[str, int]
-    window: int
-    denied: int = 0  # 403s, apart from errors: a policy refusal is not a 5xx
-    limited: int = 0  # 429s
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "direction": self.direction,
-            "source": self.source,
-            "destination": self.destination,
-            "count": self.count,
-            "errors": self.errors,
-            "hist": dict(self.hist),
-            "window": self.window,
-            "denied": self.denied,
-            "limited": self.limited,
-        }
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "golden item")
-        direction = f.text("direction", max_len=16)
-        if direction not in ("inbound", "outbound"):
-            raise WireError(f"golden item.direction: {direction!r} is not inbound or outbound")
-        hist = f.fields("hist", default={})
-        if len(hist.raw) > MAX_BUCKETS:
-            raise WireError(f"golden item.hist: {len(hist.raw)} buckets, over {MAX_BUCKETS}")
-        buckets = {}
-        for key in hist.raw:
-            if not isinstance(key, str) or not key.lstrip("-").isdigit() or len(key) > 8:
-                raise WireError(f"golden item.hist: bucket {key!r} is not a number")
-            buckets[key] = hist.integer(key, minimum=0)
-        return cls(
-            direction=direction,
-            source=f.text("source", max_len=MAX_NAME),
-            destination=f.text("destination", max_len=MAX_NAME),
-            count=f.integer("count", minimum=0),
-            errors=f.integer("errors", minimum=0),
-            hist=buckets,
-            window=f.integer("window", minimum=1, maximum=86_400),
-            # An agent of an older version sends neither.
-            denied=f.integer("denied", minimum=0, default=0),
-            limited=f.integer("limited", minimum=0, default=0),
-        )
+    direction: str = wire(max_len=16, choices=("inbound", "outbound"))
+    source: str = wire(max_len=MAX_NAME)
+    destination: str = wire(max_len=MAX_NAME)
+    count: int = wire(minimum=0)
+    errors: int = wire(minimum=0)
+    hist: Mapping[str, int] = wire(absent={}, decode=_histogram)
+    window: int = wire(minimum=1, maximum=86_400)
+    # 403s and 429s apart from errors: a policy refusal is not a 5xx. An agent of an
+    # older version sends neither.
+    denied: int = wire(default=0, minimum=0)
+    limited: int = wire(default=0, minimum=0)
 
 
-@dataclass(frozen=True)
-class GoldenReply:
+class GoldenReply(WireMessage, what="stats/golden reply"):
     """``stats/golden``: one agent's mergeable snapshot."""
 
-    node: str
-    service: str
-    snapshot: tuple[GoldenItem, ...]
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "service": self.service,
-            "snapshot": [item.to_wire() for item in self.snapshot],
-        }
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "stats/golden reply")
-        return cls(
-            node=f.text("node", max_len=MAX_NAME),
-            service=f.text("service", max_len=MAX_NAME),
-            snapshot=tuple(
-                GoldenItem.from_wire(item)
-                for item in f.items("snapshot", max_items=MAX_SNAPSHOT, default=[])
-            ),
-        )
+    node: str = wire(max_len=MAX_NAME)
+    service: str = wire(max_len=MAX_NAME)
+    snapshot: tuple[GoldenItem, ...] = wire(absent=(), max_len=MAX_SNAPSHOT)
 
 
-@dataclass(frozen=True)
-class TapRequest:
-    """``tap/subscribe``: which recent requests to return."""
+def _at_most_tap(limit: int, where: str) -> int:
+    return min(limit, MAX_TAP)
 
-    service: str | None = None
-    path: str | None = None
-    limit: int = 50
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"service": self.service, "path": self.path, "limit": self.limit}
+class TapRequest(WireMessage, what="tap/subscribe"):
+    """``tap/subscribe``: which recent requests to return (no body: the defaults)."""
+
+    service: str | None = wire(default=None, max_len=MAX_NAME)
+    path: str | None = wire(default=None, max_len=MAX_ROW_TEXT)
+    limit: int = wire(default=50, minimum=1, check=_at_most_tap)
 
     @classmethod
     def from_wire(cls, raw: Any) -> Self:
-        f = Fields({} if raw is None else raw, "tap/subscribe")
-        return cls(
-            service=f.opt_text("service", max_len=MAX_NAME),
-            path=f.opt_text("path", max_len=MAX_ROW_TEXT),
-            limit=min(f.integer("limit", minimum=1, default=50), MAX_TAP),
-        )
+        return super().from_wire({} if raw is None else raw)
 
 
-def _flat_row(raw: Any) -> dict[str, Any]:
+def _flat_row(raw: Any, where: str) -> dict[str, Any]:
     """A tap row: a map of short scalars (the access-log view of one request)."""
     f = Fields(raw, "tap row")
     if len(f.raw) > MAX_ROW_FIELDS:
@@ -143,65 +92,27 @@ def _flat_row(raw: Any) -> dict[str, Any]:
     return row
 
 
-@dataclass(frozen=True)
-class TapReply:
+class TapReply(WireMessage, what="tap/subscribe reply"):
     """Recent requests seen by one agent."""
 
-    node: str
-    requests: tuple[Mapping[str, Any], ...]
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"node": self.node, "requests": [dict(r) for r in self.requests]}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "tap/subscribe reply")
-        return cls(
-            node=f.text("node", max_len=MAX_NAME),
-            requests=tuple(
-                _flat_row(r) for r in f.items("requests", max_items=MAX_TAP, default=[])
-            ),
-        )
+    node: str = wire(max_len=MAX_NAME)
+    requests: tuple[Mapping[str, Any], ...] = wire(absent=(), max_len=MAX_TAP, item=_flat_row)
 
 
-@dataclass(frozen=True)
-class CheckInfo:
+_DIGEST = 128
+
+
+class CheckInfo(WireMessage, what="check/info reply"):
     """``check/info``: what ``peermesh check`` compares across agents."""
 
-    node: str
-    service: str
+    node: str = wire(max_len=MAX_NAME)
+    service: str = wire(max_len=MAX_NAME)
     time: float
-    bundle_sha256: str | None
-    member_digest: str | None
-    policy_digest: str
-    state_vector_digest: str | None
-    certificate_not_after: str | None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "service": self.service,
-            "time": self.time,
-            "bundle_sha256": self.bundle_sha256,
-            "member_digest": self.member_digest,
-            "policy_digest": self.policy_digest,
-            "state_vector_digest": self.state_vector_digest,
-            "certificate_not_after": self.certificate_not_after,
-        }
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "check/info reply")
-        return cls(
-            node=f.text("node", max_len=MAX_NAME),
-            service=f.text("service", max_len=MAX_NAME),
-            time=f.number("time"),
-            bundle_sha256=f.opt_text("bundle_sha256", max_len=128),
-            member_digest=f.opt_text("member_digest", max_len=128),
-            policy_digest=f.text("policy_digest", max_len=128),
-            state_vector_digest=f.opt_text("state_vector_digest", max_len=128),
-            certificate_not_after=f.opt_text("certificate_not_after", max_len=64),
-        )
+    bundle_sha256: str | None = wire(max_len=_DIGEST)
+    member_digest: str | None = wire(max_len=_DIGEST)
+    policy_digest: str = wire(max_len=_DIGEST)
+    state_vector_digest: str | None = wire(max_len=_DIGEST)
+    certificate_not_after: str | None = wire(max_len=64)
 
 
 GOLDEN = RpcMethod("stats/golden", Empty, GoldenReply)

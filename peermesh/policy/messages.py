@@ -7,11 +7,10 @@ an edit's objects) is checked by the store, which refuses it whole if anything i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Self
 
-from peermesh.core.wire import Fields, WireError, field_map
+from peermesh.core.codec import WireMessage, wire
+from peermesh.core.wire import Fields, WireError
 from peermesh.net.rpc import Empty, RpcMethod
 from peermesh.net.rpc.router import MAX_BODY
 from peermesh.policy.errors import PolicyWarning
@@ -22,187 +21,106 @@ _MAX_KEY = 600  # Kind/name
 _MAX_DIGEST = 128
 
 
-def _bytes(raw: object) -> bytes | None:
+def _bytes(raw: object, where: str = "") -> bytes | None:
+    """A state vector that is not bytes is none: the answer is then the whole state."""
     return bytes(raw) if isinstance(raw, bytes | bytearray) else None
 
 
-@dataclass(frozen=True)
-class PushRequest:
+class PushRequest(
+    WireMessage,
+    what="policy/push",
+    refuse=lambda e: WireError(f"policy/push body must carry a CRDT update (bytes): {e}"),
+):
     """``policy/push``: a CRDT update, and the node it came from (never sent it back)."""
 
-    update: bytes
-    sender: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"update": self.update, "from": self.sender}
+    update: bytes = wire(max_len=MAX_BODY)
+    sender: str | None = wire(key="from", default=None, max_len=_MAX_NODE)
 
     @classmethod
     def from_wire(cls, raw: Any) -> Self:
         # A bare update (bytes) is accepted too: the sender is then unknown.
         update = _bytes(raw)
-        if update is not None:
-            return cls(update)
-        update = _bytes(raw.get("update")) if isinstance(raw, Mapping) else None
-        if update is None:
-            raise WireError("policy/push body must carry a CRDT update (bytes)")
-        return cls(update, Fields(raw, "policy/push").opt_text("from", max_len=_MAX_NODE))
+        return cls(update) if update is not None else super().from_wire(raw)
 
 
-@dataclass(frozen=True)
-class PushReply:
+class PushReply(WireMessage, what="policy/push reply"):
     """Where the receiver is after merging: its version and policy digest."""
 
-    version: int
-    digest: str
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"version": self.version, "digest": self.digest}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "policy/push reply")
-        return cls(
-            version=f.integer("version", minimum=0),
-            digest=f.text("digest", max_len=_MAX_DIGEST),
-        )
+    version: int = wire(minimum=0)
+    digest: str = wire(max_len=_MAX_DIGEST)
 
 
-@dataclass(frozen=True)
-class SyncRequest:
+class SyncRequest(
+    WireMessage,
+    what="policy/sync",
+    refuse=lambda e: WireError(f"policy/sync body must be {{'sv': <state vector bytes>}}: {e}"),
+):
     """``policy/sync``: the caller's state vector, so the answer holds only what it lacks."""
 
-    sv: bytes
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"sv": self.sv}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        sv = _bytes(raw.get("sv")) if isinstance(raw, Mapping) else None
-        if sv is None:
-            raise WireError("policy/sync body must be {'sv': <state vector bytes>}")
-        return cls(sv)
+    sv: bytes = wire(max_len=MAX_BODY)
 
 
-@dataclass(frozen=True)
-class SyncReply:
+class SyncReply(WireMessage, what="policy/sync reply"):
     """What the caller lacks, and our state vector so it can push what *we* lack."""
 
-    update: bytes
-    sv: bytes | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"update": self.update, "sv": self.sv}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "policy/sync reply")
-        sv = _bytes(f.value("sv"))
-        return cls(update=f.blob("update", max_len=MAX_BODY), sv=sv)
+    update: bytes = wire(max_len=MAX_BODY)
+    sv: bytes | None = wire(default=None, decode=_bytes)
 
 
-@dataclass(frozen=True)
-class StatusReply:
+class StatusReply(WireMessage, what="policy/status reply"):
     """``policy/status``: one agent's version, digests, size and effective admins."""
 
-    version: int
-    digest: str
-    state_vector_digest: str
-    objects: int
+    version: int = wire(minimum=0)
+    digest: str = wire(max_len=_MAX_DIGEST)
+    state_vector_digest: str = wire(max_len=_MAX_DIGEST)
+    objects: int = wire(minimum=0)
     # Effective MeshConfig admins (empty: any mesh identity may edit).
-    admins: tuple[str, ...] = ()
-
-    def to_wire(self) -> dict[str, Any]:
-        return field_map(self)
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "policy/status reply")
-        admins = f.items("admins", max_items=1024, default=[])
-        if not all(isinstance(a, str) and len(a) <= 2048 for a in admins):
-            raise WireError("policy/status reply.admins: expected SPIFFE IDs")
-        return cls(
-            version=f.integer("version", minimum=0),
-            digest=f.text("digest", max_len=_MAX_DIGEST),
-            state_vector_digest=f.text("state_vector_digest", max_len=_MAX_DIGEST),
-            objects=f.integer("objects", minimum=0),
-            admins=tuple(admins),
-        )
+    admins: tuple[str, ...] = wire(default=(), max_len=1024, item_len=2048)
 
 
-@dataclass(frozen=True)
-class EditRequest:
+class EditRequest(
+    WireMessage,
+    what="policy/edit",
+    refuse=lambda e: WireError(f"policy/edit body must be {{'objects': [...]}}: {e}"),
+):
     """``policy/edit``: documents for a MeshConfig admin's edit, validated by the store."""
 
-    objects: tuple[Any, ...]
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"objects": list(self.objects)}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        objects = raw.get("objects") if isinstance(raw, Mapping) else None
-        if not isinstance(objects, list):
-            raise WireError("policy/edit body must be {'objects': [...]}")
-        return cls(tuple(objects))
+    objects: tuple[Any, ...] = wire(max_len=MAX_OBJECTS_PER_REQUEST)
 
 
-@dataclass(frozen=True)
-class EditReply:
+def _edit(raw: Any, where: str) -> tuple[str, str]:
+    e = Fields(raw, where)
+    return e.text("object", max_len=_MAX_KEY), e.text("edit", max_len=_MAX_KEY)
+
+
+def _edits_to_wire(edits: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    return [{"object": k, "edit": e} for k, e in edits]
+
+
+def _warning(raw: Any, where: str) -> PolicyWarning:
+    w = Fields(raw, where)
+    return PolicyWarning(
+        kind=w.text("kind", max_len=64),
+        name=w.text("name", max_len=_MAX_KEY),
+        path=w.text("path", max_len=_MAX_KEY),
+        message=w.text("message"),
+        code=w.text("code", max_len=64),
+    )
+
+
+class EditReply(WireMessage, what="policy/edit reply"):
     """What an edit wrote: ``edits`` pairs each written object with its new edit id."""
 
-    version: int
-    changed: tuple[str, ...]
-    unchanged: tuple[str, ...]
-    edits: tuple[tuple[str, str], ...]
-    warnings: tuple[PolicyWarning, ...] = field(default=())
-    source: str = ""
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "changed": list(self.changed),
-            "unchanged": list(self.unchanged),
-            "edits": [{"object": k, "edit": e} for k, e in self.edits],
-            "warnings": [w.to_dict() for w in self.warnings],
-            "source": self.source,
-        }
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        f = Fields(raw, "policy/edit reply")
-        limit = MAX_OBJECTS_PER_REQUEST
-        edits = []
-        for item in f.items("edits", max_items=limit, default=[]):
-            e = Fields(item, "policy/edit reply.edits[]")
-            edits.append((e.text("object", max_len=_MAX_KEY), e.text("edit", max_len=_MAX_KEY)))
-        warnings = []
-        for item in f.items("warnings", max_items=10 * limit, default=[]):
-            w = Fields(item, "policy/edit reply.warnings[]")
-            warnings.append(
-                PolicyWarning(
-                    kind=w.text("kind", max_len=64),
-                    name=w.text("name", max_len=_MAX_KEY),
-                    path=w.text("path", max_len=_MAX_KEY),
-                    message=w.text("message"),
-                    code=w.text("code", max_len=64),
-                )
-            )
-        return cls(
-            version=f.integer("version", minimum=0),
-            changed=_texts(f, "changed", limit),
-            unchanged=_texts(f, "unchanged", limit),
-            edits=tuple(edits),
-            warnings=tuple(warnings),
-            source=f.text("source", max_len=2048, default=""),
-        )
-
-
-def _texts(f: Fields, key: str, limit: int) -> tuple[str, ...]:
-    items = f.items(key, max_items=limit, default=[])
-    if not all(isinstance(i, str) and len(i) <= _MAX_KEY for i in items):
-        raise WireError(f"{f.what}.{key}: expected object keys (Kind/name)")
-    return tuple(items)
+    version: int = wire(minimum=0)
+    changed: tuple[str, ...] = wire(absent=(), max_len=MAX_OBJECTS_PER_REQUEST, item_len=_MAX_KEY)
+    unchanged: tuple[str, ...] = wire(absent=(), max_len=MAX_OBJECTS_PER_REQUEST, item_len=_MAX_KEY)
+    edits: tuple[tuple[str, str], ...] = wire(
+        absent=(), max_len=MAX_OBJECTS_PER_REQUEST, item=_edit, encode=_edits_to_wire
+    )
+    warnings: tuple[PolicyWarning, ...] = wire(
+        default=(), max_len=10 * MAX_OBJECTS_PER_REQUEST, item=_warning
+    )
+    source: str = wire(default="", max_len=2048)
 
 
 PUSH = RpcMethod("policy/push", PushRequest, PushReply)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -34,22 +35,15 @@ def _refusal(exc: PeermeshError) -> AdminResponse:
     return AdminResponse.json(status, {"error": str(exc)})
 
 
+@dataclass(eq=False)
 class CaAdmin:
     """``/v1/ca/status``, ``token``, ``tokens``, ``enroll``, ``refresh`` and ``renew``."""
 
-    def __init__(
-        self,
-        node: CaNode,
-        calls: MemberCalls,
-        committee: CommitteeFlows,
-        tokens: TokenFlows,
-        renewal: Renewal,
-    ) -> None:
-        self.node = node
-        self.calls = calls
-        self.committee = committee
-        self.tokens = tokens
-        self.renewal = renewal
+    node: CaNode
+    calls: MemberCalls
+    committee: CommitteeFlows
+    tokens: TokenFlows
+    renewal: Renewal
 
     def register(self, admin: AdminServer) -> None:
         admin.route("/v1/ca/status", self.status_route)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -28,20 +29,14 @@ from peermesh.policy.errors import UpdateRefused
 from peermesh.policy.model import JOIN_TOKEN
 
 
+@dataclass(eq=False)
 class TokenFlows:
     """Creating join tokens (any member) and confirming them (signers)."""
 
-    def __init__(
-        self,
-        node: CaNode,
-        calls: MemberCalls,
-        committee: CommitteeFlows,
-        signing: SigningService,
-    ) -> None:
-        self.node = node
-        self.calls = calls
-        self.committee = committee
-        self.signing = signing
+    node: CaNode
+    calls: MemberCalls
+    committee: CommitteeFlows
+    signing: SigningService
 
     async def rpc_check(self, request: ControlRequest[m.TokenCheckRequest]) -> m.TokenCheckReply:
         """Does this signer's policy hold join token ``id``? Merges ``update`` first if given."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, TypeVar
 
 from certs.spiffe import SpiffeId
+from peermesh.core.codec import WireMessage
 from peermesh.core.wire import Message
 
 Req = TypeVar("Req", bound=Message)
@@ -32,27 +33,11 @@ class ControlRequest(Generic[Req]):
     node: str | None = None
 
 
-@dataclass(frozen=True)
-class Empty:
+class Empty(WireMessage, what="empty body", bare=True):
     """A body with nothing in it (``None`` on the wire)."""
 
-    def to_wire(self) -> Any:
-        return None
 
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        return cls()
-
-
-@dataclass(frozen=True)
-class Opaque:
+class Opaque(WireMessage, what="body", bare=True):
     """A body whose shape its handler checks itself."""
 
     value: Any = None
-
-    def to_wire(self) -> Any:
-        return self.value
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Self:
-        return cls(raw)
