@@ -100,8 +100,15 @@ def format_duration(seconds: float) -> str:
 
 
 def _drop_empty(data: JSON) -> JSON:
-    """Omit unset fields so the canonical form (and thus the content hash) has one spelling."""
-    return {k: v for k, v in data.items() if v is not None and v != [] and v != {}}
+    """Omit unset fields so the canonical form (and thus the content hash) has one spelling;
+    a nested model object is written as its own document form."""
+    out: JSON = {}
+    for key, value in data.items():
+        if hasattr(value, "to_dict"):
+            value = value.to_dict()
+        if value is not None and value != [] and value != {}:
+            out[key] = value
+    return out
 
 
 __all__ = [

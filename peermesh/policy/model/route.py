@@ -41,8 +41,8 @@ class HTTPMatch:
         return _drop_empty(
             {
                 "name": self.name,
-                "uri": self.uri.to_dict() if self.uri else None,
-                "method": self.method.to_dict() if self.method else None,
+                "uri": self.uri,
+                "method": self.method,
                 "headers": {k: m.to_dict() for k, m in self.headers},
                 "queryParams": {k: m.to_dict() for k, m in self.query_params},
             }
@@ -90,8 +90,8 @@ class Headers:
     def to_dict(self) -> JSON:
         return _drop_empty(
             {
-                "request": self.request.to_dict() if self.request else None,
-                "response": self.response.to_dict() if self.response else None,
+                "request": self.request,
+                "response": self.response,
             }
         )
 
@@ -161,8 +161,8 @@ class Fault:
     def to_dict(self) -> JSON:
         return _drop_empty(
             {
-                "delay": self.delay.to_dict() if self.delay else None,
-                "abort": self.abort.to_dict() if self.abort else None,
+                "delay": self.delay,
+                "abort": self.abort,
             }
         )
 
@@ -213,16 +213,16 @@ class HTTPRoute:
                 "match": [m.to_dict() for m in self.match],
                 "route": [r.to_dict() for r in self.route],
                 "timeout": format_duration(self.timeout) if self.timeout is not None else None,
-                "retries": self.retries.to_dict() if self.retries else None,
-                "fault": self.fault.to_dict() if self.fault else None,
-                "mirror": self.mirror.to_dict() if self.mirror else None,
+                "retries": self.retries,
+                "fault": self.fault,
+                "mirror": self.mirror,
                 "mirrorPercentage": (
                     {"value": self.mirror_percentage}
                     if self.mirror_percentage is not None
                     else None
                 ),
-                "headers": self.headers.to_dict() if self.headers else None,
-                "rewrite": self.rewrite.to_dict() if self.rewrite else None,
+                "headers": self.headers,
+                "rewrite": self.rewrite,
             }
         )
 

@@ -131,13 +131,11 @@ class TrafficPolicySpec:
         return _drop_empty(
             {
                 "host": self.host,
-                "loadBalancer": self.load_balancer.to_dict() if self.load_balancer else None,
-                "connectionPool": self.connection_pool.to_dict() if self.connection_pool else None,
-                "outlierDetection": (
-                    self.outlier_detection.to_dict() if self.outlier_detection else None
-                ),
-                "rateLimit": self.rate_limit.to_dict() if self.rate_limit else None,
-                "retryBudget": self.retry_budget.to_dict() if self.retry_budget else None,
+                "loadBalancer": self.load_balancer,
+                "connectionPool": self.connection_pool,
+                "outlierDetection": self.outlier_detection,
+                "rateLimit": self.rate_limit,
+                "retryBudget": self.retry_budget,
                 "subsets": [s.to_dict() for s in self.subsets],
             }
         )

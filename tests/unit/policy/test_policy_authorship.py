@@ -44,6 +44,7 @@ from peermesh.policy.journal import Journal
 from peermesh.policy.messages import EDIT, PUSH, EditRequest, PushRequest
 from peermesh.policy.persistence import DiskPersistence
 from peermesh.policy.records import VersionRecord, content_hash, decode_record
+from peermesh.policy.recovery import check, recover
 from peermesh.policy.storage import JournalRecordInvalid
 from peermesh.policy.store import PolicyStore
 from peermesh.policy.validate import PolicyError, canonical_json, parse_object
@@ -357,6 +358,29 @@ def test_an_intact_log_record_whose_policy_is_refused_stops_the_load(tmp_path) -
     message = str(refused.value)
     assert f"{log.path} holds an intact record 1 at byte {at}" in message
     assert "peermesh policy recover" in message and "refusing to start" in message
+
+
+def test_recover_validates_the_snapshot_then_the_log_over_what_a_start_keeps(tmp_path) -> None:
+    path = tmp_path / "policy.bin"
+    # A snapshot signed under another mesh's root, then a log record signed by the mesh.
+    with store("x", FOREIGN.leaf("web"), root=FOREIGN, path=path) as foreign:
+        foreign.apply([route("planted")], now=NOW)
+        foreign.compact()
+    log = Journal(path.with_name("policy.bin.log"))
+    log.append(store("node-a", WEB).apply([route("r")], now=NOW).update)
+    log.close()
+    found = check(DiskPersistence(path), ROOT.verifier())
+    # The snapshot is refused; the log is fine over nothing, where the next start begins.
+    assert [(d.path, d.record) for d in found] == [(path, None)]
+    assert "holds invalid policy" in found[0].reason
+    moved = recover(DiskPersistence(path), now=dt.datetime(2026, 12, 3, tzinfo=dt.UTC),
+                    verifier=ROOT.verifier()).moved  # fmt: skip
+    assert [src for src, _ in moved] == [path]
+    with store("node-a", WEB, path=path) as again:
+        assert {o.name for o in again.objects("Route")} == {"r"}
+    assert check(DiskPersistence(path), ROOT.verifier()) == []
+    # Without the trust bundle only objects are checked, and these are valid objects.
+    assert check(DiskPersistence(path)) == []
 
 
 # ---------------------------------------------------------------------------- authority
