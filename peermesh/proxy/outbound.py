@@ -130,6 +130,9 @@ class OutboundProxy:
             pool=pool,
             metrics=metrics,
             expected_identity=self._expected_identity,
+            traffic=self.traffic,
+            policy=lambda: self.policy() if self.policy is not None else None,
+            rng=self.rng,
             access_log=lambda: access_log_of(self.observer),
         )
 
@@ -188,11 +191,10 @@ class OutboundProxy:
             kind, data = await detect(transport)
         if kind != "tcp":
             return kind, data
-        endpoints = self.endpoints.endpoints(service) or []
-        endpoint = self.rng.choice(list(endpoints)) if endpoints else None
+        endpoints = list(self.endpoints.endpoints(service) or [])
         self.metrics.open_connections.labels("outbound").inc()
         try:
-            await self.tunnel.run(transport, data, service, port, endpoint)
+            await self.tunnel.run(transport, data, service, port, endpoints)
         finally:
             self.metrics.open_connections.labels("outbound").dec()
         return None
