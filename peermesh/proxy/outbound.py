@@ -1,4 +1,4 @@
-"""Outbound listener: the app's requests enter the mesh here (default 127.0.0.1:15001).
+"""Outbound listener: the app's requests enter the mesh here (default 127.0.0.1 and [::1]:15001).
 
 Apps speak HTTP/1.1 (also as an ``HTTP_PROXY``) or HTTP/2 with prior knowledge; the
 connection preface tells them apart. The destination service comes from the

@@ -20,6 +20,7 @@ import trio
 
 from peermesh.agent import Agent
 from peermesh.agent.devmesh import free_port
+from peermesh.agent.wiring import listen
 from peermesh.net.admin_guard import ADMIN_HEADERS
 from peermesh.observability.accesslog import AccessLog
 from tests.support.meshkit import agent_config, eventually, two_agents
@@ -284,3 +285,23 @@ async def test_all_backends_down_closes_the_connection_with_a_line_and_a_counter
         assert (line["sent_bytes"], line["received_bytes"]) == (0, 0)
         counted = metric(mesh.client, "peermesh_tcp_connections_total")
         assert 'outcome="app-refused"' in counted, counted
+
+
+async def test_the_loopbacks_listener_takes_ipv4_and_ipv6_on_one_port():
+    listeners = await listen(("localhost", 0), "outbound")
+    families = {listener.socket.family for listener in listeners}
+    assert families == {socket.AF_INET, socket.AF_INET6}  # the default --outbound's host
+    port = listeners[0].socket.getsockname()[1]
+    assert {listener.socket.getsockname()[1] for listener in listeners} == {port}
+    async with trio.open_nursery() as nursery:
+
+        async def greet(stream: trio.SocketStream) -> None:
+            await stream.send_all(str(stream.socket.family.name).encode())
+            await stream.aclose()
+
+        nursery.start_soon(trio.serve_listeners, greet, listeners)
+        for host, family in (("127.0.0.1", "AF_INET"), ("::1", "AF_INET6")):
+            client = await trio.open_tcp_stream(host, port)
+            assert await read_all(client) == family.encode()
+            await client.aclose()
+        nursery.cancel_scope.cancel()
