@@ -3,11 +3,12 @@
 Outbound, a captured connection whose first bytes are not HTTP/1.1 or HTTP/2 (or that sends
 nothing within :data:`DETECT_TIMEOUT`, as server-speaks-first protocols do) is carried as a
 CONNECT stream on the pooled mTLS connection to an agent of the destination service, like
-Istio's HBONE. Inbound, the agent authorizes the caller's SPIFFE ID for the requested port
-(AuthorizationPolicy ``to.ports``), dials its local app and relays. Flow control is the
-stream's own (DATA is acknowledged only as it is written on); a FIN becomes END_STREAM and
-back, and a reset on either side becomes a reset (TCP RST / RST_STREAM CONNECT_ERROR) on the
-other.
+Istio's HBONE; that agent is picked by the destination's balancer, and an open that fails
+before any byte reached an app is tried on another. Inbound, the agent authorizes the
+caller's SPIFFE ID for the requested port (AuthorizationPolicy ``to.ports``), dials its
+local app and relays. Flow control is the stream's own (DATA is acknowledged only as it is
+written on); a FIN becomes END_STREAM and back, and a reset on either side becomes a reset
+(TCP RST / RST_STREAM CONNECT_ERROR) on the other.
 """
 
 from __future__ import annotations

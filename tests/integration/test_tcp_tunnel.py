@@ -23,6 +23,7 @@ from peermesh.agent.devmesh import free_port
 from peermesh.agent.wiring import listen
 from peermesh.net.admin_guard import ADMIN_HEADERS
 from peermesh.observability.accesslog import AccessLog
+from peermesh.proxy.tunnel import OpenFailure
 from tests.support.meshkit import agent_config, eventually, two_agents
 from tests.support.pki import make_mesh_pki
 
@@ -114,7 +115,10 @@ class Backends:
 
 
 @asynccontextmanager
-async def backends(tmp_path, app_ports: list[int]) -> AsyncIterator[Backends]:
+async def backends(
+    tmp_path, app_ports: list[int], *, dead_agents: int = 0
+) -> AsyncIterator[Backends]:
+    """``dead_agents`` more orders endpoints are addresses where no agent listens."""
     nodes = {"node-a": "frontend"} | {f"node-{i}": "orders" for i in range(len(app_ports))}
     dirs = make_mesh_pki(tmp_path, nodes=nodes)
     async with trio.open_nursery() as nursery:
@@ -124,6 +128,7 @@ async def backends(tmp_path, app_ports: list[int]) -> AsyncIterator[Backends]:
             await nursery.start(agent.run)
             servers.append(agent)
         peers = tuple("orders={}:{}".format(*agent.addresses["inbound"]) for agent in servers)
+        peers += tuple(f"orders=127.0.0.1:{free_port()}" for _ in range(dead_agents))
         client = Agent(agent_config("node-a", "frontend", dirs["node-a"], peers=peers))
         await nursery.start(client.run)
         access = tmp_path / "frontend-access.log"
@@ -270,6 +275,24 @@ async def test_a_backend_whose_app_refuses_is_retried_on_another(tmp_path):
         assert f"{float(len(retried)):.1f}" in metric(mesh.client, "peermesh_retries_total")
 
 
+async def test_an_endpoint_whose_agent_is_gone_is_retried_on_another(tmp_path):
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    async with backends(tmp_path, [listener.socket.getsockname()[1]], dead_agents=1) as mesh:
+        mesh.nursery.start_soon(echo_app, listener)
+        mesh.client.policy.apply([ROUND_ROBIN], now=0.0)
+        for i in range(6):
+            app = await tunnel_client(mesh, port=7000)
+            await app.send_all(b"ping %d" % i)
+            await app.send_eof()
+            assert await read_all(app) == b"ping %d" % i
+            await app.aclose()
+        await eventually(lambda: len(mesh.lines()) == 6)
+        assert {line["outcome"] for line in mesh.lines()} == {"ok"}
+        assert any(line["attempts"] == 2 for line in mesh.lines())
+        failed = metric(mesh.client, "peermesh_sidecar_errors_total")
+        assert 'error="tcp-peer-unreachable"' in failed, failed
+
+
 async def test_all_backends_down_closes_the_connection_with_a_line_and_a_counter(tmp_path):
     async with backends(tmp_path, [closed_port(), closed_port()]) as mesh:
         app = await tunnel_client(mesh, port=7000)
@@ -305,3 +328,18 @@ async def test_the_loopbacks_listener_takes_ipv4_and_ipv6_on_one_port():
             assert await read_all(client) == family.encode()
             await client.aclose()
         nursery.cancel_scope.cancel()
+
+
+def test_only_opens_that_put_no_byte_before_an_app_are_retried():
+    retried = {f for f in OpenFailure if f.retryable(sent=False)}
+    assert retried == {
+        OpenFailure.UNREACHABLE,
+        OpenFailure.GOAWAY,
+        OpenFailure.REFUSED,
+        OpenFailure.LOST,
+        OpenFailure.APP_REFUSED,
+    }
+    # A connection lost before the answer may already have relayed the app's first bytes.
+    assert not OpenFailure.LOST.retryable(sent=True)
+    assert OpenFailure.REFUSED.retryable(sent=True)  # REFUSED_STREAM: never processed
+    assert not OpenFailure.DENIED.retryable(sent=False)  # the same answer anywhere
