@@ -50,18 +50,17 @@ CACHE_ALLOW_FRONTEND = {
 }
 
 
-def wait_admin(host: Host) -> None:
-    """Agent start-up (not a timing assertion): poll /readyz until it answers."""
+def wait_admin(host: Host, url: str = "127.0.0.1:15000/readyz") -> None:
+    """Start-up (not a timing assertion): poll the agent's /readyz (or ``url``) until it answers."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         done = subprocess.run(
-            host.command("curl", "-sf", "--max-time", "1", "127.0.0.1:15000/readyz"),
-            capture_output=True,
+            host.command("curl", "-sf", "--max-time", "1", url), capture_output=True
         )
         if done.returncode == 0:
             return
         time.sleep(0.1)
-    raise AssertionError(f"agent in {host.netns} never became ready")
+    raise AssertionError(f"{url} in {host.netns} never became ready")
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +239,7 @@ def mesh6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Host
                 )))  # fmt: skip
             for host in (server, client):
                 wait_admin(host)
+            wait_admin(server, "127.0.0.1:8080/")  # the app too, or the first call gets 502
             subprocess.run(client.command(
                 sys.executable, "-m", "peermesh", "capture", "install", "--agent-user", "0",
                 "--mesh-cidr", "fd00:77::/64",
