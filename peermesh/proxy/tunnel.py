@@ -337,7 +337,7 @@ class TunnelOut:
                     "tcp to %s:%d: no tunnel after %d attempt(s): %s",
                     service, port, record.attempts, stream.why,
                 )  # fmt: skip
-                await _refuse(tcp, upgrade, stream.status, HTTPStatus(stream.status).phrase)
+                await _refuse(tcp, upgrade, stream.status, _phrase(stream.status))
                 return
             await relay(tcp, stream, record, b"")
         finally:
@@ -441,6 +441,14 @@ class TunnelOut:
             address, now, ok=ok, gateway_error=not ok
         ):
             self.metrics.ejections.labels(state.host).inc()
+
+
+def _phrase(status: int) -> str:
+    """The reason phrase of ``status``; a code with no registered phrase gets a generic one."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Refused"
 
 
 async def _refuse(tcp: trio.SocketStream, upgrade: bool, status: int, reason: str) -> None:
