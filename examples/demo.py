@@ -12,6 +12,8 @@ A sixth agent then joins with a join token that lives in the replicated policy.
 Every arrow between services is an mTLS HTTP/2 hop between two agents. The demo
 sends a steady trickle of requests, now and then one to a service that does not
 exist (the sidecar answers 503 itself), and shows what went where every second.
+Run as root, it then shows transparent capture (``examples/capture_demo.py``): curl and
+redis-cli in a network namespace, with no proxy settings, reach services by mesh name.
 Ctrl-C (or ``--duration N``) stops everything with SIGTERM, the agents drain and
 exit 0.
 """
@@ -39,6 +41,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from examples import capture_demo
 from peermesh.agent.devmesh import free_port, free_port_pair
 
 TRUST_DOMAIN = "demo.mesh"
@@ -516,10 +519,15 @@ def main() -> None:
         # its last frame without the final newline.
         console.line(1 if console.is_terminal else 2)
         show_observability(nodes)
+        console.print(
+            "\n[bold]6.[/] transparent capture: an unmodified app in a network namespace"
+            " reaches services by mesh name"
+        )
+        capture_demo.run(root / "capture", console.print, start)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        console.print("\n[bold]6.[/] stopping: SIGTERM → agents drain and exit")
+        console.print("\n[bold]7.[/] stopping: SIGTERM → agents drain and exit")
         for name, code in stop_mesh(nodes):
             mark = "[green]✔[/]" if code == 0 else f"[yellow]exit {code}[/]"
             console.print(f"   {mark} {name}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 from typing import Any, Protocol
 
 import trio
@@ -17,6 +19,8 @@ from peermesh.net.rpc.ping import PING, PingReply, PingRequest
 from peermesh.observability.metrics import AgentMetrics
 from peermesh.proxy.guard import ListenerGuard
 
+log = logging.getLogger(__name__)
+
 
 class PingCaller(Protocol):
     """Calls the ping control method on an agent at an address."""
@@ -24,15 +28,54 @@ class PingCaller(Protocol):
     async def call(self, endpoint: Endpoint, method: Any, body: PingRequest) -> PingReply: ...
 
 
+#: The listener host that stands for both loopbacks: 127.0.0.1 and [::1] on one port, as
+#: capture redirects IPv4 connections to the first and IPv6 ones to the second.
+LOOPBACKS = "localhost"
+#: Errors that mean the host has no IPv6 loopback: the IPv4 one then serves alone.
+_NO_IPV6 = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT})
+
+
 async def listen(address: tuple[str, int], what: str) -> list[trio.SocketListener]:
-    """Open the listeners for ``address``; a failure names what could not listen where."""
+    """Open the listeners for ``address``; a failure names what could not listen where.
+
+    ``localhost`` is both loopbacks on one port (the port of the IPv4 one when 0 was
+    asked); any other host is exactly that address.
+    """
     host, port = address
+    if host == LOOPBACKS:
+        return await _listen_loopbacks(port, what)
+    return await _listen_one(host, port, what)
+
+
+async def _listen_one(host: str, port: int, what: str) -> list[trio.SocketListener]:
     try:
         return await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         raise OSError(
             exc.errno, f"cannot listen for {what} on {host}:{port}: {exc.strerror}"
         ) from None
+
+
+async def _listen_loopbacks(port: int, what: str) -> list[trio.SocketListener]:
+    # An ephemeral IPv4 port may be taken on [::1]: pick another a few times.
+    for _try in range(8 if port == 0 else 1):
+        v4 = await _listen_one("127.0.0.1", port, what)
+        chosen = bound(v4)[1]
+        try:
+            v6 = await trio.open_tcp_listeners(chosen, host="::1")
+        except OSError as exc:
+            if exc.errno in _NO_IPV6:
+                log.info("no IPv6 loopback here: %s listens on 127.0.0.1:%d only", what, chosen)
+                return v4
+            for listener in v4:
+                await listener.aclose()
+            if port == 0 and exc.errno == errno.EADDRINUSE:
+                continue
+            raise OSError(
+                exc.errno, f"cannot listen for {what} on [::1]:{chosen}: {exc.strerror}"
+            ) from None
+        return v4 + v6
+    raise OSError(errno.EADDRINUSE, f"cannot listen for {what} on both loopbacks: ports taken")
 
 
 def bound(listeners: list[trio.SocketListener]) -> tuple[str, int]:

@@ -146,8 +146,11 @@ class ProxyConfig:
 
     outbound: tuple[str, int] = setting(
         "--outbound",
-        "127.0.0.1:15001",
-        help="Listener the local service sends mesh requests to.",
+        "localhost:15001",
+        help="Listener the local service sends mesh requests to. localhost (the default)"
+        " listens on both 127.0.0.1 and [::1], where capture redirects IPv4 and IPv6"
+        " connections (IPv4 only on a host without IPv6); any other ADDR:PORT is exactly"
+        " that address.",
         parse=lambda text: parse_address(text, "--outbound"),
     )
     inbound: tuple[str, int] = setting(

@@ -14,6 +14,7 @@ from peermesh.net import errors
 from peermesh.net.http.headers import HeaderError, RequestHead, destination_service
 from peermesh.observability.metrics import AgentMetrics
 from peermesh.policy.compiled import CompiledPolicy
+from peermesh.policy.model import Retries
 from peermesh.proxy.traffic import matching
 from peermesh.proxy.tunnel import TunnelOut
 from peermesh.proxy.upgrade import refusal
@@ -74,7 +75,7 @@ async def serve_upgrade(
 ) -> None:
     """An Upgrade request: routed like any request, then carried raw on the tunnel."""
     try:
-        target, endpoint = route_upgrade(head, captured, policy, endpoints, rng)
+        target, candidates, retries = route_upgrade(head, captured, policy, endpoints, rng)
     except errors.ProxyError as exc:
         metrics.sidecar_errors.labels("outbound", exc.code).inc()
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -84,7 +85,7 @@ async def serve_upgrade(
     port = authority_port(head, destination)
     metrics.open_connections.labels("outbound").inc()
     try:
-        await tunnel.run(transport, data, target, port, endpoint, upgrade=True)
+        await tunnel.run(transport, data, target, port, candidates, upgrade=True, retries=retries)
     finally:
         metrics.open_connections.labels("outbound").dec()
 
@@ -95,14 +96,16 @@ def route_upgrade(
     policy: CompiledPolicy | None,
     endpoints: EndpointSource,
     rng: random.Random,
-) -> tuple[str, Endpoint]:
-    """Where an upgrade request goes, by the same Route rules as any request to its service.
+) -> tuple[str, list[Endpoint], Retries | None]:
+    """Where an upgrade request goes, by the same Route rules as any request to its service:
+    the destination, its endpoints the balancer picks from, and the matched rule's retries.
 
     Raises ProxyError (no route, no endpoints, bad authority) for the app's refusal.
     """
     service = service_of_authority(head.authority, captured)
     target: str = service
     labels: tuple[tuple[str, str], ...] = ()
+    retries: Retries | None = None
     if policy is not None and policy.routes.get(service):
         headers = {n.decode("latin-1"): v.decode("latin-1") for n, v in head.headers}
         decision = policy.match_route(
@@ -111,13 +114,14 @@ def route_upgrade(
         if decision is not None:
             dest = decision.pick(rng.random())
             target, labels = dest.host, tuple(dest.labels or ())
+            retries = decision.retries
     known = endpoints.endpoints(target)
     if known is None:
         raise errors.no_route(target)
     candidates = matching(known, labels)
     if not candidates:
         raise errors.no_endpoints(target)
-    return target, rng.choice(list(candidates))
+    return target, candidates, retries
 
 
 def authority_port(head: RequestHead, destination: tuple[str, int] | None) -> int:

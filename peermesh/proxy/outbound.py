@@ -1,4 +1,4 @@
-"""Outbound listener: the app's requests enter the mesh here (default 127.0.0.1:15001).
+"""Outbound listener: the app's requests enter the mesh here (default 127.0.0.1 and [::1]:15001).
 
 Apps speak HTTP/1.1 (also as an ``HTTP_PROXY``) or HTTP/2 with prior knowledge; the
 connection preface tells them apart. The destination service comes from the
@@ -134,6 +134,9 @@ class OutboundProxy:
             pool=pool,
             metrics=metrics,
             expected_identity=self._expected_identity,
+            traffic=self.traffic,
+            policy=lambda: self.policy() if self.policy is not None else None,
+            rng=self.rng,
             access_log=lambda: access_log_of(self.observer),
         )
 
@@ -202,11 +205,10 @@ class OutboundProxy:
             kind, data = await detect(transport)
         if kind != "tcp":
             return kind, data
-        endpoints = self.endpoints.endpoints(service) or []
-        endpoint = self.rng.choice(list(endpoints)) if endpoints else None
+        endpoints = list(self.endpoints.endpoints(service) or [])
         self.metrics.open_connections.labels("outbound").inc()
         try:
-            await self.tunnel.run(transport, data, service, port, endpoint)
+            await self.tunnel.run(transport, data, service, port, endpoints)
         finally:
             self.metrics.open_connections.labels("outbound").dec()
         return None

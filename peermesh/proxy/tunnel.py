@@ -3,35 +3,44 @@
 Outbound, a captured connection whose first bytes are not HTTP/1.1 or HTTP/2 (or that sends
 nothing within :data:`DETECT_TIMEOUT`, as server-speaks-first protocols do) is carried as a
 CONNECT stream on the pooled mTLS connection to an agent of the destination service, like
-Istio's HBONE. Inbound, the agent authorizes the caller's SPIFFE ID for the requested port
-(AuthorizationPolicy ``to.ports``), dials its local app and relays. Flow control is the
-stream's own (DATA is acknowledged only as it is written on); a FIN becomes END_STREAM and
-back, and a reset on either side becomes a reset (TCP RST / RST_STREAM CONNECT_ERROR) on the
-other.
+Istio's HBONE; that agent is picked by the destination's balancer, and an open that fails
+before any byte reached an app is tried on another. Inbound, the agent authorizes the
+caller's SPIFFE ID for the requested port (AuthorizationPolicy ``to.ports``), dials its
+local app and relays. Flow control is the stream's own (DATA is acknowledged only as it is
+written on); a FIN becomes END_STREAM and back, and a reset on either side becomes a reset
+(TCP RST / RST_STREAM CONNECT_ERROR) on the other.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
+import random
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import trio
 
 from certs.spiffe import SpiffeId
 from peermesh.core.endpoint import Endpoint
+from peermesh.net.errors import ProxyError
+from peermesh.net.http.h2errors import ConnectionLost, StreamRefused
 from peermesh.net.http.h2session import ConnectionUnavailable, ErrorCode, H2Stream, StreamReset
 from peermesh.net.http.headers import Headers, RequestHead
 from peermesh.net.pool import PeerPool
 from peermesh.observability.accesslog import AccessLog
 from peermesh.observability.context import iso_utc
 from peermesh.observability.metrics import AgentMetrics
+from peermesh.policy.compiled import CompiledPolicy
+from peermesh.policy.model import Retries
 from peermesh.proxy.sniff import H2_PREFACE
+from peermesh.proxy.traffic import DestinationState, TrafficTable
 from peermesh.proxy.upgrade import (
     TUNNEL_HEADER,
     UPGRADE,
@@ -41,6 +50,7 @@ from peermesh.proxy.upgrade import (
     read_stream_head,
     refusal,
 )
+from peermesh.traffic.retry import backoff
 
 if TYPE_CHECKING:
     from peermesh.observability.hub import Observability
@@ -100,6 +110,7 @@ class TunnelRecord:
     sent: int = 0  # towards the destination
     received: int = 0  # back towards the caller
     outcome: str = "ok"
+    attempts: int = 0  # CONNECT streams opened to get this connection through (outbound)
     started: float = field(default_factory=trio.current_time)
     started_wall: float = field(default_factory=time.time)
     duration: float = 0.0
@@ -121,6 +132,7 @@ class TunnelRecord:
                     "received_bytes": self.received,
                     "duration_ms": round(self.duration * 1000, 3),
                     "outcome": self.outcome,
+                    "attempts": self.attempts or None,
                 },
                 separators=(",", ":"),
             ).encode()
@@ -138,9 +150,10 @@ class TunnelRecord:
         metrics.tcp_bytes.labels(self.direction, self.destination, "received").inc(self.received)
         metrics.tcp_duration.labels(self.direction, self.destination).observe(seconds)
         access.info(
-            "tcp %s %s -> %s:%d peer=%s outcome=%s sent=%d received=%d duration=%.3fs",
+            "tcp %s %s -> %s:%d peer=%s outcome=%s attempts=%d sent=%d received=%d"
+            " duration=%.3fs",
             self.direction, self.source, self.destination, self.port, self.peer or "-",
-            self.outcome, self.sent, self.received, seconds,
+            self.outcome, self.attempts, self.sent, self.received, seconds,
         )  # fmt: skip
 
 
@@ -225,8 +238,51 @@ def connect_headers(service: str, port: int, *, upgrade: bool = False) -> Header
     return headers
 
 
+#: Opens tried per connection when no Route gives the service retries: one dead or
+#: refusing endpoint costs a retry, two in a row still leave a third try (Envoy's TCP proxy
+#: ``max_connect_attempts`` is the same idea, with a default of one).
+DEFAULT_CONNECT_ATTEMPTS = 3
+
+
+class OpenFailure(enum.Enum):
+    """Why one open of a CONNECT stream failed, and whether another endpoint may be tried."""
+
+    UNREACHABLE = "peer-unreachable"  # no connection to the far agent (dial, TLS, backoff)
+    GOAWAY = "goaway"  # the connection would take no new stream
+    REFUSED = "refused-stream"  # REFUSED_STREAM: the far agent did not process it
+    LOST = "connection-lost"  # the connection died before an answer
+    RESET = "peer-reset"  # any other reset before an answer
+    APP_REFUSED = "app-refused"  # 502/503: the far agent could not reach its app
+    DENIED = "denied"  # 403: authorization said no; the same answer anywhere
+    STATUS = "status"  # any other refusal
+
+    def retryable(self, *, sent: bool) -> bool:
+        """Only opens that certainly put no byte in front of an app are tried again."""
+        if self is OpenFailure.LOST:
+            return not sent  # the answer may have been on its way, with our bytes relayed
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset(
+    {OpenFailure.UNREACHABLE, OpenFailure.GOAWAY, OpenFailure.REFUSED, OpenFailure.APP_REFUSED}
+)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    failure: OpenFailure
+    status: int = 502
+    why: str = ""
+
+
 class TunnelOut:
-    """The outbound half: app TCP connection -> CONNECT stream to a destination agent."""
+    """The outbound half: app TCP connection -> CONNECT stream to a destination agent.
+
+    The endpoint is chosen per attempt by the destination's balancer, past ejected
+    outliers, and each open's result feeds both, as for HTTP requests. An open that
+    fails before any byte reached an app is tried on another endpoint, up to the
+    attempts allowed; once the far agent answered 200, the connection is never retried.
+    """
 
     def __init__(
         self,
@@ -235,6 +291,9 @@ class TunnelOut:
         pool: PeerPool,
         metrics: AgentMetrics,
         expected_identity: Callable[[str], SpiffeId],
+        traffic: TrafficTable | None = None,
+        policy: Callable[[], CompiledPolicy | None] = lambda: None,
+        rng: random.Random | None = None,
         access_log: Callable[[], AccessLog | None] = lambda: None,
     ) -> None:
         self.local_service = local_service
@@ -243,6 +302,10 @@ class TunnelOut:
         self.pool = pool
         self.metrics = metrics
         self.expected_identity = expected_identity
+        self.rng = rng or random.Random()
+        #: Balancer, outlier and retry-budget state per destination, shared with HTTP.
+        self.traffic = traffic if traffic is not None else TrafficTable(rng=self.rng)
+        self.policy = policy
 
     async def run(
         self,
@@ -250,64 +313,142 @@ class TunnelOut:
         initial: bytes,
         service: str,
         port: int,
-        endpoint: Endpoint | None,
+        endpoints: Sequence[Endpoint],
         *,
         upgrade: bool = False,
+        retries: Retries | None = None,
     ) -> None:
-        """Carry ``tcp`` (``initial`` already read from it) to ``service`` on ``endpoint``."""
+        """Carry ``tcp`` (``initial`` already read from it) to ``service`` on one of
+        ``endpoints``; ``retries`` (a Route's, for an upgrade) sets the attempts."""
         record = TunnelRecord("outbound", self.local_service, service, port)
         try:
-            if endpoint is None:
+            if not endpoints:
                 record.outcome = "no-endpoints"
                 log.info("tcp to %s:%d: no endpoint of the service; closing", service, port)
-                await trio.aclose_forcefully(tcp)
-                return
-            record.peer = endpoint.address
-            record.peer_identity = str(self.expected_identity(endpoint.service))
-            stream = await self._open(endpoint, service, port, upgrade=upgrade)
-            if stream is None:
-                record.outcome = "peer-unreachable"
                 await _refuse(tcp, upgrade, 503, "Service Unavailable")
                 return
-            try:
-                # Sent before the answer: an upgrade's far side authorizes on this head.
-                if initial:
-                    await stream.send_data(initial)
-                    record.sent += len(initial)
-                headers = await stream.receive_headers()
-            except _STREAM_ERRORS as exc:
-                record.outcome = "peer-reset"
-                log.info("tcp to %s:%d: tunnel refused: %s", service, port, exc)
-                _hard_close(tcp)
-                await trio.aclose_forcefully(tcp)
-                return
-            status = dict(headers).get(b":status", b"")
-            if status != b"200":
-                text = status.decode("ascii", "replace")
-                record.outcome = "denied" if status == b"403" else f"status-{text}"
-                log.info("tcp to %s:%d: tunnel refused with %s", service, port, text)
-                stream.reset(ErrorCode.CANCEL)
-                code = int(text) if text.isdigit() else 502
-                await _refuse(tcp, upgrade, code, "Forbidden" if code == 403 else "Bad Gateway")
+            attempts = 1 + retries.attempts if retries is not None else DEFAULT_CONNECT_ATTEMPTS
+            stream = await self._connect(record, endpoints, initial, attempts, upgrade=upgrade)
+            if isinstance(stream, _Refused):
+                record.outcome = stream.failure.value
+                if stream.failure is OpenFailure.STATUS:
+                    record.outcome = f"status-{stream.status}"
+                log.info(
+                    "tcp to %s:%d: no tunnel after %d attempt(s): %s",
+                    service, port, record.attempts, stream.why,
+                )  # fmt: skip
+                await _refuse(tcp, upgrade, stream.status, _phrase(stream.status))
                 return
             await relay(tcp, stream, record, b"")
         finally:
             record.finish(self.metrics, self.access_log())
 
-    async def _open(
-        self, endpoint: Endpoint, service: str, port: int, *, upgrade: bool
-    ) -> H2Stream | None:
-        expect = self.expected_identity(endpoint.service)
-        for _attempt in range(2):
-            try:
-                session = await self.pool.session_for(endpoint, expect=expect)
-                return await session.open_stream(connect_headers(service, port, upgrade=upgrade))
-            except ConnectionUnavailable:
-                continue
-            except Exception as exc:  # the pool's own errors say why; the app gets a close
-                log.info("tcp to %s: cannot reach %s: %s", service, endpoint.address, exc)
-                return None
-        return None
+    async def _connect(
+        self,
+        record: TunnelRecord,
+        endpoints: Sequence[Endpoint],
+        initial: bytes,
+        attempts: int,
+        *,
+        upgrade: bool,
+    ) -> H2Stream | _Refused:
+        """Open attempts until one is answered 200 (its stream) or none is left."""
+        service = record.destination
+        state = self.traffic.state_for(service, self.policy())
+        state.budget.record_request(trio.current_time())
+        tried: list[str] = []
+        refused = _Refused(OpenFailure.UNREACHABLE, 503, "no attempt made")
+        for attempt in range(1, attempts + 1):
+            now = trio.current_time()
+            eligible = state.outlier.filter(endpoints, now) if state.outlier else endpoints
+            endpoint = state.balancer.pick(eligible, now=now, exclude=tried)
+            if endpoint is None:
+                break
+            tried.append(endpoint.address)
+            record.attempts = attempt
+            record.peer = endpoint.address
+            record.peer_identity = str(self.expected_identity(endpoint.service))
+            state.balancer.on_start(endpoint.address, now)
+            answer = await self._open_once(endpoint, record, initial, upgrade=upgrade)
+            if not isinstance(answer, _Refused):
+                self._feed(state, endpoint.address, now, ok=True)
+                if attempt > 1:
+                    self.metrics.retries.labels(service).inc(attempt - 1)
+                return answer
+            # A denial is the far agent working as told: no mark against its health.
+            self._feed(state, endpoint.address, now, ok=answer.failure is OpenFailure.DENIED)
+            refused = answer
+            self.metrics.sidecar_errors.labels("outbound", f"tcp-{answer.failure.value}").inc()
+            log.info(
+                "tcp to %s:%d: attempt %d on %s failed: %s",
+                service, record.port, attempt, endpoint.address, answer.why,
+            )  # fmt: skip
+            if attempt == attempts or not answer.failure.retryable(sent=bool(initial)):
+                break
+            if not state.budget.try_withdraw(trio.current_time()):
+                self.metrics.sidecar_errors.labels("outbound", "retry-budget-exhausted").inc()
+                break
+            await trio.sleep(backoff(attempt, self.rng))
+        if record.attempts > 1:
+            self.metrics.retries.labels(service).inc(record.attempts - 1)
+        return refused
+
+    async def _open_once(
+        self, endpoint: Endpoint, record: TunnelRecord, initial: bytes, *, upgrade: bool
+    ) -> H2Stream | _Refused:
+        """One CONNECT on ``endpoint``: the stream once answered 200, else why not."""
+        headers = connect_headers(record.destination, record.port, upgrade=upgrade)
+        try:
+            session = await self.pool.session_for(
+                endpoint, expect=self.expected_identity(endpoint.service)
+            )
+            stream = await session.open_stream(headers)
+        except ConnectionUnavailable as exc:
+            return _Refused(OpenFailure.GOAWAY, 503, str(exc) or "connection takes no stream")
+        except ProxyError as exc:  # the pool's dial, TLS and backoff errors say why
+            return _Refused(OpenFailure.UNREACHABLE, 503, str(exc))
+        try:
+            # Sent before the answer, so the app's first bytes lose no round trip (and an
+            # upgrade's far side authorizes on this head); the far agent writes them to
+            # its app only after it answered 200.
+            if initial:
+                await stream.send_data(initial)
+            answer = await stream.receive_headers()
+        except StreamRefused as exc:
+            return _Refused(OpenFailure.REFUSED, 503, str(exc))
+        except ConnectionLost as exc:
+            return _Refused(OpenFailure.LOST, 503, str(exc))
+        except _STREAM_ERRORS as exc:
+            return _Refused(OpenFailure.RESET, 502, str(exc))
+        status = dict(answer).get(b":status", b"")
+        if status == b"200":
+            record.sent += len(initial)
+            return stream
+        stream.reset(ErrorCode.CANCEL)
+        text = status.decode("ascii", "replace")
+        code = int(text) if text.isdigit() and 400 <= int(text) < 600 else 502
+        if code == 403:
+            return _Refused(OpenFailure.DENIED, 403, "denied by the far agent's policy")
+        if code in (502, 503):
+            return _Refused(OpenFailure.APP_REFUSED, code, f"the far agent answered {text}")
+        return _Refused(OpenFailure.STATUS, code, f"the far agent answered {text}")
+
+    def _feed(self, state: DestinationState, address: str, started: float, *, ok: bool) -> None:
+        """One open's result to the balancer and the outlier detector, as an HTTP try's."""
+        now = trio.current_time()
+        state.balancer.on_finish(address, now, now - started, ok)
+        if state.outlier is not None and state.outlier.record(
+            address, now, ok=ok, gateway_error=not ok
+        ):
+            self.metrics.ejections.labels(state.host).inc()
+
+
+def _phrase(status: int) -> str:
+    """The reason phrase of ``status``; a code with no registered phrase gets a generic one."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Refused"
 
 
 async def _refuse(tcp: trio.SocketStream, upgrade: bool, status: int, reason: str) -> None:

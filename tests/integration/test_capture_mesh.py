@@ -50,18 +50,17 @@ CACHE_ALLOW_FRONTEND = {
 }
 
 
-def wait_admin(host: Host) -> None:
-    """Agent start-up (not a timing assertion): poll /readyz until it answers."""
+def wait_admin(host: Host, url: str = "127.0.0.1:15000/readyz") -> None:
+    """Start-up (not a timing assertion): poll the agent's /readyz (or ``url``) until it answers."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         done = subprocess.run(
-            host.command("curl", "-sf", "--max-time", "1", "127.0.0.1:15000/readyz"),
-            capture_output=True,
+            host.command("curl", "-sf", "--max-time", "1", url), capture_output=True
         )
         if done.returncode == 0:
             return
         time.sleep(0.1)
-    raise AssertionError(f"agent in {host.netns} never became ready")
+    raise AssertionError(f"{url} in {host.netns} never became ready")
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +200,86 @@ def test_redis_through_the_mesh_and_the_port_policy(mesh):
     ).stdout
     tcp = [line for line in metrics.splitlines() if line.startswith("peermesh_tcp_connections")]
     assert any('destination_service="cache"' in t and 'outcome="ok"' in t for t in tcp), tcp
+
+
+#: The IPv6 lab: the client's namespace keeps no IPv4 address but its loopback's.
+V6_CLIENT, V6_SERVER = "fd00:77::1", "fd00:77::2"
+
+
+@pytest.fixture(scope="module")
+def mesh6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Host]]:
+    """frontend in an IPv6-only namespace under capture; orders across IPv6 mTLS."""
+    dirs = make_mesh_pki(tmp_path_factory.mktemp("capture-mesh6"))
+    lab = Lab(prefix="pmcap6")
+    client, server = lab.up(2)
+    try:
+        for host, address in ((client, V6_CLIENT), (server, V6_SERVER)):
+            subprocess.run(host.command(
+                "ip", "-6", "addr", "add", f"{address}/64", "dev", "eth0", "nodad",
+            ), check=True)  # fmt: skip
+        subprocess.run(client.command(
+            "ip", "addr", "del", f"{client.address}/24", "dev", "eth0",
+        ), check=True)  # fmt: skip
+        with ExitStack() as stack:
+            stack.enter_context(process(server.command(
+                sys.executable, "-m", "examples.service", "--name", "orders", "--port", "8080",
+            )))  # fmt: skip
+            for host, node, service, extra in (
+                (server, "node-b", "orders=8080", ("--inbound", f"[{V6_SERVER}]:15443")),
+                (client, "node-a", "frontend=8080", (
+                    "--inbound", f"[{V6_CLIENT}]:15443",
+                    "--peer", f"orders=[{V6_SERVER}]:15443",
+                )),
+            ):  # fmt: skip
+                stack.enter_context(process(host.command(
+                    sys.executable, "-m", "peermesh", "agent", "--name", node,
+                    "--service", service, "--data-dir", str(dirs[node]),
+                    "--trust-domain", TRUST_DOMAIN, "--gossip", "off",
+                    "--log-level", "warning", *extra,
+                )))  # fmt: skip
+            for host in (server, client):
+                wait_admin(host)
+            wait_admin(server, "127.0.0.1:8080/")  # the app too, or the first call gets 502
+            subprocess.run(client.command(
+                sys.executable, "-m", "peermesh", "capture", "install", "--agent-user", "0",
+                "--mesh-cidr", "fd00:77::/64",
+            ), check=True, capture_output=True)  # fmt: skip
+            yield client, server
+    finally:
+        lab.down()
+
+
+#: Connect, stay silent past protocol detection (so the agent tunnels it as plain TCP),
+#: then speak HTTP/1.0 over the tunnel and print the status line that comes back.
+SILENT_FIRST = r"""
+import socket, sys, time
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+time.sleep(1.5)
+sock.sendall(b"GET / HTTP/1.0\r\nHost: orders\r\nConnection: close\r\n\r\n")
+got = b""
+while b"\r\n" not in got:
+    chunk = sock.recv(4096)
+    if not chunk:
+        break
+    got += chunk
+print(got.split(b"\r\n", 1)[0].decode())
+"""
+
+
+def test_an_ipv6_only_app_reaches_a_service_by_its_ipv6_address_through_two_agents(mesh6):
+    client, _server = mesh6
+    caller = f"URI=spiffe://{TRUST_DOMAIN}/svc/frontend"
+    body = curl(client, f"http://[{V6_SERVER}]:8080/")  # redirected to [::1]:15001
+    assert body["service"] == "orders"
+    assert str(body["caller"]).endswith(caller), body  # it came over mTLS, over IPv6
+    done = subprocess.run(
+        as_app(client, sys.executable, "-c", SILENT_FIRST, V6_SERVER, "8080"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.strip().startswith("HTTP/1."), done.stderr
+    assert " 200 " in done.stdout, done.stdout
+    metrics = subprocess.run(
+        client.command("curl", "-s", "127.0.0.1:15000/metrics"), capture_output=True, text=True
+    ).stdout
+    tcp = [line for line in metrics.splitlines() if line.startswith("peermesh_tcp_connections")]
+    assert any('destination_service="orders"' in t and 'outcome="ok"' in t for t in tcp), tcp

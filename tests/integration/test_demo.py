@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+
+from examples.capture_demo import unavailable
 
 
 def test_demo_runs_and_stops_cleanly(tmp_path):
@@ -36,3 +40,16 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
     assert "╰" in out
     bottom = next(i for i, line in enumerate(out.splitlines()) if line.startswith("╰"))
     assert out.splitlines()[bottom + 1] == "", out.splitlines()[bottom : bottom + 2]
+    # Step 6, transparent capture: shown when root, else one line saying why not.
+    why = unavailable()
+    if why is not None:
+        assert f"capture step skipped: {why}" in out
+    else:
+        assert "capture → orders answered" in out  # curl http://orders.mesh/, no proxy
+        assert "spiffe://capture.demo/svc/frontend over mTLS" in out
+        if shutil.which("redis-cli") and shutil.which("redis-server"):
+            assert "redis answered OK then 'hello' across the mesh" in out
+        else:
+            assert "the echo answered 'hello through the mesh'" in out
+        assert "namespaces, the nft table and their processes are gone" in out
+        assert not [ns for ns in os.listdir("/run/netns") if ns.startswith("pmdemo-")]

@@ -11,14 +11,21 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
+from peermesh.agent import Agent
+from peermesh.agent.devmesh import free_port
+from peermesh.agent.wiring import listen
 from peermesh.net.admin_guard import ADMIN_HEADERS
 from peermesh.observability.accesslog import AccessLog
-from tests.support.meshkit import eventually, two_agents
+from peermesh.proxy.tunnel import OpenFailure
+from tests.support.meshkit import agent_config, eventually, two_agents
+from tests.support.pki import make_mesh_pki
 
 AppServer = Callable[[trio.SocketListener], Awaitable[None]]
 
@@ -30,6 +37,12 @@ DENY_TCP = {
         "action": "DENY",
         "rules": [{"to": [{"operation": {"ports": [6379]}}]}],
     },
+}
+
+ROUND_ROBIN = {
+    "kind": "TrafficPolicy",
+    "name": "orders",
+    "spec": {"host": "orders", "loadBalancer": {"simple": "ROUND_ROBIN"}},
 }
 
 
@@ -59,12 +72,12 @@ async def resetting_app(listener: trio.SocketListener) -> None:
 async def tunnel_client(mesh, port: int = 6379) -> trio.SocketStream:
     """An app connection whose far end the client agent tunnels to orders:port."""
     outbound = mesh.client.outbound
-    [endpoint] = mesh.client.endpoints.endpoints("orders")
+    endpoints = list(mesh.client.endpoints.endpoints("orders"))
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     app_side = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
     agent_side = await listeners[0].accept()
     await listeners[0].aclose()
-    mesh.nursery.start_soon(outbound.tunnel.run, agent_side, b"", "orders", port, endpoint)
+    mesh.nursery.start_soon(outbound.tunnel.run, agent_side, b"", "orders", port, endpoints)
     return app_side
 
 
@@ -85,6 +98,52 @@ async def app_mesh(tmp_path, app: AppServer) -> AsyncIterator[Any]:
             mesh.nursery = apps
             yield mesh
         apps.cancel_scope.cancel()
+
+
+@dataclass
+class Backends:
+    """A frontend agent in front of one orders agent per app port (some with no app)."""
+
+    client: Agent
+    servers: list[Agent]
+    nursery: trio.Nursery
+    access: Path
+
+    def lines(self) -> list[dict]:
+        text = self.access.read_text() if self.access.exists() else ""
+        return [json.loads(line) for line in text.splitlines()]
+
+
+@asynccontextmanager
+async def backends(
+    tmp_path, app_ports: list[int], *, dead_agents: int = 0
+) -> AsyncIterator[Backends]:
+    """``dead_agents`` more orders endpoints are addresses where no agent listens."""
+    nodes = {"node-a": "frontend"} | {f"node-{i}": "orders" for i in range(len(app_ports))}
+    dirs = make_mesh_pki(tmp_path, nodes=nodes)
+    async with trio.open_nursery() as nursery:
+        servers = []
+        for i, app_port in enumerate(app_ports):
+            agent = Agent(agent_config(f"node-{i}", "orders", dirs[f"node-{i}"], app_port=app_port))
+            await nursery.start(agent.run)
+            servers.append(agent)
+        peers = tuple("orders={}:{}".format(*agent.addresses["inbound"]) for agent in servers)
+        peers += tuple(f"orders=127.0.0.1:{free_port()}" for _ in range(dead_agents))
+        client = Agent(agent_config("node-a", "frontend", dirs["node-a"], peers=peers))
+        await nursery.start(client.run)
+        access = tmp_path / "frontend-access.log"
+        writer = AccessLog(str(access))
+        client.observability.access_log = writer
+        nursery.start_soon(writer.run)
+        try:
+            yield Backends(client, servers, nursery, access)
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: an app that refuses every connection."""
+    return free_port()
 
 
 def metric(agent, name: str) -> str:
@@ -187,3 +246,100 @@ async def test_each_tunnelled_connection_is_one_json_access_line_on_both_agents(
         assert into["peer_identity"].startswith("spiffe://")
         assert into["peer_identity"].endswith("/frontend")
         assert (into["sent_bytes"], into["received_bytes"]) == (1000, 1000)
+
+
+async def test_a_backend_whose_app_refuses_is_retried_on_another(tmp_path):
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    live = listener.socket.getsockname()[1]
+    async with backends(tmp_path, [closed_port(), live]) as mesh:
+        mesh.nursery.start_soon(echo_app, listener)
+        # Round robin keeps sending first tries to the dead backend, whatever it learnt.
+        mesh.client.policy.apply([ROUND_ROBIN], now=0.0)
+        for i in range(12):
+            app = await tunnel_client(mesh, port=7000)
+            await app.send_all(b"ping %d" % i)
+            await app.send_eof()
+            assert await read_all(app) == b"ping %d" % i  # every connection gets through
+            await app.aclose()
+        await eventually(lambda: len(mesh.lines()) == 12)
+        lines = mesh.lines()
+        assert {line["outcome"] for line in lines} == {"ok"}
+        dead = "{}:{}".format(*mesh.servers[0].addresses["inbound"])
+        assert all(line["peer"] != dead for line in lines)
+        retried = [line for line in lines if line["attempts"] == 2]
+        # Round robin turns to the dead backend at least every other connection: retried.
+        assert len(retried) >= len(lines) // 2, lines
+        assert all(line["attempts"] in (1, 2) for line in lines)
+        failed = metric(mesh.client, "peermesh_sidecar_errors_total")
+        assert 'error="tcp-app-refused"' in failed, failed  # ... and each such try is counted
+        assert f"{float(len(retried)):.1f}" in metric(mesh.client, "peermesh_retries_total")
+
+
+async def test_an_endpoint_whose_agent_is_gone_is_retried_on_another(tmp_path):
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    async with backends(tmp_path, [listener.socket.getsockname()[1]], dead_agents=1) as mesh:
+        mesh.nursery.start_soon(echo_app, listener)
+        mesh.client.policy.apply([ROUND_ROBIN], now=0.0)
+        for i in range(6):
+            app = await tunnel_client(mesh, port=7000)
+            await app.send_all(b"ping %d" % i)
+            await app.send_eof()
+            assert await read_all(app) == b"ping %d" % i
+            await app.aclose()
+        await eventually(lambda: len(mesh.lines()) == 6)
+        assert {line["outcome"] for line in mesh.lines()} == {"ok"}
+        assert any(line["attempts"] == 2 for line in mesh.lines())
+        failed = metric(mesh.client, "peermesh_sidecar_errors_total")
+        assert 'error="tcp-peer-unreachable"' in failed, failed
+
+
+async def test_all_backends_down_closes_the_connection_with_a_line_and_a_counter(tmp_path):
+    async with backends(tmp_path, [closed_port(), closed_port()]) as mesh:
+        app = await tunnel_client(mesh, port=7000)
+        await app.send_all(b"hello?")
+        try:
+            assert await read_all(app) == b""
+        except trio.BrokenResourceError:
+            pass  # reset, as a host with nothing on the port answers
+        await eventually(lambda: len(mesh.lines()) == 1)
+        [line] = mesh.lines()
+        assert line["outcome"] == "app-refused"
+        assert line["attempts"] == 3  # the default connect attempts, over both endpoints
+        assert (line["sent_bytes"], line["received_bytes"]) == (0, 0)
+        counted = metric(mesh.client, "peermesh_tcp_connections_total")
+        assert 'outcome="app-refused"' in counted, counted
+
+
+async def test_the_loopbacks_listener_takes_ipv4_and_ipv6_on_one_port():
+    listeners = await listen(("localhost", 0), "outbound")
+    families = {listener.socket.family for listener in listeners}
+    assert families == {socket.AF_INET, socket.AF_INET6}  # the default --outbound's host
+    port = listeners[0].socket.getsockname()[1]
+    assert {listener.socket.getsockname()[1] for listener in listeners} == {port}
+    async with trio.open_nursery() as nursery:
+
+        async def greet(stream: trio.SocketStream) -> None:
+            await stream.send_all(str(stream.socket.family.name).encode())
+            await stream.aclose()
+
+        nursery.start_soon(trio.serve_listeners, greet, listeners)
+        for host, family in (("127.0.0.1", "AF_INET"), ("::1", "AF_INET6")):
+            client = await trio.open_tcp_stream(host, port)
+            assert await read_all(client) == family.encode()
+            await client.aclose()
+        nursery.cancel_scope.cancel()
+
+
+def test_only_opens_that_put_no_byte_before_an_app_are_retried():
+    retried = {f for f in OpenFailure if f.retryable(sent=False)}
+    assert retried == {
+        OpenFailure.UNREACHABLE,
+        OpenFailure.GOAWAY,
+        OpenFailure.REFUSED,
+        OpenFailure.LOST,
+        OpenFailure.APP_REFUSED,
+    }
+    # A connection lost before the answer may already have relayed the app's first bytes.
+    assert not OpenFailure.LOST.retryable(sent=True)
+    assert OpenFailure.REFUSED.retryable(sent=True)  # REFUSED_STREAM: never processed
+    assert not OpenFailure.DENIED.retryable(sent=False)  # the same answer anywhere

@@ -42,7 +42,7 @@ def test_defaults():
     )
     assert config.gossip.listen == ("0.0.0.0", 15946)
     assert config.gossip.mdns
-    assert config.proxy.outbound == ("127.0.0.1", 15001)
+    assert config.proxy.outbound == ("localhost", 15001)  # both loopbacks
     assert config.proxy.inbound == ("0.0.0.0", 15443)
     assert config.admin.listen == ("127.0.0.1", 15000)
     assert config.data_dir == Path("peermesh-data/node-a")
