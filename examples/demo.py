@@ -362,6 +362,27 @@ def apply_phase(root: Path, node: Node, index: int) -> str:
     return (out.stdout + out.stderr).strip()
 
 
+def wait_replicated(node: Node, timeout: float = 15) -> str:
+    """Wait until every peer of ``node`` holds the policy it holds; say how long it took.
+
+    The next requests then show the new policy in effect on every sidecar, however
+    slowly a busy machine replicates it.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        code, status = get_json(node.admin_url + "/v1/policy/status")
+        peers = status.get("peers", []) if code == 200 else []
+        if (
+            peers
+            and status.get("converged_with_reachable_peers")
+            and all(p.get("reachable") for p in peers)
+        ):
+            took = time.monotonic() - started
+            return f"replicated to {len(peers)} other agents in {took:.1f}s"
+        time.sleep(0.1)
+    return f"not yet replicated to every agent after {timeout:.0f}s"
+
+
 def _short(identity: str | None) -> str:
     return (identity or "").replace(f"spiffe://{TRUST_DOMAIN}", "")
 
@@ -494,6 +515,7 @@ def main() -> None:
         last: list[Result] = []
         next_refresh = 0.0
         phase, applied = 0, ""
+        direct_next = False
         payments = next(n for n in nodes if n.service == "payments")
         with Live(render(nodes, 0, last, 0), console=console, refresh_per_second=2) as live:
             while not args.duration or time.monotonic() - started < args.duration:
@@ -502,8 +524,13 @@ def main() -> None:
                 while phase < due:
                     phase += 1
                     applied = apply_phase(root, payments, phase)
+                    if applied:
+                        applied += "\n" + wait_replicated(payments)
                     console.log(f"phase {phase + 1}: {PHASES[phase][0]}\n{applied}")
-                if sent % 10 == 9:
+                    # Show at once what a new authorization does to a direct call.
+                    direct_next = True
+                if sent % 10 == 9 or direct_next:
+                    direct_next = False
                     last.append(send(edge, "payments", "direct"))
                 elif sent % 10 == 4:
                     last.append(send(edge, "inventory", "unknown"))
