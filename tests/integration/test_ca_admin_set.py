@@ -120,6 +120,15 @@ async def test_admins_change_only_with_the_committees_endorsement(
             assert agent.policy.winner("MeshConfig", "default") == winner
             assert agent.policy.compiled().mesh.default_inbound_policy != INBOUND_DENY
         assert "ignoring MeshConfig version" in caplog.text
+        host, port = one.addresses["admin"]
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://{host}:{port}/metrics")).text
+        exported = [
+            float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith("peermesh_policy_admin_changes_unendorsed_total ")
+        ]
+        assert exported and exported[0] > before["node-1"], exported
 
         # 4. The admin hands the mesh to two admins: epoch 2 everywhere.
         code, reply = await put_policy(one, mesh_config(SVC1, SVC2))

@@ -101,6 +101,7 @@ class AdminSetSigning:
             )
         except TbsRefused as exc:
             self.refused += 1
+            signer.refusals += 1  # the signer's refusal figure covers every kind
             log.warning("refused to endorse an admin-set change for %s: %s", peer, exc)
             raise
         share = signer.sign_statement(package, statement)
