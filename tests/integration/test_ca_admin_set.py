@@ -10,12 +10,14 @@ that changes the admins without an endorsement changes nothing anywhere, and one
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from peermesh.agent import Agent
 from peermesh.ca.errors import QuorumError
@@ -25,7 +27,7 @@ from peermesh.policy.messages import PUSH, PushRequest
 from peermesh.policy.model.mesh_config import INBOUND_DENY
 from peermesh.policy.records import VersionRecord
 from tests.support.ca import CaMesh, bootstrap_mesh
-from tests.support.meshkit import eventually
+from tests.support.meshkit import eventually, peermesh_cli
 from tests.unit.policy.test_policy_authorship import crdt_update, record_for
 
 NODES = {"node-1": "svc-1", "node-2": "svc-2", "node-3": "svc-3"}
@@ -145,6 +147,17 @@ async def test_one_signer_short_of_a_quorum_cannot_change_the_admins(tmp_path: P
         code, reply = await put_policy(one, mesh_config(SVC1))
         assert code == 503, reply
         assert "did not endorse" in reply["error"] and "quorum" in reply["hint"], reply
+        # The CLI says so too, hint included.
+        config = tmp_path / "admins.json"
+        config.write_text(json.dumps(mesh_config(SVC1)))
+        host, port = one.addresses["admin"]
+        applied = await trio.to_thread.run_sync(
+            lambda: peermesh_cli(
+                "policy", "apply", "-f", str(config), "--agent", f"http://{host}:{port}"
+            )
+        )
+        assert applied.returncode == 1, applied.stdout
+        assert "agent answered 503" in applied.stderr and "hint:" in applied.stderr
         assert one.policy.get("MeshConfig", "default") is None
         assert (one.policy.admins, one.policy.admin_epoch) == (frozenset(), 0)
         # What needs no endorsement is still written without the committee.
