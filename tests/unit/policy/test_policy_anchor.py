@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import json
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from peermesh.policy.anchor import (
 )
 from peermesh.policy.authority import walk
 from peermesh.policy.errors import EndorsementRequired, UpdateRefused
+from peermesh.policy.persistence import DiskPersistence
 from peermesh.policy.records import VersionRecord, decode_record
 from peermesh.policy.store import PolicyStore
 from tests.unit.policy.test_policy_authorship import (
@@ -296,3 +298,23 @@ def test_a_statement_reads_back_and_is_canonical() -> None:
 def test_anything_else_is_not_a_statement(message: bytes) -> None:
     with pytest.raises(StatementError):
         Statement.parse(message)
+
+
+def test_a_journal_written_before_endorsements_loads_in_an_anchored_store(tmp_path: Path) -> None:
+    # A dev-CA era (unanchored) store writes admins and a route to disk.
+    path = tmp_path / "policy.bin"
+    with PolicyStore(
+        DiskPersistence(path), node="node-1", signer=ADMIN.signer(), verifier=ROOT.verifier()
+    ) as old:
+        old.apply([mesh_config(A)], now=NOW)
+        old.apply([route("r")], now=NOW)
+        assert old.admins == {A}
+    # Anchored, the same journal loads; the unendorsed change no longer sets admins.
+    with PolicyStore(
+        DiskPersistence(path), node="node-1", verifier=ROOT.verifier(), anchor=ANCHOR
+    ) as anchored_store:
+        assert anchored_store.admins == frozenset() and anchored_store.admin_epoch == 0
+        assert anchored_store.unendorsed_admin_changes == 1
+        assert anchored_store.get("Route", "r") is not None
+    with PolicyStore(DiskPersistence(path), node="node-1", verifier=ROOT.verifier()) as again:
+        assert again.admins == {A}
