@@ -6,9 +6,10 @@ wants. Each signer decides alone, from what it holds: the requester is the ident
 mTLS handshake authenticated (never a field of the request), and must be in the signer's
 own replica's current admin set, or, while that set is empty, be a committee member's
 node running as that member's service; the signer then rebuilds the statement from its
-own trust domain, admin set and epoch and the requested new set, and signs only those
-bytes. A signer whose replica is behind or ahead answers no; the coordinator needs t
-that agree with it.
+own trust domain, admin set and epoch and the requested new set and MeshConfig version
+(its content hash: what the admin writes besides the admins is the admin's choice), and
+signs only those bytes. A signer whose replica is behind or ahead answers no; the
+coordinator needs t that agree with it.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def expected_statement(
             f"the statement asks for admin-set epoch {asked.epoch}, but this signer's admin"
             f" set is at epoch {epoch} (its policy is behind or ahead of the requester's)"
         )
-    expected = admin_set_statement(trust_domain, epoch + 1, admins, asked.admins)
+    expected = admin_set_statement(
+        trust_domain, epoch + 1, admins, asked.admins, version=asked.version
+    )
     if expected != message:
         raise TbsRefused(
             "the statement names another previous admin set than this signer's"

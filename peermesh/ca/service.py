@@ -117,10 +117,11 @@ class CaService:
         return self.node.issued
 
     async def endorse_admin_set(
-        self, previous: frozenset[str], epoch: int, admins: frozenset[str]
+        self, previous: frozenset[str], epoch: int, admins: frozenset[str], version: str
     ) -> AdminEndorsement:
-        """The committee's endorsement of moving ``previous`` to ``admins`` at ``epoch``."""
-        return await self.admin_set.endorse(previous, epoch, admins)
+        """The committee's endorsement of moving ``previous`` to ``admins`` at ``epoch``
+        by the MeshConfig version whose content hash is ``version``."""
+        return await self.admin_set.endorse(previous, epoch, admins, version)
 
     def initial_keyring(self) -> Keyring | None:
         """The gossip keyring when no --gossip-key-file was given (bootstrap or join mode)."""

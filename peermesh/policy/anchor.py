@@ -5,7 +5,10 @@ S' only with a FROST signature of the root group key over :func:`admin_set_state
 Only the committee holds that key, in shares, and each signer releases its share only
 after checking the request itself (:mod:`peermesh.ca.admin_set`), so no single member and
 no t-1 members can produce one. The epoch makes an old endorsement worthless once the
-set has moved on (A→B replayed after B→A names epoch n+1 it no longer is). This module is
+set has moved on (A→B replayed after B→A names epoch n+1 it no longer is), and the
+content hash of the MeshConfig version it endorses ties it to that version: copied into
+another version (one with other settings, ranked lower so it is walked first) it does
+not verify. This module is
 sans-IO: it builds and parses statements and defines the verifier handle the policy store
 is given; :mod:`~peermesh.policy.authority` walks the MeshConfig versions with it.
 """
@@ -43,20 +46,31 @@ def canonical_admins(admins: Collection[str]) -> bytes:
 
 
 def admin_set_statement(
-    trust_domain: str, epoch: int, previous: Collection[str], admins: Collection[str]
+    trust_domain: str,
+    epoch: int,
+    previous: Collection[str],
+    admins: Collection[str],
+    *,
+    version: str,
 ) -> bytes:
     """What the committee signs to move the admin set from ``previous`` to ``admins``.
 
-    ``epoch`` is the epoch the change creates (the current one plus one).
+    ``epoch`` is the epoch the change creates (the current one plus one); ``version`` is
+    the content hash (hex SHA-256 of the canonical object) of the MeshConfig version that
+    makes the change.
     """
     if not 1 <= epoch <= MAX_EPOCH:
         raise ValueError(f"admin-set epoch {epoch} is out of range")
+    digest = bytes.fromhex(version)
+    if len(digest) != 32:
+        raise ValueError("a MeshConfig version's content hash is 32 bytes")
     return (
         DOMAIN
         + trust_domain.encode()
         + b"\0"
         + struct.pack(">Q", epoch)
         + hashlib.sha256(canonical_admins(previous)).digest()
+        + digest
         + canonical_admins(admins)
     )
 
@@ -68,6 +82,7 @@ class Statement:
     trust_domain: str
     epoch: int
     previous_digest: bytes
+    version: str  # the endorsed MeshConfig version's content hash, hex
     admins: frozenset[str]
 
     @classmethod
@@ -77,10 +92,10 @@ class Statement:
             raise StatementError("the message is not an admin-set statement")
         rest = message[len(DOMAIN) :]
         domain, sep, rest = rest.partition(b"\0")
-        if not sep or not domain or len(domain) > _MAX_TRUST_DOMAIN or len(rest) < 40:
+        if not sep or not domain or len(domain) > _MAX_TRUST_DOMAIN or len(rest) < 72:
             raise StatementError("the admin-set statement is truncated or malformed")
         (epoch,) = struct.unpack(">Q", rest[:8])
-        digest, tail = rest[8:40], rest[40:]
+        digest, version, tail = rest[8:40], rest[40:72], rest[72:]
         try:
             names = tail.decode().split("\n") if tail else []
             trust_domain = domain.decode()
@@ -92,7 +107,7 @@ class Statement:
             raise StatementError("the admin set in the statement is not canonical")
         if not 1 <= epoch <= MAX_EPOCH:
             raise StatementError(f"admin-set epoch {epoch} is out of range")
-        return cls(trust_domain, epoch, digest, frozenset(names))
+        return cls(trust_domain, epoch, digest, version.hex(), frozenset(names))
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ from peermesh.policy.anchor import AdminEndorsement
 from peermesh.policy.authority import AUTHORITY_KIND, Authority
 from peermesh.policy.errors import EndorsementRequired, NoIdentity, NotAdmin, PolicyError
 from peermesh.policy.messages import MAX_OBJECTS_PER_REQUEST, STATUS, EditReply
-from peermesh.policy.model import KINDS
+from peermesh.policy.model import KINDS, PolicyObject
+from peermesh.policy.records import content_hash
 from peermesh.policy.replicator import PolicyReplicator
 from peermesh.policy.store import PolicyStore
 from peermesh.policy.validate import MAX_OBJECT_BYTES, canonical_json, check_object
@@ -56,8 +57,9 @@ class Endorser(Protocol):
     """
 
     async def endorse_admin_set(
-        self, previous: frozenset[str], epoch: int, admins: frozenset[str]
-    ) -> AdminEndorsement: ...
+        self, previous: frozenset[str], epoch: int, admins: frozenset[str], version: str
+    ) -> AdminEndorsement:
+        """``version``: the content hash of the MeshConfig version to be written."""
 
 
 class PolicyAdmin:
@@ -144,9 +146,16 @@ class PolicyAdmin:
         self, objects: Sequence[Mapping[str, Any]], *, source: str
     ) -> AdminResponse:
         """:meth:`apply`, first having the committee endorse an admin-set change in it."""
-        admins = _admins_of(objects)
-        if admins is None or self.endorser is None or not self.store.needs_endorsement(admins):
+        config = _mesh_config_of(objects)
+        admins = frozenset(getattr(config.spec, "admins", ())) if config else None
+        if (
+            config is None
+            or admins is None
+            or self.endorser is None
+            or not self.store.needs_endorsement(admins)
+        ):
             return self.apply(objects, source=source)
+        version = content_hash(canonical_json(config))
         try:
             author = self.store.check_author()
         except (NotAdmin, NoIdentity) as exc:
@@ -159,7 +168,7 @@ class PolicyAdmin:
             Authority.check_lockout(author, [p for p in parsed if p is not None], ())
         previous, epoch = self.store.admins, self.store.admin_epoch + 1
         try:
-            endorsement = await self.endorser.endorse_admin_set(previous, epoch, admins)
+            endorsement = await self.endorser.endorse_admin_set(previous, epoch, admins, version)
         except PeermeshError as exc:
             body = exc.to_dict()
             body["error"] = f"the signer committee did not endorse this admin-set change: {exc}"
@@ -305,14 +314,12 @@ def _checked_list(objects: Sequence[Any]) -> list[Mapping[str, Any]]:
     return list(objects)
 
 
-def _admins_of(objects: Sequence[Mapping[str, Any]]) -> frozenset[str] | None:
-    """The admins the (last) MeshConfig in ``objects`` sets, if it is valid; else None."""
+def _mesh_config_of(objects: Sequence[Mapping[str, Any]]) -> PolicyObject | None:
+    """The (last) MeshConfig in ``objects``, if it is valid; else None."""
     for item in reversed(objects):
         if item.get("kind") == AUTHORITY_KIND:
             obj, problems = check_object(item)
-            if obj is None or problems:
-                return None
-            return frozenset(getattr(obj.spec, "admins", ()))
+            return None if obj is None or problems else obj
     return None
 
 

@@ -5,7 +5,8 @@ at epoch 0 and takes the MeshConfig versions in rank order. A version whose admi
 the set so far *counts* if that set is empty or its author is in it. With an anchor (the
 root key of a threshold CA, :mod:`~peermesh.policy.anchor`), a version whose admins
 *differ* counts only if its author could edit (the same rule) and its endorsement is the
-committee's signature over that exact change at the next epoch; it then moves the set on
+committee's signature over that exact change, by that very version (its content hash),
+at the next epoch; it then moves the set on
 and the epoch up by one. Of two endorsed successors of one epoch the lower rank is walked
 first and wins; the other names an epoch that is gone. Lamport counters are the writer's
 choice, but that buys nothing: a backdated version still needs an endorsement for the set
@@ -37,7 +38,8 @@ from cryptography import x509
 from peermesh.policy.anchor import AdminEndorsement, AdminSetAnchor, admin_set_statement
 from peermesh.policy.errors import EndorsementRequired, NotAdmin, PolicyError
 from peermesh.policy.model import MESH_CONFIG, PolicyObject
-from peermesh.policy.records import VersionRecord
+from peermesh.policy.records import VersionRecord, content_hash
+from peermesh.policy.validate import canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,9 @@ def _endorsed(
     endorsement = record.endorsement
     if endorsement is None or endorsement.epoch != epoch + 1:
         return False
-    statement = admin_set_statement(anchor.trust_domain, epoch + 1, previous, proposed)
+    statement = admin_set_statement(
+        anchor.trust_domain, epoch + 1, previous, proposed, version=record.hash
+    )
     return anchor.verify(statement, endorsement.signature)
 
 
@@ -198,12 +202,15 @@ class Authority:
         """Whether a MeshConfig version setting ``admins`` counts only when endorsed."""
         return self.enforced and self.anchor is not None and admins != self.admins
 
-    def endorsement_valid(self, admins: frozenset[str], endorsement: AdminEndorsement) -> bool:
-        """Whether ``endorsement`` moves the current set to ``admins`` at the next epoch."""
+    def endorsement_valid(
+        self, admins: frozenset[str], version: str, endorsement: AdminEndorsement
+    ) -> bool:
+        """Whether ``endorsement`` moves the current set to ``admins`` at the next epoch,
+        by the MeshConfig version whose content hash is ``version``."""
         if self.anchor is None or endorsement.epoch != self.epoch + 1:
             return False
         statement = admin_set_statement(
-            self.anchor.trust_domain, self.epoch + 1, self.admins, admins
+            self.anchor.trust_domain, self.epoch + 1, self.admins, admins, version=version
         )
         return self.anchor.verify(statement, endorsement.signature)
 
@@ -241,7 +248,8 @@ class Authority:
                 hint="apply it through `peermesh policy apply` (the admin API), which asks"
                 " the committee; a quorum of signers must be reachable",
             )
-        if not self.endorsement_valid(admins, endorsement):
+        version = content_hash(canonical_json(configs[-1]))
+        if not self.endorsement_valid(admins, version, endorsement):
             raise EndorsementRequired(
                 f"the endorsement does not move the current admin set (epoch {self.epoch})"
                 " to this MeshConfig's admins; the admin set changed meanwhile",

@@ -33,6 +33,7 @@ from tests.unit.policy.test_policy_authorship import crdt_update, record_for
 NODES = {"node-1": "svc-1", "node-2": "svc-2", "node-3": "svc-3"}
 TD = "mesh.test"
 SVC1, SVC2 = f"spiffe://{TD}/svc/svc-1", f"spiffe://{TD}/svc/svc-2"
+ANY_VERSION = "00" * 32  # a MeshConfig content hash: signers endorse any an admin writes
 
 
 def mesh_config(*admins: str, policy: str = "ALLOW_AUTHENTICATED") -> dict[str, Any]:
@@ -82,7 +83,7 @@ async def test_admins_change_only_with_the_committees_endorsement(
         shares_out = sum(a.ca.admin_set_signing.endorsed for a in (one, two, three))
         assert shares_out >= 2
         with pytest.raises(QuorumError) as refused:
-            await two.ca.endorse_admin_set(frozenset({SVC1}), 2, frozenset({SVC2}))
+            await two.ca.endorse_admin_set(frozenset({SVC1}), 2, frozenset({SVC2}), ANY_VERSION)
         # (the coordinator stops once n-t+1 = 2 refusals leave no quorum possible)
         assert str(refused.value).count("not in this signer's current admin set") >= 2
         assert sum(a.ca.admin_set_signing.refused for a in (one, two, three)) >= 2
@@ -91,7 +92,7 @@ async def test_admins_change_only_with_the_committees_endorsement(
         code, reply = await put_policy(two, mesh_config(SVC2))
         assert code == 403 and "not a MeshConfig admin" in reply["error"], reply
         with pytest.raises(QuorumError, match="epoch 5, but"):
-            await one.ca.endorse_admin_set(frozenset({SVC1}), 5, frozenset({SVC2}))
+            await one.ca.endorse_admin_set(frozenset({SVC1}), 5, frozenset({SVC2}), ANY_VERSION)
         assert admin_view(mesh) == {(frozenset({SVC1}), 1)}
 
         # 3. node-2 pushes, through replication, validly signed MeshConfig versions naming

@@ -2,7 +2,8 @@
 
 ``peermesh policy apply`` of a MeshConfig whose admins differ from the current set makes
 this agent the coordinator: a commitment round, then a ``ca/sign`` request of kind
-``admin-set`` whose message is the statement (it carries the epoch and the new set).
+``admin-set`` whose message is the statement (it carries the epoch, the new set and the
+MeshConfig version's content hash).
 Signers check it with :mod:`peermesh.ca.admin_set` and release a share only then. The
 aggregate is verified under the group key before the policy store sees it, and the store
 checks it once more against its own admin set when it writes the record.
@@ -37,10 +38,11 @@ class AdminSetCoordinator:
         self.issuer = issuer
 
     async def endorse(
-        self, previous: frozenset[str], epoch: int, admins: frozenset[str]
+        self, previous: frozenset[str], epoch: int, admins: frozenset[str], version: str
     ) -> AdminEndorsement:
         """Coordinate the committee's signature moving ``previous`` to ``admins`` at
-        ``epoch``; raises :class:`QuorumError` (503) when t signers will not sign."""
+        ``epoch`` by the MeshConfig version with content hash ``version``; raises
+        :class:`QuorumError` (503) when t signers will not sign."""
         node = self.node
         committee = node.committee
         if committee is None or committee.root_der is None:
@@ -49,7 +51,7 @@ class AdminSetCoordinator:
                 " set change endorsed",
                 hint="wait until the threshold CA is up (`peermesh ca status`)",
             )
-        statement = admin_set_statement(node.trust_domain, epoch, previous, admins)
+        statement = admin_set_statement(node.trust_domain, epoch, previous, admins, version=version)
         result = await self.issuer.issue_mtls(statement, m.SignAuth(m.AuthKind.ADMIN_SET))
         group_key = (node.committee or committee).public.group_public_key.to_bytes()
         if not ed25519_verifies(group_key, statement, result.signature):

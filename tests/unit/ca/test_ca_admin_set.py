@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from certs import frost
@@ -11,8 +13,7 @@ from peermesh.ca.signer import Signer
 from peermesh.ca.state import Committee, CommitteeMember
 from peermesh.policy.anchor import AdminEndorsement, KeyAnchor, admin_set_statement
 from peermesh.policy.authority import walk
-from tests.unit.policy.test_policy_anchor import version
-from tests.unit.policy.test_policy_authorship import ROOT
+from tests.unit.policy.test_policy_authorship import ROOT, mesh_config, record_for
 
 TD = "mesh.test"
 ADMIN = f"spiffe://{TD}/svc/admin"
@@ -22,6 +23,7 @@ MEMBERS = tuple(
     CommitteeMember(f"node-{i}", i, bytes(32), f"svc-{i}", ("127.0.0.1", 1)) for i in sorted(SHARES)
 )
 COMMITTEE = Committee(1, TD, PUBLIC, MEMBERS, None)
+H = "cd" * 32  # a MeshConfig version's content hash
 
 
 def refusal(peer: str | None, node: str | None, admins: frozenset[str]) -> str | None:
@@ -44,13 +46,19 @@ def test_only_a_current_admin_or_with_none_a_committee_members_node_may_ask() ->
 
 def test_the_signer_rebuilds_the_statement_from_its_own_view() -> None:
     view = {"trust_domain": TD, "admins": frozenset({ADMIN}), "epoch": 4}
-    good = admin_set_statement(TD, 5, [ADMIN], [OPS])
+    good = admin_set_statement(TD, 5, [ADMIN], [OPS], version=H)
     assert expected_statement(good, **view) == good  # type: ignore[arg-type]
+    # What the admin writes besides the admins is its own choice: any version is signed.
+    other = admin_set_statement(TD, 5, [ADMIN], [OPS], version="00" * 32)
+    assert expected_statement(other, **view) == other  # type: ignore[arg-type]
     for message, why in [
-        (admin_set_statement(TD, 4, [ADMIN], [OPS]), "epoch 4, but .* at epoch 4"),
-        (admin_set_statement(TD, 6, [ADMIN], [OPS]), "epoch 6"),
-        (admin_set_statement(TD, 5, [OPS], [OPS]), "another previous admin set"),
-        (admin_set_statement("other.test", 5, [ADMIN], [OPS]), "trust domain 'other.test'"),
+        (admin_set_statement(TD, 4, [ADMIN], [OPS], version=H), "epoch 4, but .* at epoch 4"),
+        (admin_set_statement(TD, 6, [ADMIN], [OPS], version=H), "epoch 6"),
+        (admin_set_statement(TD, 5, [OPS], [OPS], version=H), "another previous admin set"),
+        (
+            admin_set_statement("other.test", 5, [ADMIN], [OPS], version=H),
+            "trust domain 'other.test'",
+        ),
         (b"0\x82\x01\x00 a TBS certificate", "not an admin-set statement"),
         (None, "no message"),
     ]:
@@ -59,7 +67,8 @@ def test_the_signer_rebuilds_the_statement_from_its_own_view() -> None:
 
 
 def test_t_signers_produce_an_endorsement_the_walk_accepts_and_t_minus_one_cannot() -> None:
-    statement = admin_set_statement(TD, 1, [], [ADMIN])
+    record = record_for(mesh_config(ADMIN), node="node-1")
+    statement = admin_set_statement(TD, 1, [], [ADMIN], version=record.hash)
     signers = {i: Signer(SHARES[i], PUBLIC, frost.MemoryNonceStore()) for i in SHARES}
     commitments = {i: s.commit() for i, s in signers.items()}
     package = frost.SigningPackage(statement, (commitments[1], commitments[3]))
@@ -67,8 +76,12 @@ def test_t_signers_produce_an_endorsement_the_walk_accepts_and_t_minus_one_canno
     signature = frost.aggregate(package, shares, PUBLIC)
     anchor = KeyAnchor(TD, PUBLIC.group_public_key.to_bytes())
     assert anchor.verify(statement, signature)
-    record = version(ROOT.leaf("svc-1"), [ADMIN], 1, AdminEndorsement(1, signature))
-    assert walk([record], anchor).admins == {ADMIN}
+    signed = (
+        ROOT.leaf("svc-1")
+        .signer()
+        .sign(dataclasses.replace(record, endorsement=AdminEndorsement(1, signature)))
+    )
+    assert walk([signed], anchor).admins == {ADMIN}
     # t-1 signers: a signer refuses a package with fewer than t commitments, and one
     # share of a t-package aggregates to nothing.
     alone = frost.SigningPackage(statement, (signers[2].commit(),))

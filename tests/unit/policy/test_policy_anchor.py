@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,10 @@ ANCHOR = KeyAnchor(TD, COMMITTEE.public_key().public_bytes_raw())
 ADMIN, OPS, WEB = ROOT.leaf("admin"), ROOT.leaf("ops"), ROOT.leaf("web")
 
 
+#: An endorsement still to be made for the content hash of the version that carries it.
+Endorse = Callable[[str], AdminEndorsement]
+
+
 def endorse(
     previous: Collection[str],
     admins: Collection[str],
@@ -58,22 +62,33 @@ def endorse(
     *,
     key: Ed25519PrivateKey = COMMITTEE,
     trust_domain: str = TD,
-) -> AdminEndorsement:
-    return AdminEndorsement(
-        epoch, key.sign(admin_set_statement(trust_domain, epoch, previous, admins))
-    )
+    version: str | None = None,
+) -> Endorse:
+    def make(content: str) -> AdminEndorsement:
+        statement = admin_set_statement(
+            trust_domain, epoch, previous, admins, version=version or content
+        )
+        return AdminEndorsement(epoch, key.sign(statement))
+
+    return make
+
+
+def hash_of(doc: dict[str, Any]) -> str:
+    return record_for(doc).hash
 
 
 def version(
     author: Identity,
     admins: Collection[str],
     lamport: int,
-    endorsement: AdminEndorsement | None = None,
+    endorsement: Endorse | AdminEndorsement | None = None,
     *,
     node: str = "node-1",
     policy: str = "ALLOW_AUTHENTICATED",
 ) -> VersionRecord:
     record = record_for(mesh_config(*admins, policy=policy), node=node, lamport=lamport)
+    if callable(endorsement):
+        endorsement = endorsement(record.hash)
     return author.signer().sign(dataclasses.replace(record, endorsement=endorsement))
 
 
@@ -120,11 +135,12 @@ def test_the_same_admin_set_needs_no_endorsement_from_an_admin_but_does_from_oth
         endorse([A], [W, OP], 2),  # another new set
         endorse([A], [W], 2, trust_domain="other.test"),
         endorse([A], [W], 2, key=OTHER_KEY),
+        endorse([A], [W], 2, version=hash_of(mesh_config(W, policy="DENY"))),
     ],
-    ids=["none", "epoch", "previous", "new-set", "trust-domain", "other-key"],
+    ids=["none", "epoch", "previous", "new-set", "trust-domain", "other-key", "other-version"],
 )
 def test_a_change_without_the_right_endorsement_does_not_count(
-    endorsement: AdminEndorsement | None,
+    endorsement: Endorse | None,
 ) -> None:
     change = version(ADMIN, [W], 2, endorsement)
     replica = replica_with(FIRST, change)
@@ -145,14 +161,22 @@ def test_a_backdated_record_changes_nothing_whatever_its_certificate() -> None:
     assert replica.winner("MeshConfig", "default") == later
 
 
-def test_a_copied_endorsement_in_a_non_admins_backdated_record_does_not_count() -> None:
-    # ADMIN hands the mesh to OPS; WEB copies the endorsement into its own record with a
-    # lower counter and other content, hoping to be walked first.
-    handover = version(ADMIN, [OP], 10, endorse([A], [OP], 2))
-    copied = version(WEB, [OP], 5, handover.endorsement, node="node-9", policy="DENY")
-    replica = replica_with(FIRST, handover, copied)
-    assert replica.admins == {OP} and replica.admin_epoch == 2
-    assert replica.winner("MeshConfig", "default") == handover
+@pytest.mark.parametrize("first", [True, False], ids=["first-set", "handover"])
+def test_a_copied_endorsement_in_a_backdated_record_with_other_settings_does_not_count(
+    first: bool,
+) -> None:
+    # The endorsed version names admins without its own author; a member copies the
+    # endorsement into a version of its own with a lower counter and other settings
+    # (a join token, an open inbound policy), hoping to be walked first and win.
+    if first:
+        before, real = [], version(ADMIN, [OP], 10, endorse([], [OP], 1))
+    else:
+        before, real = [FIRST], version(ADMIN, [OP], 10, endorse([A], [OP], 2))
+    for author in (WEB, ADMIN):
+        copied = version(author, [OP], 5, real.endorsement, node="node-9", policy="DENY")
+        replica = replica_with(*before, real, copied)
+        assert replica.admins == {OP} and replica.winner("MeshConfig", "default") == real
+        assert replica.unendorsed_admin_changes == 1
 
 
 def test_of_two_endorsed_successors_of_one_epoch_the_lower_rank_wins() -> None:
@@ -209,9 +233,12 @@ def test_a_local_admin_change_needs_a_valid_endorsement() -> None:
     with pytest.raises(EndorsementRequired, match="needs the signer committee") as refused:
         store.apply([mesh_config(A)], now=NOW)
     assert refused.value.status == 503 and store.get("MeshConfig", "default") is None
+    h = hash_of(mesh_config(A))
     with pytest.raises(EndorsementRequired, match="changed meanwhile"):
-        store.apply([mesh_config(A)], now=NOW, endorsement=endorse([], [A], 2))
-    store.apply([mesh_config(A)], now=NOW, endorsement=endorse([], [A], 1))
+        store.apply([mesh_config(A)], now=NOW, endorsement=endorse([], [A], 2)(h))
+    with pytest.raises(EndorsementRequired, match="changed meanwhile"):  # another version
+        store.apply([mesh_config(A, policy="DENY")], now=NOW, endorsement=endorse([], [A], 1)(h))
+    store.apply([mesh_config(A)], now=NOW, endorsement=endorse([], [A], 1)(h))
     assert store.admins == {A} and store.admin_epoch == 1
     store.apply([mesh_config(A, policy="DENY"), route("r")], now=NOW)  # same set: no endorsement
     with pytest.raises(EndorsementRequired, match="deleting the MeshConfig"):
@@ -229,7 +256,7 @@ def test_an_endorsement_travels_in_the_record_and_is_covered_by_its_signature() 
     assert json.loads(raw)["endorsement"] == FIRST.endorsement.to_wire()  # type: ignore[union-attr]
     assert decode_record(FIRST.map_key, raw)[0] == FIRST
     ROOT.verifier().verify(FIRST)
-    swapped = dataclasses.replace(FIRST, endorsement=endorse([], [A], 1, key=OTHER_KEY))
+    swapped = dataclasses.replace(FIRST, endorsement=endorse([], [A], 1, key=OTHER_KEY)(FIRST.hash))
     with pytest.raises(UpdateRefused, match="does not verify"):
         replica_with(swapped)
 
@@ -274,25 +301,33 @@ def test_only_a_signed_meshconfig_record_carries_an_endorsement() -> None:
 # ---------------------------------------------------------------------------- statements
 
 
+H = "ab" * 32
+
+
 def test_a_statement_reads_back_and_is_canonical() -> None:
-    message = admin_set_statement(TD, 7, [OP, A], [W, A])
+    message = admin_set_statement(TD, 7, [OP, A], [W, A], version=H)
     parsed = Statement.parse(message)
     assert (parsed.trust_domain, parsed.epoch, parsed.admins) == (TD, 7, {A, W})
-    assert message == admin_set_statement(TD, 7, [A, OP], [A, W])
-    assert Statement.parse(admin_set_statement(TD, 1, [], [])).admins == frozenset()
+    assert parsed.version == H
+    assert message == admin_set_statement(TD, 7, [A, OP], [A, W], version=H)
+    assert Statement.parse(admin_set_statement(TD, 1, [], [], version=H)).admins == frozenset()
+
+
+_HEAD = DOMAIN + b"mesh.test\0"
+_EPOCH_1 = b"\0" * 7 + b"\1"
 
 
 @pytest.mark.parametrize(
     "message",
     [
         b"",
-        b"peermesh admin-set v2\0" + b"x" * 50,
+        b"peermesh admin-set v2\0" + b"x" * 80,
         DOMAIN + b"mesh.test",
-        DOMAIN + b"mesh.test\0" + b"\0" * 39,
-        DOMAIN + b"mesh.test\0" + b"\0" * 8 + b"\0" * 32,  # epoch 0
-        DOMAIN + b"mesh.test\0" + b"\0" * 7 + b"\1" + b"\0" * 32 + b"b\na",  # unsorted
-        DOMAIN + b"mesh.test\0" + b"\0" * 7 + b"\1" + b"\0" * 32 + b"a\n\na",
-        DOMAIN + b"mesh.test\0" + b"\0" * 7 + b"\1" + b"\0" * 32 + b"\xff",
+        _HEAD + b"\0" * 71,
+        _HEAD + b"\0" * 8 + b"\0" * 64,  # epoch 0
+        _HEAD + _EPOCH_1 + b"\0" * 64 + b"b\na",  # unsorted
+        _HEAD + _EPOCH_1 + b"\0" * 64 + b"a\n\na",
+        _HEAD + _EPOCH_1 + b"\0" * 64 + b"\xff",
     ],
 )
 def test_anything_else_is_not_a_statement(message: bytes) -> None:
