@@ -39,7 +39,8 @@ from peermesh.policy.anchor import AdminEndorsement, AdminSetAnchor
 from peermesh.policy.authority import Authority
 from peermesh.policy.compiled import CompiledPolicy, compile_policy
 from peermesh.policy.crdt import VERSIONS_ROOT, VersionsDoc, decode_state_vector
-from peermesh.policy.errors import NoIdentity, PolicyError, PolicyStoreCorrupt, UpdateRefused
+from peermesh.policy.edits import parse_edit
+from peermesh.policy.errors import NoIdentity, PolicyStoreCorrupt, UpdateRefused
 from peermesh.policy.index import Known, VersionIndex
 from peermesh.policy.intake import Verifier, check_entries
 from peermesh.policy.model import MESH_CONFIG, PolicyObject, object_key, split_key
@@ -52,7 +53,7 @@ from peermesh.policy.records import (
 )
 from peermesh.policy.results import ApplyReport, ApplyResult, HistoryEntry, StoreStatus
 from peermesh.policy.storage import JournalRecordInvalid, Persistence, ReplayReport, Snapshot
-from peermesh.policy.validate import canonical_json, check_object, normalize
+from peermesh.policy.validate import canonical_json
 
 __all__ = [
     "COMPACT_AFTER_BYTES",
@@ -305,7 +306,7 @@ class PolicyStore:
             raise ValueError(f"now must be a finite time in seconds, got {now!r}")
         author = self.check_author()
         now = float(now)
-        parsed, delete_keys = _parse_edit(upserts, deletes, self._index.objects)
+        parsed, delete_keys = parse_edit(upserts, deletes, self._index.objects)
         if self.verifier is not None and author is not None:
             Authority.check_lockout(author, parsed, delete_keys)
         endorsement = self._authority.check_edit(parsed, delete_keys, endorsement)
@@ -584,48 +585,3 @@ class PolicyStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _parse_edit(
-    upserts: Iterable[PolicyObject | Mapping[str, Any]],
-    deletes: Iterable[str | tuple[str, str]],
-    existing: Mapping[str, PolicyObject],
-) -> tuple[list[PolicyObject], list[str]]:
-    """Validate an edit's objects and delete keys; raises :class:`PolicyError` with all
-    problems (an object that does not exist cannot be deleted)."""
-    parsed: list[PolicyObject] = []
-    errors: list[PolicyError] = []
-    for item in upserts:
-        if isinstance(item, Mapping):
-            obj, problems = check_object(item)
-        else:
-            try:
-                obj, problems = normalize(item), []
-            except PolicyError as exc:
-                obj, problems = None, list(exc.errors)
-        errors.extend(problems)
-        if obj is not None:
-            parsed.append(obj)
-    delete_keys: list[str] = []
-    for ref in deletes:
-        key = object_key(*ref) if isinstance(ref, tuple) else ref
-        try:
-            kind, name = split_key(key)
-        except ValueError as exc:
-            errors.append(PolicyError(str(exc), path="", hint="write e.g. Route/reviews"))
-            continue
-        if key not in existing:
-            errors.append(
-                PolicyError(
-                    "does not exist (or is already deleted)",
-                    kind=kind,
-                    name=name,
-                    hint="see `peermesh policy get` for what exists",
-                )
-            )
-        delete_keys.append(key)
-    if errors:
-        raise PolicyError.collect(errors)
-    if len(set(delete_keys)) != len(delete_keys) or {o.key for o in parsed} & set(delete_keys):
-        raise PolicyError("the same object is deleted twice or both written and deleted")
-    return parsed, delete_keys
