@@ -20,7 +20,15 @@ import trio
 from gossip.messages import MemberState
 from peermesh import __version__
 from peermesh.agent.state import AgentSources, CaHandles
-from peermesh.agent.wiring import admin_ping, bound, ca_settings, listen, listener_guards, serve
+from peermesh.agent.wiring import (
+    admin_ping,
+    bound,
+    ca_settings,
+    listen,
+    listener_guards,
+    serve,
+    threshold_ca_configured,
+)
 from peermesh.ca.ports import CaPorts
 from peermesh.ca.service import CaService
 from peermesh.capture.dnsserver import MeshDnsServer, host_resolvers
@@ -79,6 +87,7 @@ class Agent:
         self.admin.route("/v1/ping", self._admin_ping)
         self.admin.route("/v1/members", self._members)
         # Replicated policy: store, anti-entropy, admin /v1/policy.
+        from peermesh.policy.anchor import RootKeyAnchor
         from peermesh.policy.authorship import (
             RecordSigner,
             RecordVerifier,
@@ -88,12 +97,16 @@ class Agent:
         from peermesh.policy.persistence import DiskPersistence
         from peermesh.policy.store import PolicyStore
 
-        # Records are signed by our TLS identity and checked against our trust bundle.
+        # Records are signed by our TLS identity and checked against our trust bundle; in
+        # threshold-CA mode admin-set changes must be endorsed by the root (group) key.
+        bundle = trust_bundle_file(self.tls.bundle_path)
+        anchored = threshold_ca_configured(config)
         self.policy = PolicyStore(
             DiskPersistence.in_data_dir(config.data_dir),
             node=config.name,
             signer=RecordSigner(tls_credentials(self.tls)),
-            verifier=RecordVerifier(trust_bundle_file(self.tls.bundle_path)),
+            verifier=RecordVerifier(bundle),
+            anchor=RootKeyAnchor(config.trust_domain, bundle) if anchored else None,
         )
         self.policy_changes = 0
         self.policy.subscribe(self._on_policy_change)
@@ -452,7 +465,12 @@ class Agent:
             ),
             on_internal_error=self.metrics.internal_error,
         )
-        self.policy_admin = PolicyAdmin(self.policy, self.replicator, self._known_services)
+        self.policy_admin = PolicyAdmin(
+            self.policy,
+            self.replicator,
+            self._known_services,
+            endorser=self.ca if self.policy.anchor is not None else None,
+        )
         await nursery.start(self.replicator.run)
 
     def _admin_for_policy(self) -> PolicyAdmin:

@@ -150,6 +150,7 @@ class AgentSources:
             sync_bytes_sent=None if replicator is None else replicator.sync_bytes_sent,
             sync_bytes_received=None if replicator is None else replicator.sync_bytes_received,
             updates_refused=store.refused_updates,
+            admin_changes_unendorsed=store.unendorsed_admin_changes,
         )
 
     def certificate(self) -> CertificateFigures:

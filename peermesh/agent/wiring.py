@@ -5,11 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import logging
+from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 
-from peermesh.ca.settings import CaSettings
+from peermesh.ca.settings import CA_DIR, CaSettings
+from peermesh.ca.state import COMMITTEE_FILE
 from peermesh.config import AgentConfig
 from peermesh.core.endpoint import Endpoint, EndpointError, parse_host_port
 from peermesh.net.admin import AdminResponse
@@ -132,6 +134,18 @@ async def admin_ping(client: PingCaller, method: bytes, body: bytes) -> AdminRes
     result = reply.to_wire()
     result["rtt_ms"] = round((trio.current_time() - started) * 1000, 3)
     return AdminResponse.json(200, result)
+
+
+def threshold_ca_configured(cfg: AgentConfig) -> bool:
+    """Whether this agent takes part in a threshold CA: bootstrap or join flags, or the
+    committee it holds on disk. Its MeshConfig admin set is then anchored in the root key
+    (only the committee can endorse a change); a dev-CA agent has no such key to trust."""
+    committee = Path(cfg.data_dir) / CA_DIR / COMMITTEE_FILE
+    return (
+        cfg.ca.bootstrap_token_file is not None
+        or cfg.ca.join_token is not None
+        or committee.exists()
+    )
 
 
 def ca_settings(cfg: AgentConfig) -> CaSettings:

@@ -32,6 +32,7 @@ class AuthKind(Enum):
     RENEW = "renew"  # a leaf for the identity the caller authenticates as
     JOIN = "join"  # a new agent's first leaf, authorized by a join token
     ENDORSE = "endorse"  # the committee the signer holds, after a refresh it took part in
+    ADMIN_SET = "admin-set"  # a change of MeshConfig admins (peermesh.ca.admin_set)
 
 
 class SignAuth(WireMessage, what="ca/sign auth", omit_none=True):

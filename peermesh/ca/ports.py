@@ -38,6 +38,14 @@ class PolicyView(Protocol):
 
     def compiled(self) -> CompiledPolicy: ...
 
+    @property
+    def admins(self) -> frozenset[str]:
+        """The admin set this replica's MeshConfig walk gives."""
+
+    @property
+    def admin_epoch(self) -> int:
+        """How many endorsed admin-set changes that walk found."""
+
     def state_vector(self) -> bytes: ...
 
     def diff_since(self, remote_state_vector: bytes) -> bytes: ...

@@ -19,6 +19,7 @@ from gossip.codec import Keyring, generate_gossip_key, load_keyring
 from peermesh.ca import channel
 from peermesh.ca import messages as m
 from peermesh.ca.flows.admin import CaAdmin
+from peermesh.ca.flows.admin_set import AdminSetCoordinator, AdminSetSigning
 from peermesh.ca.flows.bootstrap import Bootstrap
 from peermesh.ca.flows.calls import MemberCalls
 from peermesh.ca.flows.committee import CommitteeFlows
@@ -38,6 +39,7 @@ from peermesh.ca.state import Committee, CommitteeMember
 from peermesh.ca.tokens import JoinToken
 from peermesh.net.admin import AdminServer
 from peermesh.net.rpc.router import ControlRouter
+from peermesh.policy.anchor import AdminEndorsement
 
 __all__ = ["CaService", "root_fingerprint"]
 
@@ -52,8 +54,10 @@ class CaService:
     ) -> None:
         self.node = node = CaNode(settings, ports)
         calls = MemberCalls(node, router)
-        self.signing = SigningService(node)
+        self.admin_set_signing = AdminSetSigning(node)
+        self.signing = SigningService(node, self.admin_set_signing)
         self.issuer = Issuer(node, calls, self.signing)
+        self.admin_set = AdminSetCoordinator(node, self.issuer)
         self.dkg = DkgParticipant(node)
         self.committee_flows = CommitteeFlows(node, calls, self.issuer)
         self.tokens = TokenFlows(node, calls, self.committee_flows, self.signing)
@@ -111,6 +115,13 @@ class CaService:
     @property
     def issued(self) -> list[IssuanceResult]:
         return self.node.issued
+
+    async def endorse_admin_set(
+        self, previous: frozenset[str], epoch: int, admins: frozenset[str], version: str
+    ) -> AdminEndorsement:
+        """The committee's endorsement of moving ``previous`` to ``admins`` at ``epoch``
+        by the MeshConfig version whose content hash is ``version``."""
+        return await self.admin_set.endorse(previous, epoch, admins, version)
 
     def initial_keyring(self) -> Keyring | None:
         """The gossip keyring when no --gossip-key-file was given (bootstrap or join mode)."""

@@ -96,7 +96,10 @@ def _fail(code: int, data: Any) -> NoReturn:
             )
         raise click.ClickException("\n".join(lines))
     message = data.get("error") if isinstance(data, dict) else data
-    raise click.ClickException(f"agent answered {code}: {message}")
+    advice = data.get("hint") if isinstance(data, dict) else None
+    raise click.ClickException(
+        f"agent answered {code}: {message}" + (f" (hint: {advice})" if advice else "")
+    )
 
 
 @policy.command("apply")

@@ -39,6 +39,7 @@ class PolicyFigures:
     sync_bytes_sent: int | None  # None: no replicator running
     sync_bytes_received: int | None
     updates_refused: int = 0  # peers' updates refused whole (invalid, forged, oversized)
+    admin_changes_unendorsed: int = 0  # MeshConfig admin-set changes ignored (no endorsement)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,13 @@ class AgentStateCollector(Collector):
         )
         refused.add_metric([], figures.updates_refused)
         yield refused
+        unendorsed = CounterMetricFamily(
+            "peermesh_policy_admin_changes_unendorsed",
+            "MeshConfig versions that change the admin set without the signer committee's"
+            " endorsement: kept, never in effect (the log names each).",
+        )
+        unendorsed.add_metric([], figures.admin_changes_unendorsed)
+        yield unendorsed
 
     def _certificate(self) -> Iterator[Metric]:
         figures = self.state.certificate()

@@ -15,9 +15,17 @@ Validation errors come back as ``400`` with the structured ``PolicyError.to_dict
 (records it signed would never be in effect); before the agent has a certificate they get
 ``503`` "no identity yet". An edit that cannot be made durable (a full or failing disk)
 gets ``507`` with the reason and nothing of it is kept; the same edit succeeds once
-space returns. ``CommitteeChange`` records are written only by the CA when it changes the
+space returns.
+
+``CommitteeChange`` records are written only by the CA when it changes the
 committee (through :meth:`PolicyAdmin.apply`, not these routes): a PUT, DELETE or peer
 edit naming one gets ``400``, so the audit trail holds only what the CA did.
+
+Where the admin set is anchored in the root key (threshold-CA mode), a ``PUT`` whose
+MeshConfig changes ``admins`` first has the signer committee endorse the change (the
+:class:`Endorser` handle); only then is the record written. Without a quorum the edit
+gets ``503`` with the reason and a hint, a signer's refusal ``403``, and nothing is
+written either way.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import trio
@@ -35,12 +43,27 @@ from peermesh.core.endpoint import Endpoint
 from peermesh.core.errors import PeermeshError
 from peermesh.net.admin import AdminResponse
 from peermesh.net.rpc import Empty, RpcError
-from peermesh.policy.errors import NoIdentity, NotAdmin, PolicyError
+from peermesh.policy.anchor import AdminEndorsement
+from peermesh.policy.authority import AUTHORITY_KIND, Authority
+from peermesh.policy.errors import EndorsementRequired, NoIdentity, NotAdmin, PolicyError
 from peermesh.policy.messages import MAX_OBJECTS_PER_REQUEST, STATUS, EditReply
-from peermesh.policy.model import COMMITTEE_CHANGE, KINDS
+from peermesh.policy.model import COMMITTEE_CHANGE, KINDS, PolicyObject
+from peermesh.policy.records import content_hash
 from peermesh.policy.replicator import PolicyReplicator
 from peermesh.policy.store import PolicyStore
 from peermesh.policy.validate import MAX_OBJECT_BYTES, canonical_json, check_object
+
+
+class Endorser(Protocol):
+    """Has the signer committee endorse an admin-set change (the threshold CA does).
+
+    Raises a ``PeermeshError``: 503 without a quorum, 403 when signers refuse.
+    """
+
+    async def endorse_admin_set(
+        self, previous: frozenset[str], epoch: int, admins: frozenset[str], version: str
+    ) -> AdminEndorsement:
+        """``version``: the content hash of the MeshConfig version to be written."""
 
 
 class PolicyAdmin:
@@ -51,10 +74,12 @@ class PolicyAdmin:
         store: PolicyStore,
         replicator: PolicyReplicator,
         known_services: Callable[[], Collection[str]],
+        endorser: Endorser | None = None,
     ) -> None:
         self.store = store
         self.replicator = replicator
         self.known_services = known_services
+        self.endorser = endorser
 
     async def handle(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         parts = urlsplit(path)
@@ -72,7 +97,7 @@ class PolicyAdmin:
                         return _error(404, f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
                     return AdminResponse.json(200, {"objects": self._list(kind)})
                 if method == b"PUT":
-                    return self.apply(_objects_from(body), source="admin API")
+                    return await self.apply_endorsed(_objects_from(body), source="admin API")
             if len(segments) in (2, 3):
                 kind, name = segments[0], segments[1]
                 if kind not in KINDS:
@@ -102,6 +127,8 @@ class PolicyAdmin:
             return AdminResponse.json(exc.status, exc.to_dict())
         except (_BadRequest, NotAdmin, NoIdentity) as exc:
             return _error(exc.status, str(exc))
+        except EndorsementRequired as exc:
+            return AdminResponse.json(exc.status, exc.to_dict())
         except StorageFailed as exc:
             return AdminResponse.json(exc.status, exc.to_dict())
 
@@ -118,9 +145,67 @@ class PolicyAdmin:
             return AdminResponse.json(200, self._apply(objects, source=source).to_wire())
         except (NotAdmin, NoIdentity) as exc:
             return _error(exc.status, str(exc))
+        except EndorsementRequired as exc:
+            return AdminResponse.json(exc.status, exc.to_dict())
 
-    def _apply(self, objects: Sequence[Mapping[str, Any]], *, source: str) -> EditReply:
-        report = self.store.apply(objects, now=time.time(), known_services=self.known_services())
+    async def apply_endorsed(
+        self, objects: Sequence[Mapping[str, Any]], *, source: str
+    ) -> AdminResponse:
+        """:meth:`apply`, first having the committee endorse an admin-set change in it."""
+        config = _mesh_config_of(objects)
+        admins = frozenset(getattr(config.spec, "admins", ())) if config else None
+        if (
+            config is None
+            or admins is None
+            or self.endorser is None
+            or not self.store.needs_endorsement(admins)
+        ):
+            return self.apply(objects, source=source)
+        version = content_hash(canonical_json(config))
+        try:
+            author = self.store.check_author()
+        except (NotAdmin, NoIdentity) as exc:
+            return _error(exc.status, str(exc))
+        if author is not None:
+            parsed, problems = zip(*(check_object(o) for o in objects), strict=True)
+            errors = [p for ps in problems for p in ps]
+            if errors:
+                raise PolicyError.collect(errors)
+            Authority.check_lockout(author, [p for p in parsed if p is not None], ())
+        previous, epoch = self.store.admins, self.store.admin_epoch + 1
+        try:
+            endorsement = await self.endorser.endorse_admin_set(previous, epoch, admins, version)
+        except PeermeshError as exc:
+            body = exc.to_dict()
+            body["error"] = f"the signer committee did not endorse this admin-set change: {exc}"
+            if exc.status >= 500:
+                body.setdefault(
+                    "hint",
+                    "changing MeshConfig admins needs t reachable signers; retry once a"
+                    " quorum is up (`peermesh ca status` shows the reachable signers)",
+                )
+            return AdminResponse.json(exc.status, body)
+        try:
+            reply = self._apply(objects, source=source, endorsement=endorsement)
+        except (NotAdmin, NoIdentity) as exc:
+            return _error(exc.status, str(exc))
+        except EndorsementRequired as exc:
+            return AdminResponse.json(exc.status, exc.to_dict())
+        return AdminResponse.json(200, reply.to_wire())
+
+    def _apply(
+        self,
+        objects: Sequence[Mapping[str, Any]],
+        *,
+        source: str,
+        endorsement: AdminEndorsement | None = None,
+    ) -> EditReply:
+        report = self.store.apply(
+            objects,
+            now=time.time(),
+            known_services=self.known_services(),
+            endorsement=endorsement,
+        )
         self.replicator.spread(report.update)
         return EditReply(
             version=report.version,
@@ -143,7 +228,7 @@ class PolicyAdmin:
             raise RpcError(
                 exc.status, f"this agent cannot write effective policy: {exc}", code=exc.code
             ) from None
-        except NoIdentity as exc:
+        except (NoIdentity, EndorsementRequired) as exc:
             raise RpcError(exc.status, str(exc), code=exc.code) from None
 
     def diff(self, objects: Sequence[Mapping[str, Any]]) -> AdminResponse:
@@ -241,6 +326,15 @@ def _checked_list(objects: Sequence[Any]) -> list[Mapping[str, Any]]:
         if item.get("kind") == COMMITTEE_CHANGE:
             raise _BadRequest(f"objects[{i}]: {_RECORD_ONLY}")
     return list(objects)
+
+
+def _mesh_config_of(objects: Sequence[Mapping[str, Any]]) -> PolicyObject | None:
+    """The (last) MeshConfig in ``objects``, if it is valid; else None."""
+    for item in reversed(objects):
+        if item.get("kind") == AUTHORITY_KIND:
+            obj, problems = check_object(item)
+            return None if obj is None or problems else obj
+    return None
 
 
 def _error(status: int, message: str) -> AdminResponse:

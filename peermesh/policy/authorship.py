@@ -66,7 +66,8 @@ SigningKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 
 def signed_bytes(record: VersionRecord) -> bytes:
-    """What the author signs: every field but ``sig``, the object by its content hash."""
+    """What the author signs: every field but ``sig``, the object by its content hash, and
+    the admin-set endorsement when the record carries one."""
     fields: dict[str, Any] = {
         "author": record.author,
         "cert": b64(record.cert) if record.cert is not None else None,
@@ -78,6 +79,9 @@ def signed_bytes(record: VersionRecord) -> bytes:
         "node": record.node,
         "time": float(record.time),
     }
+    if record.endorsement is not None:
+        # Only when present, so records written before endorsements existed still verify.
+        fields["endorsement"] = record.endorsement.to_wire()
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return DOMAIN + text.encode()
 

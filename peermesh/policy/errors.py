@@ -189,3 +189,15 @@ class NotAdmin(PeermeshError, PermissionError):
             f"{identity} is not a MeshConfig admin; edit from one of: {', '.join(self.admins)}"
             " (records this agent signs would not be in effect on any agent)"
         )
+
+
+class EndorsementRequired(PeermeshError):
+    """A local edit that changes MeshConfig ``admins`` without the committee's endorsement.
+
+    Where the admin set is anchored in the root key, a MeshConfig version whose admins
+    differ from the current set is in effect only with a threshold signature of the
+    signer committee; writing one without it would be ignored on every replica.
+    """
+
+    default_status = 503
+    default_code = "admin-set-not-endorsed"

@@ -8,7 +8,10 @@ A record is one JSON string under a key written once and never overwritten::
 The key is kind/name, Lamport counter, node and a content-hash prefix; the value holds the
 whole object in canonical JSON, so the content hash can be re-checked by every replica.
 Signed records also carry ``author``, ``cert`` and ``sig`` (see
-:mod:`~peermesh.policy.authorship`). :func:`decode_record` checks every field of an entry
+:mod:`~peermesh.policy.authorship`); a signed MeshConfig record that changes the admin set
+also carries ``endorsement``, the committee's signature over the change (see
+:mod:`~peermesh.policy.anchor`). Records without it, as every journal written before it
+existed holds, decode as before. :func:`decode_record` checks every field of an entry
 from a peer and re-validates its object; a record is never trusted for its key alone.
 """
 
@@ -21,11 +24,12 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from peermesh.policy.anchor import AdminEndorsement
 from peermesh.policy.errors import AuthorshipError, PolicyError
-from peermesh.policy.model import KINDS, PolicyObject, object_key
+from peermesh.policy.model import KINDS, MESH_CONFIG, PolicyObject, object_key
 from peermesh.policy.validate import MAX_OBJECT_BYTES, check_object_canonical
 
 #: A leaf certificate in a record (DER); mesh leaves are about 500 bytes.
@@ -40,6 +44,7 @@ _NODE_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-Za-z0-9])?")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _RECORD_FIELDS = frozenset({"deleted", "hash", "kind", "lamport", "name", "node", "object", "time"})
 _SIGNED_FIELDS = _RECORD_FIELDS | {"author", "cert", "sig"}
+_ENDORSED_FIELDS = _SIGNED_FIELDS | {"endorsement"}
 _MAX_AUTHOR = 2048
 _CACHED_RECORD_BYTES = 16 * 1024
 
@@ -86,7 +91,8 @@ class VersionRecord:
 
     ``author`` (SPIFFE ID), ``cert`` (the author's leaf certificate, DER) and ``sig`` are
     set on records written by a store with a signer (see :mod:`~peermesh.policy.authorship`);
-    stores without one write and accept unsigned records, as before.
+    stores without one write and accept unsigned records, as before. ``endorsement`` is
+    only ever on a signed MeshConfig record, covered by its author's signature.
     """
 
     kind: str
@@ -100,6 +106,7 @@ class VersionRecord:
     author: str | None = None
     cert: bytes | None = None
     sig: bytes | None = None
+    endorsement: AdminEndorsement | None = None
 
     @property
     def key(self) -> str:
@@ -145,6 +152,8 @@ class VersionRecord:
         if self.sig is not None:
             assert self.cert is not None
             fields.update(author=self.author, cert=b64(self.cert), sig=b64(self.sig))
+            if self.endorsement is not None:
+                fields["endorsement"] = self.endorsement.to_wire()
         return json.dumps(
             fields,
             sort_keys=True,
@@ -174,11 +183,23 @@ def decode_record(map_key: object, raw: object) -> tuple[VersionRecord, PolicyOb
         raise ValueError(f"entry {map_key!r} is not valid JSON: {exc}") from None
     except RecursionError:
         raise ValueError(f"entry {map_key!r} is nested too deeply") from None
-    if not isinstance(data, dict) or set(data) not in (_RECORD_FIELDS, _SIGNED_FIELDS):
+    if not isinstance(data, dict) or set(data) not in (
+        _RECORD_FIELDS,
+        _SIGNED_FIELDS,
+        _ENDORSED_FIELDS,
+    ):
         raise ValueError(f"entry {map_key!r} does not have the fields of a version record")
     author: str | None = None
     cert: bytes | None = None
     sig: bytes | None = None
+    endorsement: AdminEndorsement | None = None
+    if "endorsement" in data:
+        if data["kind"] != MESH_CONFIG:
+            raise ValueError(f"entry {map_key!r}: only a MeshConfig record carries an endorsement")
+        try:
+            endorsement = AdminEndorsement.from_wire(data["endorsement"])
+        except ValueError as exc:
+            raise ValueError(f"entry {map_key!r}: {exc}") from None
     if "sig" in data:
         author = data["author"]
         if not isinstance(author, str) or not 0 < len(author) <= _MAX_AUTHOR:
@@ -220,6 +241,8 @@ def decode_record(map_key: object, raw: object) -> tuple[VersionRecord, PolicyOb
     record = VersionRecord(
         kind, name, node, lamport, float(time), digest, deleted, body, author, cert, sig
     )
+    if endorsement is not None:
+        record = replace(record, endorsement=endorsement)
     if record.map_key != map_key:
         raise ValueError(f"entry {map_key!r} is stored under the wrong key ({record.map_key})")
     return record, obj

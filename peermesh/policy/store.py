@@ -26,6 +26,7 @@ The store never opens a file, sleeps or reads a clock (``now`` is a parameter).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,13 +35,15 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final, Protocol
 
 from peermesh.core.durable import StorageFailed
+from peermesh.policy.anchor import AdminEndorsement, AdminSetAnchor
 from peermesh.policy.authority import Authority
 from peermesh.policy.compiled import CompiledPolicy, compile_policy
 from peermesh.policy.crdt import VERSIONS_ROOT, VersionsDoc, decode_state_vector
-from peermesh.policy.errors import NoIdentity, PolicyError, PolicyStoreCorrupt, UpdateRefused
+from peermesh.policy.edits import parse_edit
+from peermesh.policy.errors import NoIdentity, PolicyStoreCorrupt, UpdateRefused
 from peermesh.policy.index import Known, VersionIndex
 from peermesh.policy.intake import Verifier, check_entries
-from peermesh.policy.model import PolicyObject, object_key, split_key
+from peermesh.policy.model import MESH_CONFIG, PolicyObject, object_key, split_key
 from peermesh.policy.records import (
     VersionRecord,
     content_hash,
@@ -50,7 +53,7 @@ from peermesh.policy.records import (
 )
 from peermesh.policy.results import ApplyReport, ApplyResult, HistoryEntry, StoreStatus
 from peermesh.policy.storage import JournalRecordInvalid, Persistence, ReplayReport, Snapshot
-from peermesh.policy.validate import canonical_json, check_object, normalize
+from peermesh.policy.validate import canonical_json
 
 __all__ = [
     "COMPACT_AFTER_BYTES",
@@ -108,6 +111,7 @@ class PolicyStore:
         client_id: int | None = None,
         signer: Signer | None = None,
         verifier: Verifier | None = None,
+        anchor: AdminSetAnchor | None = None,
     ) -> None:
         if not valid_node_name(node):
             raise ValueError(f"node name {node!r} must be letters, digits, '-', '_' or '.'")
@@ -118,7 +122,8 @@ class PolicyStore:
         self.signer = signer
         self.verifier = verifier
         self._client_id = client_id
-        self._authority = Authority(enforced=verifier is not None)
+        self.anchor = anchor
+        self._authority = Authority(enforced=verifier is not None, anchor=anchor)
         self._doc = VersionsDoc(client_id)
         self._index = VersionIndex(self._authority, history_limit)
         self._version = 0
@@ -177,6 +182,20 @@ class PolicyStore:
     def admins(self) -> frozenset[str]:
         """Effective MeshConfig admins (always empty without a verifier)."""
         return self._authority.admins
+
+    @property
+    def admin_epoch(self) -> int:
+        """How many endorsed admin-set changes the walk found (0 without an anchor)."""
+        return self._authority.epoch
+
+    @property
+    def unendorsed_admin_changes(self) -> int:
+        """MeshConfig versions seen changing the admin set without a valid endorsement."""
+        return self._authority.unendorsed_changes
+
+    def needs_endorsement(self, admins: frozenset[str]) -> bool:
+        """Whether writing a MeshConfig with ``admins`` needs the committee's endorsement."""
+        return self._authority.needs_endorsement(admins)
 
     def authorized(self, record: VersionRecord) -> bool:
         """Whether ``record`` may win: always without a verifier, else by authority."""
@@ -248,13 +267,16 @@ class PolicyStore:
         *,
         now: float,
         known_services: Collection[str] | None = None,
+        endorsement: AdminEndorsement | None = None,
     ) -> ApplyReport:
         """Validate and write objects (documents or model objects) all together, or none.
 
         Returns after the edit is durable (when the store has persistence). Raises
         :class:`PolicyError` listing every problem; nothing is written then.
         """
-        return self.edit(upserts=objects, now=now, known_services=known_services)
+        return self.edit(
+            upserts=objects, now=now, known_services=known_services, endorsement=endorsement
+        )
 
     def delete(self, keys: Iterable[str | tuple[str, str]], *, now: float) -> ApplyReport:
         """Delete objects (``"Kind/name"`` or ``(kind, name)``) by writing tombstones."""
@@ -267,6 +289,7 @@ class PolicyStore:
         deletes: Iterable[str | tuple[str, str]] = (),
         now: float,
         known_services: Collection[str] | None = None,
+        endorsement: AdminEndorsement | None = None,
     ) -> ApplyReport:
         """Apply upserts and deletes in one transaction after validating all of them.
 
@@ -274,16 +297,19 @@ class PolicyStore:
         the edit is gone from memory too: it was never acknowledged, so it never
         replicates. With a signer,
         raises :class:`NoIdentity` or :class:`NotAdmin` before anything else (see
-        :meth:`check_author`).
+        :meth:`check_author`). With an anchor, a MeshConfig that changes the admin set
+        must come with the committee's ``endorsement`` of that change
+        (:class:`~peermesh.policy.errors.EndorsementRequired` otherwise).
         """
         self._check_writable()
         if not math.isfinite(now):
             raise ValueError(f"now must be a finite time in seconds, got {now!r}")
         author = self.check_author()
         now = float(now)
-        parsed, delete_keys = _parse_edit(upserts, deletes, self._index.objects)
+        parsed, delete_keys = parse_edit(upserts, deletes, self._index.objects)
         if self.verifier is not None and author is not None:
             Authority.check_lockout(author, parsed, delete_keys)
+        endorsement = self._authority.check_edit(parsed, delete_keys, endorsement)
         warnings = self._index.cross_check(parsed, set(delete_keys), known_services)
         records: list[VersionRecord] = []
         unchanged: list[str] = []
@@ -297,7 +323,8 @@ class PolicyStore:
                 unchanged.append(obj.key)
                 continue
             record = self._sign(
-                VersionRecord(obj.kind, obj.name, self.node, lamport, now, digest, False, body)
+                VersionRecord(obj.kind, obj.name, self.node, lamport, now, digest, False, body),
+                endorsement if obj.kind == MESH_CONFIG else None,
             )
             records.append(record)
             known[record.map_key] = (record.encode(), record, obj)
@@ -333,7 +360,11 @@ class PolicyStore:
             update=update,
         )
 
-    def _sign(self, record: VersionRecord) -> VersionRecord:
+    def _sign(
+        self, record: VersionRecord, endorsement: AdminEndorsement | None = None
+    ) -> VersionRecord:
+        if endorsement is not None:
+            record = dataclasses.replace(record, endorsement=endorsement)
         return self.signer.sign(record) if self.signer is not None else record
 
     # ------------------------------------------------------------------ sync
@@ -442,7 +473,7 @@ class PolicyStore:
         assert self.persistence is not None
         history_limit = self._index.history_limit
         self._doc.close()
-        self._authority = Authority(enforced=self.verifier is not None)
+        self._authority = Authority(enforced=self.verifier is not None, anchor=self.anchor)
         self._doc = VersionsDoc(self._client_id)
         self._index = VersionIndex(self._authority, history_limit)
         self._load(self.persistence)
@@ -554,48 +585,3 @@ class PolicyStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _parse_edit(
-    upserts: Iterable[PolicyObject | Mapping[str, Any]],
-    deletes: Iterable[str | tuple[str, str]],
-    existing: Mapping[str, PolicyObject],
-) -> tuple[list[PolicyObject], list[str]]:
-    """Validate an edit's objects and delete keys; raises :class:`PolicyError` with all
-    problems (an object that does not exist cannot be deleted)."""
-    parsed: list[PolicyObject] = []
-    errors: list[PolicyError] = []
-    for item in upserts:
-        if isinstance(item, Mapping):
-            obj, problems = check_object(item)
-        else:
-            try:
-                obj, problems = normalize(item), []
-            except PolicyError as exc:
-                obj, problems = None, list(exc.errors)
-        errors.extend(problems)
-        if obj is not None:
-            parsed.append(obj)
-    delete_keys: list[str] = []
-    for ref in deletes:
-        key = object_key(*ref) if isinstance(ref, tuple) else ref
-        try:
-            kind, name = split_key(key)
-        except ValueError as exc:
-            errors.append(PolicyError(str(exc), path="", hint="write e.g. Route/reviews"))
-            continue
-        if key not in existing:
-            errors.append(
-                PolicyError(
-                    "does not exist (or is already deleted)",
-                    kind=kind,
-                    name=name,
-                    hint="see `peermesh policy get` for what exists",
-                )
-            )
-        delete_keys.append(key)
-    if errors:
-        raise PolicyError.collect(errors)
-    if len(set(delete_keys)) != len(delete_keys) or {o.key for o in parsed} & set(delete_keys):
-        raise PolicyError("the same object is deleted twice or both written and deleted")
-    return parsed, delete_keys

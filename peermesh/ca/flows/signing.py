@@ -1,8 +1,8 @@
 """The signer's side of issuance: commitments, then a share for a TBS it checked itself.
 
-Over mTLS a signer signs renewals (for the caller's own identity) and joins (with a
-join token it counts in its durable ledger); on the bootstrap listener only the root
-and the initial agents' first leaves.
+Over mTLS a signer signs renewals (for the caller's own identity), joins (with a
+join token it counts in its durable ledger) and admin-set changes (for a current admin);
+on the bootstrap listener only the root and the initial agents' first leaves.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -32,11 +32,25 @@ from peermesh.policy.compiled import JoinTokenGrant
 log = logging.getLogger(__name__)
 
 
+class AdminSetSigner(Protocol):
+    """The signer's check of an admin-set request (:mod:`peermesh.ca.flows.admin_set`)."""
+
+    def sign(
+        self,
+        signer: Signer,
+        committee: Committee,
+        package: Mapping[str, Any],
+        peer: SpiffeId | None,
+        node_name: str | None,
+    ) -> frost.SignatureShare: ...
+
+
 class SigningService:
     """Answers ``commit`` and ``sign`` for this agent's share."""
 
-    def __init__(self, node: CaNode) -> None:
+    def __init__(self, node: CaNode, admin_set: AdminSetSigner) -> None:
         self.node = node
+        self.admin_set = admin_set
 
     def need_signer(self) -> tuple[Signer, Committee]:
         node = self.node
@@ -76,6 +90,10 @@ class SigningService:
                 )
             elif auth.kind is AuthKind.JOIN:
                 share = self.sign_join(signer, committee, body.package, auth, now)
+            elif auth.kind is AuthKind.ADMIN_SET:
+                share = self.admin_set.sign(
+                    signer, committee, body.package, request.peer, request.node
+                )
             elif auth.kind is AuthKind.ENDORSE:
                 refusal = self.node.change_authorized(request.peer, request.node)
                 if refusal is not None:
