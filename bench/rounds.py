@@ -1,0 +1,307 @@
+"""Scheduler rounds, task steps and tasks spawned per lone request through two agents.
+
+``python -m bench.rounds`` starts, in one trio run per HTTP/2 engine, two agents
+(frontend → orders over mTLS HTTP/2, gossip off, dev CA) and installs a
+``trio.abc.Instrument`` that counts scheduler rounds (``before_io_wait``: each one
+closes a batch of runnable tasks and waits for I/O), task steps (``before_task_step``)
+and tasks spawned (``task_spawned``). The app behind *orders* and the HTTP clients run
+in plain threads outside trio, so every counted event is the agents' own work.
+
+Requests go one at a time, with a pause between them so each runs alone, from an
+HTTP/1.1 client and from an h2c (prior knowledge) client to *frontend*'s outbound
+port. The counters are read when the request is sent and again when its response has
+been read to the end; the difference is that request's cost.
+
+The script also runs against older trees (``PYTHONPATH=<old tree> python
+<this file> --no-write``): where the tree has no engine choice it measures the one
+engine it has, ``h2``. Writes its table between the ``bench:rounds`` markers of
+``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import trio
+
+TRUST_DOMAIN = "bench.test"
+BODY = b"x" * 64
+CLIENTS = ("http/1.1", "h2c")
+IDLE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Counts:
+    rounds: int
+    steps: int
+    spawned: int
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(
+            self.rounds - other.rounds, self.steps - other.steps, self.spawned - other.spawned
+        )
+
+
+class Counter(trio.abc.Instrument):
+    """Running totals of scheduler events; read from any thread as a ``Counts``."""
+
+    def __init__(self) -> None:
+        self.rounds = 0
+        self.steps = 0
+        self.spawned = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.rounds += 1
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned += 1
+
+    def snapshot(self) -> Counts:
+        return Counts(self.rounds, self.steps, self.spawned)
+
+
+class _App(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def engines() -> list[str]:
+    """The HTTP/2 engines this tree can run: both when it has the choice, else ``h2``."""
+    try:
+        h2select = importlib.import_module("peermesh.net.http.h2select")
+    except ImportError:
+        return ["h2"]
+    return ["nghttp2", "h2"] if h2select.nghttp2_available() else ["h2"]
+
+
+def _idle(counter: Counter, seconds: float) -> Counts:
+    """What the agents do with no request in flight, over ``seconds`` (in a thread)."""
+    before = counter.snapshot()
+    time.sleep(seconds)
+    return counter.snapshot() - before
+
+
+def _drive(
+    url: str, counter: Counter, client: str, requests: int, warmup: int, pause: float
+) -> list[Counts]:
+    """Lone requests from one client (in a thread): the counter difference of each."""
+    h2 = client == "h2c"
+    out: list[Counts] = []
+    with httpx.Client(http1=not h2, http2=h2, timeout=30) as http:
+        for i in range(warmup + requests):
+            time.sleep(pause)  # the agents settle: the next request runs alone
+            before = counter.snapshot()
+            response = http.get(url, headers={"host": "orders"})
+            after = counter.snapshot()
+            if response.status_code != 200 or response.content != BODY:
+                raise RuntimeError(f"{client}: {response.status_code} {response.text[:200]}")
+            if i >= warmup:
+                out.append(after - before)
+    return out
+
+
+async def _measure(
+    engine: str | None, work: Path, app_port: int, requests: int, warmup: int, pause: float
+) -> dict[str, list[Counts]]:
+    from peermesh.agent import Agent
+    from peermesh.ca.devca import init_dev_ca
+    from peermesh.config import AgentConfig
+
+    ca = init_dev_ca(work / "ca", TRUST_DOMAIN)
+    for node, service in (("node-a", "frontend"), ("node-b", "orders")):
+        ca.issue(node, service, work / node)
+
+    def config(node: str, service: str, peers: tuple[str, ...] = ()) -> AgentConfig:
+        extra = {"h2_engine": engine} if engine is not None else {}
+        return AgentConfig.build(
+            name=node,
+            service=service,
+            data_dir=work / node,
+            trust_domain=TRUST_DOMAIN,
+            outbound="127.0.0.1:0",
+            inbound="127.0.0.1:0",
+            admin="127.0.0.1:0",
+            gossip="off",
+            peers=peers,
+            **extra,
+        )
+
+    counter = Counter()
+    results: dict[str, list[Counts]] = {}
+    async with trio.open_nursery() as nursery:
+        server = Agent(config("node-b", f"orders={app_port}"))
+        await nursery.start(server.run)
+        host, port = server.addresses["inbound"]
+        client = Agent(config("node-a", "frontend=9", peers=(f"orders={host}:{port}",)))
+        await nursery.start(client.run)
+        oh, op = client.addresses["outbound"]
+        url = f"http://{oh}:{op}/rounds"
+        trio.lowlevel.add_instrument(counter)
+        try:
+            results["idle"] = [await trio.to_thread.run_sync(_idle, counter, IDLE_SECONDS)]
+            for name in CLIENTS:
+                results[name] = await trio.to_thread.run_sync(
+                    _drive, url, counter, name, requests, warmup, pause
+                )
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        nursery.cancel_scope.cancel()
+    return results
+
+
+def measure(
+    engine: str | None, requests: int, warmup: int, pause: float
+) -> dict[str, list[Counts]]:
+    """Per-request counts for each client on ``engine`` (``None``: the tree's only one)."""
+    app = ThreadingHTTPServer(("127.0.0.1", 0), _App)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return trio.run(
+                _measure, engine, Path(tmp), app.server_address[1], requests, warmup, pause
+            )
+    finally:
+        app.shutdown()
+        app.server_close()
+
+
+def _commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, cwd=Path.cwd(),
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return done.stdout.strip() or "?"
+
+
+def _stat(values: list[int]) -> str:
+    return f"{statistics.median(values):g} / {statistics.fmean(values):.1f}"
+
+
+def rows(label: str, engine: str, results: dict[str, list[Counts]]) -> list[str]:
+    """One markdown row per client: median / mean of rounds, task steps, tasks spawned."""
+    pick: dict[str, Callable[[Counts], int]] = {
+        "rounds": lambda c: c.rounds,
+        "steps": lambda c: c.steps,
+        "spawned": lambda c: c.spawned,
+    }
+    out = []
+    for client, counts in results.items():
+        if client == "idle":
+            continue
+        cells = " | ".join(_stat([get(c) for c in counts]) for get in pick.values())
+        out.append(f"| {label} | {engine} | {client} | {cells} |")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--pause", type=float, default=0.01, help="seconds between requests")
+    parser.add_argument(
+        "--before",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a table row measured on an older tree (printed by its --no-write run)",
+    )
+    parser.add_argument(
+        "--before-idle",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="the idle figure measured on an older tree (printed by its --no-write run)",
+    )
+    parser.add_argument("--no-write", action="store_true")
+    opts = parser.parse_args()
+    if not __package__:
+        # Run as a file (against another tree): bench/ itself is first on sys.path, and
+        # its gossip.py would hide the gossip package the agents import.
+        here = str(Path(__file__).resolve().parent)
+        sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
+    started = time.monotonic()
+    commit = _commit()
+    has_choice = importlib.util.find_spec("peermesh.net.http.h2select") is not None
+    table: list[str] = []
+    idle: list[str] = []
+    for engine in engines():
+        results = measure(engine if has_choice else None, opts.requests, opts.warmup, opts.pause)
+        table += rows(f"`{commit}`", engine, results)
+        quiet = results["idle"][0]
+        idle.append(
+            f"`{commit}` {engine}: {quiet.rounds / IDLE_SECONDS:.1f} rounds,"
+            f" {quiet.steps / IDLE_SECONDS:.1f} task steps per second"
+        )
+        print(f"{engine}: done", file=sys.stderr, flush=True)
+    wall = time.monotonic() - started
+    for line in table + idle:
+        print(line)
+    body = "\n".join(
+        [
+            "## Scheduler rounds per lone request (`python -m bench.rounds`)",
+            "",
+            "Trio scheduler work of two in-process agents (frontend → orders over mTLS"
+            " HTTP/2, gossip off, dev CA) for one request at a time (`GET`, 64-byte"
+            f" answer) through frontend's outbound port: {opts.requests} requests per client"
+            f" after {opts.warmup} warm-up, {opts.pause * 1000:g} ms apart so each runs"
+            " alone. A `trio.abc.Instrument` counts *rounds* (`before_io_wait`: the"
+            " scheduler ran a batch of tasks and waits for I/O), *task steps*"
+            " (`before_task_step`) and *tasks spawned*; each request's figure is the"
+            " difference between sending it and reading its response to the end. The app"
+            " and the clients (httpx, HTTP/1.1 keep-alive and h2c prior knowledge) run in"
+            " threads outside trio, so only the agents' work is counted. Cells are median /"
+            " mean per request. *Before* is the tree before the libnghttp2 engine and the"
+            " hot-path work (it has only the h2 engine), run with the same script from a"
+            " worktree of that commit (`PYTHONPATH=<that tree> python bench/rounds.py"
+            " --no-write` inside it) and passed back with `--before`/`--before-idle`.",
+            "",
+            "| tree | engine | client | rounds | task steps | tasks spawned |",
+            "|---|---|---|---:|---:|---:|",
+            *opts.before,
+            *table,
+            "",
+            f"With no request in flight (background timers, over {IDLE_SECONDS:g} s): "
+            + "; ".join(opts.before_idle + idle)
+            + ".",
+            "",
+            f"Machine: {os.cpu_count()} CPUs, shared; {wall:.0f} s for this tree's runs.",
+        ]
+    )
+    print(body)
+    if not opts.no_write:
+        from bench._common import update_marked_section
+
+        update_marked_section("rounds", body)
+
+
+if __name__ == "__main__":
+    main()
