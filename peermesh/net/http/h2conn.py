@@ -23,6 +23,7 @@ from hyperframe.frame import (
     HeadersFrame,
     PushPromiseFrame,
     RstStreamFrame,
+    WindowUpdateFrame,
 )
 
 from peermesh.net.http.h2engine import Ev, Event
@@ -31,7 +32,13 @@ from peermesh.net.http.h2fast import FastDecoder, FastEncoder, check_received
 from peermesh.net.http.headers import MAX_HEADER_LIST_SIZE
 
 STREAM_WINDOW = 1 << 20  # 1 MiB per stream bounds what one slow reader can pin
-CONNECTION_WINDOW = 8 << 20  # 8 MiB per connection bounds the whole connection
+CONNECTION_WINDOW = 8 << 20  # 8 MiB per connection: what is in flight, not yet buffered
+#: Bytes buffered on a connection for streams whose readers have not taken them yet.
+#: Below it, the connection-level credit of received DATA goes back as soon as the DATA
+#: is buffered (each stream's own window bounds what it holds), so stalled readers
+#: cannot use up the connection window every other stream shares; past it, credit
+#: goes back only as readers take their bytes, and the connection window bounds the rest.
+UNREAD_CAP = 4 * CONNECTION_WINDOW
 MAX_FRAME = 1 << 16
 MAX_HEADER_LIST = MAX_HEADER_LIST_SIZE  # what fit_request_head holds senders to
 
@@ -248,6 +255,20 @@ class DrainingH2Connection(h2.connection.H2Connection):
         event.last_stream_id = frame.last_stream_id
         event.additional_data = frame.additional_data or None
         return [], [event]
+
+    def acknowledge_connection_data(self, acknowledged_size: int) -> None:
+        """The connection half of ``acknowledge_received_data``: the data is buffered."""
+        increment = self._inbound_flow_control_window_manager.process_bytes(acknowledged_size)
+        if increment:
+            frame = WindowUpdateFrame(0)
+            frame.window_increment = increment
+            self._prepare_for_sending([frame])
+
+    def acknowledge_stream_data(self, acknowledged_size: int, stream_id: int) -> None:
+        """The stream half of ``acknowledge_received_data``: its reader took the data."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.open:
+            self._prepare_for_sending(stream.acknowledge_received_data(acknowledged_size))
 
     def send_graceful_goaway(self, last_stream_id: int) -> None:
         """Queue a NO_ERROR GOAWAY without closing h2's state machine."""

@@ -48,6 +48,8 @@ int ng_send_data(ng_ctx *c, ng_stream *st, const uint8_t *data, size_t len, int 
 size_t ng_pending(ng_stream *st);
 void ng_stream_free(ng_ctx *c, ng_stream *st);
 int ng_consume(ng_ctx *c, int32_t sid, size_t n);
+int nghttp2_session_consume_connection(nghttp2_session *s, size_t size);
+int nghttp2_session_consume_stream(nghttp2_session *s, int32_t sid, size_t size);
 int32_t ng_send_window(ng_ctx *c, int32_t sid, ng_stream *st);
 
 int nghttp2_submit_rst_stream(nghttp2_session *s, uint8_t flags, int32_t sid, uint32_t code);

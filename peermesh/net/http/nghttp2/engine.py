@@ -46,6 +46,7 @@ SETTINGS_MAX_HEADER_LIST_SIZE = 6
 
 _NO_ERROR, _PROTOCOL_ERROR, _REFUSED_STREAM, _CANCEL = 0, 1, 7, 8
 _ERR_STREAM_CLOSED = -510
+_ERR_INVALID_ARGUMENT = -501
 _ERR_FATAL_GOAWAY = -505
 # nghttp2 rejected a header block or a message (content-length, pseudo-headers): a
 # stream error there, a connection error in h2; answered as h2 answers it.
@@ -359,6 +360,18 @@ class NgEngine:
             rv = lib.ng_consume(self._ctx, stream_id, acknowledged_size)
             if rv:
                 raise NgError(rv, "consume")
+
+    def acknowledge_connection_data(self, acknowledged_size: int) -> None:
+        if acknowledged_size:
+            rv = lib.nghttp2_session_consume_connection(self._s, acknowledged_size)
+            if rv:
+                raise NgError(rv, "consume_connection")
+
+    def acknowledge_stream_data(self, acknowledged_size: int, stream_id: int) -> None:
+        if acknowledged_size:
+            rv = lib.nghttp2_session_consume_stream(self._s, stream_id, acknowledged_size)
+            if rv and rv != _ERR_INVALID_ARGUMENT:  # the stream is gone: nothing to return
+                raise NgError(rv, "consume_stream")
 
     def local_flow_control_window(self, stream_id: int) -> int:
         """Bytes we may still queue on the stream (peer window minus our unsent buffer)."""
