@@ -177,28 +177,41 @@ class FrameScanner:
         self._header = b""
 
     def scan(self, data: bytes) -> list[FrameKind]:
-        """The kinds of the frames whose headers complete in ``data``."""
+        """The kinds of the frames whose headers complete in ``data``.
+
+        Walks ``data`` by offset (no slice per frame): a header is read in place, and
+        only one split across two reads is copied.
+        """
         kinds: list[FrameKind] = []
-        view = memoryview(data)
+        pos, end = 0, len(data)
         if self._preface:
-            taken = min(self._preface, len(view))
-            self._preface -= taken
-            view = view[taken:]
-        while view:
-            if self._skip:
-                taken = min(self._skip, len(view))
-                self._skip -= taken
-                view = view[taken:]
-                continue
-            need = 9 - len(self._header)
-            self._header += bytes(view[:need])
-            view = view[need:]
-            if len(self._header) < 9:
+            pos = min(self._preface, end)
+            self._preface -= pos
+        if self._skip and pos < end:
+            taken = min(self._skip, end - pos)
+            self._skip -= taken
+            pos += taken
+        while pos < end:
+            if self._header:  # the rest of a header split across reads
+                need = 9 - len(self._header)
+                self._header += data[pos : pos + need]
+                pos += need
+                if len(self._header) < 9:
+                    break
+                header, at, self._header = self._header, 0, b""
+            elif end - pos >= 9:
+                header, at = data, pos
+                pos += 9
+            else:
+                self._header = data[pos:end]
                 break
-            header, self._header = self._header, b""
-            length = int.from_bytes(header[:3], "big")
-            frame_type, flags = header[3], header[4]
-            self._skip = length
+            length = (header[at] << 16) | (header[at + 1] << 8) | header[at + 2]
+            frame_type, flags = header[at + 3], header[at + 4]
+            if length <= end - pos:
+                pos += length
+            else:
+                self._skip = length - (end - pos)
+                pos = end
             if frame_type == 0x0:
                 empty = length == 0 and not flags & _FLAG_END_STREAM
                 kinds.append(FrameKind.EMPTY_DATA if empty else FrameKind.DATA)
