@@ -26,7 +26,7 @@ from hyperframe.frame import (
 
 from peermesh.net.http.h2engine import EngineName
 from peermesh.net.http.h2fast import MAX_ENCODER_TABLE, FastEncoder
-from peermesh.net.http.h2limits import Flood, FloodGuard, FrameKind, H2Limits
+from peermesh.net.http.h2limits import Flood, FloodGuard, FrameKind, FrameScanner, H2Limits
 from peermesh.net.http.h2select import nghttp2_available
 from peermesh.net.http.h2session import MAX_HEADER_LIST, H2Session, H2Stream
 from tests.support.h2raw import RawPeer, request
@@ -206,15 +206,16 @@ async def test_frame_length_is_checked_when_its_header_arrives():
         await server.wait_closed()
 
 
-# The encoded-size check is h2conn's frame buffer, so on the h2 engine only.
-async def test_header_block_is_size_checked_before_decoding():
-    async with served(engine=EngineName.H2) as (server, peer, _app, _):
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_header_block_is_size_checked_before_decoding(engine):
+    async with served(engine=engine) as (server, peer, app, limits):
         first = HeadersFrame(1, b"\x00" * 16000)
         rest = [ContinuationFrame(1, b"\x00" * 16000) for _ in range(5)]
         await peer.send(first, *rest)
         goaway = await peer.goaway()
         assert goaway is not None and goaway.error_code == CALM
         await server.wait_closed()
+        assert limits == [Flood.HEADER_BLOCK.value] and app.seen == []
 
 
 # --- floods ----------------------------------------------------------------------------------
@@ -332,3 +333,19 @@ def test_huffman_encoding_in_bounded_steps_matches_hpack(size):
     assert huffman_encode(value) == HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(
         value
     )
+
+
+def test_scanner_sums_a_header_block_across_frames_and_reads():
+    block = [HeadersFrame(1, b"h" * 16000)] + [ContinuationFrame(1, b"c" * 16000)] * 3
+    under = b"".join(f.serialize() for f in block)  # 64000 bytes: at the limit, not past
+    last = ContinuationFrame(1, b"c" * 2000, flags=["END_HEADERS"]).serialize()
+    scanner = FrameScanner(server_side=False)
+    kinds = [k for i in range(0, len(under), 7) for k in scanner.scan(under[i : i + 7])]
+    assert FrameKind.OVERSIZED_HEADER_BLOCK not in kinds
+    assert FrameKind.OVERSIZED_HEADER_BLOCK not in scanner.scan(
+        ContinuationFrame(1, b"").serialize()
+    )
+    assert scanner.scan(last + last) == [FrameKind.OVERSIZED_HEADER_BLOCK]  # 66000 > 64 KiB
+    # A finished block starts the count again.
+    small = HeadersFrame(3, b"h", flags=["END_HEADERS"]).serialize()
+    assert scanner.scan(small + under[:9]) == [FrameKind.HEADERS, FrameKind.HEADERS]
