@@ -23,6 +23,7 @@ from hyperframe.frame import (
     HeadersFrame,
     PushPromiseFrame,
     RstStreamFrame,
+    WindowUpdateFrame,
 )
 
 from peermesh.net.http.h2engine import Ev, Event
@@ -31,7 +32,13 @@ from peermesh.net.http.h2fast import FastDecoder, FastEncoder, check_received
 from peermesh.net.http.headers import MAX_HEADER_LIST_SIZE
 
 STREAM_WINDOW = 1 << 20  # 1 MiB per stream bounds what one slow reader can pin
-CONNECTION_WINDOW = 8 << 20  # 8 MiB per connection bounds the whole connection
+CONNECTION_WINDOW = 8 << 20  # 8 MiB per connection: what is in flight, not yet buffered
+#: Bytes buffered on a connection for streams whose readers have not taken them yet.
+#: Below it, the connection-level credit of received DATA goes back as soon as the DATA
+#: is buffered (each stream's own window bounds what it holds), so stalled readers
+#: cannot use up the connection window every other stream shares; past it, credit
+#: goes back only as readers take their bytes, and the connection window bounds the rest.
+UNREAD_CAP = 4 * CONNECTION_WINDOW
 MAX_FRAME = 1 << 16
 MAX_HEADER_LIST = MAX_HEADER_LIST_SIZE  # what fit_request_head holds senders to
 
@@ -84,6 +91,42 @@ class CheckedFrameBuffer(h2.frame_buffer.FrameBuffer):
         return super().__next__()
 
 
+class ListSizeDecoder(FastDecoder):
+    """Decodes every header block whole, and flags one whose list is over the limit.
+
+    hpack stops at the first field past ``max_header_list_size``, leaving the rest of
+    the block undecoded and the shared HPACK table out of step with the peer's, so only
+    a connection error could follow. Here the block is always decoded to its end (its
+    encoding is already bounded by ``MAX_HEADER_BLOCK``), an oversized list comes back
+    empty with ``oversized`` set, and the connection resets just that stream.
+    """
+
+    oversized = False
+    #: The last list decoded whole (None until one is): a request the stream then
+    #: refuses (a bad Content-Length) is told apart from an HPACK failure by it.
+    last: list[Any] | None = None
+    _list_limit = MAX_HEADER_LIST
+
+    @property
+    def max_header_list_size(self) -> int:
+        return 1 << 62  # hpack's own check never fires; decode() checks the whole list
+
+    @max_header_list_size.setter
+    def max_header_list_size(self, value: int) -> None:
+        self._list_limit = value  # h2 sets it when our SETTINGS are acknowledged
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        headers = super().decode(data, raw)
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 32  # RFC 9113 §6.5.2
+        if size > self._list_limit:
+            self.oversized = True
+            return []
+        self.last = headers
+        return headers
+
+
 class DrainingH2Connection(h2.connection.H2Connection):
     """h2's connection, minus tearing everything down on a graceful GOAWAY.
 
@@ -132,6 +175,9 @@ class DrainingH2Connection(h2.connection.H2Connection):
 
     def _receive_headers_frame(self, frame: HeadersFrame) -> Any:
         stream_id = frame.stream_id
+        decoder: ListSizeDecoder = self.decoder  # type: ignore[assignment]
+        decoder.oversized = False
+        decoder.last = None
         over = (
             stream_id not in self.streams
             and super().open_inbound_streams + 1 > self.local_settings.max_concurrent_streams
@@ -144,7 +190,20 @@ class DrainingH2Connection(h2.connection.H2Connection):
             finally:
                 self._refusing = False
             return frames, self._fault(stream_id, events, ErrorCode.REFUSED_STREAM, "refused")
-        frames, events = super()._receive_headers_frame(frame)
+        try:
+            frames, events = super()._receive_headers_frame(frame)
+        except h2.exceptions.ProtocolError:
+            # h2 checks Content-Length once the stream is open, as a connection error;
+            # it is a malformed message (RFC 9113 §8.1.1), so a stream error.
+            if decoder.last is None or stream_id not in self.streams:
+                raise
+            if not _bad_content_length(decoder.last):
+                raise
+            return [], self._fault(stream_id, [], ErrorCode.PROTOCOL_ERROR, "malformed")
+        if decoder.oversized:
+            # RFC 9113 §10.5.1: an oversized header list is refused on its stream only.
+            code = ErrorCode.ENHANCE_YOUR_CALM
+            return frames, self._fault(stream_id, events, code, "headers-too-large")
         try:
             check_events(events)
         except h2.exceptions.ProtocolError:
@@ -170,12 +229,18 @@ class DrainingH2Connection(h2.connection.H2Connection):
     def _fault(
         self, stream_id: int, events: list[h2.events.Event], code: ErrorCode, why: str
     ) -> list[h2.events.Event]:
-        """Reset one stream whose header block was decoded; drop its events."""
+        """Reset one stream whose header block was decoded; drop its events.
+
+        The session learns of it as a stream the engine closed (a response or trailers
+        it waits for will not come), as it does on nghttp2.
+        """
         self.stream_faults.append(why)
         stream = self.streams.get(stream_id)
         if stream is not None and not stream.closed:
             self.reset_stream(stream_id, error_code=code)
-        return [e for e in events if getattr(e, "stream_id", None) != stream_id]
+        kept = [e for e in events if getattr(e, "stream_id", None) != stream_id]
+        kept.append(h2.events.StreamReset(stream_id=stream_id, error_code=code, remote_reset=False))
+        return kept
 
     def _receive_push_promise_frame(self, frame: PushPromiseFrame) -> Any:
         frames, events = super()._receive_push_promise_frame(frame)
@@ -190,6 +255,20 @@ class DrainingH2Connection(h2.connection.H2Connection):
         event.last_stream_id = frame.last_stream_id
         event.additional_data = frame.additional_data or None
         return [], [event]
+
+    def acknowledge_connection_data(self, acknowledged_size: int) -> None:
+        """The connection half of ``acknowledge_received_data``: the data is buffered."""
+        increment = self._inbound_flow_control_window_manager.process_bytes(acknowledged_size)
+        if increment:
+            frame = WindowUpdateFrame(0)
+            frame.window_increment = increment
+            self._prepare_for_sending([frame])
+
+    def acknowledge_stream_data(self, acknowledged_size: int, stream_id: int) -> None:
+        """The stream half of ``acknowledge_received_data``: its reader took the data."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.open:
+            self._prepare_for_sending(stream.acknowledge_received_data(acknowledged_size))
 
     def send_graceful_goaway(self, last_stream_id: int) -> None:
         """Queue a NO_ERROR GOAWAY without closing h2's state machine."""
@@ -259,6 +338,12 @@ _CONVERT: dict[type[h2.events.Event], Callable[[Any], Event]] = {
 }
 
 
+def _bad_content_length(headers: list[Any]) -> bool:
+    """A Content-Length that is not 1*DIGIT, or two that disagree (RFC 9110 §8.6)."""
+    values = {value for name, value in headers if name == b"content-length"}
+    return len(values) > 1 or any(not value.isdigit() for value in values)
+
+
 def check_events(events: list[h2.events.Event]) -> None:
     """Validate every received header block (raises h2's ProtocolError, as h2 would)."""
     for event in events:
@@ -291,7 +376,7 @@ def new_connection(*, client_side: bool, max_concurrent_streams: int) -> Drainin
     conn.stream_faults = []
     conn.incoming_buffer = CheckedFrameBuffer(conn, server=not client_side)
     conn.encoder = FastEncoder()  # type: ignore[assignment]
-    decoder = FastDecoder()
+    decoder = ListSizeDecoder()
     decoder.max_header_list_size = conn.decoder.max_header_list_size
     decoder.max_allowed_table_size = conn.decoder.max_allowed_table_size
     conn.decoder = decoder

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from peermesh.net.caps import Refusal, StreamBudget
+from peermesh.net.http.h2conn import UNREAD_CAP
 from peermesh.net.http.h2engine import Ev, Event, H2Engine, Header
 from peermesh.net.http.h2errors import (
     ConnectionLost,
@@ -59,6 +60,8 @@ class H2EventRouter:
     draining: bool
     highest_stream_id: int
     _streams: dict[int, H2Stream]
+    _unread: int  # flow-controlled bytes buffered in streams, not yet taken by readers
+    _owed: int  # ... of which the connection-level credit has not gone back yet
     _handler: StreamHandler | None
     _handlers: trio.Nursery | None
     _settings_received: trio.Event
@@ -80,7 +83,7 @@ class H2EventRouter:
 
         def forget_if_closed(self, stream: H2Stream) -> None: ...
 
-        def acknowledge(self, stream_id: int, flow: int) -> None: ...
+        def acknowledge(self, stream_id: int, flow: int, connection: int) -> None: ...
 
         async def queued(self, nbytes: int, *, final: bool = False) -> None: ...
 
@@ -99,7 +102,17 @@ class H2EventRouter:
             else:
                 if stream.times is not None:
                     stream.times.last_activity = trio.current_time()
-                stream._chunks.append((event[2], event[3]))
+                flow = event[3]
+                stream._chunks.append((event[2], flow))
+                # Buffered: the connection's credit goes back now, so a reader that never
+                # reads pins only its stream's window (Envoy's per-stream buffer limit),
+                # up to UNREAD_CAP per connection; past it, it waits for room.
+                if flow and self._unread - self._owed + flow <= UNREAD_CAP:
+                    self.conn.acknowledge_connection_data(flow)
+                else:
+                    stream._conn_owed += flow
+                    self._owed += flow
+                self._unread += flow
                 stream._wake()
         elif tag == Ev.REQUEST:
             self._on_request(event[1], event[2], event[3])
@@ -148,6 +161,27 @@ class H2EventRouter:
             self._on_goaway(event[1], event[2])
         elif tag == Ev.PING_ACK:
             self._ping_acked.set()
+
+    def _taken(self, flow: int, connection: int) -> None:
+        """A reader took ``flow`` buffered bytes, ``connection`` of them still owing credit.
+
+        The room this frees under UNREAD_CAP pays back credit other streams still owe,
+        so the connection window never stays held by bytes that fit under the cap.
+        """
+        self._unread -= flow
+        self._owed -= connection
+        room = UNREAD_CAP - (self._unread - self._owed)
+        if not self._owed or room <= 0:
+            return
+        for stream in self._streams.values():
+            pay = min(stream._conn_owed, room)
+            if pay:
+                stream._conn_owed -= pay
+                self._owed -= pay
+                room -= pay
+                self.conn.acknowledge_connection_data(pay)
+                if not room or not self._owed:
+                    return
 
     def _on_request(self, stream_id: int, headers: list[Header], ended: bool) -> None:
         stream = H2Stream(self, stream_id, headers=list(headers))

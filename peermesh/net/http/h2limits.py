@@ -18,6 +18,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from peermesh.net.http.headers import MAX_HEADER_LIST_SIZE
+
 
 class FrameKind(enum.Enum):
     """What the engine saw, at the granularity the limits need."""
@@ -31,6 +33,8 @@ class FrameKind(enum.Enum):
     WINDOW_UPDATE = "window-update"
     UNKNOWN = "unknown"
     OTHER = "other"
+    #: A header block (HEADERS or PUSH_PROMISE plus CONTINUATION) past the size limit.
+    OVERSIZED_HEADER_BLOCK = "oversized-header-block"
 
 
 class Flood(enum.Enum):
@@ -43,6 +47,7 @@ class Flood(enum.Enum):
     UNKNOWN_FRAMES = "unknown-frame-flood"
     SETTINGS = "settings-flood"
     RESETS = "reset-flood"
+    HEADER_BLOCK = "header-block-flood"
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,8 @@ class FloodGuard:
     def received(self, kind: FrameKind, now: float) -> Flood | None:
         """One received frame; control frames that need an answer count as queued replies."""
         lim = self.limits
+        if kind is FrameKind.OVERSIZED_HEADER_BLOCK:
+            return Flood.HEADER_BLOCK
         if kind is FrameKind.EMPTY_DATA:
             self._empty_run += 1
             if self._empty_run > lim.max_consecutive_empty_frames:
@@ -154,6 +161,9 @@ class FloodGuard:
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _FLAG_END_STREAM = 0x1
 _FLAG_ACK = 0x1
+_FLAG_END_HEADERS = 0x4
+_HEADER_BLOCK_START = (0x1, 0x5)  # HEADERS, PUSH_PROMISE
+_CONTINUATION = 0x9
 _FRAME_KINDS = {
     0x1: FrameKind.HEADERS,
     0x2: FrameKind.PRIORITY,
@@ -168,37 +178,65 @@ class FrameScanner:
 
     Reads only the 9-byte frame headers (length, type, flags) and skips payloads, so
     the flood limits see every frame the same way on every engine, and see it before
-    the engine does any work on it. A server skips the client preface first.
+    the engine does any work on it. A server skips the client preface first. It also
+    adds up the lengths of one header block's frames, so a block past
+    ``max_header_block`` encoded bytes (the CONTINUATION flood) is refused on every
+    engine before any of it is decoded; HPACK never decodes a block to a list smaller
+    than its encoding, so such a block could not fit the header-list limit anyway.
     """
 
-    def __init__(self, *, server_side: bool) -> None:
+    def __init__(self, *, server_side: bool, max_header_block: int = MAX_HEADER_LIST_SIZE) -> None:
         self._preface = len(_PREFACE) if server_side else 0
         self._skip = 0  # payload bytes of the current frame still to pass over
         self._header = b""
+        self._max_block = max_header_block
+        self._block = -1  # encoded bytes of the header block in progress (-1: none)
 
     def scan(self, data: bytes) -> list[FrameKind]:
-        """The kinds of the frames whose headers complete in ``data``."""
+        """The kinds of the frames whose headers complete in ``data``.
+
+        Walks ``data`` by offset (no slice per frame): a header is read in place, and
+        only one split across two reads is copied.
+        """
         kinds: list[FrameKind] = []
-        view = memoryview(data)
+        pos, end = 0, len(data)
         if self._preface:
-            taken = min(self._preface, len(view))
-            self._preface -= taken
-            view = view[taken:]
-        while view:
-            if self._skip:
-                taken = min(self._skip, len(view))
-                self._skip -= taken
-                view = view[taken:]
-                continue
-            need = 9 - len(self._header)
-            self._header += bytes(view[:need])
-            view = view[need:]
-            if len(self._header) < 9:
+            pos = min(self._preface, end)
+            self._preface -= pos
+        if self._skip and pos < end:
+            taken = min(self._skip, end - pos)
+            self._skip -= taken
+            pos += taken
+        while pos < end:
+            if self._header:  # the rest of a header split across reads
+                need = 9 - len(self._header)
+                self._header += data[pos : pos + need]
+                pos += need
+                if len(self._header) < 9:
+                    break
+                header, at, self._header = self._header, 0, b""
+            elif end - pos >= 9:
+                header, at = data, pos
+                pos += 9
+            else:
+                self._header = data[pos:end]
                 break
-            header, self._header = self._header, b""
-            length = int.from_bytes(header[:3], "big")
-            frame_type, flags = header[3], header[4]
-            self._skip = length
+            length = (header[at] << 16) | (header[at + 1] << 8) | header[at + 2]
+            frame_type, flags = header[at + 3], header[at + 4]
+            if length <= end - pos:
+                pos += length
+            else:
+                self._skip = length - (end - pos)
+                pos = end
+            if frame_type in _HEADER_BLOCK_START or (
+                frame_type == _CONTINUATION and self._block >= 0
+            ):
+                self._block = length if frame_type != _CONTINUATION else self._block + length
+                if self._block > self._max_block:
+                    kinds.append(FrameKind.OVERSIZED_HEADER_BLOCK)
+                    self._block = -1
+                elif flags & _FLAG_END_HEADERS:
+                    self._block = -1
             if frame_type == 0x0:
                 empty = length == 0 and not flags & _FLAG_END_STREAM
                 kinds.append(FrameKind.EMPTY_DATA if empty else FrameKind.DATA)

@@ -123,6 +123,7 @@ class H2Session(H2EventRouter, H2Timers):
         self._streams: dict[int, H2Stream] = {}
         self._send_lock = trio.Lock()
         self._unsent = 0  # bytes of DATA queued in the engine since the last flush
+        self._unread = self._owed = 0  # received DATA buffered in streams (h2events)
         self._writer_wakeup = trio.Event()
         self._closed = trio.Event()
         self._handlers: trio.Nursery | None = None
@@ -425,9 +426,16 @@ class H2Session(H2EventRouter, H2Timers):
             return False
         return True
 
-    def acknowledge(self, stream_id: int, flow: int) -> None:
+    def acknowledge(self, stream_id: int, flow: int, connection: int) -> None:
+        """A reader took ``flow`` bytes; ``connection`` of them still owe connection credit."""
         try:
-            self.conn.acknowledge_received_data(flow, stream_id)
+            self._taken(flow, connection)
+            if connection == flow:
+                self.conn.acknowledge_received_data(flow, stream_id)
+            else:
+                if connection:
+                    self.conn.acknowledge_connection_data(connection)
+                self.conn.acknowledge_stream_data(flow, stream_id)
         except EngineError:
             return
         self._kick_if_pending()  # WINDOW_UPDATE goes out only once enough is consumed

@@ -23,7 +23,7 @@ class StreamOwner(Protocol):
     @property
     def conn(self) -> H2Engine: ...
 
-    def acknowledge(self, stream_id: int, flow: int) -> None: ...
+    def acknowledge(self, stream_id: int, flow: int, connection: int) -> None: ...
 
     async def queued(self, nbytes: int, *, final: bool = False) -> None: ...
 
@@ -50,6 +50,9 @@ class H2Stream:
     #: True when the request HEADERS carried END_STREAM: a message without a body.
     headers_only: bool = False
     _chunks: deque[tuple[bytes, int]] = field(default_factory=deque)
+    #: Flow-controlled bytes in ``_chunks`` whose connection-level credit is still owed
+    #: (the session returns it on arrival while the connection's unread bytes are few).
+    _conn_owed: int = 0
     _changed: trio.Event = field(default_factory=trio.Event)
     _window: trio.Event = field(default_factory=trio.Event)
     _handler_scope: trio.CancelScope | None = None
@@ -97,7 +100,9 @@ class H2Stream:
                     times.waiting_since = None
             data, flow = self._chunks.popleft()
             if flow and self.reset_code is None:
-                self.session.acknowledge(self.stream_id, flow)
+                owed = min(flow, self._conn_owed)
+                self._conn_owed -= owed
+                self.session.acknowledge(self.stream_id, flow, owed)
             # b"" means the end of the message to our callers: an empty DATA frame
             # (padding only, or nothing) is not the end, only END_STREAM is.
             if data:
@@ -179,8 +184,9 @@ class H2Stream:
             return
         unread = sum(flow for _, flow in self._chunks)
         self._chunks.clear()
+        owed, self._conn_owed = self._conn_owed, 0
         if unread:
-            self.session.acknowledge(self.stream_id, unread)
+            self.session.acknowledge(self.stream_id, unread, owed)
 
     def reset(self, error_code: int = ErrorCode.CANCEL) -> None:
         """Abandon the stream (RST_STREAM); safe to call more than once."""

@@ -9,7 +9,14 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from peermesh.net.http.h2session import CONNECTION_WINDOW, H2Session, H2Stream, StreamReset
+from peermesh.net.http.h2conn import UNREAD_CAP
+from peermesh.net.http.h2session import (
+    CONNECTION_WINDOW,
+    STREAM_WINDOW,
+    H2Session,
+    H2Stream,
+    StreamReset,
+)
 
 REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"x"), (b":path", b"/")]
 BODY = 256 << 10
@@ -93,3 +100,79 @@ def test_h2_still_keeps_its_outgoing_buffer_where_the_session_looks():
     assert conn._data_to_send
     conn.data_to_send()
     assert not conn._data_to_send
+
+
+async def test_stalled_readers_leave_the_connection_window_to_the_others(autojump_clock):
+    """Streams whose readers stopped pin their own window, never the connection's, until
+    the connection's unread bytes reach UNREAD_CAP; past it the connection window bounds
+    them again, so memory stays bounded whatever the number of stalled streams."""
+
+    async def handler(stream: H2Stream) -> None:
+        await stream.send_headers([(b":status", b"200")])
+        size = int(dict(stream.headers or [])[b":path"][1:])
+        try:
+            await stream.send_data(b"z" * size, end_stream=True)
+        except StreamReset:
+            pass
+
+    stalled = UNREAD_CAP // STREAM_WINDOW + 8  # more than the cap holds
+    path = [(k, v) for k, v in REQUEST if k != b":path"]
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            client, _server = await _pair(nursery, handler)
+            streams = []
+            for _ in range(stalled):
+                request = [*path, (b":path", b"/%d" % (2 * STREAM_WINDOW))]
+                streams.append(await client.open_stream(request, end_stream=True))
+            for _ in range(1000):  # the stalled streams fill up to the cap, and past it
+                if client._unread >= UNREAD_CAP + CONNECTION_WINDOW // 2:
+                    break
+                await trio.sleep(0.01)
+            await trio.sleep(1)  # and whatever the connection window still lets in
+            assert client._unread <= UNREAD_CAP + CONNECTION_WINDOW
+            assert all(s._conn_owed <= STREAM_WINDOW for s in streams)
+            # Past the cap the connection window holds what it owes; stalled streams that
+            # read again make room under the cap, which pays that credit back (in steps
+            # of half the connection window: nghttp2 batches its WINDOW_UPDATEs so).
+            async with trio.open_nursery() as readers:
+                for stream in streams[: CONNECTION_WINDOW // STREAM_WINDOW]:
+                    readers.start_soon(_drain, stream)
+                victim = await client.open_stream(
+                    [*path, (b":path", b"/%d" % BODY)], end_stream=True
+                )
+                await victim.receive_headers()
+                assert len(b"".join([c async for c in _chunks(victim)])) == BODY
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_few_stalled_readers_do_not_freeze_the_others(autojump_clock):
+    async def handler(stream: H2Stream) -> None:
+        await stream.send_headers([(b":status", b"200")])
+        await stream.send_data(b"z" * (4 * STREAM_WINDOW), end_stream=True)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            client, _server = await _pair(nursery, handler)
+            for _ in range(2 * CONNECTION_WINDOW // STREAM_WINDOW):  # twice the connection window
+                stalled = await client.open_stream(REQUEST, end_stream=True)
+                await stalled.receive_headers()
+            for _ in range(1000):
+                if client._unread >= 2 * CONNECTION_WINDOW - STREAM_WINDOW:
+                    break
+                await trio.sleep(0.01)
+            assert client._unread >= 2 * CONNECTION_WINDOW - STREAM_WINDOW
+            for _ in range(20):  # none of them is read, yet every other response completes
+                victim = await client.open_stream(REQUEST, end_stream=True)
+                await victim.receive_headers()
+                assert len(b"".join([c async for c in _chunks(victim)])) == 4 * STREAM_WINDOW
+            nursery.cancel_scope.cancel()
+
+
+async def _chunks(stream: H2Stream):  # type: ignore[no-untyped-def]
+    while chunk := await stream.receive_data():
+        yield chunk
+
+
+async def _drain(stream: H2Stream) -> None:
+    while await stream.receive_data():
+        pass

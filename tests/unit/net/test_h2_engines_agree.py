@@ -22,7 +22,7 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peermesh.net.http.h2engine import EngineError, EngineName, Ev, H2Engine
@@ -149,7 +149,5 @@ def malformed(encoder: hpack.Encoder, new_sid: int, open_sid: int) -> st.SearchS
 def test_nghttp2_ends_where_h2_ends(frames: list[bytes]) -> None:
     reference = run(EngineName.H2, frames)
     candidate = run(EngineName.NGHTTP2, frames)
-    # The one known divergence (docs/security.md, Hostile traffic): a stream the h2 engine
-    # refuses on its own still ends the whole connection on nghttp2.
-    assume(not (reference.stream_faults and candidate.connection_error))
     assert candidate == reference
+    assert candidate.stream_faults == reference.stream_faults

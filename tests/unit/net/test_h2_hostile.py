@@ -26,9 +26,18 @@ from hyperframe.frame import (
 
 from peermesh.net.http.h2engine import EngineName
 from peermesh.net.http.h2fast import MAX_ENCODER_TABLE, FastEncoder
-from peermesh.net.http.h2limits import Flood, FloodGuard, FrameKind, H2Limits
-from peermesh.net.http.h2session import H2Session, H2Stream
+from peermesh.net.http.h2limits import Flood, FloodGuard, FrameKind, FrameScanner, H2Limits
+from peermesh.net.http.h2select import nghttp2_available
+from peermesh.net.http.h2session import MAX_HEADER_LIST, H2Session, H2Stream
 from tests.support.h2raw import RawPeer, request
+
+ENGINES = [
+    EngineName.H2,
+    pytest.param(
+        EngineName.NGHTTP2,
+        marks=pytest.mark.skipif(not nghttp2_available(), reason="nghttp2 engine not built"),
+    ),
+]
 
 NO_ERROR, PROTOCOL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, CALM = 0, 1, 6, 7, 8, 11
 
@@ -105,9 +114,9 @@ async def test_headers_and_reset_in_one_read_never_reach_the_app():
         assert not server.is_closed
 
 
-# Refused per stream by the h2 engine (h2conn); nghttp2 still ends the connection.
-async def test_stream_over_the_concurrency_limit_is_refused_alone():
-    async with served(max_concurrent_streams=2, engine=EngineName.H2) as (
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_stream_over_the_concurrency_limit_is_refused_alone(engine):
+    async with served(max_concurrent_streams=2, engine=engine) as (
         server,
         peer,
         _app,
@@ -124,10 +133,18 @@ async def test_stream_over_the_concurrency_limit_is_refused_alone():
         assert not server.is_closed
 
 
-# Refused per stream by the h2 engine (h2conn); nghttp2 still ends the connection.
-async def test_malformed_request_is_a_stream_error():
-    async with served(engine=EngineName.H2) as (server, peer, app, limits):
-        await peer.send(peer.headers(1, [*request("/bad"), (b"X-Upper", b"1")]))
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (b"X-Upper", b"1"),  # refused by h2fast's rules on both engines
+        (b"content-length", b"abc"),  # nghttp2 refuses it on its own
+        (b"host", b"elsewhere"),  # Host that disagrees with :authority
+    ],
+)
+async def test_malformed_request_is_a_stream_error(engine, bad):
+    async with served(engine=engine) as (server, peer, app, limits):
+        await peer.send(peer.headers(1, [*request("/bad"), bad]))
         rst = await peer.read_until(RstStreamFrame, stream_id=1)
         assert isinstance(rst, RstStreamFrame) and rst.error_code == PROTOCOL_ERROR
         await peer.send(peer.headers(3, request("/ok")))
@@ -136,9 +153,26 @@ async def test_malformed_request_is_a_stream_error():
         assert not server.is_closed
 
 
-# Refused per stream by the h2 engine (h2conn); nghttp2 still ends the connection.
-async def test_body_that_disagrees_with_content_length_is_a_stream_error():
-    async with served(engine=EngineName.H2) as (server, peer, _app, limits):
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_header_list_over_the_limit_is_a_stream_error(engine):
+    # Under the encoded-block limit, over the decoded one: an indexed 4 KiB field
+    # repeated costs one byte each on the wire.
+    big = [(b"x-big", b"v" * 4000)]
+    repeats = MAX_HEADER_LIST // 4000 + 2
+    async with served(engine=engine) as (server, peer, app, limits):
+        await peer.send(peer.headers(1, request("/big") + big * repeats))
+        rst = await peer.read_until(RstStreamFrame, stream_id=1)
+        assert isinstance(rst, RstStreamFrame) and rst.error_code == CALM
+        # HPACK is still in step: the next block refers to the table the big one filled.
+        await peer.send(peer.headers(3, request("/ok") + big))
+        assert await answered(peer, 3) == b"0"
+        assert app.seen == [b"/ok"] and limits == ["headers-too-large"]
+        assert server.stats.stream_faults == 1 and not server.is_closed
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_body_that_disagrees_with_content_length_is_a_stream_error(engine):
+    async with served(engine=engine) as (server, peer, _app, limits):
         fields = [*request("/post", method="POST"), (b"content-length", b"5")]
         await peer.send(
             peer.headers(1, fields, end_stream=False), peer.data(1, b"abc", end_stream=True)
@@ -172,15 +206,16 @@ async def test_frame_length_is_checked_when_its_header_arrives():
         await server.wait_closed()
 
 
-# Refused per stream by the h2 engine (h2conn); nghttp2 still ends the connection.
-async def test_header_block_is_size_checked_before_decoding():
-    async with served(engine=EngineName.H2) as (server, peer, _app, _):
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_header_block_is_size_checked_before_decoding(engine):
+    async with served(engine=engine) as (server, peer, app, limits):
         first = HeadersFrame(1, b"\x00" * 16000)
         rest = [ContinuationFrame(1, b"\x00" * 16000) for _ in range(5)]
         await peer.send(first, *rest)
         goaway = await peer.goaway()
         assert goaway is not None and goaway.error_code == CALM
         await server.wait_closed()
+        assert limits == [Flood.HEADER_BLOCK.value] and app.seen == []
 
 
 # --- floods ----------------------------------------------------------------------------------
@@ -298,3 +333,19 @@ def test_huffman_encoding_in_bounded_steps_matches_hpack(size):
     assert huffman_encode(value) == HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(
         value
     )
+
+
+def test_scanner_sums_a_header_block_across_frames_and_reads():
+    block = [HeadersFrame(1, b"h" * 16000)] + [ContinuationFrame(1, b"c" * 16000)] * 3
+    under = b"".join(f.serialize() for f in block)  # 64000 bytes: at the limit, not past
+    last = ContinuationFrame(1, b"c" * 2000, flags=["END_HEADERS"]).serialize()
+    scanner = FrameScanner(server_side=False)
+    kinds = [k for i in range(0, len(under), 7) for k in scanner.scan(under[i : i + 7])]
+    assert FrameKind.OVERSIZED_HEADER_BLOCK not in kinds
+    assert FrameKind.OVERSIZED_HEADER_BLOCK not in scanner.scan(
+        ContinuationFrame(1, b"").serialize()
+    )
+    assert scanner.scan(last + last) == [FrameKind.OVERSIZED_HEADER_BLOCK]  # 66000 > 64 KiB
+    # A finished block starts the count again.
+    small = HeadersFrame(3, b"h", flags=["END_HEADERS"]).serialize()
+    assert scanner.scan(small + under[:9]) == [FrameKind.HEADERS, FrameKind.HEADERS]

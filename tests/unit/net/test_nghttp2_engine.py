@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import hpack
 import pytest
-from hyperframe.frame import ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame
+from hyperframe.frame import (
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    RstStreamFrame,
+)
 
 from peermesh.net.http.h2engine import EngineError, Ev, Event, Header
 from peermesh.net.http.h2select import nghttp2_available
@@ -46,6 +52,19 @@ def pump(c: NgEngine, s: NgEngine) -> tuple[list[Event], list[Event]]:
         if not a and not b:
             break
     return cev, sev
+
+
+def resets(raw: bytes) -> dict[int, int]:
+    """RST_STREAM codes by stream in what an engine sent; asserts there was no GOAWAY."""
+    out = {}
+    while raw:
+        frame, length = Frame.parse_frame_header(memoryview(raw[:9]))
+        frame.parse_body(memoryview(raw[9 : 9 + length]))
+        raw = raw[9 + length :]
+        assert not isinstance(frame, GoAwayFrame)
+        if isinstance(frame, RstStreamFrame):
+            out[frame.stream_id] = frame.error_code
+    return out
 
 
 def goaway_codes(raw: bytes) -> list[int]:
@@ -182,26 +201,49 @@ def test_oversized_frame_closes_the_connection_with_frame_size_error() -> None:
     [[(b"X-Upper", b"v")], [(b"host", b"other")], [(b"connection", b"close")]],
     ids=["uppercase-name", "host-not-authority", "connection-specific"],
 )
-def test_invalid_header_block_closes_the_connection_as_h2_does(extra: list[Header]) -> None:
+def test_invalid_header_block_resets_its_stream_as_h2_does(extra: list[Header]) -> None:
     _, s = pair()
-    block = hpack.Encoder().encode(GET + extra)
-    with pytest.raises(EngineError):
-        s.receive(HeadersFrame(1, data=block, flags=["END_HEADERS", "END_STREAM"]).serialize())
-    assert goaway_codes(s.data_to_send()) == [1]  # PROTOCOL_ERROR
+    encoder = hpack.Encoder()
+    block = encoder.encode(GET + extra)
+    flags = ["END_HEADERS", "END_STREAM"]
+    events = s.receive(HeadersFrame(1, data=block, flags=flags).serialize())
+    assert not [e for e in events if e[0] is Ev.REQUEST]  # never reaches the session
+    assert resets(s.data_to_send()) == {1: 1}  # RST_STREAM PROTOCOL_ERROR, no GOAWAY
+    assert s.stream_faults == ["malformed"]
+    events = s.receive(HeadersFrame(3, data=encoder.encode(GET), flags=flags).serialize())
+    assert [e[:2] for e in events if e[1] == 3] == [(Ev.REQUEST, 3), (Ev.END, 3)]
 
 
-def test_header_list_over_our_limit_is_refused() -> None:
+def test_header_list_over_our_limit_resets_its_stream() -> None:
     _, s = pair()
-    big = GET + [(b"x-big%d" % i, b"v" * 8000) for i in range(10)]
-    block = hpack.Encoder().encode(big, huffman=False)
-    frames = HeadersFrame(1, data=block[:16000], flags=["END_STREAM"]).serialize()
-    rest = block[16000:]
-    while rest:
-        part, rest = rest[:16000], rest[16000:]
-        frames += ContinuationFrame(1, data=part, flags=[] if rest else ["END_HEADERS"]).serialize()
-    with pytest.raises(NgProtocolError):
-        s.receive(frames)
-    assert goaway_codes(s.data_to_send()) == [1]
+    encoder = hpack.Encoder()
+    big = [(b"x-big", b"v" * 4000)]  # indexed once, then one byte per repeat
+    block = encoder.encode(GET + big * 20, huffman=False)
+    flags = ["END_HEADERS", "END_STREAM"]
+    assert len(block) < 16000
+    assert s.receive(HeadersFrame(1, data=block, flags=flags).serialize()) == [(Ev.CLOSED, 1, 11)]
+    assert resets(s.data_to_send()) == {1: 11}  # ENHANCE_YOUR_CALM, no GOAWAY
+    assert s.stream_faults == ["headers-too-large"]
+    # The block was decoded whole: the next one's reference to the table still resolves.
+    events = s.receive(HeadersFrame(3, data=encoder.encode(GET + big), flags=flags).serialize())
+    request = [e for e in events if e[0] is Ev.REQUEST]
+    assert request and (b"x-big", b"v" * 4000) in request[0][2]
+
+
+def test_stream_over_the_limit_is_refused_alone() -> None:
+    c, s = NgEngine(client_side=True), NgEngine(client_side=False, max_concurrent_streams=2)
+    pump(c, s)
+    assert c.remote_max_concurrent_streams == 2  # what the wire says, not nghttp2's own
+    encoder = hpack.Encoder()
+    for sid in (1, 3, 5):
+        s.receive(HeadersFrame(sid, data=encoder.encode(GET), flags=["END_HEADERS"]).serialize())
+    assert resets(s.data_to_send()) == {5: REFUSED}
+    assert s.stream_faults == ["refused"]
+    s.receive(DataFrame(1, data=b"", flags=["END_STREAM"]).serialize())
+    s.send_headers(1, [(b":status", b"204")], end_stream=True)
+    s.data_to_send()
+    events = s.receive(HeadersFrame(7, data=encoder.encode(GET), flags=["END_HEADERS"]).serialize())
+    assert [e[1] for e in events if e[0] is Ev.REQUEST] == [7]  # stream 1 closed: room
 
 
 def test_credentials_are_never_indexed() -> None:

@@ -33,7 +33,7 @@ typedef struct {
 typedef struct ng_stream ng_stream;
 
 ng_ctx *ng_new(int server, const nghttp2_settings_entry *iv, size_t niv,
-               int32_t conn_window, size_t max_header_list);
+               int32_t conn_window, size_t max_header_list, uint32_t max_incoming);
 void ng_free(ng_ctx *c);
 ssize_t ng_recv(ng_ctx *c, const uint8_t *data, size_t len, int flush);
 ssize_t ng_drain(ng_ctx *c);
@@ -48,6 +48,8 @@ int ng_send_data(ng_ctx *c, ng_stream *st, const uint8_t *data, size_t len, int 
 size_t ng_pending(ng_stream *st);
 void ng_stream_free(ng_ctx *c, ng_stream *st);
 int ng_consume(ng_ctx *c, int32_t sid, size_t n);
+int nghttp2_session_consume_connection(nghttp2_session *s, size_t size);
+int nghttp2_session_consume_stream(nghttp2_session *s, int32_t sid, size_t size);
 int32_t ng_send_window(ng_ctx *c, int32_t sid, ng_stream *st);
 
 int nghttp2_submit_rst_stream(nghttp2_session *s, uint8_t flags, int32_t sid, uint32_t code);
@@ -80,7 +82,16 @@ SRC = r"""
 
 #define EVW 6
 enum { EV_HEADERS = 1, EV_DATA, EV_END, EV_RST, EV_CLOSE, EV_WINDOW, EV_SETTINGS,
-       EV_GOAWAY, EV_PING, EV_ERROR, EV_INVALID, EV_GOAWAY_SENT, EV_NOT_SENT };
+       EV_GOAWAY, EV_PING, EV_ERROR, EV_INVALID, EV_GOAWAY_SENT, EV_NOT_SENT, EV_FAULT, EV_RST_SENT };
+/* EV_FAULT reasons: a stream we reset for a fault of its own (the session counts them) */
+enum { FAULT_REFUSED = 1, FAULT_HEADERS_TOO_LARGE = 2 };
+
+/* nghttp2 treats a HEADERS over its *acknowledged* SETTINGS_MAX_CONCURRENT_STREAMS as a
+   connection error; RFC 9113 5.1.2 allows refusing just that stream, which is what a
+   connection shared by many apps needs. So nghttp2 is configured with this limit, never
+   reached, and the limit announced on the wire (patched into our first SETTINGS) is
+   enforced per stream in on_begin_headers. */
+#define NG_INTERNAL_MAX_STREAMS 0x7fffffffu
 
 typedef struct ng_stream {
     struct ng_stream *prev, *next;          /* ctx-owned list (freed with the ctx) */
@@ -98,7 +109,9 @@ typedef struct {
     uint8_t *out; size_t out_len; size_t out_cap;
     const uint8_t *in; size_t in_len;
     size_t hdr_start, hdr_bytes, max_hdr_list;
-    int hdr_over;
+    int hdr_over, server;
+    uint32_t incoming, max_incoming;        /* peer-opened streams we accepted, limit */
+    char refused_mark;                      /* stream user data of streams we refused */
     ng_stream head;                         /* sentinel */
     int oom;
 } ng_ctx;
@@ -128,9 +141,27 @@ static int32_t ar_add(ng_ctx *c, const uint8_t *p, size_t n) {
     return off;
 }
 
+static int fault(ng_ctx *c, int32_t sid, uint32_t code, int reason) {
+    /* Queued before nghttp2's own RST(INTERNAL_ERROR) for the TEMPORAL failure we return,
+       which it then skips (one RST per stream); the rest of the header block is still
+       decoded, so the HPACK state stays in step. */
+    if (nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, sid, code)) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    int32_t *r = ev_add(c);
+    if (!r) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    r[0] = EV_FAULT; r[1] = sid; r[2] = reason;
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *u) {
     ng_ctx *c = u;
     c->hdr_start = c->hd_len; c->hdr_bytes = 0; c->hdr_over = 0;
+    if (c->server && f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        if (c->incoming >= c->max_incoming) {
+            nghttp2_session_set_stream_user_data(s, f->hd.stream_id, &c->refused_mark);
+            return fault(c, f->hd.stream_id, NGHTTP2_REFUSED_STREAM, FAULT_REFUSED);
+        }
+        c->incoming++;
+    }
     return 0;
 }
 
@@ -139,13 +170,12 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     ng_ctx *c = u;
     c->hdr_bytes += nlen + vlen + 32;
     if (c->hdr_bytes > c->max_hdr_list) {
-        /* RFC 9113 10.5.1: we may reset the stream; the HPACK state stays in sync. */
-        if (!c->hdr_over) {
-            c->hdr_over = 1;
-            int32_t *r = ev_add(c);
-            if (r) { r[0] = EV_INVALID; r[1] = f->hd.stream_id; r[2] = NGHTTP2_ERR_HTTP_HEADER; }
-        }
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;   /* RST_STREAM(INTERNAL_ERROR) */
+        /* RFC 9113 10.5.1: a stream error; nghttp2 decodes (and drops) the rest. */
+        if (c->hdr_over) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        c->hdr_over = 1;
+        int32_t sid = f->hd.type == NGHTTP2_PUSH_PROMISE ? f->push_promise.promised_stream_id
+                                                          : f->hd.stream_id;
+        return fault(c, sid, NGHTTP2_ENHANCE_YOUR_CALM, FAULT_HEADERS_TOO_LARGE);
     }
     if (grow((void **)&c->hd, &c->hd_cap, c->hd_len + 4, sizeof(int32_t))) return NGHTTP2_ERR_CALLBACK_FAILURE;
     int32_t no = ar_add(c, name, nlen), vo = ar_add(c, value, vlen);
@@ -203,10 +233,17 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *u) {
     return 0;
 }
 
-/* Only GOAWAY is interesting: a non-zero one we did not ask for is nghttp2 reporting a
-   connection error (it has no callback for that; the GOAWAY is its only trace). */
+/* A non-zero GOAWAY we did not ask for is nghttp2 reporting a connection error, and an
+   RST_STREAM we did not ask for a stream error it found itself (a body that disagrees
+   with its content-length): it has no callback for either, the frame is the only trace. */
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *u) {
     ng_ctx *c = u;
+    if (f->hd.type == NGHTTP2_RST_STREAM) {
+        int32_t *r = ev_add(c);
+        if (!r) return NGHTTP2_ERR_CALLBACK_FAILURE;
+        r[0] = EV_RST_SENT; r[1] = f->hd.stream_id; r[2] = (int32_t)f->rst_stream.error_code;
+        return 0;
+    }
     if (f->hd.type != NGHTTP2_GOAWAY) return 0;
     int32_t *r = ev_add(c);
     if (!r) return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -248,7 +285,13 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const u
 
 static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code, void *u) {
     ng_ctx *c = u;
-    ng_stream *st = nghttp2_session_get_stream_user_data(s, sid);
+    void *ud = nghttp2_session_get_stream_user_data(s, sid);
+    if (ud == &c->refused_mark) {
+        ud = NULL;                           /* never counted */
+    } else if (c->server && (sid & 1) && c->incoming) {
+        c->incoming--;
+    }
+    ng_stream *st = ud;
     if (st) st->closed = 1;
     int32_t *r = ev_add(c);
     if (!r) return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -311,12 +354,29 @@ static ssize_t data_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
     return (ssize_t)n;
 }
 
+ssize_t ng_drain(ng_ctx *c);
+
+/* Our first SETTINGS is the first frame in c->out (after the client preface): give the
+   peer the stream limit we enforce ourselves, in place of the one nghttp2 was told. */
+static void patch_max_streams(ng_ctx *c, size_t at, uint32_t value) {
+    if (c->out_len < at + 9 || c->out[at + 3] != NGHTTP2_SETTINGS) return;
+    size_t len = ((size_t)c->out[at] << 16) | ((size_t)c->out[at + 1] << 8) | c->out[at + 2];
+    uint8_t *p = c->out + at + 9;
+    for (size_t i = 0; i + 6 <= len && at + 9 + i + 6 <= c->out_len; i += 6) {
+        if (p[i] == 0 && p[i + 1] == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) {
+            p[i + 2] = value >> 24; p[i + 3] = value >> 16; p[i + 4] = value >> 8; p[i + 5] = value;
+        }
+    }
+}
+
 ng_ctx *ng_new(int server, const nghttp2_settings_entry *iv, size_t niv, int32_t conn_window,
-               size_t max_header_list) {
+               size_t max_header_list, uint32_t max_incoming) {
     ng_ctx *c = calloc(1, sizeof(ng_ctx));
     if (!c) return NULL;
     c->head.next = c->head.prev = &c->head;
     c->max_hdr_list = max_header_list;
+    c->server = server;
+    c->max_incoming = max_incoming;
     nghttp2_session_callbacks *cb;
     nghttp2_option *opt;
     if (nghttp2_session_callbacks_new(&cb)) { free(c); return NULL; }
@@ -332,6 +392,9 @@ ng_ctx *ng_new(int server, const nghttp2_settings_entry *iv, size_t niv, int32_t
     nghttp2_session_callbacks_set_data_source_read_length_callback(cb, read_length);
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* Closed streams are kept for the priority tree up to the stream limit nghttp2 knows,
+       which is NG_INTERNAL_MAX_STREAMS: keep none. */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, 1 << 16);
     int rv = server ? nghttp2_session_server_new2(&c->s, cb, c, opt)
                     : nghttp2_session_client_new2(&c->s, cb, c, opt);
@@ -339,11 +402,24 @@ ng_ctx *ng_new(int server, const nghttp2_settings_entry *iv, size_t niv, int32_t
     nghttp2_option_del(opt);
     if (rv) { free(c); return NULL; }
     /* The client preface is emitted by the first mem_send; SETTINGS first, then window. */
-    if (nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, niv) ||
-        (conn_window > 65535 &&
-         nghttp2_session_set_local_window_size(c->s, NGHTTP2_FLAG_NONE, 0, conn_window))) {
-        nghttp2_session_del(c->s); free(c); return NULL;
+    nghttp2_settings_entry local[16];
+    if (niv > 16) { nghttp2_session_del(c->s); free(c); return NULL; }
+    int announces_limit = 0;
+    for (size_t i = 0; i < niv; i++) {
+        local[i] = iv[i];
+        if (server && iv[i].settings_id == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) {
+            local[i].value = NG_INTERNAL_MAX_STREAMS;
+            announces_limit = 1;
+        }
     }
+    if (!announces_limit) c->max_incoming = NG_INTERNAL_MAX_STREAMS;
+    if (nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, local, niv) ||
+        (conn_window > 65535 &&
+         nghttp2_session_set_local_window_size(c->s, NGHTTP2_FLAG_NONE, 0, conn_window)) ||
+        ng_drain(c) < 0) {
+        nghttp2_session_del(c->s); free(c->out); free(c); return NULL;
+    }
+    if (announces_limit) patch_max_streams(c, server ? 0 : 24, max_incoming);
     return c;
 }
 
@@ -364,7 +440,6 @@ void ng_free(ng_ctx *c) {
 
 void ng_reset_events(ng_ctx *c) { c->ev_len = 0; c->hd_len = 0; c->ar_len = 0; c->hdr_start = 0; }
 
-ssize_t ng_drain(ng_ctx *c);
 
 /* flush: also serialise what the frames queued (ACKs, WINDOW_UPDATE, a GOAWAY after a
    connection error) into c->out, so a connection error is known when this returns. */

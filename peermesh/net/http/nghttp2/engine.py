@@ -10,10 +10,13 @@ Where nghttp2 and the ``h2`` engine differ, and what this wrapper does about it:
   ``NgProtocolError`` from ``receive``, as h2 raises ``ProtocolError``.
 * nghttp2 validates no outbound header and fewer inbound ones than h2 (a ``host``
   that disagrees with ``:authority``): received blocks also go through h2fast's
-  ``check_received``, so both engines refuse the same headers with the same words.
-  nghttp2 is stricter on a few (DEL in values, a bad content-length, a ``:path``
-  without ``/``): those it resets as stream errors (RFC 9113 §8.1.1), h2 closes the
-  connection.
+  ``check_received``, and a block it refuses resets just that stream with
+  PROTOCOL_ERROR (RFC 9113 §8.1.1), as the h2 engine does. What nghttp2 refuses
+  itself (DEL in values, a bad content-length, a ``:path`` without ``/``, a body that
+  disagrees with its Content-Length) it resets per stream too; those are counted here.
+* A stream over our MAX_CONCURRENT_STREAMS is refused with RST_STREAM REFUSED_STREAM
+  and a decoded header list over MAX_HEADER_LIST reset with ENHANCE_YOUR_CALM, both in
+  the C callbacks (``build.py``), the header block still decoded so HPACK stays in step.
 * After our graceful GOAWAY nghttp2 ignores newer streams instead of resetting them;
   the client learns from the GOAWAY's last-stream-id that they were not processed.
 * One body provider per stream, attached when its head is submitted; an empty buffer
@@ -31,7 +34,9 @@ from peermesh.net.http.h2fast import check_received
 from peermesh.net.http.nghttp2._ng import ffi, lib
 
 # C record tags (build.py)
-_H, _D, _E, _R, _C, _W, _S, _G, _P, _X, _I, _T, _N = range(1, 14)
+_H, _D, _E, _R, _C, _W, _S, _G, _P, _X, _I, _T, _N, _F, _RS = range(1, 16)
+# EV_FAULT reasons (build.py), as the session's counter names them
+_FAULTS = {1: "refused", 2: "headers-too-large"}
 
 SETTINGS_ENABLE_PUSH = 2
 SETTINGS_MAX_CONCURRENT_STREAMS = 3
@@ -41,10 +46,13 @@ SETTINGS_MAX_HEADER_LIST_SIZE = 6
 
 _NO_ERROR, _PROTOCOL_ERROR, _REFUSED_STREAM, _CANCEL = 0, 1, 7, 8
 _ERR_STREAM_CLOSED = -510
+_ERR_INVALID_ARGUMENT = -501
 _ERR_FATAL_GOAWAY = -505
 # nghttp2 rejected a header block or a message (content-length, pseudo-headers): a
 # stream error there, a connection error in h2; answered as h2 answers it.
 _HTTP_ERRORS = (-531, -532)  # NGHTTP2_ERR_HTTP_HEADER, NGHTTP2_ERR_HTTP_MESSAGING
+_DATA_FRAME = 0x0
+_OWN_RESETS_MAX = 4096
 
 
 def _strerror(code: int) -> str:
@@ -71,7 +79,7 @@ class NgEngine:
     """One HTTP/2 connection on libnghttp2, either end, with the shell's limits."""
 
     def __init__(self, *, client_side: bool, max_concurrent_streams: int = 1000) -> None:
-        self.stream_faults: list[str] = []  # nghttp2 resets bad streams itself, uncounted
+        self.stream_faults: list[str] = []  # streams reset for a fault of their own
         from peermesh.net.http.h2conn import (
             CONNECTION_WINDOW,
             MAX_FRAME,
@@ -89,7 +97,14 @@ class NgEngine:
         if client_side:
             iv.append((SETTINGS_ENABLE_PUSH, 0))
         civ = ffi.new("nghttp2_settings_entry[]", iv)
-        ctx = lib.ng_new(0 if client_side else 1, civ, len(iv), CONNECTION_WINDOW, MAX_HEADER_LIST)
+        ctx = lib.ng_new(
+            0 if client_side else 1,
+            civ,
+            len(iv),
+            CONNECTION_WINDOW,
+            MAX_HEADER_LIST,
+            max_concurrent_streams,
+        )
         if ctx == ffi.NULL:
             raise MemoryError("nghttp2 session")
         self._ctx: Any = ffi.gc(ctx, lib.ng_free)
@@ -100,6 +115,9 @@ class NgEngine:
         self._pending: list[Event] = []  # events produced while sending (stream closes)
         self._out: Any = ffi.new("ng_stream **")
         self._fatal: str | None = None  # reason of a GOAWAY nghttp2 sent on its own
+        # Streams reset by us or counted already: any other RST_STREAM(PROTOCOL_ERROR)
+        # going out is nghttp2's own verdict on a body, counted when it is sent.
+        self._own_resets: set[int] = set()
         self._asked_error = False  # we asked for a non-zero GOAWAY ourselves
         self.goaway_received: int | None = None
 
@@ -124,7 +142,7 @@ class NgEngine:
         out = self._pending
         self._pending = []
         errors: list[str] = []
-        http_error = False
+        faulted: set[int] = set()  # streams reset in this batch: later events dropped
         if not n:
             return out, errors
         ev = ffi.unpack(ctx.ev, n)
@@ -135,6 +153,10 @@ class NgEngine:
             for i in range(0, n, 6):
                 t = ev[i]
                 sid = ev[i + 1]
+                if faulted and sid in faulted and t in (_D, _H, _E):
+                    if t == _D:  # its credit goes back to the connection at once
+                        lib.ng_consume(ctx, sid, ev[i + 4])
+                    continue
                 if t == _D:
                     off = ev[i + 3]
                     ln = ev[i + 4]
@@ -149,10 +171,15 @@ class NgEngine:
                         (arena[hd[k] : hd[k + 1]], arena[hd[k + 2] : hd[k + 3]])
                         for k in range(j, j + ev[i + 4] * 4, 4)
                     ]
-                    append(self._headers_event(sid, cat, headers, end))
+                    event = self._headers_event(sid, cat, headers, end)
+                    if event is None:
+                        faulted.add(sid)
+                    else:
+                        append(event)
                 elif t == _E:
                     append((Ev.END, sid))
                 elif t in (_C, _N):
+                    self._own_resets.discard(sid)
                     st = self._streams.pop(sid, None)
                     if st is not None:
                         lib.ng_stream_free(ctx, st)
@@ -184,41 +211,53 @@ class NgEngine:
                 elif t == _X:
                     off = ev[i + 4]
                     errors.append(arena[off : off + ev[i + 5]].decode("latin-1"))
-                elif t == _I and ev[i + 2] in _HTTP_ERRORS and self._fatal is None:
-                    self._fatal = f"invalid HTTP message on stream {sid}: {_strerror(ev[i + 2])}"
-                    http_error = True
+                elif t == _I and ev[i + 2] in _HTTP_ERRORS:
+                    # nghttp2 has reset the stream (PROTOCOL_ERROR) itself: count it.
+                    body = ev[i + 3] == _DATA_FRAME and ev[i + 2] == _HTTP_ERRORS[1]
+                    self.stream_faults.append("body-length" if body else "malformed")
+                    faulted.add(sid)
+                    self._own_resets.add(sid)
+                elif t == _F:
+                    self.stream_faults.append(_FAULTS.get(ev[i + 2], "malformed"))
+                    faulted.add(sid)
+                    self._own_resets.add(sid)
+                elif t == _RS and ev[i + 2] == _PROTOCOL_ERROR and sid not in self._own_resets:
+                    self.stream_faults.append("body-length")
+                    faulted.add(sid)
         finally:
             lib.ng_reset_events(ctx)
-        if http_error:
-            self._asked_error = True
-            lib.nghttp2_session_terminate_session(self._s, _PROTOCOL_ERROR)
-            lib.ng_drain(ctx)
         return out, errors
 
-    def _headers_event(self, sid: int, cat: int, headers: list[Header], end: bool) -> Event:
+    def _headers_event(self, sid: int, cat: int, headers: list[Header], end: bool) -> Event | None:
+        """The event for a received header block, or None if it reset the stream."""
         if cat == 0:  # NGHTTP2_HCAT_REQUEST
-            self._check(headers, response=False, trailer=False)
+            if not self._valid(sid, headers, response=False, trailer=False):
+                return None
             return (Ev.REQUEST, sid, headers, end)
         if cat == 1 or (cat == 3 and sid in self._want_final):  # a (final) response
-            self._check(headers, response=True, trailer=False)
+            if not self._valid(sid, headers, response=True, trailer=False):
+                return None
             if headers and headers[0][1][:1] == b"1":
                 self._want_final.add(sid)
                 return (Ev.INFORMATIONAL, sid, headers)
             self._want_final.discard(sid)
             return (Ev.RESPONSE, sid, headers, end)
-        self._check(headers, response=False, trailer=True)
+        if not self._valid(sid, headers, response=False, trailer=True):
+            return None
         return (Ev.TRAILERS, sid, headers)
 
-    def _check(self, headers: list[Header], *, response: bool, trailer: bool) -> None:
-        """h2's header rules, answered as h2 answers them: GOAWAY(PROTOCOL_ERROR)."""
+    def _valid(self, sid: int, headers: list[Header], *, response: bool, trailer: bool) -> bool:
+        """h2's header rules; a block that breaks them resets its stream (RFC 9113 §8.1.1)."""
         try:
             check_received(headers, response=response, trailer=trailer)
-        except EngineError as exc:
-            self._fatal = str(exc)
-            self._asked_error = True
-            lib.nghttp2_session_terminate_session(self._s, _PROTOCOL_ERROR)
-            lib.ng_drain(self._ctx)
-            raise
+        except EngineError:
+            self.stream_faults.append("malformed")
+            self._own_resets.add(sid)
+            rv = lib.nghttp2_submit_rst_stream(self._s, 0, sid, _PROTOCOL_ERROR)
+            if rv:
+                raise NgError(rv, "rst_stream") from None
+            return False
+        return True
 
     # sending -------------------------------------------------------------------
     def data_to_send(self) -> bytes:
@@ -309,6 +348,9 @@ class NgEngine:
         peer's window and is dropped with the stream, as h2 would never have queued it.
         """
         lib.ng_drain(self._ctx)
+        if len(self._own_resets) > _OWN_RESETS_MAX:  # ids of streams that never closed
+            self._own_resets.clear()
+        self._own_resets.add(stream_id)
         rv = lib.nghttp2_submit_rst_stream(self._s, 0, stream_id, int(error_code))
         if rv:
             raise NgError(rv, "rst_stream")
@@ -318,6 +360,18 @@ class NgEngine:
             rv = lib.ng_consume(self._ctx, stream_id, acknowledged_size)
             if rv:
                 raise NgError(rv, "consume")
+
+    def acknowledge_connection_data(self, acknowledged_size: int) -> None:
+        if acknowledged_size:
+            rv = lib.nghttp2_session_consume_connection(self._s, acknowledged_size)
+            if rv:
+                raise NgError(rv, "consume_connection")
+
+    def acknowledge_stream_data(self, acknowledged_size: int, stream_id: int) -> None:
+        if acknowledged_size:
+            rv = lib.nghttp2_session_consume_stream(self._s, stream_id, acknowledged_size)
+            if rv and rv != _ERR_INVALID_ARGUMENT:  # the stream is gone: nothing to return
+                raise NgError(rv, "consume_stream")
 
     def local_flow_control_window(self, stream_id: int) -> int:
         """Bytes we may still queue on the stream (peer window minus our unsent buffer)."""
