@@ -39,15 +39,13 @@ from bench._common import (
     busy_fraction,
     cpu_model,
     free_port,
-    http_ok,
     percentile,
     update_marked_section,
-    wait_until,
 )
+from bench.agents import PY, Agents
 
 TRUST_DOMAIN = "bench.mesh"
 IDLE_SECONDS = 8.0
-PY = sys.executable
 
 
 # --- the recorder, in the agent's process --------------------------------------------
@@ -112,94 +110,25 @@ def memory(pid: int) -> Memory:
 # --- agents ----------------------------------------------------------------------------
 
 
-class Agents:
-    """Agent processes on loopback with free ports; certificates from one dev CA."""
-
-    def __init__(self, work: Path, group: ProcessGroup) -> None:
-        self.work = work
-        self.group = group
-        self.admin: dict[str, int] = {}
-        self.inbound: dict[str, int] = {}
-        self.outbound: dict[str, int] = {}
-        self.started: dict[str, float] = {}
-        self._ca = work / "ca"
-        subprocess.run(
-            [PY, "-m", "peermesh", "dev-ca", "init", "--dir", str(self._ca),
-             "--trust-domain", TRUST_DOMAIN],
-            check=True, capture_output=True,
-        )  # fmt: skip
-
-    def start(
-        self,
-        node: str,
-        service: str,
-        app_port: int,
-        *flags: str,
-        certificate: bool = True,
-        gc_probe: str | None = None,
-    ) -> None:
-        data = self.work / node
-        if certificate:
-            subprocess.run(
-                [PY, "-m", "peermesh", "dev-ca", "issue", "--ca-dir", str(self._ca),
-                 "--node", node, "--service", service, "--data-dir", str(data)],
-                check=True, capture_output=True,
-            )  # fmt: skip
-        self.admin[node], self.inbound[node] = free_port(), free_port()
-        self.outbound[node] = free_port()
-        args = [
-            "--name", node, "--service", f"{service}={app_port}", "--data-dir", str(data),
-            "--trust-domain", TRUST_DOMAIN, "--outbound", f"127.0.0.1:{self.outbound[node]}",
-            "--inbound", f"127.0.0.1:{self.inbound[node]}",
-            "--admin", f"127.0.0.1:{self.admin[node]}", "--log-level", "warning", *flags,
-        ]  # fmt: skip
-        if gc_probe is None:
-            command = [PY, "-m", "peermesh", "agent", *args]
-        else:
-            out = str(self.work / f"{node}-gc.json")
-            command = [PY, "-m", "bench.memory", "probe", out, gc_probe, *args]
-        self.started[node] = time.monotonic()
-        self.group.start(node, command)
-        port = self.admin[node]
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), f"{node} admin", 60)
-
-    def gossip_flags(self, join: str | None = None) -> list[str]:
-        flags = ["--gossip", f"127.0.0.1:{free_port()}", "--insecure-gossip", "--no-mdns",
-                 "--gossip-profile", "local", "--advertise", "127.0.0.1"]  # fmt: skip
-        return flags + (["--join", f"127.0.0.1:{self.inbound[join]}"] if join else [])
-
-    def idle(self, node: str) -> Memory:
-        """Memory once ``IDLE_SECONDS`` have passed since ``node`` was started."""
-        time.sleep(max(0.0, self.started[node] + IDLE_SECONDS - time.monotonic()))
-        return memory(self.group.procs[node].pid)
-
-    def converged(self, count: int) -> bool:
-        import urllib.request
-
-        for port in self.admin.values():
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/members", timeout=5) as r:
-                members = json.loads(r.read()).get("members", [])
-            if sum(m["state"] == "alive" for m in members) != count:
-                return False
-        return True
-
-    def stop(self, node: str) -> None:
-        proc = self.group.procs.pop(node)
-        proc.terminate()
-        proc.wait(timeout=30)
+def idle(agents: Agents, node: str) -> Memory:
+    """Memory once ``IDLE_SECONDS`` have passed since ``node`` was started."""
+    time.sleep(max(0.0, agents.started[node] + IDLE_SECONDS - time.monotonic()))
+    return memory(agents.group.procs[node].pid)
 
 
 def two_agents(group: ProcessGroup, work: Path, gc_probe: str | None = None) -> Agents:
     """node-a (frontend) → node-b (orders) → the example app, with gossip between them."""
     app = free_port()
     group.start("app", [PY, "-m", "examples.service", "--name", "orders", "--port", str(app)])
-    agents = Agents(work, group)
-    agents.start("node-b", "orders", app, *agents.gossip_flags(), gc_probe=gc_probe)
-    flags = agents.gossip_flags(join="node-b")
-    agents.start("node-a", "frontend", 9, *flags, gc_probe=gc_probe)
-    for node, port in agents.admin.items():
-        wait_until(lambda p=port: http_ok(f"http://127.0.0.1:{p}/readyz"), f"{node} ready", 60)
-    wait_until(lambda: agents.converged(2), "gossip membership", 60)
+    agents = Agents(work, group, TRUST_DOMAIN)
+    for node, service, port, join in (("node-b", "orders", app, None),
+                                      ("node-a", "frontend", 9, "node-b")):  # fmt: skip
+        command = None
+        if gc_probe is not None:
+            out = str(work / f"{node}-gc.json")
+            command = [PY, "-m", "bench.memory", "probe", out, gc_probe]
+        agents.start(node, service, port, *agents.gossip_flags(join), command=command)
+    agents.wait_ready()
     return agents
 
 
@@ -229,14 +158,14 @@ def idle_figures(tmp: Path) -> dict[str, list[Memory]]:
         work = tmp / f"lone-{len(figures)}"
         work.mkdir()
         with ProcessGroup(work) as group:
-            agents = Agents(work, group)
+            agents = Agents(work, group, TRUST_DOMAIN)
             agents.start("node-a", "web", 9, *flags, certificate=False)
-            figures[label] = [agents.idle("node-a")]
+            figures[label] = [idle(agents, "node-a")]
     work = tmp / "pair-idle"
     work.mkdir()
     with ProcessGroup(work) as group:
         agents = two_agents(group, work)
-        figures["two agents with gossip (each)"] = [agents.idle(n) for n in ("node-a", "node-b")]
+        figures["two agents with gossip (each)"] = [idle(agents, n) for n in ("node-a", "node-b")]
     return figures
 
 
@@ -245,7 +174,7 @@ def load_figures(tmp: Path, h2load_path: str, requests: int, settle: float) -> d
     work.mkdir()
     with ProcessGroup(work) as group:
         agents = two_agents(group, work)
-        before = {n: agents.idle(n) for n in ("node-a", "node-b")}
+        before = {n: idle(agents, n) for n in ("node-a", "node-b")}
         summary = h2load(h2load_path, agents, "-c", "4", "-m", "8", "-n", str(requests))
         peak = {n: memory(group.procs[n].pid) for n in ("node-a", "node-b")}
         time.sleep(settle)
