@@ -20,7 +20,6 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -33,11 +32,11 @@ from bench._common import (
     ProcessGroup,
     busy_fraction,
     free_port,
-    http_ok,
     percentile,
     update_marked_section,
     wait_until,
 )
+from bench.agents import PY, Agents
 from peermesh.net.admin_guard import ADMIN_HEADERS
 
 TRUST_DOMAIN = "bench.mesh"
@@ -119,61 +118,27 @@ class Mesh:
     """A client agent (frontend) and two reviews backends (v1, v2), each with its app."""
 
     def __init__(self, work: Path, group: ProcessGroup) -> None:
-        self.outbound = free_port()
-        self.work = work
         self.group = group
-        py = sys.executable
-        subprocess.run(
-            [py, "-m", "peermesh", "dev-ca", "init", "--dir", str(work / "ca"),
-             "--trust-domain", TRUST_DOMAIN],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        self.admin: dict[str, int] = {}
-        self.inbound: dict[str, int] = {}
+        self.agents = Agents(work, group, TRUST_DOMAIN)
         for node, service, version in (
             ("node-c", "frontend", ""),
             ("node-v1", "reviews", "v1"),
             ("node-v2", "reviews", "v2"),
         ):
-            subprocess.run(
-                [py, "-m", "peermesh", "dev-ca", "issue", "--ca-dir", str(work / "ca"),
-                 "--node", node, "--service", service, "--data-dir", str(work / node)],
-                check=True, capture_output=True,
-            )  # fmt: skip
             app = free_port()
             if version:
                 group.start(
                     f"app-{version}",
-                    [py, "-m", "examples.service", "--name", service, "--port", str(app),
+                    [PY, "-m", "examples.service", "--name", service, "--port", str(app),
                      "--version", version],
                 )  # fmt: skip
-            self.admin[node], self.inbound[node] = free_port(), free_port()
-            outbound = self.outbound if node == "node-c" else free_port()
-            args = [
-                py, "-m", "peermesh", "agent", "--name", node, "--service", f"{service}={app}",
-                "--data-dir", str(work / node), "--trust-domain", TRUST_DOMAIN,
-                "--outbound", f"127.0.0.1:{outbound}",
-                "--inbound", f"127.0.0.1:{self.inbound[node]}",
-                "--admin", f"127.0.0.1:{self.admin[node]}",
-                "--gossip", f"127.0.0.1:{free_port()}", "--insecure-gossip", "--no-mdns",
-                "--gossip-profile", "local", "--advertise", "127.0.0.1",
-                "--log-level", "warning",
-            ]  # fmt: skip
+            flags = self.agents.gossip_flags(join="node-c" if version else None)
             if version:
-                args += ["--label", f"version={version}",
-                         "--join", f"127.0.0.1:{self.inbound['node-c']}"]  # fmt: skip
-            group.start(node, args)
-        for node, port in self.admin.items():
-            wait_until(lambda p=port: http_ok(f"http://127.0.0.1:{p}/readyz"), f"{node} ready")
-        wait_until(self._converged, "gossip membership")
-
-    def _converged(self) -> bool:
-        for port in self.admin.values():
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/members", timeout=5) as r:
-                members = json.loads(r.read()).get("members", [])
-            if sum(m["state"] == "alive" for m in members) != 3:
-                return False
-        return True
+                flags += ["--label", f"version={version}"]
+            self.agents.start(node, service, app, *flags)
+        self.agents.wait_ready()
+        self.admin = self.agents.admin
+        self.outbound = self.agents.outbound["node-c"]
 
     def apply(self, node: str, objects: list[dict[str, Any]]) -> None:
         body = json.dumps({"objects": objects}).encode()

@@ -31,7 +31,6 @@ from peermesh.agent.wiring import (
 )
 from peermesh.ca.ports import CaPorts
 from peermesh.ca.service import CaService
-from peermesh.capture.dnsserver import MeshDnsServer, host_resolvers
 from peermesh.capture.vips import ServiceVips
 from peermesh.config import AgentConfig
 from peermesh.core.endpoint import CompositeEndpoints
@@ -255,6 +254,8 @@ class Agent:
             if plain_listeners:
                 self.addresses["plaintext"] = bound(plain_listeners)
             if cfg.proxy.dns is not None:
+                from peermesh.capture.dnsserver import MeshDnsServer, host_resolvers  # dnspython
+
                 dns = MeshDnsServer(
                     cfg.proxy.dns,
                     vips.table,

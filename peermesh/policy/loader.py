@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from peermesh.policy.errors import PolicyError, PolicyWarning
 from peermesh.policy.model import ROUTE, TRAFFIC_POLICY, PolicyObject
 from peermesh.policy.validate import check_object, check_set
+
+if TYPE_CHECKING:
+    import yaml
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
 #: Refuse to even parse files larger than this (the per-object limit is far smaller).
@@ -52,30 +54,40 @@ class Document:
         return f"{self.file}:{self.line}"
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+@cache
+def _strict_loader() -> type[yaml.SafeLoader]:
+    """The loader class, built on first use so that PyYAML is imported only by the
+    processes that read policy files (the CLI), not by every agent."""
+    import yaml
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-            except TypeError:  # unhashable key: let the base class report it
-                break
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r} (first at line {seen[key] + 1})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
+    class _StrictLoader(yaml.SafeLoader):
+        """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # unhashable key: let the base class report it
+                    break
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key!r} (first at line {seen[key] + 1})",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return _StrictLoader
 
 
 def _yaml_documents(text: str, file: str) -> list[Document]:
-    loader = _StrictLoader(text)
+    import yaml
+
+    loader = _strict_loader()(text)
     docs: list[Document] = []
     try:
         while loader.check_node():
@@ -206,6 +218,8 @@ def load_policy(path: str | Path, *, known_services: Collection[str] | None = No
 
 def dump_yaml(objects: Iterable[PolicyObject]) -> str:
     """Multi-document YAML in the canonical field layout; loads back to equal objects."""
+    import yaml
+
     return yaml.safe_dump_all(
         [obj.to_dict() for obj in objects], sort_keys=False, default_flow_style=False
     )

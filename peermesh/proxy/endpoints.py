@@ -8,8 +8,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from peermesh.core.endpoint import Endpoint, EndpointError, parse_host_port
 
 
@@ -87,6 +85,8 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 def load_endpoint_file(path: Path) -> dict[str, list[Endpoint]]:
     """Parse an endpoint file (YAML or JSON) into service -> endpoints."""
+    import yaml  # only agents started with an endpoint file pay for PyYAML
+
     try:
         text = Path(path).read_text()
     except OSError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -98,6 +97,8 @@ def _kind(ctx: _Ctx, value: object, path: str) -> str | None:
     if isinstance(value, str) and value in _FOREIGN_KINDS:
         hint = f"the peermesh equivalent is '{_FOREIGN_KINDS[value]}'"
     else:
+        import difflib  # only misspelt input pays for it
+
         close = difflib.get_close_matches(str(value), KINDS, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"kinds are {', '.join(KINDS)}"
     ctx.error(path, f"unknown kind {value!r}", hint)

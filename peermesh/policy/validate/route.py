@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -218,6 +217,8 @@ def _retry_on(ctx: _Ctx, value: object, path: str) -> tuple[str, ...] | None:
             out.append(condition)
         else:
             known = sorted(RETRY_ON_CONDITIONS)
+            import difflib  # only misspelt input pays for it
+
             close = difflib.get_close_matches(condition, known, n=1)
             ctx.error(
                 path,

@@ -8,7 +8,6 @@ they are this package's internals; :mod:`peermesh.policy.validate` is the public
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -119,6 +118,8 @@ def _mapping(
         if not isinstance(key, str):
             ctx.error(path, f"field names must be strings, got {_type_name(key)} {key!r}")
         elif key not in allowed:
+            import difflib  # only misspelt input pays for it
+
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
             ctx.error(_join(path, key), f"unknown field '{key}'", hint)
