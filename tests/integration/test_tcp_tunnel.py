@@ -116,9 +116,10 @@ class Backends:
 
 @asynccontextmanager
 async def backends(
-    tmp_path, app_ports: list[int], *, dead_agents: int = 0
+    tmp_path, app_ports: list[int], *, dead_agents: int = 0, silent: tuple[int, ...] = ()
 ) -> AsyncIterator[Backends]:
-    """``dead_agents`` more orders endpoints are addresses where no agent listens."""
+    """``dead_agents`` more orders endpoints are addresses where no agent listens;
+    ``silent`` ports are more endpoints, where something takes TCP and never speaks."""
     nodes = {"node-a": "frontend"} | {f"node-{i}": "orders" for i in range(len(app_ports))}
     dirs = make_mesh_pki(tmp_path, nodes=nodes)
     async with trio.open_nursery() as nursery:
@@ -129,6 +130,7 @@ async def backends(
             servers.append(agent)
         peers = tuple("orders={}:{}".format(*agent.addresses["inbound"]) for agent in servers)
         peers += tuple(f"orders=127.0.0.1:{free_port()}" for _ in range(dead_agents))
+        peers += tuple(f"orders=127.0.0.1:{port}" for port in silent)
         client = Agent(agent_config("node-a", "frontend", dirs["node-a"], peers=peers))
         await nursery.start(client.run)
         access = tmp_path / "frontend-access.log"
@@ -293,6 +295,37 @@ async def test_an_endpoint_whose_agent_is_gone_is_retried_on_another(tmp_path):
         assert 'error="tcp-peer-unreachable"' in failed, failed
 
 
+async def test_an_agent_that_takes_tcp_but_never_speaks_costs_only_the_connect_timeout(tmp_path):
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    # The kernel completes the handshake into the backlog; nothing ever reads or answers.
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(64)
+        silent = blackhole.getsockname()[1]
+        async with backends(tmp_path, [listener.socket.getsockname()[1]], silent=(silent,)) as mesh:
+            mesh.nursery.start_soon(echo_app, listener)
+            short = {"tcp": {"connectTimeout": "250ms"}}
+            policy = {**ROUND_ROBIN, "spec": {**ROUND_ROBIN["spec"], "connectionPool": short}}
+            mesh.client.policy.apply([policy], now=0.0)
+            for i in range(4):
+                app = await tunnel_client(mesh, port=7000)
+                await app.send_all(b"ping %d" % i)
+                await app.send_eof()
+                assert await read_all(app) == b"ping %d" % i  # every connection gets through
+                await app.aclose()
+            await eventually(lambda: len(mesh.lines()) == 4)
+            lines = mesh.lines()
+            assert {line["outcome"] for line in lines} == {"ok"}
+            assert all(line["peer"] != f"127.0.0.1:{silent}" for line in lines)
+            retried = [line for line in lines if line["attempts"] == 2]
+            assert len(retried) >= 2, lines  # round robin tries the silent one every other time
+            failed = metric(mesh.client, "peermesh_sidecar_errors_total")
+            # The policy's 250 ms, not the pool's own (longer) dial bound, ended those tries.
+            assert 'error="tcp-connect-timeout"' in failed, failed
+            assert 'error="tcp-peer-unreachable"' not in failed, failed
+            assert f"{float(len(retried)):.1f}" in metric(mesh.client, "peermesh_retries_total")
+
+
 async def test_all_backends_down_closes_the_connection_with_a_line_and_a_counter(tmp_path):
     async with backends(tmp_path, [closed_port(), closed_port()]) as mesh:
         app = await tunnel_client(mesh, port=7000)
@@ -334,6 +367,7 @@ def test_only_opens_that_put_no_byte_before_an_app_are_retried():
     retried = {f for f in OpenFailure if f.retryable(sent=False)}
     assert retried == {
         OpenFailure.UNREACHABLE,
+        OpenFailure.CONNECT_TIMEOUT,
         OpenFailure.GOAWAY,
         OpenFailure.REFUSED,
         OpenFailure.LOST,
