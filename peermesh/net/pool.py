@@ -188,6 +188,11 @@ class PeerPool:
                 if self.on_tls_failure is not None:
                     self.on_tls_failure(reason)
                 raise errors.tls_refused(endpoint.service, endpoint.address, reason) from None
+            except trio.Cancelled:
+                # A caller's shorter deadline (a TrafficPolicy connectTimeout) gave up on
+                # this dial: the socket goes now, not whenever it is collected.
+                await trio.aclose_forcefully(tcp)
+                raise
         if scope.cancelled_caught:
             if tcp is not None:
                 await trio.aclose_forcefully(tcp)

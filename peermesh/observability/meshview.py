@@ -53,6 +53,7 @@ from peermesh.observability.ui import (
 )
 from peermesh.observability.ui_graph import GraphQuery, GraphQueryError, mesh_graph
 
+GRAPH_ROUTE = "/v1/mesh/graph"
 FANOUT_TIMEOUT = 3.0
 MAX_SKEW = 2.0  # seconds of clock difference `check` tolerates (beyond half the RTT)
 NEAR_EXPIRY = 0.1  # fail when less than this share of the certificate lifetime is left
@@ -127,7 +128,7 @@ class MeshView:
         admin.route("/v1/mesh/stats", self._admin_stats)
         admin.route("/v1/mesh/tap", self._admin_tap)
         admin.route("/v1/mesh/check", self._admin_check)
-        admin.route("/v1/mesh/graph", self._admin_graph)
+        admin.route(GRAPH_ROUTE, self._admin_graph)
         admin.route("/ui", self._admin_ui)
         admin.route(SCRIPT_PATH, self._admin_ui)
         admin.route(STYLE_PATH, self._admin_ui)
@@ -154,6 +155,7 @@ class MeshView:
         caller = str(request.peer)
         if caller != str(self.tls.identity) and not self.may_tap(caller):
             self.tap_refusals += 1
+            self.hub.metrics.admin_refusals.labels(TAP.name, "tap-forbidden").inc()
             raise PeermeshError(
                 f"{caller} may not tap {self.sources.node}: list it in MeshConfig"
                 " spec.tapIdentities (or admins)",
@@ -252,6 +254,7 @@ class MeshView:
         """``/v1/mesh/graph?width=N``: the mesh laid out for a page N pixels wide."""
         if method not in (b"GET", b"HEAD"):
             self.graph_refusals += 1
+            self.hub.metrics.admin_refusals.labels(GRAPH_ROUTE, "method-not-allowed").inc()
             return AdminResponse.json(
                 405, GraphQueryError("the graph is read-only: GET it").to_dict()
             )
@@ -259,6 +262,7 @@ class MeshView:
             query = GraphQuery.from_path(path)
         except GraphQueryError as exc:
             self.graph_refusals += 1
+            self.hub.metrics.admin_refusals.labels(GRAPH_ROUTE, exc.code).inc()
             return AdminResponse.json(exc.status, exc.to_dict())
         stats, agents = await self._gather_stats()
         return AdminResponse.json(200, mesh_graph(stats, agents, query.width))

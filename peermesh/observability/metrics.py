@@ -10,6 +10,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+#: Hostile queries the mesh view refuses, as (route, reason): present at 0 from the start.
+ADMIN_REFUSALS = (
+    ("/v1/mesh/graph", "method-not-allowed"),
+    ("/v1/mesh/graph", "invalid-graph-query"),
+    ("tap/subscribe", "tap-forbidden"),
+)
+
 #: Where a failure is isolated: admin routes, control methods, policy exchanges, gossip input.
 INTERNAL_ERROR_COMPONENTS = ("admin", "control", "replicator", "gossip")
 
@@ -51,10 +58,20 @@ class AgentMetrics:
         )
         self.rejected_connections = Counter(
             "peermesh_connections_rejected",
-            "Connections closed for bad input: garbage, bad preface, protocol errors.",
+            "Connections (and streams) closed or refused for bad input (garbage, bad preface,"
+            " protocol errors), a timeout (header, body, keep-alive, idle, preface) or a cap.",
             ["listener", "reason"],
             registry=self.registry,
         )
+        self.admin_refusals = Counter(
+            "peermesh_admin_refusals",
+            "Admin queries and control RPCs refused before they touched any state, by route"
+            " and reason.",
+            ["route", "reason"],
+            registry=self.registry,
+        )
+        for route, reason in ADMIN_REFUSALS:
+            self.admin_refusals.labels(route, reason)
         self.dns_queries = Counter(
             "peermesh_dns_queries",
             "Mesh DNS datagrams by outcome (answered, forwarded, relayed, malformed, timeout).",

@@ -248,6 +248,7 @@ class OpenFailure(enum.Enum):
     """Why one open of a CONNECT stream failed, and whether another endpoint may be tried."""
 
     UNREACHABLE = "peer-unreachable"  # no connection to the far agent (dial, TLS, backoff)
+    CONNECT_TIMEOUT = "connect-timeout"  # no connection within TrafficPolicy connectTimeout
     GOAWAY = "goaway"  # the connection would take no new stream
     REFUSED = "refused-stream"  # REFUSED_STREAM: the far agent did not process it
     LOST = "connection-lost"  # the connection died before an answer
@@ -264,7 +265,13 @@ class OpenFailure(enum.Enum):
 
 
 _RETRYABLE = frozenset(
-    {OpenFailure.UNREACHABLE, OpenFailure.GOAWAY, OpenFailure.REFUSED, OpenFailure.APP_REFUSED}
+    {
+        OpenFailure.UNREACHABLE,
+        OpenFailure.CONNECT_TIMEOUT,
+        OpenFailure.GOAWAY,
+        OpenFailure.REFUSED,
+        OpenFailure.APP_REFUSED,
+    }
 )
 
 
@@ -358,6 +365,7 @@ class TunnelOut:
         state.budget.record_request(trio.current_time())
         tried: list[str] = []
         refused = _Refused(OpenFailure.UNREACHABLE, 503, "no attempt made")
+        connect_timeout = self._connect_timeout(state)
         for attempt in range(1, attempts + 1):
             now = trio.current_time()
             eligible = state.outlier.filter(endpoints, now) if state.outlier else endpoints
@@ -369,7 +377,9 @@ class TunnelOut:
             record.peer = endpoint.address
             record.peer_identity = str(self.expected_identity(endpoint.service))
             state.balancer.on_start(endpoint.address, now)
-            answer = await self._open_once(endpoint, record, initial, upgrade=upgrade)
+            answer = await self._open_once(
+                endpoint, record, initial, upgrade=upgrade, connect_timeout=connect_timeout
+            )
             if not isinstance(answer, _Refused):
                 self._feed(state, endpoint.address, now, ok=True)
                 if attempt > 1:
@@ -393,15 +403,44 @@ class TunnelOut:
             self.metrics.retries.labels(service).inc(record.attempts - 1)
         return refused
 
+    def _connect_timeout(self, state: DestinationState) -> float | None:
+        """The destination's TrafficPolicy ``connectTimeout``, never beyond the pool's own
+        (None: the pool's own bounds the dial by itself)."""
+        spec = state.policy.spec if state.policy is not None else None
+        pool = spec.connection_pool if spec is not None else None
+        if pool is None or not pool.connect_timeout:
+            return None
+        return min(pool.connect_timeout, self.pool.connect_timeout)
+
     async def _open_once(
-        self, endpoint: Endpoint, record: TunnelRecord, initial: bytes, *, upgrade: bool
+        self,
+        endpoint: Endpoint,
+        record: TunnelRecord,
+        initial: bytes,
+        *,
+        upgrade: bool,
+        connect_timeout: float | None = None,
     ) -> H2Stream | _Refused:
-        """One CONNECT on ``endpoint``: the stream once answered 200, else why not."""
+        """One CONNECT on ``endpoint``: the stream once answered 200, else why not.
+
+        ``connect_timeout`` bounds getting a connection to the far agent (dial, TLS,
+        SETTINGS), so one that accepts TCP and then says nothing costs only that long
+        before the next endpoint is tried."""
         headers = connect_headers(record.destination, record.port, upgrade=upgrade)
         try:
-            session = await self.pool.session_for(
-                endpoint, expect=self.expected_identity(endpoint.service)
-            )
+            with trio.move_on_after(
+                connect_timeout if connect_timeout is not None else float("inf")
+            ) as waited:
+                session = await self.pool.session_for(
+                    endpoint, expect=self.expected_identity(endpoint.service)
+                )
+            if waited.cancelled_caught:
+                return _Refused(
+                    OpenFailure.CONNECT_TIMEOUT,
+                    503,
+                    f"no connection to {endpoint.address} within {connect_timeout}s"
+                    " (TrafficPolicy connectTimeout)",
+                )
             stream = await session.open_stream(headers)
         except ConnectionUnavailable as exc:
             return _Refused(OpenFailure.GOAWAY, 503, str(exc) or "connection takes no stream")

@@ -195,3 +195,28 @@ async def test_grpc_status_is_a_bounded_label_on_both_sides(tmp_path):
                 assert (ok, denied) == (3, 2), side
     finally:
         server.stop(None)
+
+
+async def test_refused_graph_queries_and_taps_move_the_refusal_counter(tmp_path):
+    name = "peermesh_admin_refusals_total"
+    async with two_agents(tmp_path) as mesh, httpx.AsyncClient() as c:
+        before = await scrape(mesh.server)
+        assert value(before, name, route="/v1/mesh/graph") == 0
+        assert value(before, name, route="tap/subscribe", reason="tap-forbidden") == 0
+        host, port = mesh.server.addresses["admin"]
+        base = f"http://{host}:{port}"
+        r = await c.get(base + "/v1/mesh/graph?width=x")
+        assert r.status_code == 400 and r.json()["code"] == "invalid-graph-query"
+        r = await c.post(base + "/v1/mesh/graph", headers={"X-Peermesh-Request": "1"})
+        assert r.status_code == 405
+        # The client is neither an admin nor listed in tapIdentities: its peer refuses.
+        host, port = mesh.client.addresses["admin"]
+        tapped = (await c.get(f"http://{host}:{port}/v1/mesh/tap?service=orders")).json()
+        assert any("may not tap" in e["error"] for e in tapped["errors"]), tapped
+        after = await scrape(mesh.server)
+        graph = {"route": "/v1/mesh/graph"}
+        assert value(after, name, **graph, reason="invalid-graph-query") == 1
+        assert value(after, name, **graph, reason="method-not-allowed") == 1
+        assert value(after, name, route="tap/subscribe", reason="tap-forbidden") == 1
+        assert mesh.server.mesh_view.graph_refusals == 2
+        assert mesh.server.mesh_view.tap_refusals == 1

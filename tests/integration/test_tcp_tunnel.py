@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,10 +69,12 @@ async def resetting_app(listener: trio.SocketListener) -> None:
     await trio.serve_listeners(serve, [listener])
 
 
-async def tunnel_client(mesh, port: int = 6379) -> trio.SocketStream:
-    """An app connection whose far end the client agent tunnels to orders:port."""
+async def tunnel_client(mesh, port: int = 6379, endpoints=None) -> trio.SocketStream:
+    """An app connection whose far end the client agent tunnels to orders:port (on one
+    of ``endpoints``, by default every orders endpoint the client knows)."""
     outbound = mesh.client.outbound
-    endpoints = list(mesh.client.endpoints.endpoints("orders"))
+    if endpoints is None:
+        endpoints = list(mesh.client.endpoints.endpoints("orders"))
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     app_side = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
     agent_side = await listeners[0].accept()
@@ -116,19 +118,31 @@ class Backends:
 
 @asynccontextmanager
 async def backends(
-    tmp_path, app_ports: list[int], *, dead_agents: int = 0
+    tmp_path,
+    app_ports: list[int],
+    *,
+    dead_agents: int = 0,
+    silent: tuple[int, ...] = (),
+    settings: Mapping[int, Mapping[str, object]] | None = None,
 ) -> AsyncIterator[Backends]:
-    """``dead_agents`` more orders endpoints are addresses where no agent listens."""
+    """``dead_agents`` more orders endpoints are addresses where no agent listens;
+    ``silent`` ports are more endpoints, where something takes TCP and never speaks;
+    ``settings`` are extra agent settings by server index (``{0: {"max_streams": 1}}``)."""
     nodes = {"node-a": "frontend"} | {f"node-{i}": "orders" for i in range(len(app_ports))}
     dirs = make_mesh_pki(tmp_path, nodes=nodes)
     async with trio.open_nursery() as nursery:
         servers = []
         for i, app_port in enumerate(app_ports):
-            agent = Agent(agent_config(f"node-{i}", "orders", dirs[f"node-{i}"], app_port=app_port))
+            extra = (settings or {}).get(i, {})
+            config = agent_config(
+                f"node-{i}", "orders", dirs[f"node-{i}"], app_port=app_port, **extra
+            )
+            agent = Agent(config)
             await nursery.start(agent.run)
             servers.append(agent)
         peers = tuple("orders={}:{}".format(*agent.addresses["inbound"]) for agent in servers)
         peers += tuple(f"orders=127.0.0.1:{free_port()}" for _ in range(dead_agents))
+        peers += tuple(f"orders=127.0.0.1:{port}" for port in silent)
         client = Agent(agent_config("node-a", "frontend", dirs["node-a"], peers=peers))
         await nursery.start(client.run)
         access = tmp_path / "frontend-access.log"
@@ -293,6 +307,70 @@ async def test_an_endpoint_whose_agent_is_gone_is_retried_on_another(tmp_path):
         assert 'error="tcp-peer-unreachable"' in failed, failed
 
 
+async def test_an_agent_that_takes_tcp_but_never_speaks_costs_only_the_connect_timeout(tmp_path):
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    # The kernel completes the handshake into the backlog; nothing ever reads or answers.
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(64)
+        silent = blackhole.getsockname()[1]
+        async with backends(tmp_path, [listener.socket.getsockname()[1]], silent=(silent,)) as mesh:
+            mesh.nursery.start_soon(echo_app, listener)
+            short = {"tcp": {"connectTimeout": "250ms"}}
+            policy = {**ROUND_ROBIN, "spec": {**ROUND_ROBIN["spec"], "connectionPool": short}}
+            mesh.client.policy.apply([policy], now=0.0)
+            for i in range(4):
+                app = await tunnel_client(mesh, port=7000)
+                await app.send_all(b"ping %d" % i)
+                await app.send_eof()
+                assert await read_all(app) == b"ping %d" % i  # every connection gets through
+                await app.aclose()
+            await eventually(lambda: len(mesh.lines()) == 4)
+            lines = mesh.lines()
+            assert {line["outcome"] for line in lines} == {"ok"}
+            assert all(line["peer"] != f"127.0.0.1:{silent}" for line in lines)
+            retried = [line for line in lines if line["attempts"] == 2]
+            assert len(retried) >= 2, lines  # round robin tries the silent one every other time
+            failed = metric(mesh.client, "peermesh_sidecar_errors_total")
+            # The policy's 250 ms, not the pool's own (longer) dial bound, ended those tries.
+            assert 'error="tcp-connect-timeout"' in failed, failed
+            assert 'error="tcp-peer-unreachable"' not in failed, failed
+            assert f"{float(len(retried)):.1f}" in metric(mesh.client, "peermesh_retries_total")
+
+
+async def test_an_agent_that_refuses_the_stream_is_retried_on_another(tmp_path):
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    app_port = listener.socket.getsockname()[1]
+    capped = {0: {"max_streams": 1}}
+    async with backends(tmp_path, [app_port, app_port], settings=capped) as mesh:
+        mesh.nursery.start_soon(echo_app, listener)
+        mesh.client.policy.apply([ROUND_ROBIN], now=0.0)
+        full = "{}:{}".format(*mesh.servers[0].addresses["inbound"])
+        # One tunnel held open to the capped agent takes its only stream.
+        [only] = [e for e in mesh.client.endpoints.endpoints("orders") if e.address == full]
+        held = await tunnel_client(mesh, port=7000, endpoints=[only])
+        await held.send_all(b"hold")
+        assert await held.receive_some(4) == b"hold"
+        for i in range(6):
+            app = await tunnel_client(mesh, port=7000)
+            await app.send_all(b"ping %d" % i)
+            await app.send_eof()
+            assert await read_all(app) == b"ping %d" % i  # every connection gets through
+            await app.aclose()
+        await eventually(lambda: len(mesh.lines()) == 6)
+        lines = mesh.lines()
+        assert {line["outcome"] for line in lines} == {"ok"}
+        assert all(line["peer"] != full for line in lines)
+        assert any(line["attempts"] == 2 for line in lines), lines
+        failed = metric(mesh.client, "peermesh_sidecar_errors_total")
+        assert 'error="tcp-refused-stream"' in failed, failed
+        refused = metric(mesh.servers[0], "peermesh_connections_rejected_total")
+        assert 'reason="stream-cap"' in refused, refused
+        await held.send_eof()
+        assert await read_all(held) == b""  # the held tunnel was never touched
+        await held.aclose()
+
+
 async def test_all_backends_down_closes_the_connection_with_a_line_and_a_counter(tmp_path):
     async with backends(tmp_path, [closed_port(), closed_port()]) as mesh:
         app = await tunnel_client(mesh, port=7000)
@@ -334,6 +412,7 @@ def test_only_opens_that_put_no_byte_before_an_app_are_retried():
     retried = {f for f in OpenFailure if f.retryable(sent=False)}
     assert retried == {
         OpenFailure.UNREACHABLE,
+        OpenFailure.CONNECT_TIMEOUT,
         OpenFailure.GOAWAY,
         OpenFailure.REFUSED,
         OpenFailure.LOST,
