@@ -56,6 +56,16 @@ def _drain_timeout(value: float | str) -> float:
     return seconds
 
 
+def _dial_timeout(value: str | float) -> float:
+    try:
+        seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"--connect-timeout: {exc}") from None
+    if not 0 < seconds <= 600:
+        raise ConfigError("--connect-timeout must be more than 0 and at most 10 minutes")
+    return seconds
+
+
 def _dns_upstreams(values: Iterable[str]) -> tuple[tuple[str, int], ...]:
     found = []
     for text in words(values):
@@ -217,7 +227,13 @@ class ProxyConfig:
         parse=_ports,
         multiple=True,
     )
-    connect_timeout: float = 2.0
+    connect_timeout: float = setting(
+        "--connect-timeout",
+        "2s",
+        help="Longest wait for a connection to a peer agent (dial, TLS, SETTINGS); a"
+        " TrafficPolicy connectTimeout can only shorten it for TCP tunnels.",
+        parse=_dial_timeout,
+    )
 
 
 def _timeout(flag: str) -> Callable[[str | float], float]:

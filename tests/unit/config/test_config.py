@@ -193,3 +193,13 @@ def test_token_joined_agent_restarts_from_the_keyring_in_its_data_dir(tmp_path):
     save_keyring(joined_gossip_key(tmp_path), [generate_gossip_key()])
     config = AgentConfig.build(name="a", service="s=1", data_dir=str(tmp_path))
     assert config.ca.join_token is None and config.gossip.key_file is None
+
+
+def test_the_dial_timeout_is_a_duration_above_zero():
+    from peermesh.config.sections import _dial_timeout
+
+    assert _dial_timeout("0.5s") == 0.5
+    assert _dial_timeout(3) == 3.0
+    for bad in ("0", "off", "11m", "soon"):
+        with pytest.raises(ConfigError):
+            _dial_timeout(bad)
