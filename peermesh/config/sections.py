@@ -245,75 +245,74 @@ def _cap(flag: str) -> Callable[[str | int], int]:
     return parse
 
 
+def _timeout_setting(flag: str, default: str, *, help: str) -> float:
+    """A duration setting where 0 or 'off' turns the timeout off."""
+    result: float = setting(flag, default, help=help, parse=_timeout(flag))
+    return result
+
+
+def _cap_setting(flag: str, default: str, *, help: str) -> int:
+    """A whole-number cap where 0 turns the cap off."""
+    result: int = setting(flag, default, help=help, parse=_cap(flag), kind=Kind.INT)
+    return result
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     """Downstream timeouts and connection/stream caps (docs/security.md, Hostile traffic)."""
 
-    header_timeout: float = setting(
+    header_timeout: float = _timeout_setting(
         "--header-timeout",
         "60s",
         help="An HTTP/1.1 request head must arrive whole within this (408, or a close if"
         " nothing came); 0 is off.",
-        parse=_timeout("--header-timeout"),
     )
-    body_timeout: float = setting(
+    body_timeout: float = _timeout_setting(
         "--body-timeout",
         "60s",
         help="Longest wait between two reads of a request body (HTTP/1.1 and each HTTP/2"
         " stream): 408 / RST_STREAM CANCEL; 0 is off.",
-        parse=_timeout("--body-timeout"),
     )
-    keepalive_timeout: float = setting(
+    keepalive_timeout: float = _timeout_setting(
         "--keepalive-timeout",
         "75s",
         help="An HTTP/1.1 app connection idle between requests this long is closed; 0 is off.",
-        parse=_timeout("--keepalive-timeout"),
     )
-    idle_timeout: float = setting(
+    idle_timeout: float = _timeout_setting(
         "--idle-timeout",
         "1h",
         help="An HTTP/2 connection with no open streams this long gets GOAWAY; 0 is off.",
-        parse=_timeout("--idle-timeout"),
     )
-    stream_idle_timeout: float = setting(
+    stream_idle_timeout: float = _timeout_setting(
         "--stream-idle-timeout",
         "5m",
         help="An HTTP/2 stream with no frames either way this long is reset; 0 is off.",
-        parse=_timeout("--stream-idle-timeout"),
     )
-    tunnel_idle_timeout: float = setting(
+    tunnel_idle_timeout: float = _timeout_setting(
         "--tunnel-idle-timeout",
         "1h",
         help="The stream idle timeout of CONNECT streams (TCP tunnels, WebSockets); 0 is off.",
-        parse=_timeout("--tunnel-idle-timeout"),
     )
-    preface_timeout: float = setting(
+    preface_timeout: float = _timeout_setting(
         "--preface-timeout",
         "10s",
         help="After TLS (mTLS inbound) or the h2c magic, the HTTP/2 SETTINGS must come"
         " within this; 0 is off.",
-        parse=_timeout("--preface-timeout"),
     )
-    max_connections: int = setting(
+    max_connections: int = _cap_setting(
         "--max-connections",
         "10000",
         help="Open connections per listener; more are closed at accept. 0 is off.",
-        parse=_cap("--max-connections"),
-        kind=Kind.INT,
     )
-    max_peer_connections: int = setting(
+    max_peer_connections: int = _cap_setting(
         "--max-peer-connections",
         "1000",
         help="Open connections per source address (app listeners) or SPIFFE ID (inbound).",
-        parse=_cap("--max-peer-connections"),
-        kind=Kind.INT,
     )
-    max_streams: int = setting(
+    max_streams: int = _cap_setting(
         "--max-streams",
         "10000",
         help="Concurrent requests across the agent; more get REFUSED_STREAM or 503. 0 is off.",
-        parse=_cap("--max-streams"),
-        kind=Kind.INT,
     )
 
     def timeouts(self) -> Timeouts:
