@@ -37,6 +37,16 @@ def printed_as_json(data: Any, output: str) -> bool:
     return True
 
 
+def fetched_for_table(agent_url: str, path: str, output: str) -> Any:
+    """The admin API's answer at ``path``, or None once ``--output json`` has printed it.
+
+    Read-only views take whatever status the agent answers with and render its body, so a
+    refusal shows up in the table the same way it does in the JSON.
+    """
+    _code, data = admin_call(agent_url, path)
+    return None if printed_as_json(data, output) else data
+
+
 def admin_call(
     agent_url: str,
     path: str,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
-from rich.table import Table
 
-from peermesh.cli.admin import admin_call, admin_ok, agent_option, output_option, printed_as_json
+from peermesh.cli.admin import admin_ok, agent_option, fetched_for_table, output_option
+from peermesh.cli.status import field_table
 
 console = Console()
 
@@ -21,12 +21,10 @@ def ca_group() -> None:
 @output_option
 def ca_status(agent_url: str, output: str) -> None:
     """Committee, threshold, reachable signers, root and this node's certificate."""
-    _code, data = admin_call(agent_url, "/v1/ca/status")
-    if printed_as_json(data, output):
+    data = fetched_for_table(agent_url, "/v1/ca/status", output)
+    if data is None:
         return
-    table = Table(title=f"threshold CA seen by {data['node']}")
-    table.add_column("field")
-    table.add_column("value")
+    table = field_table(f"threshold CA seen by {data['node']}")
     for key in (
         "phase", "signer", "epoch", "threshold", "reachable_signers", "root_fingerprint",
         "root_not_after", "certificate_not_after", "renewals", "last_error",

@@ -6,9 +6,17 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from peermesh.cli.admin import admin_call, admin_ok, agent_option, output_option, printed_as_json
+from peermesh.cli.admin import admin_ok, agent_option, fetched_for_table, output_option
 
 console = Console()
+
+
+def field_table(title: str) -> Table:
+    """A two-column table of an agent's named fields and their values."""
+    table = Table(title=title)
+    table.add_column("field")
+    table.add_column("value")
+    return table
 
 
 @click.command()
@@ -16,12 +24,10 @@ console = Console()
 @output_option
 def status(agent_url: str, output: str) -> None:
     """Show the local agent's status."""
-    _code, data = admin_call(agent_url, "/v1/status")
-    if printed_as_json(data, output):
+    data = fetched_for_table(agent_url, "/v1/status", output)
+    if data is None:
         return
-    table = Table(title=f"agent {data['node']} ({data['service']})")
-    table.add_column("field")
-    table.add_column("value")
+    table = field_table(f"agent {data['node']} ({data['service']})")
     for key in ("identity", "ready", "draining", "certificate_not_after", "trust_domain"):
         table.add_row(key, str(data.get(key)))
     for name, address in data["listeners"].items():
@@ -47,8 +53,8 @@ def ping(agent_url: str, address: str) -> None:
 @output_option
 def members(agent_url: str, output: str) -> None:
     """List the mesh members this agent sees (gossip membership)."""
-    _code, data = admin_call(agent_url, "/v1/members")
-    if printed_as_json(data, output):
+    data = fetched_for_table(agent_url, "/v1/members", output)
+    if data is None:
         return
     if not data.get("running"):
         raise click.ClickException(f"gossip is not running: {data.get('reason', 'unknown')}")
