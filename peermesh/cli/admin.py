@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.error
 import urllib.request
@@ -37,14 +38,26 @@ def printed_as_json(data: Any, output: str) -> bool:
     return True
 
 
-def fetched_for_table(agent_url: str, path: str, output: str) -> Any:
-    """The admin API's answer at ``path``, or None once ``--output json`` has printed it.
+def table_view(path: str) -> Callable[[Callable[[Any], None]], Callable[[str, str], None]]:
+    """A read-only view of the admin API's answer at ``path``: ``--agent`` and ``--output``
+    options, JSON printed as is, anything else handed to the decorated renderer.
 
-    Read-only views take whatever status the agent answers with and render its body, so a
-    refusal shows up in the table the same way it does in the JSON.
+    The view renders whatever status the agent answers with, so a refusal shows up in the
+    table the same way it does in the JSON.
     """
-    _code, data = admin_call(agent_url, path)
-    return None if printed_as_json(data, output) else data
+
+    def decorate(render: Callable[[Any], None]) -> Callable[[str, str], None]:
+        @agent_option
+        @output_option
+        @functools.wraps(render)
+        def command(agent_url: str, output: str) -> None:
+            _code, data = admin_call(agent_url, path)
+            if not printed_as_json(data, output):
+                render(data)
+
+        return command
+
+    return decorate
 
 
 def admin_call(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.console import Console
 
-from peermesh.cli.admin import admin_ok, agent_option, fetched_for_table, output_option
+from peermesh.cli.admin import admin_ok, agent_option, table_view
 from peermesh.cli.status import field_table
 
 console = Console()
@@ -17,13 +19,9 @@ def ca_group() -> None:
 
 
 @ca_group.command("status")
-@agent_option
-@output_option
-def ca_status(agent_url: str, output: str) -> None:
+@table_view("/v1/ca/status")
+def ca_status(data: dict[str, Any]) -> None:
     """Committee, threshold, reachable signers, root and this node's certificate."""
-    data = fetched_for_table(agent_url, "/v1/ca/status", output)
-    if data is None:
-        return
     table = field_table(f"threshold CA seen by {data['node']}")
     for key in (
         "phase", "signer", "epoch", "threshold", "reachable_signers", "root_fingerprint",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.console import Console
 from rich.table import Table
 
-from peermesh.cli.admin import admin_ok, agent_option, fetched_for_table, output_option
+from peermesh.cli.admin import admin_ok, agent_option, table_view
 
 console = Console()
 
@@ -20,13 +22,9 @@ def field_table(title: str) -> Table:
 
 
 @click.command()
-@agent_option
-@output_option
-def status(agent_url: str, output: str) -> None:
+@table_view("/v1/status")
+def status(data: dict[str, Any]) -> None:
     """Show the local agent's status."""
-    data = fetched_for_table(agent_url, "/v1/status", output)
-    if data is None:
-        return
     table = field_table(f"agent {data['node']} ({data['service']})")
     for key in ("identity", "ready", "draining", "certificate_not_after", "trust_domain"):
         table.add_row(key, str(data.get(key)))
@@ -49,13 +47,9 @@ def ping(agent_url: str, address: str) -> None:
 
 
 @click.command()
-@agent_option
-@output_option
-def members(agent_url: str, output: str) -> None:
+@table_view("/v1/members")
+def members(data: dict[str, Any]) -> None:
     """List the mesh members this agent sees (gossip membership)."""
-    data = fetched_for_table(agent_url, "/v1/members", output)
-    if data is None:
-        return
     if not data.get("running"):
         raise click.ClickException(f"gossip is not running: {data.get('reason', 'unknown')}")
     table = Table(title=f"members seen by {data['node']} (digest {data['digest']})")
