@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from peermesh.config.declare import ConfigError, Kind, setting
+from peermesh.config.declare import ConfigError, Kind, choice_setting, setting
 from peermesh.config.seeds import DnsSeed, parse_dns_seeds
 from peermesh.config.values import (
     LOOPBACK,
@@ -184,12 +184,11 @@ class ProxyConfig:
         help="Also accept plain HTTP from non-mesh clients here (MeshConfig PERMISSIVE only).",
         parse=optional_address("--plaintext"),
     )
-    h2_engine: EngineName | None = setting(
+    h2_engine: EngineName | None = choice_setting(
         "--h2-engine",
+        EngineName,
         help="HTTP/2 implementation of every leg: nghttp2 (default; h2 if not built) or h2.",
         parse=_h2_engine,
-        kind=Kind.CHOICE,
-        choices=tuple(e.value for e in EngineName),
     )
     dns: tuple[str, int] | None = setting(
         "--dns",
@@ -363,13 +362,12 @@ class GossipConfig:
         parse=bool,
         kind=Kind.FLAG,
     )
-    profile: GossipProfile = setting(
+    profile: GossipProfile = choice_setting(
         "--gossip-profile",
+        GossipProfile,
         "lan",
         help="SWIM timing: lan, wan or local (one host).",
         parse=_profile,
-        kind=Kind.CHOICE,
-        choices=tuple(p.value for p in GossipProfile),
     )
     mdns: bool = setting(
         "--mdns",
