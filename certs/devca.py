@@ -26,7 +26,7 @@ from certs.spiffe import (
     validate_service_name,
     validate_trust_domain,
 )
-from certs.x509 import key_usage
+from certs.x509 import certificate_builder, key_usage
 
 __all__ = [
     "CLOCK_SKEW",
@@ -83,13 +83,14 @@ def build_root(
     )
     ski = _ski(key)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + lifetime)
+        certificate_builder(
+            name,
+            name,
+            key.public_key(),
+            x509.random_serial_number(),
+            now - CLOCK_SKEW,
+            now + lifetime,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             key_usage(digital_signature=False, cert_sign=True),
@@ -145,13 +146,14 @@ def build_leaf(
         ]
     )
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject)
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(not_after)
+        certificate_builder(
+            subject,
+            issuer.subject,
+            leaf_key.public_key(),
+            x509.random_serial_number(),
+            now - CLOCK_SKEW,
+            not_after,
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             key_usage(digital_signature=True, cert_sign=False),

@@ -36,6 +36,7 @@ __all__ = [
     "assemble_certificate",
     "build_leaf_tbs",
     "build_root_tbs",
+    "certificate_builder",
     "certificate_signature_valid",
     "check_leaf_tbs",
     "key_usage",
@@ -182,6 +183,26 @@ def _serial(serial: int | None) -> int:
     return serial
 
 
+def certificate_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: Ed25519PublicKey,
+    serial: int,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> x509.CertificateBuilder:
+    """A builder with every certificate's names, key, serial and validity; extensions next."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+
+
 def _tbs_of(builder: x509.CertificateBuilder) -> bytes:
     """Sign with a throwaway key (only to obtain DER) and keep the TBSCertificate."""
     throwaway = Ed25519PrivateKey.generate()
@@ -247,13 +268,7 @@ def build_root_tbs(
     )
     ski = x509.SubjectKeyIdentifier.from_public_key(key)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key)
-        .serial_number(_serial(serial))
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
+        certificate_builder(name, name, key, _serial(serial), not_before, not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(key_usage(digital_signature=False, cert_sign=True), critical=True)
         .add_extension(ski, critical=False)
@@ -305,13 +320,7 @@ def build_leaf_tbs(
         ]
     )
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key)
-        .serial_number(_serial(serial))
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
+        certificate_builder(subject, issuer_name, key, _serial(serial), not_before, not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(key_usage(digital_signature=True, cert_sign=False), critical=True)
         .add_extension(

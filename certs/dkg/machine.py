@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -15,7 +15,7 @@ from certs.dkg.roster import Roster
 from certs.ed25519_group import RandomBytes
 from certs.frost import PublicKeyPackage, SigningKeyShare
 
-__all__ = ["DkgOutput", "Machine", "RepairOutput"]
+__all__ = ["DkgOutput", "Machine", "OutputMachine", "RepairOutput"]
 
 
 @dataclass(frozen=True)
@@ -155,3 +155,23 @@ class Machine:
             store[message.sender] = message
             return True, None
         return False, (None if previous == message else previous)
+
+
+_O = TypeVar("_O", DkgOutput, RepairOutput)
+
+
+class OutputMachine(Machine, Generic[_O]):
+    """A machine whose successful run leaves this participant an output."""
+
+    _output: _O | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the output is available."""
+        return self._output is not None
+
+    def result(self) -> _O:
+        """The output; raises :class:`DkgAborted` naming the culprits."""
+        self._check_result(self.done)
+        assert self._output is not None
+        return self._output

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certs.dkg.codec import canonical
 from certs.dkg.errors import DkgError, DkgMessageRejected
-from certs.dkg.machine import DkgOutput, Machine
+from certs.dkg.machine import DkgOutput, OutputMachine
 from certs.dkg.messages import (
     KIND_BAD_SHARE,
     KIND_EQUIVOCATION,
@@ -34,7 +34,7 @@ from certs.frost import (
 __all__ = ["DkgParticipant"]
 
 
-class DkgParticipant(Machine):
+class DkgParticipant(OutputMachine[DkgOutput]):
     """One participant of a DKG (``Roster.for_dkg``) or refresh (``Roster.for_refresh``).
 
     For a refresh pass the participant's current ``key_share``.
@@ -66,7 +66,7 @@ class DkgParticipant(Machine):
         self._pending2: list[DkgRound2] = []
         self._shares: dict[int, Scalar] = {}
         self._sent_round2 = False
-        self._output: DkgOutput | None = None
+        self._output = None
 
     def start(self) -> list[DkgMessage]:
         """Deal: sample the polynomial and broadcast round one (and round two if ready)."""
@@ -217,14 +217,3 @@ class DkgParticipant(Machine):
         self._coefficients = []
         self._shares = {}
         self._enc_secrets = {}
-
-    @property
-    def done(self) -> bool:
-        """True once the output is available."""
-        return self._output is not None
-
-    def result(self) -> DkgOutput:
-        """The new share and group info; raises :class:`DkgAborted` naming the culprits."""
-        self._check_result(self.done)
-        assert self._output is not None
-        return self._output

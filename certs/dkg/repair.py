@@ -7,7 +7,7 @@ import secrets
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certs.dkg.errors import DkgError, DkgMessageRejected
-from certs.dkg.machine import Machine, RepairOutput
+from certs.dkg.machine import Machine, OutputMachine, RepairOutput
 from certs.dkg.messages import (
     KIND_BAD_SHARE,
     KIND_EQUIVOCATION,
@@ -197,7 +197,7 @@ class RepairHelper(Machine):
         self._check_result(self.done)
 
 
-class RepairTarget(Machine):
+class RepairTarget(OutputMachine[RepairOutput]):
     """The participant that receives its (new or lost) share at ``roster.target``."""
 
     def __init__(
@@ -216,7 +216,7 @@ class RepairTarget(Machine):
         self._sigma_msgs: dict[int, RepairSigma] = {}
         self._pending: list[RepairSigma] = []
         self._sigmas: dict[int, Scalar] = {}
-        self._output: RepairOutput | None = None
+        self._output = None
 
     def start(self) -> list[DkgMessage]:
         """Broadcast the request with one fresh encryption key per helper."""
@@ -289,14 +289,3 @@ class RepairTarget(Machine):
     def _forget_secrets(self) -> None:
         self._sigmas = {}
         self._enc_secrets = {}
-
-    @property
-    def done(self) -> bool:
-        """True once the share is available."""
-        return self._output is not None
-
-    def result(self) -> RepairOutput:
-        """The repaired share; raises :class:`DkgAborted` naming the culprits."""
-        self._check_result(self.done)
-        assert self._output is not None
-        return self._output

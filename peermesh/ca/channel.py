@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
+from certs.x509 import certificate_builder
 from peermesh.ca.errors import ChannelError, ChannelRefused
 from peermesh.core.durable import SECRET_MODE, atomic_write
 from peermesh.core.errors import PeermeshError
@@ -143,16 +144,14 @@ def ephemeral_server_context(node: str) -> ssl.SSLContext:
     key = Ed25519PrivateKey.generate()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"peermesh bootstrap {node}")])
     now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, None)
-    )
+    cert = certificate_builder(
+        name,
+        name,
+        key.public_key(),
+        x509.random_serial_number(),
+        now - dt.timedelta(minutes=5),
+        now + dt.timedelta(days=30),
+    ).sign(key, None)
     with tempfile.TemporaryDirectory(prefix="peermesh-boot-") as tmp:
         cert_path, key_path = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.error
 import urllib.request
@@ -35,6 +36,28 @@ def printed_as_json(data: Any, output: str) -> bool:
         return False
     click.echo(json.dumps(data, indent=2))
     return True
+
+
+def table_view(path: str) -> Callable[[Callable[[Any], None]], Callable[[str, str], None]]:
+    """A read-only view of the admin API's answer at ``path``: ``--agent`` and ``--output``
+    options, JSON printed as is, anything else handed to the decorated renderer.
+
+    The view renders whatever status the agent answers with, so a refusal shows up in the
+    table the same way it does in the JSON.
+    """
+
+    def decorate(render: Callable[[Any], None]) -> Callable[[str, str], None]:
+        @agent_option
+        @output_option
+        @functools.wraps(render)
+        def command(agent_url: str, output: str) -> None:
+            _code, data = admin_call(agent_url, path)
+            if not printed_as_json(data, output):
+                render(data)
+
+        return command
+
+    return decorate
 
 
 def admin_call(

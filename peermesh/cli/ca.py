@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.console import Console
-from rich.table import Table
 
-from peermesh.cli.admin import admin_call, admin_ok, agent_option, output_option, printed_as_json
+from peermesh.cli.admin import admin_ok, agent_option, table_view
+from peermesh.cli.status import field_table
 
 console = Console()
 
@@ -17,16 +19,10 @@ def ca_group() -> None:
 
 
 @ca_group.command("status")
-@agent_option
-@output_option
-def ca_status(agent_url: str, output: str) -> None:
+@table_view("/v1/ca/status")
+def ca_status(data: dict[str, Any]) -> None:
     """Committee, threshold, reachable signers, root and this node's certificate."""
-    _code, data = admin_call(agent_url, "/v1/ca/status")
-    if printed_as_json(data, output):
-        return
-    table = Table(title=f"threshold CA seen by {data['node']}")
-    table.add_column("field")
-    table.add_column("value")
+    table = field_table(f"threshold CA seen by {data['node']}")
     for key in (
         "phase", "signer", "epoch", "threshold", "reachable_signers", "root_fingerprint",
         "root_not_after", "certificate_not_after", "renewals", "last_error",

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.console import Console
 from rich.table import Table
 
-from peermesh.cli.admin import admin_call, admin_ok, agent_option, output_option, printed_as_json
+from peermesh.cli.admin import admin_ok, agent_option, table_view
 
 console = Console()
 
 
-@click.command()
-@agent_option
-@output_option
-def status(agent_url: str, output: str) -> None:
-    """Show the local agent's status."""
-    _code, data = admin_call(agent_url, "/v1/status")
-    if printed_as_json(data, output):
-        return
-    table = Table(title=f"agent {data['node']} ({data['service']})")
+def field_table(title: str) -> Table:
+    """A two-column table of an agent's named fields and their values."""
+    table = Table(title=title)
     table.add_column("field")
     table.add_column("value")
+    return table
+
+
+@click.command()
+@table_view("/v1/status")
+def status(data: dict[str, Any]) -> None:
+    """Show the local agent's status."""
+    table = field_table(f"agent {data['node']} ({data['service']})")
     for key in ("identity", "ready", "draining", "certificate_not_after", "trust_domain"):
         table.add_row(key, str(data.get(key)))
     for name, address in data["listeners"].items():
@@ -43,13 +47,9 @@ def ping(agent_url: str, address: str) -> None:
 
 
 @click.command()
-@agent_option
-@output_option
-def members(agent_url: str, output: str) -> None:
+@table_view("/v1/members")
+def members(data: dict[str, Any]) -> None:
     """List the mesh members this agent sees (gossip membership)."""
-    _code, data = admin_call(agent_url, "/v1/members")
-    if printed_as_json(data, output):
-        return
     if not data.get("running"):
         raise click.ClickException(f"gossip is not running: {data.get('reason', 'unknown')}")
     table = Table(title=f"members seen by {data['node']} (digest {data['digest']})")

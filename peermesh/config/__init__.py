@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from peermesh.ca.settings import joined_gossip_key
-from peermesh.config.declare import ConfigError, Kind, Setting, declared, parse_section, setting
+from peermesh.config.declare import (
+    ConfigError,
+    Kind,
+    Setting,
+    choice_setting,
+    declared,
+    parse_section,
+    setting,
+)
 from peermesh.config.sections import (
     AdminConfig,
     CaConfig,
@@ -75,14 +83,7 @@ class AgentConfig:
         multiple=True,
         aliases=("labels",),
     )
-    log_level: LogLevel = setting(
-        "--log-level",
-        "info",
-        help="Log verbosity.",
-        parse=LogLevel,
-        kind=Kind.CHOICE,
-        choices=tuple(level.value for level in LogLevel),
-    )
+    log_level: LogLevel = choice_setting("--log-level", LogLevel, "info", help="Log verbosity.")
     admin: AdminConfig = field(default_factory=AdminConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)

@@ -105,6 +105,25 @@ def setting(
     return dataclasses.field(default=value, metadata=metadata)
 
 
+def choice_setting(
+    flag: str,
+    values: type[enum.Enum],
+    default: Any = None,
+    *,
+    help: str = "",
+    parse: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A setting that takes one of an enum's values; the offered choices are read off it."""
+    return setting(
+        flag,
+        default,
+        help=help,
+        parse=values if parse is None else parse,
+        kind=Kind.CHOICE,
+        choices=tuple(str(member.value) for member in values),
+    )
+
+
 def setting_of(field: dataclasses.Field[Any]) -> Setting | None:
     found = field.metadata.get("setting")
     return found if isinstance(found, Setting) else None

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from peermesh.config.declare import ConfigError, Kind, setting
+from peermesh.config.declare import ConfigError, Kind, choice_setting, setting
 from peermesh.config.seeds import DnsSeed, parse_dns_seeds
 from peermesh.config.values import (
     LOOPBACK,
@@ -194,12 +194,11 @@ class ProxyConfig:
         help="Also accept plain HTTP from non-mesh clients here (MeshConfig PERMISSIVE only).",
         parse=optional_address("--plaintext"),
     )
-    h2_engine: EngineName | None = setting(
+    h2_engine: EngineName | None = choice_setting(
         "--h2-engine",
+        EngineName,
         help="HTTP/2 implementation of every leg: nghttp2 (default; h2 if not built) or h2.",
         parse=_h2_engine,
-        kind=Kind.CHOICE,
-        choices=tuple(e.value for e in EngineName),
     )
     dns: tuple[str, int] | None = setting(
         "--dns",
@@ -261,75 +260,74 @@ def _cap(flag: str) -> Callable[[str | int], int]:
     return parse
 
 
+def _timeout_setting(flag: str, default: str, *, help: str) -> float:
+    """A duration setting where 0 or 'off' turns the timeout off."""
+    result: float = setting(flag, default, help=help, parse=_timeout(flag))
+    return result
+
+
+def _cap_setting(flag: str, default: str, *, help: str) -> int:
+    """A whole-number cap where 0 turns the cap off."""
+    result: int = setting(flag, default, help=help, parse=_cap(flag), kind=Kind.INT)
+    return result
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     """Downstream timeouts and connection/stream caps (docs/security.md, Hostile traffic)."""
 
-    header_timeout: float = setting(
+    header_timeout: float = _timeout_setting(
         "--header-timeout",
         "60s",
         help="An HTTP/1.1 request head must arrive whole within this (408, or a close if"
         " nothing came); 0 is off.",
-        parse=_timeout("--header-timeout"),
     )
-    body_timeout: float = setting(
+    body_timeout: float = _timeout_setting(
         "--body-timeout",
         "60s",
         help="Longest wait between two reads of a request body (HTTP/1.1 and each HTTP/2"
         " stream): 408 / RST_STREAM CANCEL; 0 is off.",
-        parse=_timeout("--body-timeout"),
     )
-    keepalive_timeout: float = setting(
+    keepalive_timeout: float = _timeout_setting(
         "--keepalive-timeout",
         "75s",
         help="An HTTP/1.1 app connection idle between requests this long is closed; 0 is off.",
-        parse=_timeout("--keepalive-timeout"),
     )
-    idle_timeout: float = setting(
+    idle_timeout: float = _timeout_setting(
         "--idle-timeout",
         "1h",
         help="An HTTP/2 connection with no open streams this long gets GOAWAY; 0 is off.",
-        parse=_timeout("--idle-timeout"),
     )
-    stream_idle_timeout: float = setting(
+    stream_idle_timeout: float = _timeout_setting(
         "--stream-idle-timeout",
         "5m",
         help="An HTTP/2 stream with no frames either way this long is reset; 0 is off.",
-        parse=_timeout("--stream-idle-timeout"),
     )
-    tunnel_idle_timeout: float = setting(
+    tunnel_idle_timeout: float = _timeout_setting(
         "--tunnel-idle-timeout",
         "1h",
         help="The stream idle timeout of CONNECT streams (TCP tunnels, WebSockets); 0 is off.",
-        parse=_timeout("--tunnel-idle-timeout"),
     )
-    preface_timeout: float = setting(
+    preface_timeout: float = _timeout_setting(
         "--preface-timeout",
         "10s",
         help="After TLS (mTLS inbound) or the h2c magic, the HTTP/2 SETTINGS must come"
         " within this; 0 is off.",
-        parse=_timeout("--preface-timeout"),
     )
-    max_connections: int = setting(
+    max_connections: int = _cap_setting(
         "--max-connections",
         "10000",
         help="Open connections per listener; more are closed at accept. 0 is off.",
-        parse=_cap("--max-connections"),
-        kind=Kind.INT,
     )
-    max_peer_connections: int = setting(
+    max_peer_connections: int = _cap_setting(
         "--max-peer-connections",
         "1000",
         help="Open connections per source address (app listeners) or SPIFFE ID (inbound).",
-        parse=_cap("--max-peer-connections"),
-        kind=Kind.INT,
     )
-    max_streams: int = setting(
+    max_streams: int = _cap_setting(
         "--max-streams",
         "10000",
         help="Concurrent requests across the agent; more get REFUSED_STREAM or 503. 0 is off.",
-        parse=_cap("--max-streams"),
-        kind=Kind.INT,
     )
 
     def timeouts(self) -> Timeouts:
@@ -380,13 +378,12 @@ class GossipConfig:
         parse=bool,
         kind=Kind.FLAG,
     )
-    profile: GossipProfile = setting(
+    profile: GossipProfile = choice_setting(
         "--gossip-profile",
+        GossipProfile,
         "lan",
         help="SWIM timing: lan, wan or local (one host).",
         parse=_profile,
-        kind=Kind.CHOICE,
-        choices=tuple(p.value for p in GossipProfile),
     )
     mdns: bool = setting(
         "--mdns",

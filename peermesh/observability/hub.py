@@ -7,7 +7,6 @@ from collections import deque
 from typing import IO, Any
 
 import trio
-from prometheus_client import Counter
 
 from peermesh.net.http.headers import RequestHead
 from peermesh.observability.accesslog import AccessLog
@@ -69,18 +68,6 @@ class Observability:
         self._tap_until = 0.0
         self._tap_second = 0
         self._tap_kept = 0
-        self.request_bytes = Counter(
-            "peermesh_request_bytes",
-            "Request body bytes relayed, by direction and services.",
-            ["direction", "source_service", "destination_service"],
-            registry=metrics.registry,
-        )
-        self.response_bytes = Counter(
-            "peermesh_response_bytes",
-            "Response body bytes relayed, by direction and services.",
-            ["direction", "source_service", "destination_service"],
-            registry=metrics.registry,
-        )
         # Label children resolved once per (direction, source, destination): ``labels()``
         # validates and looks them up again on every call.
         self._bytes: dict[tuple[str, str, str], tuple[Any, Any]] = {}
@@ -141,8 +128,8 @@ class Observability:
             children = self._bytes.get(key)
             if children is None:
                 children = self._bytes[key] = (
-                    self.request_bytes.labels(*key),
-                    self.response_bytes.labels(*key),
+                    self.metrics.request_bytes.labels(*key),
+                    self.metrics.response_bytes.labels(*key),
                 )
             if record.request_bytes:
                 children[0].inc(record.request_bytes)

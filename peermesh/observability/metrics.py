@@ -43,6 +43,18 @@ class AgentMetrics:
             ],
             registry=self.registry,
         )
+        self.request_bytes = Counter(
+            "peermesh_request_bytes",
+            "Request body bytes relayed, by direction and services.",
+            ["direction", "source_service", "destination_service"],
+            registry=self.registry,
+        )
+        self.response_bytes = Counter(
+            "peermesh_response_bytes",
+            "Response body bytes relayed, by direction and services.",
+            ["direction", "source_service", "destination_service"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
             "peermesh_request_duration_seconds",
             "Time from request head to the end of the response, as seen by this sidecar.",
