@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 # The cffi binding to libnghttp2; a failed build says what to install and is retried.
-$(NG_EXT): peermesh/net/http/nghttp2/build.py $(STAMP)
+$(NG_EXT): peermesh/net/http/nghttp2/build.py peermesh/net/http/nghttp2/binding.c $(STAMP)
 	-$(PY) -m peermesh.net.http.nghttp2.build
 
 demo: $(STAMP) $(NG_EXT)
