@@ -7,9 +7,7 @@ let in-flight streams finish up to ``drain_timeout``, then cancel what is left.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 import time
 from collections import deque
 from functools import partial
@@ -18,7 +16,7 @@ from typing import Any
 import trio
 
 from gossip.messages import MemberState
-from peermesh import __version__
+from peermesh.agent.health import not_ready_reasons, status_document
 from peermesh.agent.state import AgentSources, CaHandles
 from peermesh.agent.wiring import (
     admin_ping,
@@ -42,7 +40,7 @@ from peermesh.net.rpc import ControlRequest
 from peermesh.net.rpc.client import ControlClient
 from peermesh.net.rpc.ping import PING, PingReply, PingRequest
 from peermesh.net.rpc.router import ControlRouter
-from peermesh.net.tls import MeshTls, TlsNotReady
+from peermesh.net.tls import MeshTls
 from peermesh.observability.metrics import AgentMetrics
 from peermesh.policy.api import PolicyAdmin
 from peermesh.policy.replicator import Peer, PolicyReplicator
@@ -559,66 +557,14 @@ class Agent:
         self.tls.maybe_reload()
         if self.ready:
             return AdminResponse.text(200, "ready")
-        why = []
-        if not self.listening:
-            why.append("listeners not up")
-        if self.draining:
-            why.append("draining")
-        if not self.tls.loaded and self.ca.enabled:
-            last = self.ca.last_error
-            why.append(
-                f"no certificate yet: threshold CA {self.ca.phase}" + (f" ({last})" if last else "")
-            )
-        elif not self.tls.loaded:
-            why.append(f"no certificate loaded ({self.tls.last_reload_error})")
-        return AdminResponse.text(503, "not ready: " + "; ".join(why))
+        return AdminResponse.text(503, "not ready: " + "; ".join(not_ready_reasons(self)))
 
     async def _metrics(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         return AdminResponse(200, self.metrics.exposition(), b"text/plain; version=0.0.4")
 
     def status(self) -> dict[str, Any]:
         """The JSON behind ``/v1/status``."""
-        try:
-            identity: str | None = str(self.tls.identity)
-            not_after: str | None = self.tls.not_after.isoformat()
-        except TlsNotReady:
-            identity = not_after = None
-        traffic = [
-            {"direction": d, "service": s, "status": code, "count": n}
-            for (d, s, code), n in sorted(self.metrics.tally.items())
-        ]
-        return {
-            "node": self.config.name,
-            "service": self.config.service.name,
-            "version": __version__,
-            "pid": os.getpid(),
-            "ready": self.ready,
-            "draining": self.draining,
-            "identity": identity,
-            "certificate_not_after": not_after,
-            "trust_domain": self.config.trust_domain,
-            "listeners": {k: f"{h}:{p}" for k, (h, p) in self.addresses.items()},
-            "app": {
-                "address": f"{self.config.service.host}:{self.config.service.port}",
-                "protocol": self.config.service.protocol,
-            },
-            "connections": {
-                "outbound": {
-                    "connections": self.outbound_tracker.connections,
-                    "streams": self.outbound_tracker.streams,
-                },
-                "inbound": {
-                    "connections": self.inbound_tracker.connections,
-                    "streams": self.inbound_tracker.streams,
-                },
-            },
-            "peers": ([dataclasses.asdict(p) for p in self._pool.status()] if self._pool else []),
-            "endpoints": {
-                service: [e.address for e in (self.endpoints.endpoints(service) or [])]
-                for service in self.endpoints.services()
-            },
-            "traffic": traffic,
-        }
+        return status_document(self)
 
     async def _status(self, method: bytes, path: str, body: bytes) -> AdminResponse:
         return AdminResponse.json(200, self.status())
