@@ -12,7 +12,10 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from certs.spiffe import SpiffeId
 from peermesh.net.caps import Caps, ConnectionCounts, LogBudget, Refusal, StreamBudget
+from peermesh.net.http.h2session import H2Session
+from peermesh.net.http.h2stream import H2Stream
 from peermesh.net.http.timeouts import Timeouts
 from peermesh.observability.metrics import AgentMetrics
 from peermesh.proxy.sniff import peer_ip
@@ -54,6 +57,30 @@ class ListenerGuard:
     def breach_from(self, peer: object) -> Callable[[str], None]:
         """``breach`` for one connection's callbacks."""
         return lambda reason: self.breach(reason, peer)
+
+    def h2_session(
+        self,
+        transport: trio.abc.Stream,
+        handler: Callable[[H2Stream], Awaitable[None]],
+        *,
+        peer: object,
+        identity: SpiffeId | None = None,
+        initial_data: bytes = b"",
+    ) -> H2Session:
+        """A server-side HTTP/2 session under this listener's timeouts, stream budget and
+        counters (``peer`` names the client in breach lines, ``identity`` its SPIFFE ID)."""
+        return H2Session(
+            transport,
+            client_side=False,
+            handler=handler,
+            initial_data=initial_data,
+            peer=identity,
+            on_protocol_error=lambda why: self.metrics.reject(self.listener, "h2-protocol-error"),
+            on_limit=lambda why: self.metrics.reject(self.listener, f"h2-{why}"),
+            timeouts=self.timeouts,
+            stream_budget=self.streams,
+            on_breach=self.breach_from(peer),
+        )
 
     def admitting(self, handler: Handler, *, per_address: bool) -> Handler:
         """``handler`` behind the listener's connection cap (and per source address)."""

@@ -22,7 +22,7 @@ from peermesh.net.http.exchange import BodySource, H2ResponseWriter, H2StreamBod
 from peermesh.net.http.h1client import AppUnavailable
 from peermesh.net.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
 from peermesh.net.http.h1wire import BadRequest
-from peermesh.net.http.h2session import H2Session, H2Stream
+from peermesh.net.http.h2session import H2Stream
 from peermesh.net.http.headers import (
     CLIENT_CERT_HEADER,
     HeaderError,
@@ -151,17 +151,7 @@ class InboundProxy:
         async def on_stream(h2_stream: H2Stream) -> None:
             await self._handle_stream(h2_stream, identity, peer_ip, node)
 
-        session = H2Session(
-            stream,
-            client_side=False,
-            handler=on_stream,
-            peer=identity,
-            on_protocol_error=lambda why: self.metrics.reject("inbound", "h2-protocol-error"),
-            on_limit=lambda why: self.metrics.reject("inbound", f"h2-{why}"),
-            timeouts=self.guard.timeouts,
-            stream_budget=self.guard.streams,
-            on_breach=self.guard.breach_from(identity),
-        )
+        session = self.guard.h2_session(stream, on_stream, peer=identity, identity=identity)
         if self.tracker.draining:
             session.start_drain()
         self.tracker.h2.add(session)
@@ -379,15 +369,7 @@ class InboundProxy:
                     return
                 await plain(head, H2StreamBody(stream), writer, not stream.headers_only)
 
-            await H2Session(
-                tcp,
-                client_side=False,
-                handler=on_stream,
-                initial_data=data,
-                timeouts=guard.timeouts,
-                stream_budget=guard.streams,
-                on_breach=guard.breach_from(client),
-            ).run()
+            await guard.h2_session(tcp, on_stream, peer=client, initial_data=data).run()
         else:
 
             async def on_request(

@@ -29,7 +29,6 @@ from peermesh.net.http.exchange import (
 from peermesh.net.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
 from peermesh.net.http.h2session import (
     ErrorCode,
-    H2Session,
     H2Stream,
     PeerUnresponsive,
     StreamReset,
@@ -219,17 +218,7 @@ class OutboundProxy:
         async def on_stream(stream: H2Stream) -> None:
             await self._handle_h2_stream(stream, client, captured)
 
-        session = H2Session(
-            transport,
-            client_side=False,
-            handler=on_stream,
-            initial_data=data,
-            on_protocol_error=lambda why: self.metrics.reject("outbound", "h2-protocol-error"),
-            on_limit=lambda why: self.metrics.reject("outbound", f"h2-{why}"),
-            timeouts=self.guard.timeouts,
-            stream_budget=self.guard.streams,
-            on_breach=self.guard.breach_from(client),
-        )
+        session = self.guard.h2_session(transport, on_stream, peer=client, initial_data=data)
         if self.tracker.draining:
             session.start_drain()
         self.tracker.h2.add(session)
