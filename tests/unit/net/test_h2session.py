@@ -198,11 +198,10 @@ async def test_concurrent_stream_limit_is_respected():
 
 
 async def test_pool_opens_another_connection_when_streams_are_full(tmp_path, monkeypatch):
-    import peermesh.proxy.inbound as inbound
+    import peermesh.proxy.guard as guard
 
-    monkeypatch.setattr(
-        inbound, "H2Session", functools.partial(H2Session, max_concurrent_streams=4)
-    )
+    # Every server-side session (the inbound's too) is built by its listener's guard.
+    monkeypatch.setattr(guard, "H2Session", functools.partial(H2Session, max_concurrent_streams=4))
     async with two_agents(tmp_path) as mesh:
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=20), timeout=30) as c:
             # One request first, so the server's SETTINGS (stream limit 4) are known.
