@@ -426,16 +426,26 @@ static ng_stream *stream_new(ng_ctx *c) {
     return st;
 }
 
+/* What submitting a request and a response share: the header list and, unless the
+   message ends with its headers, a stream whose DATA the provider reads. */
+static int prepare_submit(ng_ctx *c, const uint8_t *blob, size_t len, uint64_t sensitive,
+                          int end_stream, nghttp2_nv **nv, size_t *n, ng_stream **st,
+                          nghttp2_data_provider *prd) {
+    *nv = make_nv(blob, len, sensitive, n);
+    if (!*nv) return NGHTTP2_ERR_INVALID_ARGUMENT;
+    *st = NULL;
+    if (!end_stream) {
+        if (!(*st = stream_new(c))) { free(*nv); return NGHTTP2_ERR_NOMEM; }
+        prd->source.ptr = *st; prd->read_callback = data_read;
+    }
+    return 0;
+}
+
 int32_t ng_submit_request(ng_ctx *c, const uint8_t *blob, size_t len, uint64_t sensitive,
                           int end_stream, ng_stream **out) {
-    size_t n; nghttp2_nv *nv = make_nv(blob, len, sensitive, &n);
-    if (!nv) return NGHTTP2_ERR_INVALID_ARGUMENT;
-    ng_stream *st = NULL;
-    nghttp2_data_provider prd;
-    if (!end_stream) {
-        if (!(st = stream_new(c))) { free(nv); return NGHTTP2_ERR_NOMEM; }
-        prd.source.ptr = st; prd.read_callback = data_read;
-    }
+    size_t n; nghttp2_nv *nv; ng_stream *st; nghttp2_data_provider prd;
+    int prepared = prepare_submit(c, blob, len, sensitive, end_stream, &nv, &n, &st, &prd);
+    if (prepared) return prepared;
     int32_t sid = nghttp2_submit_request(c->s, NULL, nv, n, st ? &prd : NULL, st);
     free(nv);
     if (sid < 0) { if (st) { st->closed = 1; ng_stream_free(c, st); } return sid; }
@@ -446,14 +456,10 @@ int32_t ng_submit_request(ng_ctx *c, const uint8_t *blob, size_t len, uint64_t s
 
 int ng_submit_response(ng_ctx *c, int32_t sid, const uint8_t *blob, size_t len, uint64_t sensitive,
                        int end_stream, ng_stream **out) {
-    size_t n; nghttp2_nv *nv = make_nv(blob, len, sensitive, &n);
-    if (!nv) return NGHTTP2_ERR_INVALID_ARGUMENT;
-    ng_stream *st = NULL;
-    nghttp2_data_provider prd;
-    if (!end_stream) {
-        if (!(st = stream_new(c))) { free(nv); return NGHTTP2_ERR_NOMEM; }
-        st->sid = sid; prd.source.ptr = st; prd.read_callback = data_read;
-    }
+    size_t n; nghttp2_nv *nv; ng_stream *st; nghttp2_data_provider prd;
+    int prepared = prepare_submit(c, blob, len, sensitive, end_stream, &nv, &n, &st, &prd);
+    if (prepared) return prepared;
+    if (st) st->sid = sid;
     int rv = nghttp2_submit_response(c->s, sid, nv, n, st ? &prd : NULL);
     free(nv);
     if (rv) { if (st) { st->closed = 1; ng_stream_free(c, st); } return rv; }
