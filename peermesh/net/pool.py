@@ -235,16 +235,10 @@ class PeerPool:
         wait for the keepalive. Closing it makes them fail (and retry elsewhere) at once,
         and the next dial fails fast into backoff if the peer is still unreachable.
         """
-        state = self._peers.get((host, port))
-        if state is None:
-            return 0
-        closed = 0
-        for session in state.sessions:
-            if not session.is_closed:
-                session.close(reason)
-                closed += 1
-        state.sessions = []
-        return closed
+        live = self._take_live_sessions(host, port)
+        for session in live:
+            session.close(reason)
+        return len(live)
 
     def drain_peer(self, host: str, port: int) -> int:
         """Send no new request to one peer, but let the streams open on it finish.
@@ -253,16 +247,19 @@ class PeerPool:
         requests it already accepted complete (Envoy's drain, Linkerd's wait for
         in-flight requests); a later request dials afresh or goes elsewhere.
         """
+        live = self._take_live_sessions(host, port)
+        for session in live:
+            session.start_drain()
+        return len(live)
+
+    def _take_live_sessions(self, host: str, port: int) -> list[H2Session]:
+        """The peer's open sessions, which new requests will no longer be given."""
         state = self._peers.get((host, port))
         if state is None:
-            return 0
-        drained = 0
-        for session in state.sessions:
-            if not session.is_closed:
-                session.start_drain()
-                drained += 1
+            return []
+        live = [session for session in state.sessions if not session.is_closed]
         state.sessions = []
-        return drained
+        return live
 
     def drain(self) -> None:
         """Stop using every connection once its streams finish."""

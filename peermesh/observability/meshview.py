@@ -291,6 +291,11 @@ class MeshView:
         def add(name: str, ok: bool, detail: str, fix: str = "") -> None:
             out.append({"name": name, "ok": ok, "detail": detail, "fix": "" if ok else fix})
 
+        def agrees(name: str, odd: list[str], detail: str, fix: str, *, ok: bool = True) -> None:
+            """A value every peer should share: ``odd`` names the peers where it differs."""
+            where = f"; differs on {', '.join(sorted(odd))}" if odd else " on every peer"
+            add(name, ok and not odd, detail + where, fix)
+
         self.tls.maybe_reload()
         ready = self.sources.ready
         add(
@@ -317,13 +322,12 @@ class MeshView:
             " (run 'peermesh check' on them); TLS failures by reason are in"
             " peermesh_tls_handshake_failures_total on /metrics",
         )
-        odd = [r.node for r in replies if r.bundle_sha256 != mine.bundle_sha256]
-        add(
+        agrees(
             "trust bundle consistent",
-            not odd and mine.bundle_sha256 is not None,
-            f"bundle {mine.bundle_sha256}"
-            + (f"; differs on {', '.join(sorted(odd))}" if odd else " on every peer"),
+            [r.node for r in replies if r.bundle_sha256 != mine.bundle_sha256],
+            f"bundle {mine.bundle_sha256}",
             "distribute the same bundle.pem to every agent (or finish the CA rotation)",
+            ok=mine.bundle_sha256 is not None,
         )
         skewed = []
         now = time.time() + self.hub.clock_offset
@@ -346,21 +350,17 @@ class MeshView:
         if mine.member_digest is None:
             add("gossip converged", True, "gossip is off (static endpoints)")
         else:
-            diff = sorted(r.node for r in replies if r.member_digest != mine.member_digest)
-            add(
+            agrees(
                 "gossip converged",
-                not diff,
-                f"member digest {mine.member_digest}"
-                + (f"; differs on {', '.join(diff)}" if diff else " on every peer"),
+                [r.node for r in replies if r.member_digest != mine.member_digest],
+                f"member digest {mine.member_digest}",
                 "wait a few gossip rounds; if it persists check UDP gossip ports and the key",
             )
         add(*self._departures_check())
-        diff = sorted(r.node for r in replies if r.policy_digest != mine.policy_digest)
-        add(
+        agrees(
             "policy converged",
-            not diff,
-            f"policy digest {mine.policy_digest[:16]}"
-            + (f"; differs on {', '.join(diff)}" if diff else " on every peer"),
+            [r.node for r in replies if r.policy_digest != mine.policy_digest],
+            f"policy digest {mine.policy_digest[:16]}",
             "run 'peermesh policy status' on those nodes; anti-entropy repairs reachable peers",
         )
         add(*await self._quorum_check())
