@@ -177,13 +177,9 @@ class H1UpstreamCall:
             raise UpstreamBroken(f"local app stopped reading the request: {exc}") from exc
 
     async def receive_response(self) -> tuple[int, Headers]:
-        try:
-            event = await self.conn.next_event(self._reader)
-        except _SOCKET_ERRORS as exc:
-            raise AppUnavailable(f"local app broke the connection: {exc}") from exc
-        except h1wire.BadResponse as exc:
-            self._discard()
-            raise AppUnavailable(f"local app sent an invalid response: {exc}") from exc
+        event = await self._next_event(
+            AppUnavailable, "broke the connection", "sent an invalid response"
+        )
         if isinstance(event, h1wire.ResponseHead):
             return event.status, event.headers
         raise AppUnavailable("local app closed the connection without answering")
@@ -192,13 +188,9 @@ class H1UpstreamCall:
         if self._done:
             return b""
         while True:
-            try:
-                event = await self.conn.next_event(self._reader)
-            except _SOCKET_ERRORS as exc:
-                raise UpstreamBroken(f"local app broke the connection mid-response: {exc}") from exc
-            except h1wire.BadResponse as exc:
-                self._discard()
-                raise UpstreamBroken(f"local app sent an invalid body: {exc}") from exc
+            event = await self._next_event(
+                UpstreamBroken, "broke the connection mid-response", "sent an invalid body"
+            )
             if isinstance(event, bytes):
                 if event:
                     return event
@@ -213,6 +205,18 @@ class H1UpstreamCall:
                     await _close(self.conn)
                 return b""
             raise UpstreamBroken("local app sent a second response head")
+
+    async def _next_event(
+        self, error: type[TransportError], broke: str, invalid: str
+    ) -> h1wire.ResponseHead | bytes | h1wire.EndOfMessage:
+        """The next response event; a broken socket or bad bytes raise ``error``."""
+        try:
+            return await self.conn.next_event(self._reader)
+        except _SOCKET_ERRORS as exc:
+            raise error(f"local app {broke}: {exc}") from exc
+        except h1wire.BadResponse as exc:
+            self._discard()
+            raise error(f"local app {invalid}: {exc}") from exc
 
     def _discard(self) -> None:
         """A connection that carried bad bytes is never reused."""

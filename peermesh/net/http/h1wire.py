@@ -169,12 +169,7 @@ class ResponseReader:
                             " its Content-Length"
                         )
                     return NEED_DATA
-                data = bytes(self._buf[: self._remaining])
-                del self._buf[: len(data)]
-                self._remaining -= len(data)
-                if not self._remaining:
-                    self._state = _DONE
-                return data
+                return self._take(_DONE)
             if state == _CHUNK_HEADER:
                 if not self._chunk_header():
                     return NEED_DATA
@@ -184,12 +179,7 @@ class ResponseReader:
                     if self._eof:
                         raise BadResponse("the app closed the connection inside a chunk")
                     return NEED_DATA
-                data = bytes(self._buf[: self._remaining])
-                del self._buf[: len(data)]
-                self._remaining -= len(data)
-                if not self._remaining:
-                    self._state = _CHUNK_END
-                return data
+                return self._take(_CHUNK_END)
             if state == _CHUNK_END:
                 if len(self._buf) < 2:
                     if self._eof:
@@ -296,6 +286,15 @@ class ResponseReader:
             return _LENGTH if self._remaining else _DONE
         self.keep_alive = False  # the body ends when the app closes the connection
         return _UNTIL_CLOSE
+
+    def _take(self, then: int) -> bytes:
+        """What the buffer holds of the bytes the body still owes; state ``then`` once none are."""
+        data = bytes(self._buf[: self._remaining])
+        del self._buf[: len(data)]
+        self._remaining -= len(data)
+        if not self._remaining:
+            self._state = then
+        return data
 
     def _chunk_header(self) -> bool:
         end = self._buf.find(b"\r\n")
