@@ -11,28 +11,14 @@ import pytest
 import trio
 
 from tests.integration.test_observability_meshview import NODES, admin_url, five_agents, traffic
+from tests.support.cdp import CHROMIUM, chromium_args
 from tests.support.meshkit import eventually
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
-
-def chromium_args(profile: str, url: str, *extra: str) -> list[str]:
-    return [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        "--window-size=1200,800",
-        "--virtual-time-budget=3000",
-        *extra,
-        url,
-    ]
+def dashboard_args(profile: str, url: str, *extra: str) -> list[str]:
+    return chromium_args(
+        profile, "--window-size=1200,800", "--virtual-time-budget=3000", *extra, url=url
+    )
 
 
 @pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is not installed")
@@ -52,7 +38,7 @@ async def test_dashboard_draws_services_and_edges(tmp_path):
         assert "https://" not in page.text
 
         dom = await trio.run_process(
-            chromium_args(str(tmp_path / "p1"), url, "--dump-dom"),
+            dashboard_args(str(tmp_path / "p1"), url, "--dump-dom"),
             capture_stdout=True,
             capture_stderr=True,
         )
@@ -65,7 +51,7 @@ async def test_dashboard_draws_services_and_edges(tmp_path):
 
         png = tmp_path / "ui.png"
         await trio.run_process(
-            chromium_args(str(tmp_path / "p2"), url, f"--screenshot={png}"),
+            dashboard_args(str(tmp_path / "p2"), url, f"--screenshot={png}"),
             capture_stdout=True,
             capture_stderr=True,
         )

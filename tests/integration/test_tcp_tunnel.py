@@ -90,6 +90,16 @@ async def read_all(stream: trio.SocketStream) -> bytes:
     return bytes(got)
 
 
+async def echo_through(mesh, count: int, port: int = 7000) -> None:
+    """``count`` connections, one after another, each echoed whole through the mesh."""
+    for i in range(count):
+        app = await tunnel_client(mesh, port=port)
+        await app.send_all(b"ping %d" % i)
+        await app.send_eof()
+        assert await read_all(app) == b"ping %d" % i  # every connection gets through
+        await app.aclose()
+
+
 @asynccontextmanager
 async def app_mesh(tmp_path, app: AppServer) -> AsyncIterator[Any]:
     """Two agents in front of ``app`` on a loopback port; ``mesh.nursery`` runs the app."""
@@ -269,12 +279,7 @@ async def test_a_backend_whose_app_refuses_is_retried_on_another(tmp_path):
         mesh.nursery.start_soon(echo_app, listener)
         # Round robin keeps sending first tries to the dead backend, whatever it learnt.
         mesh.client.policy.apply([ROUND_ROBIN], now=0.0)
-        for i in range(12):
-            app = await tunnel_client(mesh, port=7000)
-            await app.send_all(b"ping %d" % i)
-            await app.send_eof()
-            assert await read_all(app) == b"ping %d" % i  # every connection gets through
-            await app.aclose()
+        await echo_through(mesh, 12)
         await eventually(lambda: len(mesh.lines()) == 12)
         lines = mesh.lines()
         assert {line["outcome"] for line in lines} == {"ok"}
@@ -294,12 +299,7 @@ async def test_an_endpoint_whose_agent_is_gone_is_retried_on_another(tmp_path):
     async with backends(tmp_path, [listener.socket.getsockname()[1]], dead_agents=1) as mesh:
         mesh.nursery.start_soon(echo_app, listener)
         mesh.client.policy.apply([ROUND_ROBIN], now=0.0)
-        for i in range(6):
-            app = await tunnel_client(mesh, port=7000)
-            await app.send_all(b"ping %d" % i)
-            await app.send_eof()
-            assert await read_all(app) == b"ping %d" % i
-            await app.aclose()
+        await echo_through(mesh, 6)
         await eventually(lambda: len(mesh.lines()) == 6)
         assert {line["outcome"] for line in mesh.lines()} == {"ok"}
         assert any(line["attempts"] == 2 for line in mesh.lines())
@@ -319,12 +319,7 @@ async def test_an_agent_that_takes_tcp_but_never_speaks_costs_only_the_connect_t
             short = {"tcp": {"connectTimeout": "250ms"}}
             policy = {**ROUND_ROBIN, "spec": {**ROUND_ROBIN["spec"], "connectionPool": short}}
             mesh.client.policy.apply([policy], now=0.0)
-            for i in range(4):
-                app = await tunnel_client(mesh, port=7000)
-                await app.send_all(b"ping %d" % i)
-                await app.send_eof()
-                assert await read_all(app) == b"ping %d" % i  # every connection gets through
-                await app.aclose()
+            await echo_through(mesh, 4)
             await eventually(lambda: len(mesh.lines()) == 4)
             lines = mesh.lines()
             assert {line["outcome"] for line in lines} == {"ok"}
@@ -351,12 +346,7 @@ async def test_an_agent_that_refuses_the_stream_is_retried_on_another(tmp_path):
         held = await tunnel_client(mesh, port=7000, endpoints=[only])
         await held.send_all(b"hold")
         assert await held.receive_some(4) == b"hold"
-        for i in range(6):
-            app = await tunnel_client(mesh, port=7000)
-            await app.send_all(b"ping %d" % i)
-            await app.send_eof()
-            assert await read_all(app) == b"ping %d" % i  # every connection gets through
-            await app.aclose()
+        await echo_through(mesh, 6)
         await eventually(lambda: len(mesh.lines()) == 6)
         lines = mesh.lines()
         assert {line["outcome"] for line in lines} == {"ok"}

@@ -197,7 +197,8 @@ class Page:
             await self.call("Input.dispatchMouseEvent", params)
 
 
-def chromium_args(profile: Path, *extra: str) -> list[str]:
+def chromium_args(profile: Path | str, *extra: str, url: str = "about:blank") -> list[str]:
+    """Headless Chromium with a throw-away profile and nothing running in the background."""
     return [
         CHROMIUM,
         "--headless",
@@ -210,10 +211,9 @@ def chromium_args(profile: Path, *extra: str) -> list[str]:
         "--no-first-run",
         "--no-default-browser-check",
         "--disable-dev-shm-usage",
-        "--remote-debugging-port=0",
         f"--user-data-dir={profile}",
         *extra,
-        "about:blank",
+        url,
     ]
 
 
@@ -238,7 +238,7 @@ async def chromium(profile: Path, *extra: str) -> AsyncIterator[Browser]:
     # Chromium's own output, kept next to the profile for when a test fails.
     with (profile.parent / f"{profile.name}.log").open("wb") as log:
         process = await trio.lowlevel.open_process(
-            chromium_args(profile, *extra), stdout=log, stderr=log
+            chromium_args(profile, "--remote-debugging-port=0", *extra), stdout=log, stderr=log
         )
         try:
             port, path = await _devtools_address(profile, process)
