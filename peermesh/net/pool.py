@@ -110,6 +110,11 @@ class PeerPool:
         session = self._pick(state)
         if session is not None:
             return self._checked(session, endpoint, expect)
+        self.tls.maybe_reload()
+        if not self.tls.loaded:
+            # Our own missing certificate says nothing about the peer: no backoff for it,
+            # so the first request once the certificate is here dials at once.
+            raise errors.no_identity()
         self._raise_if_backing_off(state)
         # Bounded wait for a connection: behind a dial into a partition, waiters would
         # otherwise queue up, each dialling in turn, until their callers give up.

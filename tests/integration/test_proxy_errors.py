@@ -224,6 +224,7 @@ async def test_control_ping_rides_mtls(tmp_path):
 
 async def test_agent_without_certificate_is_not_ready_and_says_why(tmp_path):
     from peermesh.agent import Agent
+    from peermesh.ca.devca import init_dev_ca
     from tests.support.meshkit import agent_config
 
     empty = tmp_path / "empty"
@@ -240,6 +241,16 @@ async def test_agent_without_certificate_is_not_ready_and_says_why(tmp_path):
         assert "no certificate loaded" in ready.text
         assert r.status_code == 503
         assert r.headers["x-peermesh-error"] == "no-identity"
+        # The agent's own missing certificate is not held against the peer: no failure
+        # counted, no backoff, so once the certificate is there the next request dials.
+        pool = agent.running_pool
+        assert pool is not None
+        assert [p.failures for p in pool.status()] in ([], [0])
+        init_dev_ca(tmp_path / "ca", agent.config.trust_domain).issue("node-x", "frontend", empty)
+        async with httpx.AsyncClient() as client:
+            r = await client.get(f"http://{out_host}:{out_port}/", headers={"host": "orders"})
+        assert r.status_code == 503
+        assert r.headers["x-peermesh-error"] == "peer-unreachable"  # port 9: nothing listens
         nursery.cancel_scope.cancel()
 
 
