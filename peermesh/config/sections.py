@@ -56,11 +56,23 @@ def _drain_timeout(value: float | str) -> float:
     return seconds
 
 
+def _timeout(flag: str) -> Callable[[str | float], float]:
+    def parse(value: str | float) -> float:
+        if isinstance(value, str) and value.strip().lower() in ("0", "off"):
+            return 0.0
+        try:
+            seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+        if not 0 <= seconds < math.inf:
+            raise ConfigError(f"{flag} must be ≥ 0 seconds (0 turns it off)")
+        return seconds
+
+    return parse
+
+
 def _dial_timeout(value: str | float) -> float:
-    try:
-        seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
-    except ValueError as exc:
-        raise ConfigError(f"--connect-timeout: {exc}") from None
+    seconds = _timeout("--connect-timeout")(value)
     if not 0 < seconds <= 600:
         raise ConfigError("--connect-timeout must be more than 0 and at most 10 minutes")
     return seconds
@@ -233,21 +245,6 @@ class ProxyConfig:
         " TrafficPolicy connectTimeout can only shorten it for TCP tunnels.",
         parse=_dial_timeout,
     )
-
-
-def _timeout(flag: str) -> Callable[[str | float], float]:
-    def parse(value: str | float) -> float:
-        if isinstance(value, str) and value.strip().lower() in ("0", "off"):
-            return 0.0
-        try:
-            seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
-        except ValueError as exc:
-            raise ConfigError(f"{flag}: {exc}") from None
-        if not 0 <= seconds < math.inf:
-            raise ConfigError(f"{flag} must be ≥ 0 seconds (0 turns it off)")
-        return seconds
-
-    return parse
 
 
 def _cap(flag: str) -> Callable[[str | int], int]:
