@@ -62,7 +62,16 @@ async def read_all(stream: trio.abc.Stream) -> bytes:
         received += chunk
 
 
+async def served(peer: RawPeer, stream_id: int) -> None:
+    """A plain GET on ``stream_id`` of the attacker's connection still gets its 200."""
+    await peer.send(peer.headers(stream_id, request("/")))
+    await peer.read_until(HeadersFrame, stream_id=stream_id)
+    assert peer.status(stream_id) == b"200"
+
+
 # HTTP/1.1 ------------------------------------------------------------------------------
+
+
 async def test_trickled_head_gets_408_and_close(tmp_path, autojump_clock: trio.testing.MockClock):
     async with mesh_of(tmp_path) as mesh:
         attacker = await trio.open_tcp_stream(*mesh.outbound)
@@ -135,16 +144,12 @@ async def test_stalled_h2_body_resets_that_stream_only(
         await peer.start()
         post = [*request("/upload", method="POST"), (b"content-length", b"100")]
         await peer.send(peer.headers(1, post, end_stream=False), peer.data(1, b"0123456789"))
-        await peer.send(peer.headers(3, request("/")))  # same connection: served
-        await peer.read_until(HeadersFrame, stream_id=3)
-        assert peer.status(3) == b"200"
+        await served(peer, 3)  # same connection: served
         rst = await peer.read_until(RstStreamFrame, stream_id=1)
         assert isinstance(rst, RstStreamFrame) and rst.error_code == CANCEL
         assert peer.status(1) == b"408"
         assert rejected(mesh.client, "outbound", "body-timeout") == 1
-        await peer.send(peer.headers(5, request("/")))  # and still served afterwards
-        await peer.read_until(HeadersFrame, stream_id=5)
-        assert peer.status(5) == b"200"
+        await served(peer, 5)  # and still served afterwards
         await victim(mesh)
 
 
@@ -178,9 +183,7 @@ async def test_idle_h2_stream_is_answered_and_reset(
         assert peer.status(1) == b"408"
         assert trio.current_time() - started >= 300
         assert rejected(mesh.client, "outbound", "stream-idle-timeout") == 1
-        await peer.send(peer.headers(3, request("/")))  # the connection lives on
-        await peer.read_until(HeadersFrame, stream_id=3)
-        assert peer.status(3) == b"200"
+        await served(peer, 3)  # the connection lives on
         await victim(mesh)
 
 
@@ -229,9 +232,7 @@ async def test_stalled_body_on_the_mtls_inbound_resets_that_stream_only(
         await peer.start()
         post = [*request("/upload", method="POST"), (b"content-length", b"100")]
         await peer.send(peer.headers(1, post, end_stream=False), peer.data(1, b"0123456789"))
-        await peer.send(peer.headers(3, request("/")))
-        await peer.read_until(HeadersFrame, stream_id=3)
-        assert peer.status(3) == b"200"
+        await served(peer, 3)
         rst = await peer.read_until(RstStreamFrame, stream_id=1)
         assert isinstance(rst, RstStreamFrame) and rst.error_code == CANCEL
         assert peer.status(1) == b"408"
