@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -141,6 +142,14 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         return math.nan
     rank = max(1, math.ceil(q / 100 * len(sorted_values)))
     return float(sorted_values[min(rank, len(sorted_values)) - 1])
+
+
+def need_h2load(bench: str) -> str:
+    """The path of h2load, or exit saying which package provides it."""
+    path = shutil.which("h2load")
+    if path is None:
+        raise SystemExit(f"{bench} needs h2load (apt-get install nghttp2-client)")
+    return path
 
 
 def cpu_model() -> str:

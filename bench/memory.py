@@ -24,7 +24,6 @@ import argparse
 import atexit
 import gc
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from bench._common import (
     busy_fraction,
     cpu_model,
     free_port,
+    need_h2load,
     percentile,
     update_marked_section,
 )
@@ -260,9 +260,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=200, help="requests/s in the GC runs")
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
     args = parser.parse_args()
-    h2load_path = shutil.which("h2load")
-    if h2load_path is None:
-        raise SystemExit("bench.memory needs h2load (apt-get install nghttp2-client)")
+    h2load_path = need_h2load("bench.memory")
     load = busy_fraction()
     began = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp_name:

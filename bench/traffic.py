@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ from bench._common import (
     ProcessGroup,
     busy_fraction,
     free_port,
+    need_h2load,
     percentile,
     update_marked_section,
     wait_until,
@@ -210,9 +210,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
     args = parser.parse_args()
-    h2load = shutil.which("h2load")
-    if h2load is None:
-        raise SystemExit("bench.traffic needs h2load (apt-get install nghttp2-client)")
+    h2load = need_h2load("bench.traffic")
     load = busy_fraction()
     with tempfile.TemporaryDirectory() as tmp, ProcessGroup(Path(tmp)) as group:
         mesh = Mesh(Path(tmp), group)
