@@ -100,8 +100,7 @@ class H2EventRouter:
             if stream is None or stream.reset_code is not None:
                 self.conn.acknowledge_received_data(event[3], event[1])
             else:
-                if stream.times is not None:
-                    stream.times.last_activity = trio.current_time()
+                stream._active()
                 flow = event[3]
                 stream._chunks.append((event[2], flow))
                 # Buffered: the connection's credit goes back now, so a reader that never
@@ -126,14 +125,12 @@ class H2EventRouter:
             stream = self._streams.get(event[1])
             if stream is not None:
                 stream.trailers = list(event[2])
-                if stream.times is not None:
-                    stream.times.last_activity = trio.current_time()
+                stream._active()
         elif tag == Ev.END:
             stream = self._streams.get(event[1])
             if stream is not None:
                 stream.remote_ended = True
-                if stream.times is not None:
-                    stream.times.last_activity = trio.current_time()
+                stream._active()
                 stream._wake()
                 self.forget_if_closed(stream)
         elif tag == Ev.RESET:
@@ -149,8 +146,7 @@ class H2EventRouter:
             else:
                 stream = self._streams.get(event[1])
                 if stream is not None:
-                    if stream.times is not None:
-                        stream.times.last_activity = trio.current_time()
+                    stream._active()
                     stream._window_opened()
         elif tag == Ev.SETTINGS:
             if not event[1]:

@@ -108,7 +108,8 @@ class H2Stream:
             if data:
                 return data
 
-    def _sent(self) -> None:
+    def _active(self) -> None:
+        """A frame of this stream went either way: its idle clock starts again."""
         if self.times is not None:
             self.times.last_activity = trio.current_time()
 
@@ -127,7 +128,7 @@ class H2Stream:
         if not trailer and not (block and block[0][1][:1] == b"1"):  # not a 1xx
             self._final_sent = True
         self.session.conn.send_headers(self.stream_id, block, end_stream=end_stream)
-        self._sent()
+        self._active()
         if end_stream:
             self.local_ended = True
         await self.session.queued(0, final=end_stream)
@@ -142,7 +143,7 @@ class H2Stream:
             if not view:
                 if end_stream:
                     conn.end_stream(self.stream_id)
-                    self._sent()
+                    self._active()
                     self.local_ended = True
                     await self.session.queued(0, final=True)
                     self.session.forget_if_closed(self)
@@ -154,7 +155,7 @@ class H2Stream:
                 continue
             last = end_stream and size == len(view)
             conn.send_data(self.stream_id, view[:size].tobytes(), end_stream=last)
-            self._sent()
+            self._active()
             view = view[size:]
             if last:
                 self.local_ended = True
