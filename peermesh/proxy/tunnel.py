@@ -366,42 +366,43 @@ class TunnelOut:
         tried: list[str] = []
         refused = _Refused(OpenFailure.UNREACHABLE, 503, "no attempt made")
         connect_timeout = self._connect_timeout(state)
-        for attempt in range(1, attempts + 1):
-            now = trio.current_time()
-            eligible = state.outlier.filter(endpoints, now) if state.outlier else endpoints
-            endpoint = state.balancer.pick(eligible, now=now, exclude=tried)
-            if endpoint is None:
-                break
-            tried.append(endpoint.address)
-            record.attempts = attempt
-            record.peer = endpoint.address
-            record.peer_identity = str(self.expected_identity(endpoint.service))
-            state.balancer.on_start(endpoint.address, now)
-            answer = await self._open_once(
-                endpoint, record, initial, upgrade=upgrade, connect_timeout=connect_timeout
-            )
-            if not isinstance(answer, _Refused):
-                self._feed(state, endpoint.address, now, ok=True)
-                if attempt > 1:
-                    self.metrics.retries.labels(service).inc(attempt - 1)
-                return answer
-            # A denial is the far agent working as told: no mark against its health.
-            self._feed(state, endpoint.address, now, ok=answer.failure is OpenFailure.DENIED)
-            refused = answer
-            self.metrics.sidecar_errors.labels("outbound", f"tcp-{answer.failure.value}").inc()
-            log.info(
-                "tcp to %s:%d: attempt %d on %s failed: %s",
-                service, record.port, attempt, endpoint.address, answer.why,
-            )  # fmt: skip
-            if attempt == attempts or not answer.failure.retryable(sent=bool(initial)):
-                break
-            if not state.budget.try_withdraw(trio.current_time()):
-                self.metrics.sidecar_errors.labels("outbound", "retry-budget-exhausted").inc()
-                break
-            await trio.sleep(backoff(attempt, self.rng))
-        if record.attempts > 1:
-            self.metrics.retries.labels(service).inc(record.attempts - 1)
-        return refused
+        try:
+            for attempt in range(1, attempts + 1):
+                now = trio.current_time()
+                eligible = state.outlier.filter(endpoints, now) if state.outlier else endpoints
+                endpoint = state.balancer.pick(eligible, now=now, exclude=tried)
+                if endpoint is None:
+                    break
+                tried.append(endpoint.address)
+                record.attempts = attempt
+                record.peer = endpoint.address
+                record.peer_identity = str(self.expected_identity(endpoint.service))
+                state.balancer.on_start(endpoint.address, now)
+                answer = await self._open_once(
+                    endpoint, record, initial, upgrade=upgrade, connect_timeout=connect_timeout
+                )
+                if not isinstance(answer, _Refused):
+                    self._feed(state, endpoint.address, now, ok=True)
+                    return answer
+                # A denial is the far agent working as told: no mark against its health.
+                self._feed(state, endpoint.address, now, ok=answer.failure is OpenFailure.DENIED)
+                refused = answer
+                self.metrics.sidecar_errors.labels("outbound", f"tcp-{answer.failure.value}").inc()
+                log.info(
+                    "tcp to %s:%d: attempt %d on %s failed: %s",
+                    service, record.port, attempt, endpoint.address, answer.why,
+                )  # fmt: skip
+                if attempt == attempts or not answer.failure.retryable(sent=bool(initial)):
+                    break
+                if not state.budget.try_withdraw(trio.current_time()):
+                    self.metrics.sidecar_errors.labels("outbound", "retry-budget-exhausted").inc()
+                    break
+                await trio.sleep(backoff(attempt, self.rng))
+            return refused
+        finally:
+            # Every open after the first is a retry, whether one got through or not.
+            if record.attempts > 1:
+                self.metrics.retries.labels(service).inc(record.attempts - 1)
 
     def _connect_timeout(self, state: DestinationState) -> float | None:
         """The destination's TrafficPolicy ``connectTimeout``, never beyond the pool's own
