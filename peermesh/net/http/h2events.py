@@ -136,9 +136,16 @@ class H2EventRouter:
         elif tag == Ev.RESET:
             self._on_reset(event[1], event[2], remote=True)
         elif tag == Ev.CLOSED:
-            # The engine reset or refused the stream itself; a clean close needs nothing.
-            if event[2]:
-                self._on_reset(event[1], event[2], remote=False)
+            # The engine reset or refused the stream itself; a clean close needs nothing,
+            # unless the end of the peer's message never reached the stream: its reader
+            # would wait forever, so it fails instead.
+            code = event[2]
+            if not code:
+                stream = self._streams.get(event[1])
+                if stream is not None and not stream.remote_ended:
+                    code = ErrorCode.INTERNAL_ERROR
+            if code:
+                self._on_reset(event[1], code, remote=False)
         elif tag == Ev.WINDOW:
             if event[1] == 0:
                 for stream in self._streams.values():

@@ -1,11 +1,12 @@
 """The two HTTP/2 engines, fed the same client frames, must end in the same state.
 
 ``h2`` is the reference: hypothesis writes frame sequences (well formed, and with
-malformed frames mixed in), both server engines read them frame by frame, and the
-test compares which streams opened, ended and were reset by the peer, and whether
-the connection died of a protocol error. Known, documented difference kept out of
-the generator: nghttp2 answers a RST_STREAM or WINDOW_UPDATE on a stream that was
-never opened (idle) with a connection error, where h2 ignores it.
+malformed frames mixed in), both server engines read them frame by frame or in reads
+cut anywhere (inside a header block too), and the test compares which streams opened,
+ended and were reset by the peer, and whether the connection died of a protocol error.
+Known, documented difference kept out of the generator: nghttp2 answers a RST_STREAM
+or WINDOW_UPDATE on a stream that was never opened (idle) with a connection error,
+where h2 ignores it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ class Outcome:
     connection_error: bool = False
     #: Streams the engine refused on their own (the h2 engine's per-stream faults).
     stream_faults: int = field(default=0, compare=False)
+
+
+def chunked(frames: list[bytes], cuts: list[int]) -> list[bytes]:
+    """The same bytes, cut where ``cuts`` say (reads end anywhere, inside frames too)."""
+    raw = b"".join(frames)
+    at = sorted({c % len(raw) for c in cuts if c % len(raw)}) if raw else []
+    return [raw[a:b] for a, b in zip([0, *at], [*at, len(raw)], strict=True)]
 
 
 def run(name: EngineName, frames: list[bytes]) -> Outcome:
@@ -145,9 +153,16 @@ def malformed(encoder: hpack.Encoder, new_sid: int, open_sid: int) -> st.SearchS
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scripts())
-def test_nghttp2_ends_where_h2_ends(frames: list[bytes]) -> None:
-    reference = run(EngineName.H2, frames)
-    candidate = run(EngineName.NGHTTP2, frames)
+@given(scripts(), st.lists(st.integers(1, 1 << 16), max_size=8))
+def test_nghttp2_ends_where_h2_ends(frames: list[bytes], cuts: list[int]) -> None:
+    reads = chunked(frames, cuts) if cuts else frames
+    reference = run(EngineName.H2, reads)
+    candidate = run(EngineName.NGHTTP2, reads)
+    if cuts and reference.connection_error:
+        # What the engines report from the read that killed the connection differs
+        # (nghttp2 reports nothing from it, and hands over DATA bytes as they arrive
+        # where h2 waits for whole frames): only the verdict is compared.
+        assert candidate.connection_error
+        return
     assert candidate == reference
     assert candidate.stream_faults == reference.stream_faults

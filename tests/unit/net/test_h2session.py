@@ -217,3 +217,20 @@ async def test_pool_opens_another_connection_when_streams_are_full(tmp_path, mon
                     nursery.start_soon(one)
         assert statuses == [200] * 12
         assert mesh.client.pool.dials >= 3
+
+
+async def test_a_stream_the_engine_closes_before_its_end_arrives_fails_its_reader():
+    """A clean close with the peer's message unfinished (the engine dropped its end)
+    must fail the waiting reader, not leave it waiting forever."""
+    from peermesh.net.http.h2engine import Ev
+
+    async def handler(stream: H2Stream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        client, _server = await _pair(nursery, handler)
+        stream = await client.open_stream(REQUEST, end_stream=True)
+        client._dispatch((Ev.CLOSED, stream.stream_id, 0))
+        with pytest.raises(StreamReset):
+            await stream.receive_headers()
+        nursery.cancel_scope.cancel()

@@ -279,3 +279,58 @@ def test_ping_and_peer_settings() -> None:
     c.send_data(i, b"w" * 200000, end_stream=True)
     sizes = [e[3] for e in s.receive(c.data_to_send()) if e[0] is Ev.DATA]
     assert max(sizes) == 1 << 16  # DATA frames use the peer's 64 KiB, not nghttp2's 16 KiB
+
+
+def _split_feed(engine: NgEngine, raw: bytes, cut: int) -> list[Event]:
+    events = engine.receive(raw[:cut]) + engine.receive(raw[cut:])
+    engine.data_to_send()
+    return events + engine.pop_events()
+
+
+LONG_HEAD = [(b":status", b"200"), (b"content-type", b"text/plain"), (b"x-long", b"v" * 300)]
+
+
+def test_a_response_head_split_across_reads_arrives_whole() -> None:
+    """nghttp2 decodes a header block as its bytes arrive, so a read may end inside it,
+    after frames of other streams whose events the same read reports."""
+
+    def answered() -> tuple[NgEngine, list[int], bytes]:
+        c, s = pair()
+        sids = []
+        for _ in range(2):
+            sids.append(c.get_next_available_stream_id())
+            c.send_headers(sids[-1], GET, end_stream=True)
+        pump(c, s)
+        for sid in sids:
+            s.send_headers(sid, LONG_HEAD)
+            s.send_data(sid, b"body", end_stream=True)
+        return c, sids, s.data_to_send()
+
+    _c, (first, second), raw = answered()
+    for cut in range(1, len(raw)):
+        c, _sids, raw = answered()
+        evs = _split_feed(c, raw, cut)
+        for sid in (first, second):
+            assert [e for e in evs if e[0] is Ev.RESPONSE and e[1] == sid] == [
+                (Ev.RESPONSE, sid, LONG_HEAD, False)
+            ], cut
+            assert b"".join(e[2] for e in evs if e[0] is Ev.DATA and e[1] == sid) == b"body"
+            assert kinds(evs, sid)[-2:] == [Ev.END, Ev.CLOSED]
+        assert c.stream_faults == []
+
+
+def test_a_request_head_split_across_reads_arrives_whole() -> None:
+    request = [*GET, (b"cookie", b"c" * 200), (b"x-trace", b"t" * 100)]
+    c, _s = pair()
+    sids = []
+    for _ in range(2):
+        sids.append(c.get_next_available_stream_id())
+        c.send_headers(sids[-1], request, end_stream=True)
+    raw = c.data_to_send()
+    for cut in range(1, len(raw)):
+        _c, s2 = pair()
+        evs = _split_feed(s2, raw, cut)
+        assert [e for e in evs if e[0] is Ev.REQUEST] == [
+            (Ev.REQUEST, sid, request, True) for sid in sids
+        ], cut
+        assert s2.stream_faults == []

@@ -32,6 +32,7 @@ typedef struct {
     const uint8_t *in; size_t in_len;
     size_t hdr_start, hdr_bytes, max_hdr_list;
     int hdr_over, server;
+    int in_block;                           /* a header block is being decoded */
     uint32_t incoming, max_incoming;        /* peer-opened streams we accepted, limit */
     char refused_mark;                      /* stream user data of streams we refused */
     ng_stream head;                         /* sentinel */
@@ -67,6 +68,7 @@ static int fault(ng_ctx *c, int32_t sid, uint32_t code, int reason) {
     /* Queued before nghttp2's own RST(INTERNAL_ERROR) for the TEMPORAL failure we return,
        which it then skips (one RST per stream); the rest of the header block is still
        decoded, so the HPACK state stays in step. */
+    c->in_block = 0;                        /* nghttp2 decodes the rest without callbacks */
     if (nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, sid, code)) return NGHTTP2_ERR_CALLBACK_FAILURE;
     int32_t *r = ev_add(c);
     if (!r) return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -76,7 +78,7 @@ static int fault(ng_ctx *c, int32_t sid, uint32_t code, int reason) {
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *u) {
     ng_ctx *c = u;
-    c->hdr_start = c->hd_len; c->hdr_bytes = 0; c->hdr_over = 0;
+    c->hdr_start = c->hd_len; c->hdr_bytes = 0; c->hdr_over = 0; c->in_block = 1;
     if (c->server && f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
         if (c->incoming >= c->max_incoming) {
             nghttp2_session_set_stream_user_data(s, f->hd.stream_id, &c->refused_mark);
@@ -114,6 +116,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *u) {
     int end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
+        c->in_block = 0;
         if (!(r = ev_add(c))) return NGHTTP2_ERR_CALLBACK_FAILURE;
         r[0] = EV_HEADERS; r[1] = f->hd.stream_id; r[2] = f->headers.cat | (end << 8);
         r[3] = (int32_t)(c->hdr_start / 4); r[4] = (int32_t)((c->hd_len - c->hdr_start) / 4);
@@ -360,7 +363,24 @@ void ng_free(ng_ctx *c) {
     free(c->ev); free(c->hd); free(c->arena); free(c->out); free(c);
 }
 
-void ng_reset_events(ng_ctx *c) { c->ev_len = 0; c->hd_len = 0; c->ar_len = 0; c->hdr_start = 0; }
+/* nghttp2 decodes a header block as its bytes arrive, so one read can end in the middle
+   of a block: the fields decoded so far are kept (moved to the front) for the read that
+   completes it, or the block would arrive without them. */
+void ng_reset_events(ng_ctx *c) {
+    c->ev_len = 0;
+    size_t keep = c->in_block ? c->hd_len - c->hdr_start : 0;
+    if (keep) {
+        int32_t from = c->hd[c->hdr_start];   /* arena offset of the block's first name */
+        memmove(c->arena, c->arena + from, c->ar_len - (size_t)from);
+        c->ar_len -= (size_t)from;
+        memmove(c->hd, c->hd + c->hdr_start, keep * sizeof(int32_t));
+        for (size_t i = 0; i < keep; i++) c->hd[i] -= from;
+    } else {
+        c->ar_len = 0;
+    }
+    c->hd_len = keep;
+    c->hdr_start = 0;
+}
 
 
 /* flush: also serialise what the frames queued (ACKs, WINDOW_UPDATE, a GOAWAY after a
