@@ -340,6 +340,21 @@ def check_received(headers: Sequence[Header], *, response: bool, trailer: bool) 
         _check_authority(authority, host)
 
 
+def check_request_host(headers: Sequence[Header]) -> None:
+    """The request rule of ``check_received`` that libnghttp2 does not enforce itself:
+    one Host at most, agreeing with :authority, and at least one of the two."""
+    authority: bytes | None = None
+    host: bytes | None = None
+    for name, value in headers:
+        if name == b":authority":
+            authority = value
+        elif name == b"host":
+            if host is not None:
+                raise ProtocolError("Request header block has multiple Host headers.")
+            host = value
+    _check_authority(authority, host)
+
+
 def _check_authority(authority: bytes | None, host: bytes | None) -> None:
     if authority is None and host is None:
         raise ProtocolError("Request header block does not have an :authority or Host header.")

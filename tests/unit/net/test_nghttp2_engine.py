@@ -214,6 +214,49 @@ def test_invalid_header_block_resets_its_stream_as_h2_does(extra: list[Header]) 
     assert [e[:2] for e in events if e[1] == 3] == [(Ev.REQUEST, 3), (Ev.END, 3)]
 
 
+@pytest.mark.parametrize(
+    ("head", "trailers"),
+    [
+        ([(b":status", b"200"), (b"te", b"gzip")], None),
+        ([(b":status", b"200"), (b"x-a", b" leading-space")], None),
+        ([(b":status", b"200"), (b":status", b"200")], None),
+        ([(b"x-a", b"1"), (b":status", b"200")], None),
+        ([(b":status", b"200"), (b":path", b"/")], None),
+        ([(b":status", b"200"), (b"keep-alive", b"1")], None),
+        ([(b":status", b"200")], [(b":path", b"/x")]),
+        ([(b":status", b"200")], [(b"connection", b"close")]),
+    ],
+    ids=[
+        "te-not-trailers",
+        "value-whitespace",
+        "duplicate-status",
+        "pseudo-after-regular",
+        "request-pseudo",
+        "connection-specific",
+        "pseudo-in-trailers",
+        "connection-in-trailers",
+    ],
+)
+def test_a_malformed_response_or_trailers_resets_its_stream(
+    head: list[Header], trailers: list[Header] | None
+) -> None:
+    """Received responses rely on nghttp2's own RFC 9113 field checks (no second pass)."""
+    c, s = pair()
+    sid = c.get_next_available_stream_id()
+    c.send_headers(sid, GET, end_stream=True)
+    pump(c, s)
+    s.send_headers(sid, head, end_stream=trailers is None)
+    if trailers is not None:
+        s.send_data(sid, b"x")
+        s.send_headers(sid, trailers, end_stream=True)
+    cev, _ = pump(c, s)
+    assert Ev.END not in kinds(cev, sid)
+    assert Ev.TRAILERS not in kinds(cev, sid)
+    closes = [e for e in cev if e[0] is Ev.CLOSED and e[1] == sid]
+    assert closes and closes[0][2] == 1  # PROTOCOL_ERROR
+    assert c.stream_faults
+
+
 def test_header_list_over_our_limit_resets_its_stream() -> None:
     _, s = pair()
     encoder = hpack.Encoder()
