@@ -219,7 +219,9 @@ async def test_pool_opens_another_connection_when_streams_are_full(tmp_path, mon
         assert mesh.client.pool.dials >= 3
 
 
-async def test_a_stream_the_engine_closes_before_its_end_arrives_fails_its_reader():
+async def test_a_stream_the_engine_closes_before_its_end_arrives_fails_its_reader(
+    autojump_clock,
+):
     """A clean close with the peer's message unfinished (the engine dropped its end)
     must fail the waiting reader, not leave it waiting forever."""
     from peermesh.net.http.h2engine import Ev
@@ -231,6 +233,7 @@ async def test_a_stream_the_engine_closes_before_its_end_arrives_fails_its_reade
         client, _server = await _pair(nursery, handler)
         stream = await client.open_stream(REQUEST, end_stream=True)
         client._dispatch((Ev.CLOSED, stream.stream_id, 0))
-        with pytest.raises(StreamReset):
+        # Virtual time: without the fix the reader waits forever, which fails here.
+        with pytest.raises(StreamReset), trio.fail_after(60):
             await stream.receive_headers()
         nursery.cancel_scope.cancel()
