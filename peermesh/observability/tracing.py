@@ -130,10 +130,15 @@ def inject(
     """``headers`` with B3/W3C context replaced by this hop's ``traceparent``."""
     drop = CONTEXT_HEADERS if state else _DROP
     out = [(n, v) for n, v in headers if n not in drop]
-    out.append((b"traceparent", f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}".encode()))
+    out.append((b"traceparent", traceparent(trace_id, span_id, sampled)))
     if state:
         out.append((b"tracestate", state.encode("latin-1")))
     return out
+
+
+def traceparent(trace_id: str, span_id: str, sampled: bool) -> bytes:
+    """The W3C ``traceparent`` value naming this hop's span."""
+    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}".encode()
 
 
 class Tracer:
