@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
 _HEX = re.compile(r"^[0-9a-f]+$")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _B3_HEADERS = frozenset(
     {b"b3", b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid", b"x-b3-sampled", b"x-b3-flags"}
 )
@@ -88,8 +89,11 @@ def context_from(found: dict[bytes, bytes]) -> TraceContext | None:
     raw = found.get(b"traceparent")
     if raw is not None:
         m = _TRACEPARENT.match(raw.decode("latin-1").strip().lower())
-        if m and m.group(1) != "ff" and set(m.group(2)) != {"0"} and set(m.group(3)) != {"0"}:
-            return TraceContext(m.group(2), m.group(3), bool(int(m.group(4), 16) & 1), state)
+        if m is not None:
+            version, trace_id, span_id, flags, _rest = m.groups()
+            # The pattern fixes the lengths: all zeros is the one invalid id of each.
+            if version != "ff" and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
+                return TraceContext(trace_id, span_id, bool(int(flags, 16) & 1), state)
     single = found.get(b"b3")
     if single is not None:
         parts = single.decode("latin-1").strip().lower().split("-")

@@ -7,6 +7,7 @@ would give, plus an ``x-request-id`` when the request had none.
 
 from __future__ import annotations
 
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -54,3 +55,25 @@ def test_begin_forwards_what_extract_and_inject_give(headers):
     assert list(forwarded.headers) == expected
     if parent is not None and parent.trace_id:
         assert record.trace_id == parent.trace_id
+
+
+@pytest.mark.parametrize(
+    ("traceparent", "sampled"),
+    [
+        (f"00-{TRACE}-00f067aa0ba902b7-01", True),
+        (f" 00-{TRACE.upper()}-00F067AA0BA902B7-00 ", False),  # padded, uppercase
+        (f"00-{TRACE}-00f067aa0ba902b7-03-future", True),  # a later version's fields
+        (f"ff-{TRACE}-00f067aa0ba902b7-01", None),  # version ff is invalid
+        (f"00-{'0' * 32}-00f067aa0ba902b7-01", None),  # all-zero trace id
+        (f"00-{TRACE}-{'0' * 16}-01", None),  # all-zero parent id
+        (f"00-{TRACE[:-1]}-00f067aa0ba902b7-01", None),  # short trace id
+    ],
+)
+def test_a_traceparent_is_continued_only_when_valid(traceparent, sampled):
+    parent = extract([(b"traceparent", traceparent.encode())])
+    if sampled is None:
+        assert parent is None
+    else:
+        assert parent is not None
+        assert (parent.trace_id, parent.parent_span_id) == (TRACE, "00f067aa0ba902b7")
+        assert parent.sampled is sampled
