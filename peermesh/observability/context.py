@@ -11,6 +11,7 @@ import contextvars
 import json
 import math
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +176,11 @@ class CountingBody:
 
 
 class CountingWriter:
-    """A response writer that counts body bytes and picks up ``grpc-status``."""
+    """A response writer that counts body bytes and picks up ``grpc-status``.
+
+    Each method does its bookkeeping and returns the inner writer's coroutine for the
+    caller to await: no coroutine of its own per write.
+    """
 
     __slots__ = ("inner", "record")
 
@@ -187,18 +192,20 @@ class CountingWriter:
     def headers_sent(self) -> bool:
         return self.inner.headers_sent
 
-    async def send_head(self, status: int, headers: Headers, *, end: bool = False) -> None:
+    def send_head(
+        self, status: int, headers: Headers, *, end: bool = False
+    ) -> Coroutine[Any, Any, None]:
         _grpc(self.record, headers)
-        await self.inner.send_head(status, headers, end=end)
+        return self.inner.send_head(status, headers, end=end)
 
-    async def send_data(self, data: bytes) -> None:
+    def send_data(self, data: bytes) -> Coroutine[Any, Any, None]:
         self.record.response_bytes += len(data)
-        await self.inner.send_data(data)
+        return self.inner.send_data(data)
 
-    async def finish(self, trailers: Headers | None = None) -> None:
+    def finish(self, trailers: Headers | None = None) -> Coroutine[Any, Any, None]:
         if trailers:
             _grpc(self.record, trailers)
-        await self.inner.finish(trailers)
+        return self.inner.finish(trailers)
 
     def abort(self) -> None:
         self.inner.abort()

@@ -8,7 +8,7 @@ from typing import IO, Any
 
 import trio
 
-from peermesh.net.http.headers import RequestHead
+from peermesh.net.http.headers import Header, RequestHead
 from peermesh.observability.accesslog import AccessLog
 from peermesh.observability.context import CURRENT, RequestRecord
 from peermesh.observability.golden import GoldenWindow
@@ -17,8 +17,8 @@ from peermesh.observability.tracing import (
     CONTEXT_HEADERS,
     Tracer,
     context_from,
-    inject,
     new_span_id,
+    traceparent,
 )
 
 TAP_CAPACITY = 512
@@ -68,9 +68,6 @@ class Observability:
         self._tap_until = 0.0
         self._tap_second = 0
         self._tap_kept = 0
-        # Label children resolved once per (direction, source, destination): ``labels()``
-        # validates and looks them up again on every call.
-        self._bytes: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     # --- tap --------------------------------------------------------------------------
     def tap_activate(self, now: float) -> None:
@@ -81,16 +78,23 @@ class Observability:
         self, direction: str, head: RequestHead, *, source: str, destination: str = ""
     ) -> tuple[RequestRecord, RequestHead]:
         """A record for a new request, and the head to forward (trace context injected)."""
-        # One pass over the headers for the request id and the trace context.
+        # One pass over the headers for the request id and the trace context, which also
+        # copies what is forwarded: every field but the incoming trace context.
         request_id = None
         found: dict[bytes, bytes] | None = None
-        for name, value in head.headers:
+        forward: list[Header] = []
+        for header in head.headers:
+            name = header[0]
             if name in CONTEXT_HEADERS:
                 if found is None:
                     found = {}
-                found[name] = value
-            elif name == b"x-request-id" and request_id is None:
-                request_id = value
+                found[name] = header[1]
+                if name == b"tracestate":  # kept unless a non-empty tracestate replaces it
+                    forward.append(header)
+            else:
+                if name == b"x-request-id" and request_id is None:
+                    request_id = header[1]
+                forward.append(header)
         rid = request_id.decode("latin-1")[:MAX_ID] if request_id else new_span_id()
         record = RequestRecord(
             direction,
@@ -105,36 +109,31 @@ class Observability:
         )
         parent = context_from(found) if found is not None else None
         sampled = self.tracer.begin(record, parent)
-        headers = inject(
-            head.headers,
-            record.trace_id,
-            record.span_id,
-            sampled,
-            parent.tracestate if parent is not None else "",
-        )
+        state = parent.tracestate if parent is not None else ""
+        if state:
+            forward = [h for h in forward if h[0] != b"tracestate"]
+        forward.append((b"traceparent", traceparent(record.trace_id, record.span_id, sampled)))
+        if state:
+            forward.append((b"tracestate", state.encode("latin-1")))
         if request_id is None:
-            headers.append((b"x-request-id", rid.encode()))
+            forward.append((b"x-request-id", rid.encode()))
         CURRENT.set(record)
         return record, RequestHead(
-            head.method, head.scheme, head.authority, head.path, tuple(headers)
+            head.method, head.scheme, head.authority, head.path, tuple(forward)
         )
 
     def end(self, record: RequestRecord, status: int, seconds: float) -> None:
         CURRENT.set(None)
         record.status = status
         record.duration = seconds
-        key = (record.direction, record.source, record.destination)
         if record.request_bytes or record.response_bytes:
-            children = self._bytes.get(key)
-            if children is None:
-                children = self._bytes[key] = (
-                    self.metrics.request_bytes.labels(*key),
-                    self.metrics.response_bytes.labels(*key),
-                )
-            if record.request_bytes:
-                children[0].inc(record.request_bytes)
-            if record.response_bytes:
-                children[1].inc(record.response_bytes)
+            self.metrics.record_bytes(
+                record.direction,
+                record.source,
+                record.destination,
+                record.request_bytes,
+                record.response_bytes,
+            )
         self.golden.record(
             record.direction,
             record.source,

@@ -5,10 +5,13 @@ Labels stay bounded: services, directions, codes and reasons, never paths or ids
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter as TallyCounter
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 #: Hostile queries the mesh view refuses, as (route, reason): present at 0 from the start.
 ADMIN_REFUSALS = (
@@ -25,11 +28,72 @@ DURATION_BUCKETS = (
 )  # fmt: skip
 
 
+class _Duration:
+    """One duration histogram child's running sum and per-bucket counts (the last: +Inf)."""
+
+    __slots__ = ("buckets", "child", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.total = 0.0
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)
+
+
+class _Requests:
+    """One request counter child's count, and the duration histogram its requests feed."""
+
+    __slots__ = ("child", "count", "duration")
+
+    def __init__(self, child: Any, duration: _Duration) -> None:
+        self.child = child
+        self.count = 0
+        self.duration = duration
+
+
+class _Bytes:
+    """The request and response byte counter children of one (direction, source, destination)."""
+
+    __slots__ = ("request", "request_child", "response", "response_child")
+
+    def __init__(self, request_child: Any, response_child: Any) -> None:
+        self.request_child = request_child
+        self.response_child = response_child
+        self.request = 0
+        self.response = 0
+
+
+class _FoldFirst:
+    """A collector that yields nothing and brings the per-request tallies up to date.
+
+    Registered before every metric, so any collection of the registry (the exposition,
+    ``get_sample_value``) sees every request recorded until then.
+    """
+
+    def __init__(self, metrics: AgentMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        self._metrics.fold()
+        return []
+
+
 class AgentMetrics:
-    """Every metric the data plane records, plus a small tally for status pages."""
+    """Every metric the data plane records, plus a small tally for status pages.
+
+    The per-request series (request counter, duration histogram, byte counters) are kept
+    in plain ints and floats, and written into their prometheus_client children when the
+    registry is collected: a child's ``inc`` and ``observe`` check their arguments and take
+    a lock on every call. The values written are the ones the children would hold had every
+    request called them (counts are exact; the duration sum adds the same floats in the same
+    order), so a scrape shows every request recorded before it.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(_FoldFirst(self))
         self.requests = Counter(
             "peermesh_requests",
             "Requests handled by this sidecar, by direction and outcome.",
@@ -177,10 +241,11 @@ class AgentMetrics:
             "Committed policy changes (local edits and merged peer updates).",
             registry=self.registry,
         )
-        self.tally: TallyCounter[tuple[str, str, int]] = TallyCounter()
-        # (counter child, histogram child) per label set, resolved once: ``labels()``
+        # Children are resolved once per label set, on its first request: ``labels()``
         # checks and converts its arguments and takes a lock on every call.
-        self._request_children: dict[tuple[str, str, str, str, int, str], tuple[Any, Any]] = {}
+        self._requests: dict[tuple[str, str, str, str, int, str], _Requests] = {}
+        self._durations: dict[tuple[str, str, str], _Duration] = {}
+        self._bytes: dict[tuple[str, str, str], _Bytes] = {}
 
     def record_request(
         self,
@@ -193,18 +258,63 @@ class AgentMetrics:
         subset: str = "",
         grpc_status: str = "",
     ) -> None:
+        """One finished request (``seconds`` is a clock difference: finite)."""
         key = (direction, source, destination, subset, status, grpc_status)
-        children = self._request_children.get(key)
-        if children is None:
-            children = self._request_children[key] = (
-                self.requests.labels(
-                    direction, source, destination, subset, str(status), grpc_status
-                ),
-                self.duration.labels(direction, destination, subset),
+        entry = self._requests.get(key)
+        if entry is None:
+            entry = self._new_requests(key)
+        entry.count += 1
+        duration = entry.duration
+        duration.total += seconds
+        duration.buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1
+
+    def _new_requests(self, key: tuple[str, str, str, str, int, str]) -> _Requests:
+        direction, source, destination, subset, status, grpc_status = key
+        duration_key = (direction, destination, subset)
+        duration = self._durations.get(duration_key)
+        if duration is None:
+            duration = self._durations[duration_key] = _Duration(
+                self.duration.labels(*duration_key)
             )
-        children[0].inc()
-        children[1].observe(seconds)
-        self.tally[(direction, destination, status)] += 1
+        child = self.requests.labels(
+            direction, source, destination, subset, str(status), grpc_status
+        )
+        entry = self._requests[key] = _Requests(child, duration)
+        return entry
+
+    def record_bytes(
+        self, direction: str, source: str, destination: str, request: int, response: int
+    ) -> None:
+        """Body bytes of one finished request (both series appear once either is non-zero)."""
+        key = (direction, source, destination)
+        entry = self._bytes.get(key)
+        if entry is None:
+            entry = self._bytes[key] = _Bytes(
+                self.request_bytes.labels(*key), self.response_bytes.labels(*key)
+            )
+        entry.request += request
+        entry.response += response
+
+    def fold(self) -> None:
+        """Write the per-request tallies into their prometheus_client children."""
+        for entry in self._requests.values():
+            entry.child._value.set(entry.count)
+        for duration in self._durations.values():
+            child = duration.child
+            child._sum.set(duration.total)
+            for value, count in zip(child._buckets, duration.buckets, strict=True):
+                value.set(count)
+        for nbytes in self._bytes.values():
+            nbytes.request_child._value.set(nbytes.request)
+            nbytes.response_child._value.set(nbytes.response)
+
+    @property
+    def tally(self) -> TallyCounter[tuple[str, str, int]]:
+        """Requests by (direction, destination, status), for status pages and tests."""
+        tally: TallyCounter[tuple[str, str, int]] = TallyCounter()
+        for key, entry in self._requests.items():
+            tally[(key[0], key[2], key[4])] += entry.count  # direction, destination, status
+        return tally
 
     def internal_error(self, component: str) -> None:
         """One isolated failure (see ``peermesh_internal_errors_total``)."""

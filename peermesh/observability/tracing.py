@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
 _HEX = re.compile(r"^[0-9a-f]+$")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _B3_HEADERS = frozenset(
     {b"b3", b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid", b"x-b3-sampled", b"x-b3-flags"}
 )
@@ -88,8 +89,11 @@ def context_from(found: dict[bytes, bytes]) -> TraceContext | None:
     raw = found.get(b"traceparent")
     if raw is not None:
         m = _TRACEPARENT.match(raw.decode("latin-1").strip().lower())
-        if m and m.group(1) != "ff" and set(m.group(2)) != {"0"} and set(m.group(3)) != {"0"}:
-            return TraceContext(m.group(2), m.group(3), bool(int(m.group(4), 16) & 1), state)
+        if m is not None:
+            version, trace_id, span_id, flags, _rest = m.groups()
+            # The pattern fixes the lengths: all zeros is the one invalid id of each.
+            if version != "ff" and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:
+                return TraceContext(trace_id, span_id, bool(int(flags, 16) & 1), state)
     single = found.get(b"b3")
     if single is not None:
         parts = single.decode("latin-1").strip().lower().split("-")
@@ -130,10 +134,15 @@ def inject(
     """``headers`` with B3/W3C context replaced by this hop's ``traceparent``."""
     drop = CONTEXT_HEADERS if state else _DROP
     out = [(n, v) for n, v in headers if n not in drop]
-    out.append((b"traceparent", f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}".encode()))
+    out.append((b"traceparent", traceparent(trace_id, span_id, sampled)))
     if state:
         out.append((b"tracestate", state.encode("latin-1")))
     return out
+
+
+def traceparent(trace_id: str, span_id: str, sampled: bool) -> bytes:
+    """The W3C ``traceparent`` value naming this hop's span."""
+    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}".encode()
 
 
 class Tracer:

@@ -7,7 +7,7 @@ keeps the state machine open on a NO_ERROR GOAWAY and sends ours as a raw frame.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import h2.config
@@ -26,9 +26,9 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from peermesh.net.http.h2engine import Ev, Event
+from peermesh.net.http.h2engine import Ev, Event, Header
 from peermesh.net.http.h2errors import ErrorCode
-from peermesh.net.http.h2fast import FastDecoder, FastEncoder, check_received
+from peermesh.net.http.h2fast import FastDecoder, FastEncoder, check_received, prepare_outbound
 from peermesh.net.http.headers import MAX_HEADER_LIST_SIZE
 
 STREAM_WINDOW = 1 << 20  # 1 MiB per stream bounds what one slow reader can pin
@@ -135,6 +135,13 @@ class DrainingH2Connection(h2.connection.H2Connection):
     which is switched off), and ``_receive_frame`` no longer formats ``repr(frame)``
     for a trace log that h2's dummy logger throws away.
     """
+
+    @staticmethod
+    def prepare_outbound(
+        headers: Iterable[Header], *, response: bool, trailer: bool
+    ) -> list[Header]:
+        """What is sent is normalised and checked by ``h2fast`` (h2's own pass is off)."""
+        return prepare_outbound(headers, response=response, trailer=trailer)
 
     def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
         # h2 4.4's _receive_frame, minus the eager repr(frame) for its trace log.

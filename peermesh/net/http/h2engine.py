@@ -24,7 +24,7 @@ GOAWAY saying why is queued.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import h2.exceptions
@@ -83,6 +83,13 @@ class H2Engine(Protocol):
     def max_outbound_frame_size(self) -> int: ...
 
     def get_next_available_stream_id(self) -> int: ...
+
+    def prepare_outbound(
+        self, headers: Iterable[Header], *, response: bool, trailer: bool
+    ) -> list[Header]:
+        """The block to hand ``send_headers`` next: ``h2fast.prepare_outbound``'s answer
+        (normalised, or ``ProtocolError`` for a malformed one), however the engine gets it."""
+        ...
 
     def send_headers(
         self, stream_id: int, headers: Sequence[Header], end_stream: bool = False

@@ -38,7 +38,6 @@ from peermesh.net.http.h2errors import (
     StreamReset,
 )
 from peermesh.net.http.h2events import H2EventRouter, SessionStats, StreamHandler
-from peermesh.net.http.h2fast import prepare_outbound
 from peermesh.net.http.h2limits import Flood, FloodGuard, FrameScanner, H2Limits
 from peermesh.net.http.h2select import new_engine
 from peermesh.net.http.h2stream import H2Stream
@@ -487,7 +486,7 @@ class H2Session(H2EventRouter, H2Timers):
         if not self.can_open_stream:
             raise ConnectionUnavailable(self.close_reason or "connection not accepting streams")
         try:
-            block = prepare_outbound(headers, response=False, trailer=False)
+            block = self.conn.prepare_outbound(headers, response=False, trailer=False)
         except EngineError as exc:
             raise ConnectionUnavailable(str(exc)) from exc
         stream_id = self.conn.get_next_available_stream_id()

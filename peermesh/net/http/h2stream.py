@@ -10,7 +10,6 @@ import trio
 
 from peermesh.net.http.h2engine import EngineError, H2Engine
 from peermesh.net.http.h2errors import ErrorCode, StreamReset
-from peermesh.net.http.h2fast import prepare_outbound
 from peermesh.net.http.headers import Headers
 from peermesh.net.http.timeouts import StreamTimes
 
@@ -124,7 +123,7 @@ class H2Stream:
         self._raise_if_reset()
         # A client stream's request went out with open_stream: what follows is trailers.
         trailer = self.session.client_side or self._final_sent
-        block = prepare_outbound(headers, response=not trailer, trailer=trailer)
+        block = self.session.conn.prepare_outbound(headers, response=not trailer, trailer=trailer)
         if not trailer and not (block and block[0][1][:1] == b"1"):  # not a 1xx
             self._final_sent = True
         self.session.conn.send_headers(self.stream_id, block, end_stream=end_stream)

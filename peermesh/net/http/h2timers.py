@@ -22,7 +22,6 @@ import trio
 
 from peermesh.net.http.h2engine import EngineError, H2Engine
 from peermesh.net.http.h2errors import ErrorCode, StreamReset
-from peermesh.net.http.h2fast import prepare_outbound
 from peermesh.net.http.h2stream import H2Stream
 from peermesh.net.http.headers import Headers
 from peermesh.net.http.timeouts import (
@@ -173,7 +172,7 @@ class H2Timers:
                     n == b"content-type" and v.lower().startswith(b"application/grpc")
                     for n, v in stream.headers or []
                 )
-                block = prepare_outbound(
+                block = self.conn.prepare_outbound(
                     timeout_answer(expiry, grpc=grpc), response=True, trailer=False
                 )
                 self.conn.send_headers(stream.stream_id, block, end_stream=True)

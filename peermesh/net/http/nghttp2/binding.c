@@ -1,5 +1,6 @@
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <nghttp2/nghttp2.h>
 
 #define EVW 6
@@ -436,6 +437,99 @@ static nghttp2_nv *make_nv(const uint8_t *blob, size_t len, uint64_t sensitive, 
     }
     *n_out = k;
     return nv;
+}
+
+/* --- outbound blocks: the fast path of h2fast.prepare_outbound ----------------------- */
+
+static int is_ws(uint8_t b) { return b == ' ' || b == '\t' || b == '\r' || b == '\n' || b == 0x0b || b == 0x0c; }
+
+static int name_is(const uint8_t *p, size_t n, const char *lit) {
+    size_t m = strlen(lit);
+    return n == m && !memcmp(p, lit, m);
+}
+
+enum { P_METHOD = 1, P_SCHEME = 2, P_AUTHORITY = 4, P_PATH = 8, P_STATUS = 16, P_PROTOCOL = 32 };
+#define P_REQUEST_ONLY (P_METHOD | P_SCHEME | P_AUTHORITY | P_PATH | P_PROTOCOL)
+
+static unsigned pseudo_bit(const uint8_t *p, size_t n) {
+    if (name_is(p, n, ":method")) return P_METHOD;
+    if (name_is(p, n, ":scheme")) return P_SCHEME;
+    if (name_is(p, n, ":authority")) return P_AUTHORITY;
+    if (name_is(p, n, ":path")) return P_PATH;
+    if (name_is(p, n, ":status")) return P_STATUS;
+    if (name_is(p, n, ":protocol")) return P_PROTOCOL;
+    return 0;
+}
+
+/* 0 when the block (n fields as name \0 value \0 ...) is already what prepare_outbound
+   returns for it and passes every check it makes: names lowercase and not empty, nothing
+   to strip around names or values, no connection-specific field, pseudo-headers known,
+   once each, before the regular fields and the set the kind of block needs, TE only
+   "trailers", a request's Host once and equal to :authority, a non-empty :path.
+   1 for anything else (also a NUL inside a name or value): the caller hands the block to
+   prepare_outbound, which normalises it or raises its exact ProtocolError. */
+int ng_outbound_ready(const uint8_t *blob, size_t len, size_t n, int response, int trailer) {
+    const uint8_t *p = blob, *end = blob + len;
+    int request = !response && !trailer, seen_regular = 0;
+    unsigned pseudo = 0;
+    const uint8_t *method = NULL, *authority = NULL, *host = NULL;
+    size_t method_len = 0, authority_len = 0, host_len = 0;
+    if (n == 0 && len) return 1;
+    for (size_t k = 0; k < n; k++) {
+        const uint8_t *z = memchr(p, 0, (size_t)(end - p));
+        if (!z) return 1;
+        const uint8_t *name = p; size_t nl = (size_t)(z - p); p = z + 1;
+        if (k + 1 < n) {
+            if (p > end || !(z = memchr(p, 0, (size_t)(end - p)))) return 1;
+        } else {
+            if (p > end || memchr(p, 0, (size_t)(end - p))) return 1;
+            z = end;
+        }
+        const uint8_t *value = p; size_t vl = (size_t)(z - p); p = z + 1;
+        if (nl == 0 || is_ws(name[0]) || is_ws(name[nl - 1])) return 1;
+        if (vl && (is_ws(value[0]) || is_ws(value[vl - 1]))) return 1;
+        for (size_t i = 0; i < nl; i++) if (name[i] >= 'A' && name[i] <= 'Z') return 1;
+        if (name_is(name, nl, "connection") || name_is(name, nl, "proxy-connection") ||
+            name_is(name, nl, "keep-alive") || name_is(name, nl, "transfer-encoding") ||
+            name_is(name, nl, "upgrade"))
+            return 1;
+        if (name[0] == ':') {
+            unsigned bit = pseudo_bit(name, nl);
+            if (!bit || (pseudo & bit) || seen_regular) return 1;
+            pseudo |= bit;
+            if (bit == P_METHOD) { method = value; method_len = vl; }
+            else if (request && bit == P_AUTHORITY) { authority = value; authority_len = vl; }
+            else if (request && bit == P_PATH && vl == 0) return 1;
+        } else {
+            seen_regular = 1;
+            if (name_is(name, nl, "te") && !(vl == 8 && !strncasecmp((const char *)value, "trailers", 8)))
+                return 1;
+            if (request && name_is(name, nl, "host")) {
+                if (host) return 1;
+                host = value; host_len = vl;
+            }
+        }
+    }
+    if (trailer && pseudo) return 1;
+    if (response) {
+        if (!(pseudo & P_STATUS) || (pseudo & P_REQUEST_ONLY)) return 1;
+    } else if (!trailer) {
+        if (!(pseudo & P_METHOD) || (pseudo & P_STATUS)) return 1;
+        int connect = method_len == 7 && !memcmp(method, "CONNECT", 7);
+        if (connect && !(pseudo & P_PROTOCOL)) {
+            if (pseudo & (P_SCHEME | P_PATH)) return 1;
+        } else if ((pseudo & (P_SCHEME | P_PATH)) != (P_SCHEME | P_PATH)) {
+            return 1;
+        }
+        if (!connect && (pseudo & P_PROTOCOL)) return 1;
+    }
+    if (request) {
+        if (!authority && !host) return 1;
+        if (authority && host &&
+            (authority_len != host_len || memcmp(authority, host, host_len)))
+            return 1;
+    }
+    return 0;
 }
 
 static ng_stream *stream_new(ng_ctx *c) {

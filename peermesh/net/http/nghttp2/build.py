@@ -45,6 +45,7 @@ int ng_submit_response(ng_ctx *c, int32_t sid, const uint8_t *blob, size_t len,
 int ng_submit_headers(ng_ctx *c, int32_t sid, ng_stream *st, const uint8_t *blob,
                       size_t len, uint64_t sensitive, int end_stream);
 int ng_send_data(ng_ctx *c, ng_stream *st, const uint8_t *data, size_t len, int end_stream);
+int ng_outbound_ready(const uint8_t *blob, size_t len, size_t n, int response, int trailer);
 size_t ng_pending(ng_stream *st);
 void ng_stream_free(ng_ctx *c, ng_stream *st);
 int ng_consume(ng_ctx *c, int32_t sid, size_t n);

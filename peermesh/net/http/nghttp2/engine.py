@@ -8,8 +8,12 @@ Where nghttp2 and the ``h2`` engine differ, and what this wrapper does about it:
 * A connection error gets no callback: nghttp2 just queues a GOAWAY. ``ng_recv``
   serialises right after parsing, and a non-zero GOAWAY we did not ask for turns into
   ``NgProtocolError`` from ``receive``, as h2 raises ``ProtocolError``.
-* nghttp2 validates no outbound header (h2fast's ``prepare_outbound`` does, for both
-  engines). Received blocks it checks itself against RFC 9113's field rules, which are
+* nghttp2 validates no outbound header. ``prepare_outbound`` gives h2fast's answer: a
+  block with nothing to change is checked by ``ng_outbound_ready`` in C over the blob
+  that is submitted next (one pass, no Python loop per field); any other block goes to
+  ``h2fast.prepare_outbound``, which normalises it or raises its ProtocolError, so both
+  engines send and refuse the same blocks (``test_outbound_engines_agree``).
+* Received blocks nghttp2 checks itself against RFC 9113's field rules, which are
   h2's too (the oracle test in ``test_h2_engines_agree`` holds them to the same
   answers), except one: a request whose Host disagrees with :authority. That rule is
   checked here (``check_request_host``), and a block it refuses resets just that
@@ -29,11 +33,11 @@ Where nghttp2 and the ``h2`` engine differ, and what this wrapper does about it:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from peermesh.net.http.h2engine import EngineError, Ev, Event, Header
-from peermesh.net.http.h2fast import check_request_host
+from peermesh.net.http.h2fast import check_request_host, prepare_outbound
 from peermesh.net.http.nghttp2._ng import ffi, lib
 
 # C record tags (build.py)
@@ -56,6 +60,8 @@ _ERR_FATAL_GOAWAY = -505
 _HTTP_ERRORS = (-531, -532)  # NGHTTP2_ERR_HTTP_HEADER, NGHTTP2_ERR_HTTP_MESSAGING
 _DATA_FRAME = 0x0
 _OWN_RESETS_MAX = 4096
+_BYTES_ONLY = frozenset({bytes})
+_TUPLES_ONLY = frozenset({tuple})  # no hpack.NeverIndexedHeaderTuple in the block
 
 
 def _strerror(code: int) -> str:
@@ -91,6 +97,8 @@ class NgEngine:
         )
 
         self.client_side = client_side
+        # The last block prepare_outbound passed in C, with its blob and never-index mask.
+        self._prepared: tuple[list[Header], bytes, int] | None = None
         iv = [
             (SETTINGS_MAX_CONCURRENT_STREAMS, max_concurrent_streams),
             (SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW),
@@ -284,19 +292,48 @@ class NgEngine:
     @staticmethod
     def _blob(headers: Sequence[Header]) -> tuple[bytes, int]:
         """name\\0value\\0... (C marks authorization and short cookies never-indexed)."""
+        return b"\0".join([x for h in headers for x in h]), NgEngine._mask(headers)
+
+    @staticmethod
+    def _mask(headers: Sequence[Header]) -> int:
+        """Bit k set: field k is an ``hpack.NeverIndexedHeaderTuple`` (first 64 fields)."""
         mask = 0
         for k, h in enumerate(headers):
             if type(h) is not tuple and not getattr(h, "indexable", True) and k < 64:
-                mask |= 1 << k  # hpack.NeverIndexedHeaderTuple
-        return b"\0".join([x for h in headers for x in h]), mask
+                mask |= 1 << k
+        return mask
 
     def get_next_available_stream_id(self) -> int:
         return int(lib.nghttp2_session_get_next_stream_id(self._s))
 
+    def prepare_outbound(
+        self, headers: Iterable[Header], *, response: bool, trailer: bool
+    ) -> list[Header]:
+        """``h2fast.prepare_outbound``'s answer, checked in C when there is nothing to change.
+
+        The usual block (bytes fields, already normal and valid) is checked in one C pass
+        over the blob ``send_headers`` needs anyway, and kept for it; anything else goes to
+        ``prepare_outbound``, which normalises it or raises its exact ``ProtocolError``.
+        """
+        block = list(headers)  # ours alone: send_headers knows it by identity
+        flat = [x for h in block for x in h]
+        if set(map(type, flat)) <= _BYTES_ONLY and len(flat) == 2 * len(block):
+            blob = b"\0".join(flat)
+            if not lib.ng_outbound_ready(blob, len(blob), len(block), response, trailer):
+                mask = 0 if set(map(type, block)) <= _TUPLES_ONLY else self._mask(block)
+                self._prepared = (block, blob, mask)
+                return block
+        return prepare_outbound(block, response=response, trailer=trailer)
+
     def send_headers(
         self, stream_id: int, headers: Sequence[Header], end_stream: bool = False
     ) -> None:
-        blob, mask = self._blob(headers)
+        prepared = self._prepared
+        if prepared is not None and prepared[0] is headers:
+            self._prepared = None
+            blob, mask = prepared[1], prepared[2]
+        else:
+            blob, mask = self._blob(headers)
         ctx = self._ctx
         out = self._out
         if (
