@@ -329,11 +329,12 @@ peermesh code, {floor[5][1] / 1024:.1f} MiB with the CLI, metrics, gossip codec 
 HTTP/1.1 libraries. The agent's own code ({ours:.1f} MiB of import growth in the
 breakdown) sits on top of that. What a second agent on the same host costs is its
 private memory (the shared libraries and interpreter pages are mapped once): the
-*private* column above; the breakdown gives Pss too. Nothing is threads or malloc
+*private* column above; the breakdown gives Pss too. Little is threads or malloc
 waste: an idle agent runs one thread (trio's worker threads, started for blocking
 calls such as `getaddrinfo`, exit once idle), so glibc malloc has one arena (capping
-`MALLOC_ARENA_MAX` or tuning `mallopt` would change nothing) and keeps little free, and what the agent builds after its imports is under a MiB; almost all
-of the rest is code and data of the modules it imports. `peermesh agent` imports only
+`MALLOC_ARENA_MAX` or tuning `mallopt` would change nothing) and keeps little of it
+free, and what the agent builds after its imports is under a MiB; almost all of the
+rest is the code and data of the modules it imports. `peermesh agent` imports only
 the agent command (the other CLI groups, rich and PyYAML load when another command
 runs), dnspython only with `--dns`, zeroconf only with mDNS on, OpenTelemetry only
 with a trace exporter, RE2 with the first policy regex and the DKG state machines with

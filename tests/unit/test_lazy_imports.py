@@ -31,8 +31,16 @@ NOT_IN_AGENT = (
 
 # Modules an idle agent does not run, loaded by the code path that needs them: RE2 (and
 # the C++ runtime behind it) by the first policy regex, the DKG state machines by a key
-# ceremony. Full module names: their packages' other modules may load.
-NOT_IN_IDLE_AGENT = ("re2", "certs.dkg")
+# ceremony, the h2 engine (h2's connection machine, hyperframe) by the first session on
+# that engine. Full module names: their packages' other modules may load (the limits
+# and error codes both engines share come from h2.exceptions, h2.errors and hpack).
+NOT_IN_IDLE_AGENT = (
+    "re2",
+    "certs.dkg",
+    "peermesh.net.http.h2conn",
+    "h2.connection",
+    "hyperframe",
+)
 
 _PROBE = """
 import json, sys
