@@ -54,6 +54,10 @@ from bench.memory_breakdown import IDLE_SECONDS, TRUST_DOMAIN
 # --- the recorder, in the agent's process --------------------------------------------
 
 
+def _collections() -> int:
+    return sum(int(generation["collections"]) for generation in gc.get_stats())
+
+
 def probe(argv: list[str]) -> None:
     """``python -m bench.memory probe OUT (tuned|untuned) AGENT-ARGS...``: run the agent
     with every collection timed, and write the pauses to OUT as JSON at exit."""
@@ -68,8 +72,9 @@ def probe(argv: list[str]) -> None:
             pauses.append((started[0], int(info["generation"]), time.perf_counter() - started[1]))
 
     def dump() -> None:
-        # CPython's own per-generation counters: a check that the callback saw every one.
-        counted = sum(int(g["collections"]) for g in gc.get_stats())
+        # CPython's own per-generation counters since the callback was installed: a check
+        # that the callback saw every collection.
+        counted = _collections() - counted_before
         out.write_text(json.dumps({"pauses": pauses, "threshold": gc.get_threshold(),
                                    "counted": counted, "count": gc.get_count()}))  # fmt: skip
 
@@ -84,6 +89,7 @@ def probe(argv: list[str]) -> None:
             set_threshold=lambda *_: None,
             get_threshold=gc.get_threshold,
         )
+    counted_before = _collections()
     gc.callbacks.append(on_gc)
     atexit.register(dump)
     main(["agent", *agent_args], prog_name="peermesh")
@@ -253,7 +259,7 @@ def _gc_rows(results: dict[str, dict[int, list[float]]], requests: int) -> list[
 def _whole(results: dict[str, dict[int, list[float]]], mode: str) -> str:
     values = results[f"{mode} whole run"][-1]
     counted = int(results[f"{mode} whole run"][-2][0])
-    check = f"`gc.get_stats()` counted {counted}"
+    check = f"`gc.get_stats()` counted {counted} meanwhile"
     if not values:
         return f"no collections ({check})"
     return f"{len(values)} collections ({check}), longest {values[-1] / 1000:.1f} ms"
