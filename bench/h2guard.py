@@ -22,8 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench._common import cpu_model, update_marked_section
-from peermesh.net.http.h2conn import READ_SIZE
-from peermesh.net.http.h2engine import EngineName, Ev, H2Engine
+from peermesh.net.http.h2engine import READ_SIZE, EngineName, Ev, H2Engine
 from peermesh.net.http.h2limits import FloodGuard, FrameScanner
 from peermesh.net.http.h2select import new_engine, nghttp2_available
 

@@ -17,14 +17,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from certs import dkg
 from certs.frost import FrostError, PublicKeyPackage, SigningKeyShare
 from peermesh.ca.errors import RelayError
+
+if TYPE_CHECKING:
+    from certs import dkg
+
+# The DKG state machines (``certs.dkg``) run only during a key ceremony (bootstrap,
+# refresh, repair), so the functions that drive one import them: an agent that is not
+# in a ceremony does not keep their code resident.
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,8 @@ class RunSpec:
         return {i: k for i, k in self.participants.values()}
 
     def roster(self, public: PublicKeyPackage | None) -> dkg.Roster:
+        from certs import dkg
+
         keys = self.identity_keys()
         if self.purpose == "dkg":
             return dkg.Roster.for_dkg(self.session_id, self.threshold, keys)
@@ -120,6 +128,8 @@ class ParticipantSessions:
         public: PublicKeyPackage | None,
     ) -> list[dict[str, Any]]:
         """Start our machine for ``spec``; our first broadcasts (wire form)."""
+        from certs import dkg
+
         if spec.session_id in self._sessions:
             raise RelayError("session already started")
         if me not in spec.participants:
@@ -148,6 +158,8 @@ class ParticipantSessions:
 
     def deliver(self, session_id: bytes, messages: Sequence[Any]) -> dict[str, Any]:
         """Feed broadcasts; answer our new broadcasts and whether we are done."""
+        from certs import dkg
+
         session = self._sessions.get(session_id)
         if session is None:
             raise RelayError("unknown session (agent restarted?); rerun the command")
@@ -173,6 +185,8 @@ class ParticipantSessions:
 
     @staticmethod
     def _output(session: _Session) -> RunOutput:
+        from certs import dkg
+
         machine = session.machine
         if isinstance(machine, dkg.DkgParticipant):
             result = machine.result()

@@ -8,9 +8,17 @@ is refused when the policy is validated, so it never reaches a replica's route t
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+import importlib.util
+from typing import TYPE_CHECKING, Final, Protocol
 
-import re2
+if TYPE_CHECKING:
+    import re2
+
+# RE2 (with libre2, abseil and libstdc++ behind it, about 2.4 MiB resident) is loaded by
+# the first policy regex, not by every agent at start-up: an agent whose policy has no
+# regex never needs it. A missing package is still refused here, when this module loads.
+if importlib.util.find_spec("re2") is None:
+    raise ImportError("peermesh needs RE2 for policy regexes: pip install google-re2")
 
 # Envoy's default ``re2.max_program_size.error_level`` is 100; policies in the wild (and
 # ours) use alternations of a few dozen literals, so the cap leaves room for those while
@@ -37,6 +45,8 @@ class RegexRefused(ValueError):
 
 
 def _options() -> re2.Options:
+    import re2
+
     options = re2.Options()
     options.max_mem = MAX_MEMORY
     options.log_errors = False  # RE2 writes refusals to stderr otherwise
@@ -45,6 +55,8 @@ def _options() -> re2.Options:
 
 def compile_regex(pattern: str) -> CompiledRegex:
     """Compile ``pattern`` with RE2; raises :class:`RegexRefused` with the reason."""
+    import re2
+
     try:
         compiled = re2.compile(pattern, _options())
     except re2.error as exc:

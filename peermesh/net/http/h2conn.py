@@ -26,28 +26,18 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from peermesh.net.http.h2engine import Ev, Event, Header
+from peermesh.net.http.h2engine import (
+    CONNECTION_WINDOW,
+    MAX_FRAME,
+    MAX_HEADER_BLOCK,
+    MAX_HEADER_LIST,
+    STREAM_WINDOW,
+    Ev,
+    Event,
+    Header,
+)
 from peermesh.net.http.h2errors import ErrorCode
 from peermesh.net.http.h2fast import FastDecoder, FastEncoder, check_received, prepare_outbound
-from peermesh.net.http.headers import MAX_HEADER_LIST_SIZE
-
-STREAM_WINDOW = 1 << 20  # 1 MiB per stream bounds what one slow reader can pin
-CONNECTION_WINDOW = 8 << 20  # 8 MiB per connection: what is in flight, not yet buffered
-#: Bytes buffered on a connection for streams whose readers have not taken them yet.
-#: Below it, the connection-level credit of received DATA goes back as soon as the DATA
-#: is buffered (each stream's own window bounds what it holds), so stalled readers
-#: cannot use up the connection window every other stream shares; past it, credit
-#: goes back only as readers take their bytes, and the connection window bounds the rest.
-UNREAD_CAP = 4 * CONNECTION_WINDOW
-MAX_FRAME = 1 << 16
-MAX_HEADER_LIST = MAX_HEADER_LIST_SIZE  # what fit_request_head holds senders to
-
-READ_SIZE = 1 << 16
-#: Encoded header block bytes (HEADERS + CONTINUATION) collected before decoding. HPACK
-#: never makes a field list smaller than its encoding plus 32 bytes per field, so a block
-#: past this cannot decode within MAX_HEADER_LIST; refusing it early saves the decode.
-MAX_HEADER_BLOCK = MAX_HEADER_LIST
-HIGH_WATER = 256 << 10  # unsent bytes after which a sender flushes itself
 
 _RESPONSE_EVENTS = (h2.events.ResponseReceived, h2.events.InformationalResponseReceived)
 _HEADER_EVENTS = (

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from peermesh.net.caps import Refusal, StreamBudget
-from peermesh.net.http.h2conn import UNREAD_CAP
-from peermesh.net.http.h2engine import Ev, Event, H2Engine, Header
+from peermesh.net.http.h2engine import UNREAD_CAP, Ev, Event, H2Engine, Header
 from peermesh.net.http.h2errors import (
     ConnectionLost,
     ErrorCode,

@@ -21,15 +21,16 @@ from typing import Any
 import trio
 
 from peermesh.net.caps import StreamBudget
-from peermesh.net.http.h2conn import (
+from peermesh.net.http.h2engine import (
     CONNECTION_WINDOW,
     HIGH_WATER,
     MAX_FRAME,
     MAX_HEADER_LIST,
     READ_SIZE,
     STREAM_WINDOW,
+    EngineError,
+    EngineName,
 )
-from peermesh.net.http.h2engine import EngineError, EngineName
 from peermesh.net.http.h2errors import (
     ConnectionLost,
     ConnectionUnavailable,

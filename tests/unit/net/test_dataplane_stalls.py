@@ -9,7 +9,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from peermesh.net.http.h2conn import UNREAD_CAP
+from peermesh.net.http.h2engine import UNREAD_CAP
 from peermesh.net.http.h2session import (
     CONNECTION_WINDOW,
     STREAM_WINDOW,

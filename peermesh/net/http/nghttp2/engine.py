@@ -89,7 +89,7 @@ class NgEngine:
 
     def __init__(self, *, client_side: bool, max_concurrent_streams: int = 1000) -> None:
         self.stream_faults: list[str] = []  # streams reset for a fault of their own
-        from peermesh.net.http.h2conn import (
+        from peermesh.net.http.h2engine import (
             CONNECTION_WINDOW,
             MAX_FRAME,
             MAX_HEADER_LIST,
