@@ -77,6 +77,46 @@ class Counter(trio.abc.Instrument):
         return Counts(self.rounds, self.steps, self.spawned)
 
 
+class Tracer(Counter):
+    """A ``Counter`` that also writes down, while ``recording``, what each round ran:
+    every task step with where the task waits after it, every spawn, every round's end
+    (``busy`` when a task was already runnable, so the round only polled for I/O)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recording = False
+        self.lines: list[str] = []
+
+    def before_io_wait(self, timeout: float) -> None:
+        super().before_io_wait(timeout)
+        if self.recording:
+            self.lines.append(f"  -- round {'(busy)' if timeout == 0 else '(waits for I/O)'}")
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.recording:
+            self.lines.append(f"     {task.name.rsplit('.', 1)[-1]:<14} then waits in {_where(task)}")
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        super().task_spawned(task)
+        if self.recording:
+            self.lines.append(f"     spawned {task.name.rsplit('.', 1)[-1]}")
+
+
+def _where(task: trio.lowlevel.Task) -> str:
+    """The innermost two peermesh frames a suspended task waits in, and trio's trap."""
+    frames: list[str] = []
+    coro: object = task.coro
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            break
+        frames.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    ours = [f for f in frames if not f.startswith(("_", "trio"))]
+    trap = frames[-1].split(":")[-1] if frames else "finished"
+    return " > ".join(ours[-2:]) + f" [{trap}]"
+
+
 class _App(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -100,6 +140,11 @@ def engines() -> list[str]:
     return ["nghttp2", "h2"] if h2select.nghttp2_available() else ["h2"]
 
 
+def has_choice() -> bool:
+    """Whether this tree lets the agent pick its HTTP/2 engine."""
+    return importlib.util.find_spec("peermesh.net.http.h2select") is not None
+
+
 def _idle(counter: Counter, seconds: float) -> Counts:
     """What the agents do with no request in flight, over ``seconds`` (in a thread)."""
     before = counter.snapshot()
@@ -117,8 +162,16 @@ def _drive(
         for i in range(warmup + requests):
             time.sleep(pause)  # the agents settle: the next request runs alone
             before = counter.snapshot()
+            tracing = isinstance(counter, Tracer) and i >= warmup
+            if tracing:
+                counter.lines = []
+                counter.recording = True
             response = http.get(url, headers={"host": "orders"})
             after = counter.snapshot()
+            if isinstance(counter, Tracer) and tracing:
+                counter.recording = False
+                print(f"{client} request {i - warmup + 1}: {after - before}", file=sys.stderr)
+                print("\n".join(counter.lines), file=sys.stderr)
             if response.status_code != 200 or response.content != BODY:
                 raise RuntimeError(f"{client}: {response.status_code} {response.text[:200]}")
             if i >= warmup:
@@ -127,7 +180,13 @@ def _drive(
 
 
 async def _measure(
-    engine: str | None, work: Path, app_port: int, requests: int, warmup: int, pause: float
+    engine: str | None,
+    work: Path,
+    app_port: int,
+    requests: int,
+    warmup: int,
+    pause: float,
+    trace: bool = False,
 ) -> dict[str, list[Counts]]:
     from peermesh.agent import Agent
     from peermesh.ca.devca import init_dev_ca
@@ -152,7 +211,7 @@ async def _measure(
             **extra,
         )
 
-    counter = Counter()
+    counter = Tracer() if trace else Counter()
     results: dict[str, list[Counts]] = {}
     async with trio.open_nursery() as nursery:
         server = Agent(config("node-b", f"orders={app_port}"))
@@ -176,15 +235,16 @@ async def _measure(
 
 
 def measure(
-    engine: str | None, requests: int, warmup: int, pause: float
+    engine: str | None, requests: int, warmup: int, pause: float, trace: bool = False
 ) -> dict[str, list[Counts]]:
-    """Per-request counts for each client on ``engine`` (``None``: the tree's only one)."""
+    """Per-request counts for each client on ``engine`` (``None``: the tree's only one);
+    ``trace`` prints what ran in each round of every measured request."""
     app = ThreadingHTTPServer(("127.0.0.1", 0), _App)
     threading.Thread(target=app.serve_forever, daemon=True).start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             return trio.run(
-                _measure, engine, Path(tmp), app.server_address[1], requests, warmup, pause
+                _measure, engine, Path(tmp), app.server_address[1], requests, warmup, pause, trace
             )
     finally:
         app.shutdown()
@@ -242,19 +302,32 @@ def main() -> None:
         help="the idle figure measured on an older tree (printed by its --no-write run)",
     )
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--trace",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print, for N requests per client and engine, what ran in each round (to"
+        " stderr), and write nothing",
+    )
     opts = parser.parse_args()
     if not __package__:
         # Run as a file (against another tree): bench/ itself is first on sys.path, and
         # its gossip.py would hide the gossip package the agents import.
         here = str(Path(__file__).resolve().parent)
         sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
+    if opts.trace:
+        for engine in engines():
+            print(f"== {engine}", file=sys.stderr)
+            measure(engine if has_choice() else None, opts.trace, opts.warmup, opts.pause, True)
+        return
     started = time.monotonic()
     commit = _commit()
-    has_choice = importlib.util.find_spec("peermesh.net.http.h2select") is not None
+    choice = has_choice()
     table: list[str] = []
     idle: list[str] = []
     for engine in engines():
-        results = measure(engine if has_choice else None, opts.requests, opts.warmup, opts.pause)
+        results = measure(engine if choice else None, opts.requests, opts.warmup, opts.pause)
         table += rows(f"`{commit}`", engine, results)
         quiet = results["idle"][0]
         idle.append(
