@@ -94,7 +94,8 @@ class Tracer(Counter):
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         if self.recording:
-            self.lines.append(f"     {task.name.rsplit('.', 1)[-1]:<14} then waits in {_where(task)}")
+            name = task.name.rsplit(".", 1)[-1]
+            self.lines.append(f"     {name:<14} then waits in {_where(task)}")
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         super().task_spawned(task)
@@ -352,10 +353,25 @@ def main() -> None:
             " difference between sending it and reading its response to the end. The app"
             " and the clients (httpx, HTTP/1.1 keep-alive and h2c prior knowledge) run in"
             " threads outside trio, so only the agents' work is counted. Cells are median /"
-            " mean per request. *Before* is the tree before the libnghttp2 engine and the"
-            " hot-path work (it has only the h2 engine), run with the same script from a"
-            " worktree of that commit (`PYTHONPATH=<that tree> python bench/rounds.py"
-            " --no-write` inside it) and passed back with `--before`/`--before-idle`.",
+            " mean per request. *Before* rows come from an older tree, run with the same"
+            " script from a worktree of that commit (`PYTHONPATH=<that tree> python"
+            " bench/rounds.py --no-write` inside it) and passed back with"
+            " `--before`/`--before-idle`; `--trace N` prints what ran in each round of N"
+            " requests instead.",
+            "",
+            "What the rounds of one HTTP/1.1 request are (`--trace`): rounds that only poll"
+            " because a task is already runnable, and rounds that wait for the next byte"
+            " (the client, the app, the other agent: those stay). Before `EagerStream`"
+            " (`peermesh/net/eager.py`), every socket call the kernel completed at once"
+            " requeued its task, a round each: A's write of the request under TLS, B's write"
+            " to the app and its reads of the app's head and body, B's writes of the"
+            " response head and end under TLS, A's three writes to the client (head, body,"
+            " end), and B's writer queueing behind the handler's inline flush for the send"
+            " lock. What remains is `trio.SSLStream`'s own yield once per TLS read and write"
+            " (its internal lock: A's write and read, B's read and its one or two writes),"
+            " the first step of B's new handler task, which runs in the batch after the"
+            " reader's, and the waits for I/O. An h2c client adds A's h2c reader and the"
+            " first step of A's handler task.",
             "",
             "| tree | engine | client | rounds | task steps | tasks spawned |",
             "|---|---|---|---:|---:|---:|",
