@@ -163,16 +163,16 @@ def _drive(
         for i in range(warmup + requests):
             time.sleep(pause)  # the agents settle: the next request runs alone
             before = counter.snapshot()
-            tracing = isinstance(counter, Tracer) and i >= warmup
-            if tracing:
-                counter.lines = []
-                counter.recording = True
+            tracer = counter if isinstance(counter, Tracer) and i >= warmup else None
+            if tracer is not None:
+                tracer.lines = []
+                tracer.recording = True
             response = http.get(url, headers={"host": "orders"})
             after = counter.snapshot()
-            if isinstance(counter, Tracer) and tracing:
-                counter.recording = False
+            if tracer is not None:
+                tracer.recording = False
                 print(f"{client} request {i - warmup + 1}: {after - before}", file=sys.stderr)
-                print("\n".join(counter.lines), file=sys.stderr)
+                print("\n".join(tracer.lines), file=sys.stderr)
             if response.status_code != 200 or response.content != BODY:
                 raise RuntimeError(f"{client}: {response.status_code} {response.text[:200]}")
             if i >= warmup:
