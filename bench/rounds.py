@@ -77,6 +77,47 @@ class Counter(trio.abc.Instrument):
         return Counts(self.rounds, self.steps, self.spawned)
 
 
+class Tracer(Counter):
+    """A ``Counter`` that also writes down, while ``recording``, what each round ran:
+    every task step with where the task waits after it, every spawn, every round's end
+    (``busy`` when a task was already runnable, so the round only polled for I/O)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recording = False
+        self.lines: list[str] = []
+
+    def before_io_wait(self, timeout: float) -> None:
+        super().before_io_wait(timeout)
+        if self.recording:
+            self.lines.append(f"  -- round {'(busy)' if timeout == 0 else '(waits for I/O)'}")
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.recording:
+            name = task.name.rsplit(".", 1)[-1]
+            self.lines.append(f"     {name:<14} then waits in {_where(task)}")
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        super().task_spawned(task)
+        if self.recording:
+            self.lines.append(f"     spawned {task.name.rsplit('.', 1)[-1]}")
+
+
+def _where(task: trio.lowlevel.Task) -> str:
+    """The innermost two peermesh frames a suspended task waits in, and trio's trap."""
+    frames: list[str] = []
+    coro: object = task.coro
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            break
+        frames.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    ours = [f for f in frames if not f.startswith(("_", "trio"))]
+    trap = frames[-1].split(":")[-1] if frames else "finished"
+    return " > ".join(ours[-2:]) + f" [{trap}]"
+
+
 class _App(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -100,6 +141,11 @@ def engines() -> list[str]:
     return ["nghttp2", "h2"] if h2select.nghttp2_available() else ["h2"]
 
 
+def has_choice() -> bool:
+    """Whether this tree lets the agent pick its HTTP/2 engine."""
+    return importlib.util.find_spec("peermesh.net.http.h2select") is not None
+
+
 def _idle(counter: Counter, seconds: float) -> Counts:
     """What the agents do with no request in flight, over ``seconds`` (in a thread)."""
     before = counter.snapshot()
@@ -117,8 +163,16 @@ def _drive(
         for i in range(warmup + requests):
             time.sleep(pause)  # the agents settle: the next request runs alone
             before = counter.snapshot()
+            tracer = counter if isinstance(counter, Tracer) and i >= warmup else None
+            if tracer is not None:
+                tracer.lines = []
+                tracer.recording = True
             response = http.get(url, headers={"host": "orders"})
             after = counter.snapshot()
+            if tracer is not None:
+                tracer.recording = False
+                print(f"{client} request {i - warmup + 1}: {after - before}", file=sys.stderr)
+                print("\n".join(tracer.lines), file=sys.stderr)
             if response.status_code != 200 or response.content != BODY:
                 raise RuntimeError(f"{client}: {response.status_code} {response.text[:200]}")
             if i >= warmup:
@@ -127,7 +181,13 @@ def _drive(
 
 
 async def _measure(
-    engine: str | None, work: Path, app_port: int, requests: int, warmup: int, pause: float
+    engine: str | None,
+    work: Path,
+    app_port: int,
+    requests: int,
+    warmup: int,
+    pause: float,
+    trace: bool = False,
 ) -> dict[str, list[Counts]]:
     from peermesh.agent import Agent
     from peermesh.ca.devca import init_dev_ca
@@ -152,7 +212,7 @@ async def _measure(
             **extra,
         )
 
-    counter = Counter()
+    counter = Tracer() if trace else Counter()
     results: dict[str, list[Counts]] = {}
     async with trio.open_nursery() as nursery:
         server = Agent(config("node-b", f"orders={app_port}"))
@@ -176,15 +236,16 @@ async def _measure(
 
 
 def measure(
-    engine: str | None, requests: int, warmup: int, pause: float
+    engine: str | None, requests: int, warmup: int, pause: float, trace: bool = False
 ) -> dict[str, list[Counts]]:
-    """Per-request counts for each client on ``engine`` (``None``: the tree's only one)."""
+    """Per-request counts for each client on ``engine`` (``None``: the tree's only one);
+    ``trace`` prints what ran in each round of every measured request."""
     app = ThreadingHTTPServer(("127.0.0.1", 0), _App)
     threading.Thread(target=app.serve_forever, daemon=True).start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             return trio.run(
-                _measure, engine, Path(tmp), app.server_address[1], requests, warmup, pause
+                _measure, engine, Path(tmp), app.server_address[1], requests, warmup, pause, trace
             )
     finally:
         app.shutdown()
@@ -242,19 +303,32 @@ def main() -> None:
         help="the idle figure measured on an older tree (printed by its --no-write run)",
     )
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--trace",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print, for N requests per client and engine, what ran in each round (to"
+        " stderr), and write nothing",
+    )
     opts = parser.parse_args()
     if not __package__:
         # Run as a file (against another tree): bench/ itself is first on sys.path, and
         # its gossip.py would hide the gossip package the agents import.
         here = str(Path(__file__).resolve().parent)
         sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
+    if opts.trace:
+        for engine in engines():
+            print(f"== {engine}", file=sys.stderr)
+            measure(engine if has_choice() else None, opts.trace, opts.warmup, opts.pause, True)
+        return
     started = time.monotonic()
     commit = _commit()
-    has_choice = importlib.util.find_spec("peermesh.net.http.h2select") is not None
+    choice = has_choice()
     table: list[str] = []
     idle: list[str] = []
     for engine in engines():
-        results = measure(engine if has_choice else None, opts.requests, opts.warmup, opts.pause)
+        results = measure(engine if choice else None, opts.requests, opts.warmup, opts.pause)
         table += rows(f"`{commit}`", engine, results)
         quiet = results["idle"][0]
         idle.append(
@@ -279,10 +353,25 @@ def main() -> None:
             " difference between sending it and reading its response to the end. The app"
             " and the clients (httpx, HTTP/1.1 keep-alive and h2c prior knowledge) run in"
             " threads outside trio, so only the agents' work is counted. Cells are median /"
-            " mean per request. *Before* is the tree before the libnghttp2 engine and the"
-            " hot-path work (it has only the h2 engine), run with the same script from a"
-            " worktree of that commit (`PYTHONPATH=<that tree> python bench/rounds.py"
-            " --no-write` inside it) and passed back with `--before`/`--before-idle`.",
+            " mean per request. *Before* rows come from an older tree, run with the same"
+            " script from a worktree of that commit (`PYTHONPATH=<that tree> python"
+            " bench/rounds.py --no-write` inside it) and passed back with"
+            " `--before`/`--before-idle`; `--trace N` prints what ran in each round of N"
+            " requests instead.",
+            "",
+            "What the rounds of one HTTP/1.1 request are (`--trace`): rounds that only poll"
+            " because a task is already runnable, and rounds that wait for the next byte"
+            " (the client, the app, the other agent: those stay). Before `EagerStream`"
+            " (`peermesh/net/eager.py`), every socket call the kernel completed at once"
+            " requeued its task, a round each: A's write of the request under TLS, B's write"
+            " to the app and its reads of the app's head and body, B's writes of the"
+            " response head and end under TLS, A's three writes to the client (head, body,"
+            " end), and B's writer queueing behind the handler's inline flush for the send"
+            " lock. What remains is `trio.SSLStream`'s own yield once per TLS read and write"
+            " (its internal lock: A's write and read, B's read and its one or two writes),"
+            " the first step of B's new handler task, which runs in the batch after the"
+            " reader's, and the waits for I/O. An h2c client adds A's h2c reader and the"
+            " first step of A's handler task.",
             "",
             "| tree | engine | client | rounds | task steps | tasks spawned |",
             "|---|---|---|---:|---:|---:|",

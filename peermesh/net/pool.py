@@ -19,6 +19,7 @@ import trio
 from certs.spiffe import SpiffeId
 from peermesh.core.endpoint import Endpoint
 from peermesh.net import errors
+from peermesh.net.eager import EagerStream
 from peermesh.net.http.h2session import H2Session
 from peermesh.net.tls import MeshTls, PeerIdentityError, TlsNotReady, peer_identity
 
@@ -184,7 +185,9 @@ class PeerPool:
                     endpoint.service, endpoint.address, exc.strerror or str(exc)
                 ) from None
             _tune_socket(tcp)
-            tls_stream = trio.SSLStream(tcp, context, server_hostname=endpoint.service or None)
+            tls_stream = trio.SSLStream(
+                EagerStream(tcp), context, server_hostname=endpoint.service or None
+            )
             try:
                 await tls_stream.do_handshake()
             except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:

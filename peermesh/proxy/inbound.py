@@ -18,6 +18,7 @@ import trio
 
 from certs.spiffe import SpiffeId
 from peermesh.net import errors
+from peermesh.net.eager import EagerStream
 from peermesh.net.http.exchange import BodySource, H2ResponseWriter, H2StreamBody, ResponseWriter
 from peermesh.net.http.h1client import AppUnavailable
 from peermesh.net.http.h1server import H1RequestBody, H1ResponseWriter, H1ServerConnection
@@ -104,7 +105,7 @@ class InboundProxy:
             self.metrics.tls_failures.labels("server", "no-local-certificate").inc()
             await trio.aclose_forcefully(tcp)
             return
-        stream = trio.SSLStream(tcp, context, server_side=True)
+        stream = trio.SSLStream(EagerStream(tcp), context, server_side=True)
         with trio.move_on_after(self.handshake_timeout) as scope:
             try:
                 await stream.do_handshake()
@@ -144,7 +145,7 @@ class InboundProxy:
             self.guard.counts.release_peer(str(identity))
 
     async def _serve_session(
-        self, stream: trio.SSLStream[trio.SocketStream], identity: SpiffeId, peer_ip: str
+        self, stream: trio.SSLStream[EagerStream], identity: SpiffeId, peer_ip: str
     ) -> None:
         node = peer_node_name(stream)
 
@@ -369,7 +370,9 @@ class InboundProxy:
                     return
                 await plain(head, H2StreamBody(stream), writer, not stream.headers_only)
 
-            await guard.h2_session(tcp, on_stream, peer=client, initial_data=data).run()
+            await guard.h2_session(
+                EagerStream(tcp), on_stream, peer=client, initial_data=data
+            ).run()
         else:
 
             async def on_request(
@@ -378,7 +381,7 @@ class InboundProxy:
                 await plain(head, body, writer, body.has_body)
 
             await H1ServerConnection(
-                tcp,
+                EagerStream(tcp),
                 on_request,
                 initial_data=data,
                 client_address=client,

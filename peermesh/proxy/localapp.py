@@ -6,6 +6,7 @@ from typing import Literal
 
 import trio
 
+from peermesh.net.eager import EagerStream
 from peermesh.net.http.exchange import H2UpstreamCall, UpstreamCall
 from peermesh.net.http.h1client import AppUnavailable, H1AppClient
 from peermesh.net.http.h2session import ConnectionUnavailable, H2Session
@@ -55,7 +56,7 @@ class LocalApp:
                 raise AppUnavailable(
                     f"local app at {self.address} refused the connection ({exc.strerror or exc})"
                 ) from exc
-            session = H2Session(tcp, client_side=True)
+            session = H2Session(EagerStream(tcp), client_side=True)
             self.nursery.start_soon(session.run)
             self._h2 = session
             return session

@@ -20,6 +20,7 @@ from certs.spiffe import SpiffeId
 from peermesh.capture.vips import VipTable
 from peermesh.core.endpoint import Endpoint, EndpointSource
 from peermesh.net import errors
+from peermesh.net.eager import EagerStream
 from peermesh.net.http.exchange import (
     BodySource,
     H2ResponseWriter,
@@ -218,7 +219,9 @@ class OutboundProxy:
         async def on_stream(stream: H2Stream) -> None:
             await self._handle_h2_stream(stream, client, captured)
 
-        session = self.guard.h2_session(transport, on_stream, peer=client, initial_data=data)
+        session = self.guard.h2_session(
+            EagerStream(transport), on_stream, peer=client, initial_data=data
+        )
         if self.tracker.draining:
             session.start_drain()
         self.tracker.h2.add(session)
@@ -241,7 +244,7 @@ class OutboundProxy:
             await self.handle(head, body, writer, has_body=body.has_body, captured=captured)
 
         conn = H1ServerConnection(
-            transport,
+            EagerStream(transport),
             on_request,
             initial_data=data,
             client_address=client,

@@ -12,6 +12,7 @@ from collections import deque
 import trio
 
 from peermesh.core.errors import TransportError
+from peermesh.net.eager import EagerStream
 from peermesh.net.http import h1wire
 from peermesh.net.http.headers import Headers, RequestHead, head_to_h1
 
@@ -30,7 +31,7 @@ class UpstreamBroken(TransportError):
 
 class _Conn:
     def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
+        self.stream = EagerStream(stream)
         self.idle_since = 0.0
         self.reused = False
 

@@ -353,7 +353,10 @@ class H2Session(H2EventRouter, H2Timers):
         while True:
             await self._writer_wakeup.wait()
             self._writer_wakeup = trio.Event()
-            if not await self._flush_quietly():
+            # A flush under way (a stream sending inline) takes the engine's output until
+            # it is empty before it lets go of the lock, so it sends what woke us too:
+            # queueing behind it would only cost a lock hand-off and an empty flush.
+            if not self._send_lock.locked() and not await self._flush_quietly():
                 return
             if self.draining and not self._streams and not self.is_closed:
                 self._abort(None, "drained")
