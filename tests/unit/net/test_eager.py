@@ -56,7 +56,7 @@ async def _yields(call) -> int:
     return steps.steps
 
 
-async def test_a_ready_send_and_receive_do_not_yield_where_trio_stream_does():
+async def test_a_ready_send_does_not_yield_where_trio_stream_does_and_a_receive_still_does():
     left, right = await _socket_pair()
     eager_left, eager_right = EagerStream(left), EagerStream(right)
     assert await _yields(lambda: left.send_all(b"plain")) == 1  # trio's own stream yields
@@ -67,7 +67,9 @@ async def test_a_ready_send_and_receive_do_not_yield_where_trio_stream_does():
     async def receive() -> None:
         got.append(await eager_right.receive_some(100))
 
-    assert await _yields(receive) == 0
+    # Reads keep trio's yield: under load it lets the tasks a read woke queue their
+    # frames before the reader parses the next one.
+    assert await _yields(receive) == 1
     assert got == [b"eager"]
 
 
@@ -86,27 +88,6 @@ async def test_a_streak_of_ready_calls_still_lets_other_tasks_run():
     while len(data) < 3 * STREAK:
         data += await right.receive_some(1 << 16)
     assert data == b"x" * (3 * STREAK)
-
-
-async def test_a_peer_that_always_has_bytes_ready_cannot_starve_other_tasks():
-    left, right = await _socket_pair()
-    await left.send_all(b"y" * (4 * STREAK))  # every read below finds a byte ready
-    await left.send_eof()
-    eager_right = EagerStream(right)
-    reads_before_other_ran: list[int] = []
-    reads = 0
-
-    async def other() -> None:
-        reads_before_other_ran.append(reads)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(other)
-        while not reads_before_other_ran and await eager_right.receive_some(1):
-            reads += 1
-    # The yield after STREAK ready reads lets the other task run in the next batch; trio
-    # may run this task first in that batch, for one more streak. Without the bound it
-    # would run only at the end of the bytes (4 streaks).
-    assert reads_before_other_ran[0] <= 2 * STREAK + 2
 
 
 async def test_a_send_the_kernel_cannot_take_at_once_waits_and_keeps_order():
