@@ -365,6 +365,10 @@ def _check_authority(authority: bytes | None, host: bytes | None) -> None:
         )
 
 
+def _has_line_break_or_nul(field: bytes) -> bool:
+    return b"\0" in field or b"\r" in field or b"\n" in field
+
+
 def prepare_outbound(headers: Iterable[Header], *, response: bool, trailer: bool) -> list[Header]:
     """A block we are about to send, as h2's outbound normalisation + validation leave it.
 
@@ -398,6 +402,10 @@ def prepare_outbound(headers: Iterable[Header], *, response: bool, trailer: bool
             continue
         if not name:  # h2 itself fails with an IndexError here
             raise ProtocolError("Header name with zero length.")
+        if _has_line_break_or_nul(name) or _has_line_break_or_nul(value):
+            # RFC 9113 8.2.1 forbids them in any field. Neither h2 nor nghttp2 refuses
+            # them outbound, and nghttp2's name\0value blob would split at a NUL.
+            raise ProtocolError(f"Header field {name!r} contains NUL, CR or LF.")
         if name[0] == 0x3A:
             if name in pseudo:
                 raise ProtocolError(f"Received duplicate pseudo-header field {name!r}")

@@ -92,6 +92,22 @@ def test_both_engines_prepare_or_refuse_every_block_alike(block, kind, client_si
     assert outcome(h2.prepare_outbound, block, response, trailer) == reference
 
 
+@pytest.mark.parametrize("value", [b"a\x00b", b"a\rb", b"a\nb", b"a\r\nx-injected: 1"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_nul_cr_or_lf_inside_a_field_is_refused_by_both_engines(value, kind):
+    """RFC 9113 8.2.1 forbids them; nghttp2's name-NUL-value blob would even split at a
+    NUL into fields nobody wrote."""
+    response, trailer = KINDS[kind]
+    block = [*{"request": REQUEST, "response": RESPONSE, "trailer": TRAILERS}[kind],
+             (b"x-bad", value)]  # fmt: skip
+    for engine in (
+        new_engine(EngineName.NGHTTP2, client_side=not response, max_concurrent_streams=10),
+        reference_engine(client_side=not response, max_concurrent_streams=10),
+    ):
+        with pytest.raises(EngineError, match="NUL, CR or LF"):
+            engine.prepare_outbound(block, response=response, trailer=trailer)
+
+
 def _serve(server: Any, data: bytes) -> list[Any]:
     return [e for e in server.receive(data) if e[0] == Ev.REQUEST]
 

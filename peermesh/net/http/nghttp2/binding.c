@@ -488,6 +488,10 @@ int ng_outbound_ready(const uint8_t *blob, size_t len, size_t n, int response, i
         const uint8_t *value = p; size_t vl = (size_t)(z - p); p = z + 1;
         if (nl == 0 || is_ws(name[0]) || is_ws(name[nl - 1])) return 1;
         if (vl && (is_ws(value[0]) || is_ws(value[vl - 1]))) return 1;
+        /* CR or LF anywhere: prepare_outbound refuses the block (a NUL already fell back). */
+        if (memchr(name, '\r', nl) || memchr(name, '\n', nl) ||
+            memchr(value, '\r', vl) || memchr(value, '\n', vl))
+            return 1;
         for (size_t i = 0; i < nl; i++) if (name[i] >= 'A' && name[i] <= 'Z') return 1;
         if (name_is(name, nl, "connection") || name_is(name, nl, "proxy-connection") ||
             name_is(name, nl, "keep-alive") || name_is(name, nl, "transfer-encoding") ||
