@@ -148,6 +148,19 @@ def threshold_ca_configured(cfg: AgentConfig) -> bool:
     )
 
 
+def _bootstrap_listen(cfg: AgentConfig) -> tuple[str, int] | None:
+    """The bootstrap listener's address; None means the inbound port + 1.
+
+    An inbound listener on an ephemeral port (0) has no fixed neighbour: the port after
+    whatever the kernel picked may belong to any other socket, so the bootstrap
+    listener takes an ephemeral port too (it is announced, like every listener).
+    """
+    if cfg.ca.bootstrap_listen is not None:
+        return cfg.ca.bootstrap_listen
+    host, port = cfg.proxy.inbound
+    return (host, 0) if port == 0 else None
+
+
 def ca_settings(cfg: AgentConfig) -> CaSettings:
     """The threshold CA's settings from the agent's configuration."""
     return CaSettings(
@@ -160,7 +173,7 @@ def ca_settings(cfg: AgentConfig) -> CaSettings:
         bootstrap_token_file=cfg.ca.bootstrap_token_file,
         bootstrap_expect=cfg.ca.bootstrap_expect,
         threshold=cfg.ca.threshold,
-        bootstrap_listen=cfg.ca.bootstrap_listen,
+        bootstrap_listen=_bootstrap_listen(cfg),
         advertise=cfg.gossip.advertise,
         join=tuple(cfg.gossip.join),
         join_token=cfg.ca.join_token,

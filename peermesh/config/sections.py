@@ -424,7 +424,8 @@ class CaConfig:
     )
     bootstrap_listen: tuple[str, int] | None = setting(
         "--bootstrap-listen",
-        help="Bootstrap/join listener HOST:PORT (default: inbound port + 1).",
+        help="Bootstrap/join listener HOST:PORT (default: inbound port + 1; an ephemeral port"
+        " when the inbound port is 0).",
         parse=optional_address("--bootstrap-listen"),
     )
     threshold: int | None = setting(

@@ -203,3 +203,19 @@ def test_the_dial_timeout_is_a_duration_above_zero():
     for bad in ("0", "off", "11m", "soon"):
         with pytest.raises(ConfigError):
             _dial_timeout(bad)
+
+
+def test_the_bootstrap_listener_is_ephemeral_when_the_inbound_listener_is():
+    """Inbound port + 1 means nothing after an ephemeral inbound port: that port may
+    belong to any socket on the host."""
+    from peermesh.agent.wiring import ca_settings
+
+    def settings(**options):
+        return ca_settings(
+            AgentConfig.build(name="a", service="s=1", data_dir=None, gossip="off", **options)
+        )
+
+    assert settings(inbound="127.0.0.1:0").bootstrap_listen == ("127.0.0.1", 0)
+    assert settings(inbound="127.0.0.1:16001").bootstrap_listen is None  # port + 1
+    chosen = settings(inbound="127.0.0.1:0", bootstrap_listen="127.0.0.1:17000")
+    assert chosen.bootstrap_listen == ("127.0.0.1", 17000)
