@@ -9,7 +9,8 @@
 * **HAProxy reference**: HAProxy A (h2c from the load generator) → TLS 1.3 mTLS, ALPN h2 →
   HAProxy B → nginx over HTTP/1.1, with the same dev-CA Ed25519 certificates.
 
-It measures, per setup: latency at fixed request rates (open loop, h2load), the
+It measures, per setup: latency at fixed request rates (open loop, h2load: requests
+paced one at a time, and in bursts as `h2load --rps` sends them), the
 closed-loop maximum request rate, CPU seconds per 1000 requests and RSS of every
 sidecar; prints a report and writes it between the ``bench:dataplane`` markers of
 ``docs/benchmarks.md``. Every process is stopped and the temp dir removed at the end,

@@ -50,37 +50,48 @@ def run_benchmark(opts: Options, tools: dict[str, str], work: Path) -> dict[str,
                 except BenchError as exc:
                     setup.failure = str(exc)
                     print(f"  {setup.name}: {exc}", file=sys.stderr)
-            print(
-                f"open loop ({opts.seconds:g} s per rate, generator: {opts.generator}):", flush=True
-            )
-            for rate in opts.rates:
-                for setup in ordered:
-                    if setup.failure:
-                        setup.open_loop[rate] = OpenLoop(rate, skipped="failed (see below)")
-                        continue
-                    capacity = setup.closed.rps
-                    if capacity and rate > 0.9 * capacity:
-                        setup.open_loop[rate] = OpenLoop(
-                            rate, skipped=f"over capacity (max {capacity:,.0f} req/s)"
-                        )
-                        print(
-                            f"  {setup.name:11s} {rate:5d} rps  skipped: over capacity", flush=True
-                        )
-                        continue
-                    try:
-                        res = open_loop(tools["h2load"], setup, group, opts, rate, work)
-                    except BenchError as exc:
-                        setup.failure = str(exc)
-                        setup.open_loop[rate] = OpenLoop(rate, skipped="failed (see below)")
-                        print(f"  {setup.name}: {exc}", file=sys.stderr)
-                        continue
-                    setup.open_loop[rate] = res
-                    print(
-                        f"  {setup.name:11s} {rate:5d} rps  p50 {res.p50:7.3f}  p99 {res.p99:8.3f}"
-                        f"  max {res.pmax:8.3f} ms  errors {res.errors}",
-                        flush=True,
-                    )
+            print(f"open loop, paced ({opts.seconds:g} s per rate):", flush=True)
+            run_rates(tools["h2load"], ordered, group, opts, work, paced=True)
+            if opts.burst_rates:
+                print(f"open loop, bursts ({opts.seconds:g} s per rate):", flush=True)
+                run_rates(tools["h2load"], ordered, group, opts, work, paced=False)
     return setups
+
+
+def run_rates(
+    h2load_path: str,
+    ordered: list[Setup],
+    group: ProcessGroup,
+    opts: Options,
+    work: Path,
+    *,
+    paced: bool,
+) -> None:
+    """Open loop at each rate on each setup still standing, paced or in bursts."""
+    for rate in opts.rates if paced else opts.burst_rates:
+        for setup in ordered:
+            results = setup.open_loop if paced else setup.burst_loop
+            if setup.failure:
+                results[rate] = OpenLoop(rate, skipped="failed (see below)")
+                continue
+            capacity = setup.closed.rps
+            if capacity and rate > 0.9 * capacity:
+                results[rate] = OpenLoop(rate, skipped=f"over capacity (max {capacity:,.0f} req/s)")
+                print(f"  {setup.name:11s} {rate:5d} rps  skipped: over capacity", flush=True)
+                continue
+            try:
+                res = open_loop(h2load_path, setup, group, opts, rate, work, paced=paced)
+            except BenchError as exc:
+                setup.failure = str(exc)
+                results[rate] = OpenLoop(rate, skipped="failed (see below)")
+                print(f"  {setup.name}: {exc}", file=sys.stderr)
+                continue
+            results[rate] = res
+            print(
+                f"  {setup.name:11s} {rate:5d} rps  p50 {res.p50:7.3f}  p99 {res.p99:8.3f}"
+                f"  max {res.pmax:8.3f} ms  sent {res.achieved_rps:6.0f}/s  errors {res.errors}",
+                flush=True,
+            )
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -92,8 +103,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--seconds", type=float, help="open-loop seconds per rate (default 15)")
     parser.add_argument(
         "--rates",
-        default="100,500,1000",
-        help="open-loop rates in req/s, comma-separated (default 100,500,1000)",
+        default="100,500,1000,2000",
+        help="open-loop rates in req/s, comma-separated (default 100,500,1000,2000)",
     )
     parser.add_argument(
         "--closed",
@@ -103,10 +114,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--closed-seconds", type=float, help="approximate seconds per closed-loop run (default 6)"
     )
     parser.add_argument(
-        "--generator",
-        choices=("rps", "timing-script"),
-        default="rps",
-        help="how h2load paces the open loop (default rps; see docs/benchmarks.md)",
+        "--burst-rates",
+        default="1000",
+        help="rates for the extra open loop with h2load --rps bursts, comma-separated"
+        " (default 1000; empty to skip)",
     )
     parser.add_argument(
         "--wait-idle",
@@ -124,20 +135,21 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     closed_text = ns.closed or ("8x8" if ns.quick else "1x16,8x8")
     try:
         rates = [int(r) for r in ns.rates.split(",") if r.strip()]
+        burst_rates = [int(r) for r in ns.burst_rates.split(",") if r.strip()]
         closed = [
             (int(c), int(m))
             for c, m in (item.lower().split("x") for item in closed_text.split(",") if item)
         ]
     except ValueError:
         parser.error("--rates wants integers like 500,1000; --closed wants CxM like 16x8")
-    if not rates or min(rates) <= 0 or not closed or seconds <= 0:
+    if not rates or min(rates + burst_rates) <= 0 or not closed or seconds <= 0:
         parser.error("rates, closed-loop settings and seconds must be positive")
     return Options(
         seconds=seconds,
         rates=rates,
         closed=closed,
         closed_seconds=closed_seconds,
-        generator=ns.generator,
+        burst_rates=burst_rates,
         write=not ns.no_write,
         output=ns.output,
         wait_idle=max(0.0, ns.wait_idle),

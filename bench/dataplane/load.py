@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import subprocess
@@ -13,6 +14,7 @@ from bench._common import ProcessGroup, percentile
 from bench.dataplane.measure import check_alive, cpu_seconds
 from bench.dataplane.model import (
     AUTHORITY,
+    MAX_PACED_RATE_PER_CLIENT,
     MAX_STREAMS,
     PAYLOAD,
     BenchError,
@@ -108,28 +110,44 @@ def closed_loop(
         )
 
 
-def timing_script(path: Path, url: str, rate: int, count: int) -> None:
+def timing_script(path: Path, url: str, rate: float, count: int) -> None:
     """One line per request: send offset in ms, tab, URI (h2load --timing-script-file)."""
     step = 1000.0 / rate
     path.write_text("".join(f"{i * step:.3f}\t{url}\n" for i in range(count)))
 
 
 def open_loop(
-    h2load_path: str, setup: Setup, group: ProcessGroup, opts: Options, rate: int, work: Path
+    h2load_path: str,
+    setup: Setup,
+    group: ProcessGroup,
+    opts: Options,
+    rate: int,
+    work: Path,
+    *,
+    paced: bool = True,
 ) -> OpenLoop:
-    """Per-request latency at a fixed rate (one h2c connection, up to 1000 streams in flight)."""
-    result = OpenLoop(rate)
-    count = max(10, int(rate * opts.seconds))
-    log = work / f"{setup.name}-{rate}.log"
-    if opts.generator == "timing-script":
+    """Per-request latency at a fixed rate, up to 1000 streams in flight per connection.
+
+    *Paced* sends one request every 1/rate s from a timing script (the way wrk2 and vegeta
+    hold a constant rate), over as few h2c connections as h2load's millisecond timer
+    allows. Otherwise ``h2load --rps``, one connection: its timer fires about every 10 ms
+    and catches up by sending the requests due since, so they arrive in bursts of rate/100.
+    """
+    clients = math.ceil(rate / MAX_PACED_RATE_PER_CLIENT) if paced else 1
+    per_client = max(10, int(rate / clients * opts.seconds))
+    count = per_client * clients
+    kind = "paced" if paced else "burst"
+    log = work / f"{setup.name}-{kind}-{rate}.log"
+    log.unlink(missing_ok=True)  # h2load appends to an existing log
+    if paced:
         script = work / f"{setup.name}-{rate}.script"
-        timing_script(script, setup.url, rate, count)
+        timing_script(script, setup.url, rate / clients, per_client)
         generator = ["--timing-script-file", str(script)]
     else:
         generator = ["--rps", str(rate), "-n", str(count)]
     stats = h2load(
         h2load_path,
-        ["-c", "1", "-m", str(MAX_STREAMS), "--log-file", str(log), *generator],
+        ["-c", str(clients), "-m", str(MAX_STREAMS), "--log-file", str(log), *generator],
         setup,
         group,
         timeout=opts.seconds * 4 + 60,
@@ -141,16 +159,13 @@ def open_loop(
             rows.append((int(parts[0]), int(parts[1]), int(parts[2])))
     rows.sort()
     good = sorted(d / 1000 for _, status, d in rows if status == 200)
-    result.count = len(rows)
+    result = OpenLoop(rate, clients=clients, count=len(rows), cpu_per_1k=stats.cpu_per_1k)
     result.errors = count - len(good)
-    result.cpu_per_1k = stats.cpu_per_1k
     if len(rows) >= 2:
-        t0 = rows[0][0]
-        span = (rows[-1][0] - t0) / 1e6
+        span = (rows[-1][0] - rows[0][0]) / 1e6
         result.achieved_rps = (len(rows) - 1) / span if span > 0 else math.nan
-        step = 1000.0 / rate
-        slips = sorted((start - t0) / 1000 - i * step for i, (start, _, _) in enumerate(rows))
-        result.slip_p99_ms = percentile(slips, 99)
+        gaps = sorted((b[0] - a[0]) / 1000 for a, b in itertools.pairwise(rows))
+        result.gap_p50_ms, result.gap_p99_ms = percentile(gaps, 50), percentile(gaps, 99)
     result.p50, result.p90 = percentile(good, 50), percentile(good, 90)
     result.p99, result.pmax = percentile(good, 99), (good[-1] if good else math.nan)
     return result

@@ -14,6 +14,9 @@ AUTHORITY = "orders"  # the destination service, sent as :authority; nginx insis
 PATH = "/1k"
 PAYLOAD = 1024
 MAX_STREAMS = 1000  # h2load -m in open loop: far above what is ever in flight
+# h2load's event loop (libev over epoll) waits in whole milliseconds, so one paced client
+# cannot send more often than about once per millisecond: faster rates get more clients.
+MAX_PACED_RATE_PER_CLIENT = 1000
 MIB = 1 << 20
 NA = "-"  # table cell without a value
 
@@ -61,8 +64,10 @@ class OpenLoop:
     skipped: str = ""
     count: int = 0
     errors: int = 0
+    clients: int = 1
     achieved_rps: float = 0.0
-    slip_p99_ms: float = math.nan
+    gap_p50_ms: float = math.nan  # time between consecutive sends: ~0 when sent in bursts
+    gap_p99_ms: float = math.nan
     p50: float = math.nan
     p90: float = math.nan
     p99: float = math.nan
@@ -92,7 +97,8 @@ class Setup:
     proc_names: dict[str, str] = field(default_factory=dict)  # role -> ProcessGroup name
     idle_rss: dict[str, int] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)
-    open_loop: dict[int, OpenLoop] = field(default_factory=dict)
+    open_loop: dict[int, OpenLoop] = field(default_factory=dict)  # paced arrivals
+    burst_loop: dict[int, OpenLoop] = field(default_factory=dict)  # h2load --rps bursts
     closed: ClosedLoop = field(default_factory=ClosedLoop)
     failure: str = ""
 
@@ -113,7 +119,7 @@ class Options:
     rates: list[int]
     closed: list[tuple[int, int]]
     closed_seconds: float
-    generator: str
+    burst_rates: list[int]
     write: bool
     output: Path
     wait_idle: float

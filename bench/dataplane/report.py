@@ -6,6 +6,7 @@ import math
 
 from bench.dataplane.model import (
     AUTHORITY,
+    MAX_PACED_RATE_PER_CLIENT,
     MAX_STREAMS,
     MIB,
     NA,
@@ -87,21 +88,30 @@ def render(
         " (`bind ... ssl crt ca-file verify required alpn h2`) → nginx HTTP/1.1. `nbthread 1`"
         " (the agents are single-threaded too), `http-reuse always`. nginx cannot proxy to an"
         " HTTP/2 upstream, so it cannot be the two-proxy reference; HAProxy can.",
-        f"- Open loop at {', '.join(str(r) for r in opts.rates)} req/s: one h2c connection, up to"
-        f" {MAX_STREAMS} streams in flight, requests sent at a fixed rate for {opts.seconds:g} s"
-        " per rate"
-        + (
-            " with `h2load --rps R -n N` (its timer catches up by wall clock);"
-            " `--log-file` gives every request's latency (send to last byte). `--generator"
-            " timing-script` uses `--timing-script-file` instead, but h2load re-arms that timer"
-            " relative to the previous send, so on a busy 2-CPU machine it drifts well below"
-            " the asked rate; `achieved` shows the rate really sent."
-            if opts.generator == "rps"
-            else " with `h2load --timing-script-file` (one line per request: offset in ms);"
-            " `--log-file` gives every request's latency (send to last byte)."
+        f"- Open loop, paced, at {', '.join(str(r) for r in opts.rates)} req/s for"
+        f" {opts.seconds:g} s per rate: one request every 1/rate s, the way wrk2 and vegeta"
+        " hold a constant rate, from an `h2load --timing-script-file` (one line per request:"
+        f" its send offset), up to {MAX_STREAMS} streams in flight per h2c connection."
+        " h2load's event loop (libev over epoll) waits in whole milliseconds, so one client"
+        f" sends at most about {MAX_PACED_RATE_PER_CLIENT} req/s: faster rates use"
+        f" ceil(rate / {MAX_PACED_RATE_PER_CLIENT}) clients (connections), each paced at its"
+        " share, and each wake-up comes a little late, so the rate really sent (*sent*) is a"
+        " few to ~15 % below the one asked. `--log-file` gives every request's send time and"
+        " latency (send to last byte).",
+        *(
+            [
+                f"- Open loop in bursts at {', '.join(str(r) for r in opts.burst_rates)} req/s:"
+                " `h2load --rps R -n N`, one connection. Its timer fires about every 10 ms and"
+                " sends every request due since, so requests arrive rate/100 at a time and each"
+                " burst queues behind its own first requests in a single-threaded proxy; this"
+                " shows that queueing cost, which paced arrivals hide.",
+            ]
+            if opts.burst_rates
+            else []
         ),
-        "  *Added* = the setup's percentile minus direct's at the same rate. *slip p99* is how"
-        " late h2load sent (load-generator jitter; large values mean the rate was not held).",
+        "  *Added* = the setup's percentile minus direct's at the same rate and arrivals."
+        " *Send gap* p50 / p99 is the time between consecutive sends (paced: about 1/rate;"
+        " bursts: p50 near 0).",
         "  Rates above 90 % of a setup's closed-loop maximum are skipped as over capacity: the"
         " queue would only grow for the whole run.",
         "- Closed loop: h2load `-n N -c C -m M` for each CxM in "
@@ -113,34 +123,17 @@ def render(
         "- The setups run one at a time on the same machine as the load generator and nginx;"
         " all share 2 CPUs, so absolute figures are lower than on dedicated hosts.",
         "",
-        "### Latency at fixed rates (ms)",
+        "### Latency at fixed rates, paced arrivals (ms)",
         "",
-        "| rate | setup | p50 | p90 | p99 | max | added p50 | added p90 | added p99 |"
-        " added max | achieved req/s | slip p99 | errors |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *latency_table(setups, opts.rates, paced=True),
     ]
-    for rate in opts.rates:
-        base = direct.open_loop.get(rate, OpenLoop(rate))
-        for setup in setups.values():
-            res = setup.open_loop.get(rate, OpenLoop(rate, skipped="not run"))
-            if res.skipped:
-                lines.append(f"| {rate} | {setup.label} | {res.skipped} |" + " |" * 10)
-                continue
-            added = (
-                [NA] * 4
-                if setup is direct
-                else [
-                    _added(res.p50, base.p50),
-                    _added(res.p90, base.p90),
-                    _added(res.p99, base.p99),
-                    _added(res.pmax, base.pmax),
-                ]
-            )
-            lines.append(
-                f"| {rate} | {setup.label} | {_ms(res.p50)} | {_ms(res.p90)} | {_ms(res.p99)} |"
-                f" {_ms(res.pmax)} | {' | '.join(added)} | {res.achieved_rps:,.0f} |"
-                f" {_ms(res.slip_p99_ms)} | {res.errors} |"
-            )
+    if opts.burst_rates:
+        lines += [
+            "",
+            "### Latency at fixed rates, bursts of rate/100 every 10 ms (ms)",
+            "",
+            *latency_table(setups, opts.burst_rates, paced=False),
+        ]
     lines += [
         "",
         "### Throughput, CPU and memory",
@@ -173,6 +166,41 @@ def render(
     lines += targets(mesh, ha, direct)
     lines += reading_notes(mesh, ha, direct)
     return "\n".join(lines) + "\n"
+
+
+def latency_table(setups: dict[str, Setup], rates: list[int], *, paced: bool) -> list[str]:
+    """One row per rate and setup, with the cost added over direct at the same arrivals."""
+    lines = [
+        "| rate | setup | p50 | p90 | p99 | max | added p50 | added p90 | added p99 |"
+        " added max | clients | sent req/s | send gap p50 / p99 | errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    direct = setups["direct"]
+    for rate in rates:
+        base = (direct.open_loop if paced else direct.burst_loop).get(rate, OpenLoop(rate))
+        for setup in setups.values():
+            results = setup.open_loop if paced else setup.burst_loop
+            res = results.get(rate, OpenLoop(rate, skipped="not run"))
+            if res.skipped:
+                lines.append(f"| {rate} | {setup.label} | {res.skipped} |" + " |" * 11)
+                continue
+            added = (
+                [NA] * 4
+                if setup is direct
+                else [
+                    _added(res.p50, base.p50),
+                    _added(res.p90, base.p90),
+                    _added(res.p99, base.p99),
+                    _added(res.pmax, base.pmax),
+                ]
+            )
+            lines.append(
+                f"| {rate} | {setup.label} | {_ms(res.p50)} | {_ms(res.p90)} | {_ms(res.p99)} |"
+                f" {_ms(res.pmax)} | {' | '.join(added)} | {res.clients} |"
+                f" {res.achieved_rps:,.0f} | {_ms(res.gap_p50_ms)} / {_ms(res.gap_p99_ms)} |"
+                f" {res.errors} |"
+            )
+    return lines
 
 
 def ratios(setups: dict[str, Setup], ha: Setup) -> list[str]:
@@ -227,6 +255,19 @@ def reading_notes(mesh: Setup, ha: Setup, direct: Setup) -> list[str]:
             f" ≤ {1000 / TARGET_MAX_RPS:.2f} ms per request per agent, less when the client and"
             " the app share the CPUs."
         )
+    for rate, res in sorted(mesh.burst_loop.items()):
+        paced, base = mesh.open_loop.get(rate), direct.burst_loop.get(rate)
+        if res.skipped or paced is None or paced.skipped or base is None or base.skipped:
+            continue
+        base_paced = direct.open_loop[rate]
+        notes.append(
+            f"- Arrivals matter for a single-threaded proxy: at {rate} req/s peermesh adds"
+            f" {paced.p50 - base_paced.p50:+.2f} ms p50 / {paced.p99 - base_paced.p99:+.2f} ms"
+            f" p99 when requests come one at a time, and {res.p50 - base.p50:+.2f} /"
+            f" {res.p99 - base.p99:+.2f} ms when they come {rate // 100} at a time every 10 ms:"
+            " each burst waits behind its own first requests (a request costs the two agents"
+            " about the CPU per request above, end to end)."
+        )
     return ["", "### Reading the figures", "", *notes] if notes else []
 
 
@@ -271,7 +312,7 @@ def targets(mesh: Setup, ha: Setup, direct: Setup) -> list[str]:
         )
         lines.append(
             row(
-                f"{what} at {rate} rps through two sidecars",
+                f"{what} at {rate} rps (paced) through two sidecars",
                 added(mesh, rate, p50_max, p99_max),
                 added(ha, rate, p50_max, p99_max),
             )
