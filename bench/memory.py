@@ -283,8 +283,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000, help="load run (closed loop)")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds after the load")
-    parser.add_argument("--gc-requests", type=int, default=6000)
-    parser.add_argument("--rate", type=int, default=200, help="requests/s in the GC runs")
+    parser.add_argument("--gc-requests", type=int, default=10000)
+    parser.add_argument("--rate", type=int, default=1000, help="requests/s in the GC runs")
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
     parser.add_argument(
         "--breakdown",
