@@ -68,7 +68,12 @@ def attribute_key(name: str) -> bytes:
 
 def string_attribute(key: bytes, value: str) -> bytes:
     """One ``Span.attributes`` entry with a string value (``key`` from attribute_key)."""
-    return _field(_TAG_ATTR, key + _field(b"\x12", _field(b"\x0a", _utf8(value))))
+    data = _utf8(value)
+    n = len(data)
+    size = len(key) + n + 4  # KeyValue: key, value tag and length, AnyValue tag and length
+    if size < 0x80:  # every length fits in one byte: the usual case, in one step
+        return b"J%c%s\x12%c\n%c%s" % (size, key, n + 2, n, data)
+    return _field(_TAG_ATTR, key + _field(b"\x12", _field(b"\x0a", data)))
 
 
 def int_attribute(key: bytes, value: int) -> bytes:
@@ -76,7 +81,11 @@ def int_attribute(key: bytes, value: int) -> bytes:
     if not _INT64_MIN <= value <= _INT64_MAX:
         raise ValueError(f"attribute value {value} does not fit in int64")
     # int64 is two's complement in 64 bits: a negative value takes ten bytes.
-    return _field(_TAG_ATTR, key + _field(b"\x12", b"\x18" + varint(value & _INT64)))
+    number = varint(value & _INT64)
+    size = len(key) + len(number) + 3
+    if size < 0x80:
+        return b"J%c%s\x12%c\x18%s" % (size, key, len(number) + 1, number)
+    return _field(_TAG_ATTR, key + _field(b"\x12", b"\x18" + number))
 
 
 def encode_attribute(name: str, value: str | int) -> bytes:
@@ -141,25 +150,31 @@ def encode_span_fields(
     error_message: str,
 ) -> bytes:
     """``encode_span`` from the fields, attributes already encoded (the tracer's hot path)."""
-    parts = [
-        b"\x0a\x10",
-        bytes.fromhex(trace_id),
-        b"\x12\x08",
-        bytes.fromhex(span_id),
-    ]
+    # The ids with their tags (fields 1, 2 and 4, fixed lengths) in one hex decode.
     if parent_span_id:
-        parts.append(b"\x22\x08")
-        parts.append(bytes.fromhex(parent_span_id))
-    parts.append(_field(b"\x2a", _utf8(name)))
-    parts.append(b"\x30\x03" if kind == SPAN_KIND_CLIENT else b"\x30" + varint(kind))
-    parts.append(_TIMES.pack(0x39, start_ns & _INT64, 0x41, end_ns & _INT64))
-    parts.append(attributes)
-    if error_message:
-        parts.append(_field(b"\x7a", _field(b"\x12", _utf8(error_message)) + b"\x18\x02"))
-    parts.append(
-        _FLAGS.pack(0x85, 0x01, FLAGS_REMOTE_PARENT if parent_span_id else FLAGS_NO_PARENT)
+        ids = bytes.fromhex(f"0a10{trace_id}1208{span_id}2208{parent_span_id}")
+        flags = FLAGS_REMOTE_PARENT
+    else:
+        ids = bytes.fromhex(f"0a10{trace_id}1208{span_id}")
+        flags = FLAGS_NO_PARENT
+    if len(ids) != (38 if parent_span_id else 28):
+        raise ValueError("trace id must be 32 hex digits, span ids 16")
+    status = (
+        _field(b"\x7a", _field(b"\x12", _utf8(error_message)) + b"\x18\x02")
+        if error_message
+        else b""
     )
-    body = b"".join(parts)
+    body = b"".join(
+        (
+            ids,
+            _field(b"\x2a", _utf8(name)),
+            b"\x30\x03" if kind == SPAN_KIND_CLIENT else b"\x30" + varint(kind),
+            _TIMES.pack(0x39, start_ns & _INT64, 0x41, end_ns & _INT64),
+            attributes,
+            status,
+            _FLAGS.pack(0x85, 0x01, flags),
+        )
+    )
     return _field(_TAG_SPAN, body)
 
 
