@@ -79,8 +79,12 @@ class SpanExporter:
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        self._target = target.encode("ascii", "strict")
-        self._authority = parts.netloc.rsplit("@", 1)[-1].encode("ascii")
+        try:
+            self._target = target.encode("ascii")
+            self._authority = parts.netloc.rsplit("@", 1)[-1].encode("ascii")
+            h1wire.serialize_request(b"POST", self._target, [(b"host", self._authority)])
+        except (UnicodeEncodeError, h1wire.BadRequest) as exc:
+            raise ValueError(f"OTLP endpoint {url!r}: not a URL we can send to ({exc})") from exc
         self.buffer = buffer
         self.head = head
         self.interval = interval
@@ -102,13 +106,14 @@ class SpanExporter:
         if not self._wake.is_set():
             self._wake.set()
 
-    def drop(self, reason: str, spans: int) -> None:
+    def drop(self, reason: str, spans: int, why: str = "") -> None:
         """Count ``spans`` dropped for ``reason``, with a rate-limited warning."""
         self.dropped[reason] += spans
         held = self._log.allow(reason, time.monotonic())
         if held is not None:
             more = f" ({held} more times since the last line)" if held else ""
-            log.warning("tracing: %d spans dropped (%s)%s", spans, reason, more)
+            detail = f": {why}" if why else ""
+            log.warning("tracing: %d spans dropped (%s)%s%s", spans, reason, detail, more)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Export every interval, or when a batch is full, until cancelled."""
@@ -135,6 +140,9 @@ class SpanExporter:
                     # collector that had already taken them sees them twice, not never).
                     self.buffer.put_back(spans)
                     raise
+                except Exception as exc:  # a fault here must cost spans, never the agent
+                    log.exception("tracing: export failed unexpectedly")
+                    ok = self._failed("export-failed", len(spans), repr(exc))
         return ok
 
     async def aclose(self) -> None:
@@ -159,26 +167,28 @@ class SpanExporter:
             try:
                 with trio.fail_after(self.timeout):
                     status, retry_after = await self._post(body)
-            except (ExportFailed, trio.TooSlowError, h1wire.BadResponse, *_SOCKET_ERRORS) as exc:
+            except h1wire.BadResponse as exc:  # not a collector speaking HTTP: no retry
+                await self._close()
+                return self._failed("bad-response", len(spans), str(exc))
+            except (ExportFailed, trio.TooSlowError, *_SOCKET_ERRORS) as exc:
                 await self._close()
                 why = str(exc) or type(exc).__name__
             else:
                 if 200 <= status < 300:
                     self.exported += len(spans)
                     return True
-                why = f"HTTP {status}"
+                why = f"the collector answered {status}"
                 if status not in RETRYABLE:
-                    self.failed_exports += 1
-                    self.drop("rejected", len(spans))
-                    log.debug("tracing: collector answered %s", why)
-                    return False
+                    return self._failed("rejected", len(spans), why)
                 if retry_after is not None:
                     delay = min(retry_after, MAX_BACKOFF)
             if attempt + 1 < self.attempts:
                 await trio.sleep(delay)
+        return self._failed("export-failed", len(spans), why)
+
+    def _failed(self, reason: str, spans: int, why: str) -> bool:
         self.failed_exports += 1
-        self.drop("export-failed", len(spans))
-        log.debug("tracing: export to %s failed: %s", self.url, why)
+        self.drop(reason, spans, why)
         return False
 
     async def _connect(self) -> trio.abc.Stream:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 
 import h11
 import trio
@@ -195,6 +196,28 @@ async def test_retries_are_bounded_then_the_batch_is_dropped():
         assert not await tracer.flush()
         assert receiver.statuses == [503] * 3
         assert exporter.dropped == {"export-failed": 2} and exporter.failed_exports == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_server_that_does_not_speak_http_costs_one_batch_and_no_retry():
+    async def garbage(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some(1 << 16)
+            await stream.send_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, garbage, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        tracer = Tracer(service="s", node="n", endpoint=f"http://127.0.0.1:{port}")
+        exporter = tracer.exporter
+        assert exporter is not None
+        exporter.backoff = 0.0
+        finish(tracer, 2)
+        assert not await tracer.flush()
+        assert exporter.dropped == {"bad-response": 2} and exporter.failed_exports == 1
+        finish(tracer, 1)  # the exporter keeps working after it
+        assert not await tracer.flush()
+        assert exporter.dropped == {"bad-response": 3}
         nursery.cancel_scope.cancel()
 
 
