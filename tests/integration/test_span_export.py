@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import h11
 import trio
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from peermesh.observability.context import RequestRecord
+from peermesh.observability.otlp import SpanBuffer, SpanRecord, encode_head, encode_span
 from peermesh.observability.spanexport import SpanExporter
 from peermesh.observability.tracing import Tracer
 
@@ -302,8 +305,6 @@ async def _cancel_when_received(receiver: Receiver, scope: trio.CancelScope) -> 
 
 
 def test_https_endpoints_use_tls_and_bad_urls_are_refused():
-    from peermesh.observability.otlp import SpanBuffer, encode_head
-
     head = encode_head([], "peermesh")
     tls = SpanExporter(
         "https://collector.example:4318/v1/traces", SpanBuffer(max_spans=1, max_bytes=1), head
@@ -319,3 +320,80 @@ def test_https_endpoints_use_tls_and_bad_urls_are_refused():
         except ValueError:
             continue
         raise AssertionError(f"{bad} was accepted")
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path, str]:
+    """A self-signed certificate for 127.0.0.1 (cert file, key file, PEM)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "collector")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    (tmp / "cert.pem").write_text(pem)
+    (tmp / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return tmp / "cert.pem", tmp / "key.pem", pem
+
+
+async def test_https_export_verifies_the_collector_certificate(tmp_path):
+    cert, key, pem = _self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    receiver = Receiver()
+
+    async def serve_tls(stream: trio.SocketStream) -> None:
+        tls = trio.SSLStream(stream, server_tls, server_side=True)
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError:
+            return  # the untrusting client below hangs up
+        await receiver.serve(tls)  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, serve_tls, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        url = f"https://127.0.0.1:{port}/v1/traces"
+        head = encode_head([("service.name", "frontend")], "peermesh")
+        trusting = SpanExporter(
+            url,
+            SpanBuffer(max_spans=8, max_bytes=1 << 20),
+            head,
+            ssl_context=ssl.create_default_context(cadata=pem),
+        )
+        trusting.buffer.add(encode_span(SpanRecord("1" * 32, "2" * 16, "", "GET x", 3, 1, 2, ())))
+        assert await trusting.export_all()
+        assert receiver.spans() == ["GET x"]
+        # The system trust store does not know this certificate: refused, counted.
+        default = SpanExporter(url, SpanBuffer(max_spans=8, max_bytes=1 << 20), head, attempts=1)
+        default.buffer.add(encode_span(SpanRecord("1" * 32, "3" * 16, "", "GET y", 3, 1, 2, ())))
+        assert not await default.export_all()
+        assert default.dropped == {"export-failed": 1}
+        assert receiver.spans() == ["GET x"]
+        nursery.cancel_scope.cancel()
