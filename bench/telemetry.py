@@ -99,7 +99,7 @@ async def _serve(mode: str, work: Path, otlp: str | None) -> None:
         print(f"READY http://{oh}:{op}", flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)  # until the parent closes our stdin
         for agent in (client, server):
-            await trio.to_thread.run_sync(agent.observability.tracer.flush)
+            await agent.observability.tracer.flush()
         nursery.cancel_scope.cancel()
 
 
@@ -188,7 +188,7 @@ def micro(mode: str, hops: int, otlp: str) -> float:
                 if i % 128 == 127:  # let the access-log writer run, as the proxy would
                     await trio.sleep(0.001)
             await trio.sleep(FLUSH_GRACE)  # the access-log writer drains what is left
-            await trio.to_thread.run_sync(obs.tracer.flush)
+            await obs.tracer.flush()
             used = time.process_time() - started
             nursery.cancel_scope.cancel()
         await obs.aclose()
@@ -272,7 +272,7 @@ def main() -> None:
             " still run); *metrics*: byte counters, grpc/subset labels, golden window,"
             " trace-context propagation and the sampling decision; *logs*: also a JSON access"
             " log on both agents; *full*: also a span per hop exported over OTLP/HTTP"
-            " (BatchSpanProcessor) to a loopback receiver, every request sampled (the"
+            " (batches of up to 512) to a loopback receiver, every request sampled (the"
             " default `--trace-sampling 1`); *full-1%*: the same at `--trace-sampling 0.01`.",
             "*Per hop* is an in-process measurement of one sidecar's telemetry alone"
             " (`Observability.begin` + `end` and the request metrics, best of 3 runs of"

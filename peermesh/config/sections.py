@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from peermesh.config.declare import ConfigError, Kind, choice_setting, setting
 from peermesh.config.seeds import DnsSeed, parse_dns_seeds
@@ -138,12 +139,19 @@ def _cert_lifetime(value: str | float) -> float:
 
 
 def _otlp_endpoint(value: str | None) -> str | None:
-    if value and not value.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"--otlp-endpoint {value!r}: give the collector's OTLP/HTTP URL,"
-            " e.g. http://127.0.0.1:4318"
-        )
-    return value or None
+    if not value:
+        return None
+    hint = "give the collector's OTLP/HTTP URL, e.g. http://127.0.0.1:4318"
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"--otlp-endpoint {value!r}: {hint}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not one)
+    except ValueError as exc:
+        raise ConfigError(f"--otlp-endpoint {value!r}: {exc}; {hint}") from None
+    if not parts.hostname or not value.isascii() or any(c.isspace() for c in value):
+        raise ConfigError(f"--otlp-endpoint {value!r}: no host, or not ASCII; {hint}")
+    return value
 
 
 def _trace_sampling(value: str | float) -> float:

@@ -87,6 +87,7 @@ class AgentStateCollector(Collector):
             self._certificate,
             self._connections,
             self._access_log,
+            self._spans,
         ):
             # One broken reader must not take the whole /metrics page down with it.
             try:
@@ -224,3 +225,22 @@ class AgentStateCollector(Collector):
         dropped.add_metric([], log.dropped if log is not None else 0)
         yield written
         yield dropped
+
+    def _spans(self) -> Iterator[Metric]:
+        tracer = self.hub.tracer
+        exporter = tracer.exporter
+        recorded = CounterMetricFamily(
+            "peermesh_spans_recorded", "Spans encoded and buffered for export."
+        )
+        exported = CounterMetricFamily(
+            "peermesh_spans_exported", "Spans the OTLP collector accepted."
+        )
+        dropped = CounterMetricFamily(
+            "peermesh_spans_dropped", "Spans dropped before export, by reason.", labels=["reason"]
+        )
+        recorded.add_metric([], tracer.spans_recorded)
+        exported.add_metric([], exporter.exported if exporter is not None else 0)
+        if exporter is not None:
+            for reason, n in sorted(exporter.dropped.items()):
+                dropped.add_metric([reason], n)
+        yield from (recorded, exported, dropped)

@@ -217,17 +217,19 @@ class Observability:
         return self._logging is not None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Background work: the access log writer (waits until there is an access log)."""
-        task_status.started()
-        if self._access_log is None:
-            await self._access_log_opened.wait()
-        writer = self._access_log
-        assert writer is not None
-        try:
-            await writer.run()
-        finally:
-            writer.close()
+        """Background work: the span exporter, and the access-log writer (once there is one)."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.tracer.run)
+            task_status.started()
+            if self._access_log is None:
+                await self._access_log_opened.wait()
+            writer = self._access_log
+            assert writer is not None
+            try:
+                await writer.run()
+            finally:
+                writer.close()
 
     async def aclose(self) -> None:
-        if self.tracer.enabled:
-            await trio.to_thread.run_sync(self.tracer.shutdown, abandon_on_cancel=True)
+        """Export the spans still buffered (within the caller's deadline)."""
+        await self.tracer.shutdown()

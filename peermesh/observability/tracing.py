@@ -11,10 +11,11 @@ that starts a trace, or receives one without a decision, draws one, from the tra
 (so every such hop of one trace agrees) against the configured fraction.
 
 Spans are only recorded for sampled requests on agents run with ``--otlp-endpoint``. A
-span is built once, when the request ends, straight from the request record as an SDK
-``ReadableSpan`` and handed to the SDK's ``BatchSpanProcessor`` and OTLP/HTTP exporter;
-no live span, context or sampler object exists while the request runs. An unsampled
-request costs the same as tracing off: an id and a header rewrite.
+span is encoded once, when the request ends, straight from the request record to OTLP
+protobuf bytes (``otlp``), kept in a bounded buffer and exported in batches over
+OTLP/HTTP by a task in the agent's nursery (``spanexport``); no live span, context or
+sampler object exists while the request runs. An unsampled request costs the same as
+tracing off: an id and a header rewrite.
 """
 
 from __future__ import annotations
@@ -26,9 +27,24 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
+import trio
+
+from peermesh import __version__
 from peermesh.core.units import parse_sampling
+from peermesh.observability.otlp import (
+    SPAN_KIND_CLIENT,
+    SPAN_KIND_SERVER,
+    SpanBuffer,
+    attribute_key,
+    encode_head,
+    encode_span_fields,
+    int_attribute,
+    string_attribute,
+)
+from peermesh.observability.spanexport import SpanExporter, traces_url
 
 if TYPE_CHECKING:
     from peermesh.observability.context import RequestRecord
@@ -145,34 +161,43 @@ def traceparent(trace_id: str, span_id: str, sampled: bool) -> bytes:
     return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}".encode()
 
 
+# The SDK's BatchSpanProcessor queue holds 2048 spans; a span here is a few hundred bytes,
+# and the byte cap bounds the memory of spans with long paths or authorities.
+MAX_BUFFERED_SPANS = 2048
+MAX_BUFFERED_BYTES = 4 << 20
+
+
 class Tracer:
-    """Head sampling, and spans per sampled hop through the OpenTelemetry SDK.
+    """Head sampling, and a span per sampled hop, encoded to OTLP and exported in batches.
 
     ``sampling`` is the fraction of new traces (and of traces arriving without a
-    decision) to sample. Spans are recorded only when an OTLP endpoint is given.
+    decision) to sample. Spans are recorded only when an OTLP endpoint is given; then
+    :meth:`run` (a task in the agent's nursery) exports them, and :meth:`shutdown`
+    sends what is left when the agent stops.
     """
 
     def __init__(
-        self, *, service: str, node: str, endpoint: str | None, sampling: float = 1.0
+        self,
+        *,
+        service: str,
+        node: str,
+        endpoint: str | None,
+        sampling: float = 1.0,
+        max_spans: int = MAX_BUFFERED_SPANS,
+        max_bytes: int = MAX_BUFFERED_BYTES,
     ) -> None:
         self.endpoint = endpoint
         self.sampling = sampling
-        self._processor: Any = None
-        self._resource: Any = None
-        self._scope: Any = None
-        self._api: Any = None
-        self._readable: Any = None
-        self._unset: Any = None
-        self._error: Any = None
-        self._kinds: tuple[Any, Any] = (None, None)
-        self._flags: Any = None
+        self.buffer = SpanBuffer(max_spans=max_spans, max_bytes=max_bytes)
+        self.exporter: SpanExporter | None = None
         self.spans_recorded = 0
         if endpoint:
-            self._setup(service, node, endpoint)
+            head = encode_head(resource_attributes(service, node), "peermesh", __version__)
+            self.exporter = SpanExporter(traces_url(endpoint), self.buffer, head)
 
     @property
     def enabled(self) -> bool:
-        return self._processor is not None
+        return self.exporter is not None
 
     @property
     def sampling(self) -> float:
@@ -185,29 +210,6 @@ class Tracer:
         # OpenTelemetry's TraceIdRatioBased: sampled when the low 64 bits of the trace id
         # are below fraction * 2**64. The same trace id gives the same answer on any hop.
         self._bound = round(self._sampling * (1 << 64))
-
-    def _setup(self, service: str, node: str, endpoint: str) -> None:
-        from opentelemetry import trace
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-        url = endpoint.rstrip("/")
-        if not url.endswith("/v1/traces"):
-            url += "/v1/traces"
-        self._resource = _fixed_resource(service, node)
-        self._scope = InstrumentationScope("peermesh")
-        # The SDK's batching defaults (export every 5 s, or as soon as 512 spans wait): each
-        # export is an HTTP request whose fixed cost is worth sharing among many spans.
-        self._processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=url))
-        # Bound once: a per-request ``from ... import`` costs more than the lookup it saves.
-        self._api = trace
-        self._readable = ReadableSpan
-        self._unset = trace.Status(trace.StatusCode.UNSET)
-        self._error = trace.StatusCode.ERROR
-        self._kinds = (trace.SpanKind.SERVER, trace.SpanKind.CLIENT)
-        self._flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 
     def begin(self, record: RequestRecord, parent: TraceContext | None) -> bool:
         """Give ``record`` its trace and span ids; True when this request is sampled.
@@ -228,101 +230,135 @@ class Tracer:
                 sampled = parent.sampled
             else:
                 sampled = self._bound > (trace_id & _LOW64)
-        record.sampled = sampled and self._processor is not None
+        record.sampled = sampled and self.exporter is not None
         return sampled
 
     def end(self, record: RequestRecord) -> None:
-        """Record the finished request as a span (only when it was sampled)."""
+        """Encode the finished request as a span into the export buffer (if sampled)."""
         if not record.sampled:
             return
         record.sampled = False  # one span per record, however often end is called
-        api = self._api
-        # Identities follow from the services and the trust domain; the span kind gives the
-        # direction. Fewer attributes keep the export encoding cheap.
-        attributes: dict[str, str | int] = {
-            "http.request.method": record.method,
-            "url.path": record.path,
-            "server.address": record.authority,
-            "http.response.status_code": record.status,
-            "peermesh.request_id": record.request_id,
-            "peermesh.source": record.source,
-            "peermesh.destination": record.destination,
-            "peermesh.response_bytes": record.response_bytes,
-        }
-        if record.request_bytes:
-            attributes["peermesh.request_bytes"] = record.request_bytes
-        if record.attempts > 1:
-            attributes["peermesh.attempts"] = record.attempts
-        if record.upstream:
-            attributes["peermesh.upstream"] = record.upstream
-        if record.route:
-            attributes["peermesh.route"] = record.route
-        if record.subset:
-            attributes["peermesh.subset"] = record.subset
-        if record.authz_policy:
-            attributes["peermesh.authz_policy"] = record.authz_policy
-        if record.grpc_status:
-            attributes["rpc.grpc.status_code"] = record.grpc_status
-        trace_id = int(record.trace_id, 16)
-        parent = (
-            api.SpanContext(trace_id, int(record.parent_span_id, 16), True, self._flags)
-            if record.parent_span_id
-            else None
-        )
-        status = record.status
-        start = int(record.started_wall * 1e9)
-        span = self._readable(
-            name=f"{record.method} {record.authority}",
-            context=api.SpanContext(trace_id, int(record.span_id, 16), False, self._flags),
-            parent=parent,
-            resource=self._resource,
-            attributes=attributes,
-            kind=self._kinds[record.direction == "outbound"],
-            status=(
-                api.Status(self._error, f"HTTP {status}")
-                if status >= 500 or status == 0
-                else self._unset
-            ),
-            start_time=start,
-            end_time=start + int(record.duration * 1e9),
-            instrumentation_scope=self._scope,
-        )
-        self._processor.on_end(span)
+        exporter = self.exporter
+        if exporter is None:  # stopped while the request ran
+            return
+        try:
+            span = encode_record(record)
+        except Exception as exc:  # a record no span can be made of costs only its span
+            log.debug("tracing: cannot encode a span for %s: %r", record.request_id, exc)
+            exporter.drop("encode-error", 1)
+            return
+        buffer = self.buffer
+        if not buffer.add(span):
+            exporter.drop("buffer-full", 1)
+            return
         self.spans_recorded += 1
+        if len(buffer) >= exporter.batch:
+            exporter.wake()
 
-    def flush(self, timeout_ms: int = 5000) -> bool:
-        """Export what is buffered (blocking: call from a thread)."""
-        if self._processor is None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The export task (returns at once when no endpoint is configured)."""
+        if self.exporter is None:
+            task_status.started()
+            return
+        await self.exporter.run(task_status=task_status)
+
+    async def flush(self) -> bool:
+        """Export what is buffered now; False if some spans could not be delivered."""
+        if self.exporter is None:
             return True
-        return bool(self._processor.force_flush(timeout_ms))
+        return await self.exporter.export_all()
 
-    def shutdown(self) -> None:
-        """Flush and stop the exporter (blocking: call from a thread)."""
-        if self._processor is not None:
-            try:
-                self._processor.shutdown()
-            except Exception as exc:  # the collector may be gone; never fail the agent stop
-                log.warning("tracing shutdown: %s", exc)
-            self._processor = None
+    async def shutdown(self) -> None:
+        """Export what is buffered (bounded by the caller's deadline) and stop recording."""
+        exporter, self.exporter = self.exporter, None
+        if exporter is not None:
+            await exporter.aclose()
 
 
-def _fixed_resource(service: str, node: str) -> Any:
-    """The agent's Resource, with its hash computed once.
+_K_METHOD = attribute_key("http.request.method")
+_K_PATH = attribute_key("url.path")
+_K_AUTHORITY = attribute_key("server.address")
+_K_STATUS = attribute_key("http.response.status_code")
+_K_REQUEST_ID = attribute_key("peermesh.request_id")
+_K_SOURCE = attribute_key("peermesh.source")
+_K_DESTINATION = attribute_key("peermesh.destination")
+_K_RESPONSE_BYTES = attribute_key("peermesh.response_bytes")
+_K_REQUEST_BYTES = attribute_key("peermesh.request_bytes")
+_K_ATTEMPTS = attribute_key("peermesh.attempts")
+_K_UPSTREAM = attribute_key("peermesh.upstream")
+_K_ROUTE = attribute_key("peermesh.route")
+_K_SUBSET = attribute_key("peermesh.subset")
+_K_AUTHZ = attribute_key("peermesh.authz_policy")
+_K_GRPC = attribute_key("rpc.grpc.status_code")
 
-    The OTLP encoder groups spans by resource, and the SDK's ``Resource.__hash__``
-    serialises every attribute to JSON on each call, i.e. once per exported span.
+
+def encode_record(record: RequestRecord) -> bytes:
+    """The OTLP span of one finished request, as ``ScopeSpans.spans`` entry bytes.
+
+    Identities follow from the services and the trust domain; the span kind gives the
+    direction. Attributes that do not apply are left out.
     """
-    from opentelemetry.sdk.resources import Resource
+    s, i = string_attribute, int_attribute
+    attributes = [
+        s(_K_METHOD, record.method),
+        s(_K_PATH, record.path),
+        s(_K_AUTHORITY, record.authority),
+        i(_K_STATUS, record.status),
+        s(_K_REQUEST_ID, record.request_id),
+        s(_K_SOURCE, record.source),
+        s(_K_DESTINATION, record.destination),
+        i(_K_RESPONSE_BYTES, record.response_bytes),
+    ]
+    if record.request_bytes:
+        attributes.append(i(_K_REQUEST_BYTES, record.request_bytes))
+    if record.attempts > 1:
+        attributes.append(i(_K_ATTEMPTS, record.attempts))
+    if record.upstream:
+        attributes.append(s(_K_UPSTREAM, record.upstream))
+    if record.route:
+        attributes.append(s(_K_ROUTE, record.route))
+    if record.subset:
+        attributes.append(s(_K_SUBSET, record.subset))
+    if record.authz_policy:
+        attributes.append(s(_K_AUTHZ, record.authz_policy))
+    if record.grpc_status:
+        attributes.append(s(_K_GRPC, record.grpc_status))
+    status = record.status
+    start = int(record.started_wall * 1e9)
+    return encode_span_fields(
+        record.trace_id,
+        record.span_id,
+        record.parent_span_id,
+        f"{record.method} {record.authority}",
+        SPAN_KIND_CLIENT if record.direction == "outbound" else SPAN_KIND_SERVER,
+        start,
+        start + int(record.duration * 1e9),
+        b"".join(attributes),
+        f"HTTP {status}" if status >= 500 or status == 0 else "",
+    )
 
-    class FixedResource(Resource):
-        def __init__(self, resource: Resource) -> None:
-            super().__init__(resource.attributes, resource.schema_url)
-            self._fixed_hash = super().__hash__()
 
-        def __hash__(self) -> int:
-            return self._fixed_hash
+MAX_RESOURCE_ENV = 4096  # bytes of OTEL_RESOURCE_ATTRIBUTES read
 
-    return FixedResource(Resource.create({"service.name": service, "service.instance.id": node}))
+
+def resource_attributes(service: str, node: str) -> list[tuple[str, str | int]]:
+    """The agent's resource: its service and node, over ``OTEL_RESOURCE_ATTRIBUTES``.
+
+    The variable is read as the OpenTelemetry SDKs read it (``key=value`` pairs, comma
+    separated, values percent-decoded); pairs without ``=`` are skipped.
+    """
+    attributes: dict[str, str | int] = {
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "peermesh",
+        "telemetry.sdk.version": __version__,
+    }
+    for pair in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")[:MAX_RESOURCE_ENV].split(","):
+        key, eq, value = pair.partition("=")
+        if eq and key.strip():
+            attributes[key.strip()] = unquote(value.strip())
+    attributes["service.name"] = service
+    attributes["service.instance.id"] = node
+    return list(attributes.items())
 
 
 def now_wall() -> float:

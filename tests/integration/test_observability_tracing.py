@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import trio
+import trio.testing
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -18,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from peermesh.observability.tracing import extract, inject
 from tests.integration.test_observability_accesslog import logged_agents
 from tests.support.meshkit import eventually
+from tests.support.obskit import scrape, value
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -104,6 +106,11 @@ async def test_two_hops_give_one_connected_trace_and_incoming_context_is_continu
             )
             # The app sees the server span as its parent.
             assert app_saw["traceparent"] == f"00-{server['trace_id']}-{server['span_id']}-01"
+            for agent in (mesh.client, mesh.server):
+                samples = await scrape(agent)
+                assert value(samples, "peermesh_spans_recorded_total") == 1
+                assert value(samples, "peermesh_spans_exported_total") == 1
+                assert value(samples, "peermesh_spans_dropped_total") == 0
 
             # An incoming W3C traceparent is continued, not replaced.
             receiver.spans.clear()
@@ -136,6 +143,29 @@ async def test_two_hops_give_one_connected_trace_and_incoming_context_is_continu
             assert client["trace_id"] == TRACE[16:].rjust(32, "0") and client["parent"] == PARENT
 
 
+async def test_a_stopping_agent_exports_the_spans_it_still_holds(tmp_path):
+    """No flush: the graceful stop (SIGTERM's path) sends what the interval had not yet."""
+    with otlp_receiver() as (receiver, url):
+        async with (
+            logged_agents(tmp_path, client_otlp_endpoint=url, server_otlp_endpoint=url) as mesh,
+            httpx.AsyncClient() as c,
+        ):
+            for agent in (mesh.client, mesh.server):
+                exporter = agent.observability.tracer.exporter
+                assert exporter is not None
+                exporter.interval = 3600.0  # no timed export: only the stop can send them
+                exporter.wake()  # ends the wait begun with the default interval
+            await trio.testing.wait_all_tasks_blocked()
+            for _ in range(3):
+                r = await c.get(mesh.outbound_url + "/headers", headers={"host": "orders"})
+                assert r.status_code == 200
+            assert receiver.spans == []
+            for agent in (mesh.client, mesh.server):
+                agent.request_shutdown()
+            await eventually(lambda: len(receiver.spans) >= 6)
+            assert {s["service"] for s in receiver.spans} == {"frontend", "orders"}
+
+
 async def test_without_an_endpoint_context_still_propagates_and_nothing_is_exported(tmp_path):
     async with logged_agents(tmp_path) as mesh, httpx.AsyncClient() as c:
         assert not mesh.client.observability.tracer.enabled
@@ -162,7 +192,7 @@ def test_b3_single_header_and_bad_traceparent():
 
 async def _flush(mesh: Any) -> None:
     for agent in (mesh.client, mesh.server):
-        await trio.to_thread.run_sync(agent.observability.tracer.flush)
+        assert await agent.observability.tracer.flush()
 
 
 def _traceparent(headers: dict[str, str]) -> tuple[str, str, str]:

@@ -16,8 +16,9 @@ import pytest
 from tests.support.meshkit import REPO
 
 # Imported by the CLI commands that print (rich), read files (yaml), the DNS server
-# (--dns: dnspython), mDNS (zeroconf), a trace exporter (OpenTelemetry), the chaos and
-# bench reports (matplotlib), the tests (hypothesis), and misspelt-policy hints (difflib).
+# (--dns: dnspython), mDNS (zeroconf), the tests (OpenTelemetry's protobuf classes decode
+# exported spans; hypothesis), the chaos and bench reports (matplotlib), and
+# misspelt-policy hints (difflib).
 NOT_IN_AGENT = (
     "rich",
     "yaml",
@@ -61,7 +62,7 @@ from peermesh.config import AgentConfig
 command = main.get_command(None, "agent")
 ctx = command.make_context("agent", [
     "--name", "node-a", "--service", "web=9", "--data-dir", sys.argv[1],
-    "--gossip", "off", "--no-mdns",
+    "--gossip", "off", "--no-mdns", *sys.argv[2:],
 ])
 from peermesh.agent import Agent
 Agent(AgentConfig.build(**ctx.params))
@@ -88,6 +89,14 @@ def test_a_constructed_idle_agent_has_not_loaded_regex_or_ceremony_code(tmp_path
     assert "peermesh.ca.dkgrelay" in loaded  # the relay is there, its machines are not
     assert sorted(loaded.intersection(NOT_IN_IDLE_AGENT)) == []
     assert sorted({name.split(".")[0] for name in loaded}.intersection(NOT_IN_AGENT)) == []
+
+
+def test_an_agent_exporting_spans_loads_no_opentelemetry(tmp_path: Path) -> None:
+    """Spans are encoded and sent by the project's own OTLP code, not the SDK."""
+    loaded = _loaded(_CONSTRUCT, str(tmp_path / "data"), "--otlp-endpoint", "http://127.0.0.1:4318")
+    assert "peermesh.observability.spanexport" in loaded
+    assert not any(name.split(".")[0] == "opentelemetry" for name in loaded)
+    assert "google.protobuf" not in loaded
 
 
 def test_a_missing_re2_still_fails_when_the_policy_code_loads() -> None:

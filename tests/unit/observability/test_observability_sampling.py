@@ -9,6 +9,7 @@ import random
 import pytest
 
 from peermesh.config import AgentConfig, ConfigError
+from peermesh.observability import tracing
 from peermesh.observability.context import RequestRecord, iso_utc
 from peermesh.observability.hub import Observability
 from peermesh.observability.metrics import AgentMetrics
@@ -96,8 +97,8 @@ def test_the_fraction_is_drawn_from_the_trace_id_so_every_hop_agrees():
     assert 0.19 < share < 0.31  # binomial: ±6 standard deviations
 
 
-def test_unsampled_requests_build_no_opentelemetry_objects():
-    """With an exporter configured, an unsampled hop never reaches the SDK."""
+def test_unsampled_requests_encode_no_span(monkeypatch):
+    """With an exporter configured, an unsampled hop never reaches the span encoder."""
     hub = Observability(
         service="frontend",
         node="n",
@@ -110,10 +111,10 @@ def test_unsampled_requests_build_no_opentelemetry_objects():
     assert tracer.enabled
 
     def forbidden(*args: object, **kwargs: object) -> None:
-        raise AssertionError("an OpenTelemetry span was built for an unsampled request")
+        raise AssertionError("a span was encoded for an unsampled request")
 
-    tracer._readable = forbidden
-    tracer._api = None  # any SpanContext/Status construction would fail too
+    monkeypatch.setattr(tracing, "encode_record", forbidden)
+    monkeypatch.setattr(tracing, "encode_span_fields", forbidden)
     from peermesh.net.http.headers import RequestHead
 
     head = RequestHead(b"GET", b"http", b"orders", b"/x", ((b"host", b"orders"),))
@@ -124,10 +125,11 @@ def test_unsampled_requests_build_no_opentelemetry_objects():
         assert not record.sampled
         assert dict(forwarded.headers)[b"traceparent"].endswith(b"-00")
         hub.end(record, 200, 0.001)
+        await tracer.shutdown()
 
     trio.run(one)
     assert tracer.spans_recorded == 0
-    tracer.shutdown()
+    assert len(tracer.buffer) == 0
 
 
 def test_log_line_is_exactly_the_json_of_the_summary():

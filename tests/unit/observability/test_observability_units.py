@@ -110,3 +110,6 @@ def test_agent_options_for_access_log_and_otlp(tmp_path):
     assert AgentConfig.build(**common).telemetry.access_log is None  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="OTLP/HTTP URL"):
         AgentConfig.build(**common, otlp_endpoint="127.0.0.1:4318")  # type: ignore[arg-type]
+    for bad in ("http://", "http://host:99999", "http://héte:4318", "http://a b:1"):
+        with pytest.raises(ConfigError, match="--otlp-endpoint"):
+            AgentConfig.build(**common, otlp_endpoint=bad)  # type: ignore[arg-type]
