@@ -96,8 +96,11 @@ def render(
         f" sends at most about {MAX_PACED_RATE_PER_CLIENT} req/s: faster rates use"
         f" ceil(rate / {MAX_PACED_RATE_PER_CLIENT}) clients (connections), each paced at its"
         " share, and each wake-up comes a little late, so the rate really sent (*sent*) is a"
-        " few to ~15 % below the one asked. `--log-file` gives every request's send time and"
-        " latency (send to last byte).",
+        " below the one asked: libev waits at least 1 ms once woken early (by a response), so"
+        " the slower a setup answers, the later h2load sends (up to a third below the asked"
+        " rate). The targets are judged at the lowest asked rate whose *sent* rate reaches 90 %"
+        " of the target's. `--log-file` gives every request's send time and latency (send to"
+        " last byte).",
         *(
             [
                 f"- Open loop in bursts at {', '.join(str(r) for r in opts.burst_rates)} req/s:"
@@ -171,7 +174,7 @@ def render(
 def latency_table(setups: dict[str, Setup], rates: list[int], *, paced: bool) -> list[str]:
     """One row per rate and setup, with the cost added over direct at the same arrivals."""
     lines = [
-        "| rate | setup | p50 | p90 | p99 | max | added p50 | added p90 | added p99 |"
+        "| asked rate | setup | p50 | p90 | p99 | max | added p50 | added p90 | added p99 |"
         " added max | clients | sent req/s | send gap p50 / p99 | errors |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -277,15 +280,23 @@ def targets(mesh: Setup, ha: Setup, direct: Setup) -> list[str]:
     def added(
         setup: Setup, rate: int, p50_max: float, p99_max: float | None
     ) -> tuple[str, bool | None]:
-        res, base = setup.open_loop.get(rate), direct.open_loop.get(rate)
-        if res is None or base is None or base.skipped:
+        # h2load sends paced requests late (its timer), so the row judged is the lowest
+        # asked rate at which this setup was really sent at least 90 % of the target rate.
+        held = [
+            r
+            for r in sorted(setup.open_loop.values(), key=lambda r: r.rate)
+            if r.rate >= rate and not r.skipped and r.achieved_rps >= 0.9 * rate
+        ]
+        if not held:
+            return "not measured at that rate", None
+        res = held[0]
+        base = direct.open_loop.get(res.rate)
+        if base is None or base.skipped:
             return "not measured", None
-        if res.skipped:
-            return res.skipped, False
         p50, p99 = res.p50 - base.p50, res.p99 - base.p99
         met = p50 <= p50_max and (p99_max is None or p99 <= p99_max) and res.errors == 0
         shown = f"{p50:+.2f} ms" if p99_max is None else f"{p50:+.2f} / {p99:+.2f} ms"
-        return shown, met
+        return f"{shown} (sent {res.achieved_rps:,.0f} req/s)", met
 
     def cpu(setup: Setup) -> tuple[str, bool | None]:
         per = setup.closed.cpu_per_1k
@@ -312,7 +323,7 @@ def targets(mesh: Setup, ha: Setup, direct: Setup) -> list[str]:
         )
         lines.append(
             row(
-                f"{what} at {rate} rps (paced) through two sidecars",
+                f"{what} at {rate} req/s really sent (paced) through two sidecars",
                 added(mesh, rate, p50_max, p99_max),
                 added(ha, rate, p50_max, p99_max),
             )
